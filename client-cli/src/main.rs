@@ -1,0 +1,2 @@
+//! `parley`: the command-line chat client (filled by the SDK/CLI issue).
+fn main() {}

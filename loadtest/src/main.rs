@@ -1,0 +1,2 @@
+//! `parley-loadtest` (filled by the load-test issue).
+fn main() {}

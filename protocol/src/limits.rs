@@ -1,0 +1,42 @@
+//! Every limit of wire protocol v1, in one place.
+//!
+//! Both ends enforce these; a server may configure lower values for some of them (it never
+//! accepts more than these). Each constant says why it has the value it has.
+
+/// The protocol version carried in every frame (`v`). A peer speaking another version is
+/// refused with `unsupported_version`.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest encoded frame either side accepts, in bytes. Checked before any decoding, so a
+/// hostile length prefix costs nothing. Fits the largest legitimate frame (a registration
+/// carrying a ML-KEM-768 prekey and [`MAX_PREKEYS_PER_UPLOAD`] one-time prekeys, or an
+/// envelope of [`MAX_ENVELOPE_BYTES`]) with room for framing.
+pub const MAX_FRAME_BYTES: usize = 80 * 1024;
+
+/// Largest ciphertext an envelope may carry. Attachments travel out of band; 64 KiB is
+/// generous for text, cards and receipts after encryption.
+pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Most one-time prekeys in one registration or upload. A client tops up in batches of
+/// this size; more per frame would only let one request hold the database longer.
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
+
+/// Most one-time prekeys the server keeps per device; uploads beyond it are refused with
+/// `too_many_prekeys`, so one account cannot grow the database without bound.
+pub const MAX_STORED_ONE_TIME_PREKEYS: u32 = 1_000;
+
+/// Size of an ML-KEM-768 encapsulation key, the only KEM prekey v1 knows.
+pub const KEM_PUBLIC_KEY_BYTES: usize = 1184;
+
+/// Longest handle in bytes (ASCII only, see [`crate::Handle`]), without the leading `@`.
+pub const MAX_HANDLE_LEN: usize = 32;
+
+/// Shortest handle in bytes.
+pub const MIN_HANDLE_LEN: usize = 3;
+
+/// Most envelopes in one delivery page: the server sends at most this many `deliver`
+/// frames before it reads the queue again.
+pub const MAX_DELIVERY_PAGE: usize = 256;
+
+/// Longest human-readable error message the server sends.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 256;

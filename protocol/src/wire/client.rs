@@ -1,0 +1,132 @@
+//! Frames a client sends.
+//!
+//! Every frame is `{ "v": 1, "rid": <u32>, "body": { "<kind>": { ...fields } } }`; the
+//! field tables are in `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::IdentityPublic;
+use crate::ids::{DeviceAddress, Handle, MessageId, RequestId, Seq};
+use crate::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
+use crate::signature::Signature;
+
+/// One client-to-server frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Protocol version, [`crate::PROTOCOL_VERSION`].
+    pub v: u8,
+    /// Echoed in the reply. Clients use distinct ids for requests in flight; `ack`
+    /// gets no reply, so its id is not used.
+    pub rid: RequestId,
+    /// What the client asks for.
+    pub body: ClientBody,
+}
+
+impl ClientFrame {
+    /// A version-1 frame.
+    pub fn new(rid: RequestId, body: ClientBody) -> ClientFrame {
+        ClientFrame {
+            v: crate::PROTOCOL_VERSION,
+            rid,
+            body,
+        }
+    }
+}
+
+/// The kinds of client frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientBody {
+    /// Log in to an existing account. Reply: `authenticated`, or error `auth_failed`
+    /// and close.
+    Auth(Auth),
+    /// Create an account and log in. Reply: `authenticated`.
+    Register(Register),
+    /// Replace the signed prekeys and/or add one-time prekeys. Reply: `prekeys_stored`.
+    UploadPrekeys(UploadPrekeys),
+    /// Get a prekey bundle to start a session. Reply: `bundle`.
+    FetchBundle(FetchBundle),
+    /// Look up the account behind a handle. Reply: `resolved`.
+    ResolveHandle(ResolveHandle),
+    /// Send an envelope. Reply: `accepted` once it is durably queued.
+    Send(Send),
+    /// Cumulative acknowledgement of delivered envelopes. No reply.
+    Ack(Ack),
+}
+
+/// `auth`: the answer to the server's `hello` challenge.
+///
+/// `signature` is by `address.account` over
+/// `"parley/v1/auth" 0x00 ‖ server_id (32) ‖ nonce (32) ‖ account (32) ‖ device (u32 BE)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// The device logging in.
+    pub address: DeviceAddress,
+    /// Signature over the auth transcript.
+    pub signature: Signature,
+}
+
+/// `register`: create an account (device 1) and log in on this connection.
+///
+/// `signature` is by `identity.account` over
+/// `"parley/v1/register" 0x00 ‖ server_id (32) ‖ nonce (32) ‖ account (32) ‖ dh (32) ‖
+/// len (u32 BE) ‖ handle (UTF-8, empty when none)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// The new account's public identity.
+    pub identity: IdentityPublic,
+    /// Optional unique handle.
+    pub handle: Option<Handle>,
+    /// The first signed prekey.
+    pub signed_prekey: SignedPrekey,
+    /// The first signed KEM prekey, if any.
+    pub kem_prekey: Option<SignedKemPrekey>,
+    /// Initial one-time prekeys, at most [`crate::limits::MAX_PREKEYS_PER_UPLOAD`].
+    pub one_time_prekeys: Vec<OneTimePrekey>,
+    /// Proof of possession of the identity key, bound to this server and challenge.
+    pub signature: Signature,
+}
+
+/// `upload_prekeys`: rotate signed prekeys and/or top up one-time prekeys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadPrekeys {
+    /// A new signed prekey replacing the current one.
+    pub signed_prekey: Option<SignedPrekey>,
+    /// A new signed KEM prekey replacing the current one.
+    pub kem_prekey: Option<SignedKemPrekey>,
+    /// One-time prekeys to add; ids already stored are replaced.
+    pub one_time_prekeys: Vec<OneTimePrekey>,
+}
+
+/// `fetch_bundle`: a prekey bundle of one device. Takes one of its one-time prekeys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchBundle {
+    /// The device.
+    pub address: DeviceAddress,
+}
+
+/// `resolve_handle`: which account a handle names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveHandle {
+    /// The handle, normalized.
+    pub handle: Handle,
+}
+
+/// `send`: an opaque envelope for one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    /// The recipient device.
+    pub to: DeviceAddress,
+    /// Sender-chosen id; a retry with the same id returns the first result.
+    pub id: MessageId,
+    /// End-to-end encrypted payload, at most [`crate::limits::MAX_ENVELOPE_BYTES`].
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// `ack`: every envelope with `seq <= through` was processed and may be deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Highest sequence number processed.
+    pub through: Seq,
+}

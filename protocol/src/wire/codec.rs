@@ -1,0 +1,193 @@
+//! Encoding and decoding of frames: MessagePack, structs as maps with string keys
+//! (`rmp_serde::to_vec_named`), enums as a one-entry map `{ "<kind>": body }`, byte
+//! strings as `bin`, absent optionals as `nil`.
+//!
+//! [`decode_client`] and [`decode_server`] are pure, never panic, and check the size
+//! before looking at a single byte, then the version, then every per-field limit.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::limits::{
+    MAX_ENVELOPE_BYTES, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_BYTES, MAX_PREKEYS_PER_UPLOAD,
+    PROTOCOL_VERSION,
+};
+use crate::wire::client::{ClientBody, ClientFrame};
+use crate::wire::server::{ServerBody, ServerFrame};
+
+/// Why bytes are not a valid frame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Longer than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
+    TooLarge(usize),
+    /// Not MessagePack of the expected shape.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// Bytes left over after one complete frame.
+    #[error("{0} trailing bytes after the frame")]
+    TrailingBytes(usize),
+    /// A `v` this implementation does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// A field breaks a protocol limit.
+    #[error("limit exceeded: {0}")]
+    Limit(&'static str),
+}
+
+/// Encoding failed; this cannot happen for well-formed frame values and indicates a bug.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("frame encoding failed: {0}")]
+pub struct EncodeError(String);
+
+/// Encodes a client frame.
+pub fn encode_client(frame: &ClientFrame) -> Result<Vec<u8>, EncodeError> {
+    encode(frame)
+}
+
+/// Encodes a server frame.
+pub fn encode_server(frame: &ServerFrame) -> Result<Vec<u8>, EncodeError> {
+    encode(frame)
+}
+
+/// Decodes and validates a client frame.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+    let frame: ClientFrame = decode(bytes)?;
+    check_version(frame.v)?;
+    match &frame.body {
+        ClientBody::Register(r) if r.one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD => {
+            Err(DecodeError::Limit("one_time_prekeys"))
+        }
+        ClientBody::UploadPrekeys(u) if u.one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD => {
+            Err(DecodeError::Limit("one_time_prekeys"))
+        }
+        ClientBody::Send(s) if s.ciphertext.len() > MAX_ENVELOPE_BYTES => {
+            Err(DecodeError::Limit("ciphertext"))
+        }
+        _ => Ok(frame),
+    }
+}
+
+/// Decodes and validates a server frame.
+pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
+    let frame: ServerFrame = decode(bytes)?;
+    check_version(frame.v)?;
+    match &frame.body {
+        ServerBody::Deliver(d) if d.ciphertext.len() > MAX_ENVELOPE_BYTES => {
+            Err(DecodeError::Limit("ciphertext"))
+        }
+        ServerBody::Error(e) if e.message.len() > MAX_ERROR_MESSAGE_LEN => {
+            Err(DecodeError::Limit("message"))
+        }
+        _ => Ok(frame),
+    }
+}
+
+fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, EncodeError> {
+    rmp_serde::to_vec_named(frame).map_err(|e| EncodeError(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    let mut rest = bytes;
+    let value = {
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?
+    };
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
+}
+
+fn check_version(v: u8) -> Result<(), DecodeError> {
+    if v == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError::UnsupportedVersion(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{AccountId, DeviceAddress, DeviceId, MessageId, RequestId, Seq};
+    use crate::wire::client::{Ack, Send};
+
+    fn send_frame(len: usize) -> ClientFrame {
+        ClientFrame::new(
+            RequestId(9),
+            ClientBody::Send(Send {
+                to: DeviceAddress {
+                    account: AccountId([1; 32]),
+                    device: DeviceId(1),
+                },
+                id: MessageId([2; 16]),
+                ciphertext: vec![3; len],
+            }),
+        )
+    }
+
+    #[test]
+    fn client_frames_round_trip() {
+        let frame = send_frame(100);
+        let bytes = encode_client(&frame).unwrap();
+        assert_eq!(decode_client(&bytes), Ok(frame));
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_parsing() {
+        let bytes = vec![0xc1; MAX_FRAME_BYTES + 1];
+        assert_eq!(
+            decode_client(&bytes),
+            Err(DecodeError::TooLarge(MAX_FRAME_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn oversized_ciphertext_is_refused() {
+        let bytes = encode_client(&send_frame(MAX_ENVELOPE_BYTES + 1)).unwrap();
+        assert_eq!(decode_client(&bytes), Err(DecodeError::Limit("ciphertext")));
+    }
+
+    #[test]
+    fn trailing_bytes_and_truncation_are_refused() {
+        let mut bytes = encode_client(&send_frame(10)).unwrap();
+        bytes.push(0);
+        assert_eq!(decode_client(&bytes), Err(DecodeError::TrailingBytes(1)));
+        bytes.truncate(bytes.len() - 5);
+        assert!(matches!(
+            decode_client(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let mut frame = ClientFrame::new(RequestId(1), ClientBody::Ack(Ack { through: Seq(4) }));
+        frame.v = 2;
+        let bytes = encode_client(&frame).unwrap();
+        assert_eq!(
+            decode_client(&bytes),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_without_allocating() {
+        // map32 with 2^32-1 entries, then nothing.
+        let bytes = [0xdf, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode_client(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+        // bin32 with a 4 GiB length inside a frame.
+        let bytes = [0x81, 0xa1, b'v', 0xc6, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode_client(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

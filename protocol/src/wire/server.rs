@@ -1,0 +1,156 @@
+//! Frames the server sends.
+//!
+//! Every frame is `{ "v": 1, "rid": <u32 or nil>, "body": { "<kind>": { ...fields } } }`.
+//! `rid` echoes the request a frame answers; pushed frames (`hello`, `deliver`,
+//! `drained`, `prekeys_low`) carry nil.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, Nonce, RequestId, Seq, ServerId};
+use crate::prekeys::PrekeyBundle;
+use crate::wire::ErrorCode;
+
+/// One server-to-client frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFrame {
+    /// Protocol version, [`crate::PROTOCOL_VERSION`].
+    pub v: u8,
+    /// The request this answers, or nil for pushed frames.
+    pub rid: Option<RequestId>,
+    /// What the server says.
+    pub body: ServerBody,
+}
+
+impl ServerFrame {
+    /// A version-1 reply to `rid`.
+    pub fn reply(rid: RequestId, body: ServerBody) -> ServerFrame {
+        ServerFrame {
+            v: crate::PROTOCOL_VERSION,
+            rid: Some(rid),
+            body,
+        }
+    }
+
+    /// A version-1 pushed frame.
+    pub fn push(body: ServerBody) -> ServerFrame {
+        ServerFrame {
+            v: crate::PROTOCOL_VERSION,
+            rid: None,
+            body,
+        }
+    }
+}
+
+/// The kinds of server frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerBody {
+    /// First frame on every connection: the server's identity and a fresh challenge.
+    Hello(Hello),
+    /// Reply to `auth` and `register`: this connection now acts for `address`.
+    Authenticated(Authenticated),
+    /// Reply to `upload_prekeys`.
+    PrekeysStored(PrekeysStored),
+    /// Reply to `fetch_bundle`.
+    Bundle(PrekeyBundle),
+    /// Reply to `resolve_handle`.
+    Resolved(Resolved),
+    /// Reply to `send`: the envelope is durably queued for its recipient.
+    Accepted(Accepted),
+    /// An envelope for this device.
+    Deliver(Deliver),
+    /// Every envelope queued when this connection authenticated has been sent.
+    Drained(Drained),
+    /// This device has few one-time prekeys left; upload more.
+    PrekeysLow(PrekeysLow),
+    /// A request failed (with `rid`) or the connection is about to close (nil `rid`).
+    Error(ErrorBody),
+}
+
+/// `hello`: the challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The server deployment's identity, bound into auth signatures.
+    pub server_id: ServerId,
+    /// Single-use challenge, valid until the auth deadline of this connection.
+    pub nonce: Nonce,
+    /// Largest ciphertext this server accepts in `send`.
+    pub max_envelope_bytes: u32,
+    /// Milliseconds the client has to authenticate before the server closes.
+    pub auth_timeout_ms: u32,
+}
+
+/// `authenticated`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticated {
+    /// The device this connection acts for.
+    pub address: DeviceAddress,
+    /// One-time prekeys the server still holds for it.
+    pub one_time_prekeys: u32,
+}
+
+/// `prekeys_stored`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeysStored {
+    /// One-time prekeys the server now holds for this device.
+    pub one_time_prekeys: u32,
+}
+
+/// `resolved`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The handle asked about.
+    pub handle: Handle,
+    /// The account it names.
+    pub account: AccountId,
+}
+
+/// `accepted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The sender's message id.
+    pub id: MessageId,
+    /// Position in the recipient's queue: the server's id for this envelope.
+    pub seq: Seq,
+}
+
+/// `deliver`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deliver {
+    /// Position in this device's queue; acknowledge it (cumulatively) once processed.
+    pub seq: Seq,
+    /// The authenticated sender.
+    pub from: DeviceAddress,
+    /// The sender's message id.
+    pub id: MessageId,
+    /// When the server accepted it, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// The opaque payload, exactly as sent.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// `drained`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drained {
+    /// The last seq of the backlog (0 if there was none).
+    pub through: Seq,
+}
+
+/// `prekeys_low`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeysLow {
+    /// One-time prekeys left on the server.
+    pub remaining: u32,
+}
+
+/// `error`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable detail, never containing secrets; not stable.
+    pub message: String,
+    /// For `rate_limited`: milliseconds to wait before retrying.
+    pub retry_after_ms: Option<u64>,
+}

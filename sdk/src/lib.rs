@@ -1,0 +1,1 @@
+//! Parley client engine (filled by the SDK issue).
