@@ -23,6 +23,7 @@
 //! ```
 
 pub mod auth;
+pub mod e2e;
 pub(crate) mod fixed_bytes;
 pub mod identity;
 pub mod ids;
