@@ -1,1 +1,37 @@
-//! server
+//! # parley-server
+//!
+//! The Parley relay: accounts, authentication, prekeys, and durable store-and-forward of
+//! opaque end-to-end encrypted envelopes over WebSockets.
+//!
+//! * [`server`]: listener, connection limits, graceful shutdown ([`run`]).
+//! * [`connection`]: one client, from upgrade to close, as typed states.
+//! * [`presence`]: which devices are connected here; wake-ups and displacement.
+//! * [`store`]: the durable state behind a narrow interface; SQLite by default.
+//! * [`rate_limit`], [`config`], [`error`], [`housekeeping`].
+//!
+//! `main.rs` only parses the configuration and calls [`run`]. Tests do the same on
+//! `127.0.0.1:0` with a temporary data directory.
+
+pub mod config;
+pub mod connection;
+pub mod context;
+pub mod error;
+pub mod housekeeping;
+pub mod presence;
+pub mod rate_limit;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::run;
+
+/// The server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The store failed to open or close.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+}

@@ -1,0 +1,246 @@
+//! The server's configuration: every limit, named, with a default, a flag and a
+//! `PARLEY_*` environment variable. `parley-server --help` prints this documentation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use parley_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_STORED_ONE_TIME_PREKEYS};
+
+use crate::store::sqlite::{Durability, SqliteOptions};
+
+/// Parley relay: carries end-to-end encrypted envelopes between accounts over WebSockets,
+/// storing them durably (SQLite) until the recipient acknowledges them.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "parley-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on for WebSocket clients.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the database (parley.db) and other server state.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./parley-data")]
+    pub data_dir: PathBuf,
+
+    /// Most simultaneous connections; further clients wait in the kernel's backlog.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// Most simultaneous connections from one IP address; more are closed at once.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Time a client has to complete the WebSocket upgrade (e.g. 10s, 500ms).
+    #[arg(long, env = "PARLEY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time a client has to authenticate (or register) after the upgrade.
+    #[arg(long, env = "PARLEY_AUTH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Interval between server pings; a client silent for two intervals is closed.
+    #[arg(long, env = "PARLEY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// Longest a write to one client may stall before that client is closed as a slow
+    /// consumer (its envelopes stay queued and are delivered when it reconnects).
+    #[arg(long, env = "PARLEY_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Bytes of outgoing frames buffered per connection before writes wait for the socket.
+    #[arg(long, env = "PARLEY_WRITE_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub write_buffer_bytes: usize,
+
+    /// On SIGINT/SIGTERM, how long open connections get to finish before the store closes.
+    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long undelivered envelopes (and retry dedup entries) are kept.
+    #[arg(long, env = "PARLEY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How often expired envelopes are swept.
+    #[arg(long, env = "PARLEY_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Largest ciphertext accepted in one envelope, in bytes (at most 65536).
+    #[arg(long, env = "PARLEY_MAX_ENVELOPE_BYTES", default_value_t = MAX_ENVELOPE_BYTES)]
+    pub max_envelope_bytes: usize,
+
+    /// Most one-time prekeys kept per device (at most 1000).
+    #[arg(long, env = "PARLEY_MAX_ONE_TIME_PREKEYS", default_value_t = MAX_STORED_ONE_TIME_PREKEYS)]
+    pub max_one_time_prekeys: u32,
+
+    /// A device is told to upload more one-time prekeys when fewer than this remain.
+    #[arg(long, env = "PARLEY_PREKEYS_LOW_THRESHOLD", default_value_t = 20)]
+    pub prekeys_low_threshold: u32,
+
+    /// Registrations allowed per source IP address per hour.
+    #[arg(
+        long,
+        env = "PARLEY_REGISTRATIONS_PER_IP_PER_HOUR",
+        default_value_t = 20
+    )]
+    pub registrations_per_ip_per_hour: u32,
+
+    /// Prekey bundle fetches allowed per requesting account per minute.
+    #[arg(long, env = "PARLEY_BUNDLE_FETCHES_PER_MINUTE", default_value_t = 120)]
+    pub bundle_fetches_per_minute: u32,
+
+    /// Prekey bundle fetches allowed per (requester, target device) per minute.
+    #[arg(
+        long,
+        env = "PARLEY_BUNDLE_FETCHES_PER_TARGET_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub bundle_fetches_per_target_per_minute: u32,
+
+    /// Commit durability: `full` survives power loss (default); `normal` survives a
+    /// crash of the server process only.
+    #[arg(long, env = "PARLEY_DURABILITY", value_enum, default_value_t = Durability::Full)]
+    pub durability: Durability,
+
+    /// Most write requests committed together in one transaction (group commit).
+    #[arg(long, env = "PARLEY_GROUP_COMMIT_MAX", default_value_t = 512)]
+    pub group_commit_max: usize,
+
+    /// Database reader threads.
+    #[arg(long, env = "PARLEY_DB_READERS", default_value_t = 2)]
+    pub db_readers: usize,
+
+    /// Capacity of each database job queue; callers wait when it is full.
+    #[arg(long, env = "PARLEY_DB_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub db_queue_capacity: usize,
+
+    /// Log format.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` syntax (e.g. `info`, `parley_server=debug`).
+    #[arg(long, env = "PARLEY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// How logs are written to standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration value is out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// The defaults, as if no flag or variable were given, with `data_dir` set.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let mut config = Config::parse_from(["parley-server"]);
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// Checks values that clap cannot check alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+            ("group-commit-max", self.group_commit_max),
+            ("db-readers", self.db_readers),
+            ("db-queue-capacity", self.db_queue_capacity),
+            ("write-buffer-bytes", self.write_buffer_bytes),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("--{name} must be at least 1")));
+            }
+        }
+        if self.max_envelope_bytes == 0 || self.max_envelope_bytes > MAX_ENVELOPE_BYTES {
+            return Err(ConfigError(format!(
+                "--max-envelope-bytes must be between 1 and {MAX_ENVELOPE_BYTES}"
+            )));
+        }
+        if self.max_one_time_prekeys > MAX_STORED_ONE_TIME_PREKEYS {
+            return Err(ConfigError(format!(
+                "--max-one-time-prekeys must be at most {MAX_STORED_ONE_TIME_PREKEYS}"
+            )));
+        }
+        for (name, value) in [
+            ("handshake-timeout", self.handshake_timeout),
+            ("auth-timeout", self.auth_timeout),
+            ("keepalive-interval", self.keepalive_interval),
+            ("write-timeout", self.write_timeout),
+            ("sweep-interval", self.sweep_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("--{name} must be longer than 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Store options derived from this configuration.
+    pub fn sqlite_options(&self) -> SqliteOptions {
+        SqliteOptions {
+            durability: self.durability,
+            group_commit_max: self.group_commit_max,
+            readers: self.db_readers,
+            queue_capacity: self.db_queue_capacity,
+        }
+    }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h`, `30d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (examples: 500ms, 10s, 5m, 2h, 30d)"))?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    value
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_limits_are_checked() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        assert!(config.validate().is_ok());
+        config.max_envelope_bytes = MAX_ENVELOPE_BYTES + 1;
+        assert!(config.validate().is_err());
+    }
+}

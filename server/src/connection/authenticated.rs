@@ -1,0 +1,287 @@
+//! The main state of a connection: it acts for one device, answers its requests, and
+//! delivers its queue.
+//!
+//! One loop, in priority order: shutdown, displacement by a newer connection of the same
+//! device, the client's frames, wake-ups from the delivery registry, keepalive, and
+//! writing the next page of the queue. Requests are answered in order; each `send` is
+//! answered `accepted` only after the store committed it.
+
+use std::time::Instant;
+
+use parley_protocol::ids::{DeviceAddress, RequestId};
+use parley_protocol::wire::client::{Ack, ClientBody, FetchBundle, Send, UploadPrekeys};
+use parley_protocol::wire::server::{Accepted, PrekeysLow, PrekeysStored, Resolved, ServerBody};
+use parley_protocol::wire::{CloseCode, ServerFrame};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+use super::awaiting_auth::{error_frame, Session};
+use super::delivery::Cursor;
+use super::transport::{Incoming, SendError, Transport};
+use super::{close_code_for, request_error_for, Ending};
+use crate::context::{now_ms, Shared};
+use crate::error::RequestError;
+use crate::store::{BundleOutcome, EnqueueOutcome, NewEnvelope, PrekeyUpload, UploadOutcome};
+
+/// Serves an authenticated device until the connection ends.
+pub async fn run(
+    transport: &mut Transport,
+    shared: &Shared,
+    session: Session,
+    shutdown: &CancellationToken,
+) -> Ending {
+    let address = session.address;
+    let attachment = shared.presence.attach(address);
+    let ending = serve(transport, shared, session, shutdown, &attachment).await;
+    shared.presence.detach(&address, &attachment);
+    ending
+}
+
+async fn serve(
+    transport: &mut Transport,
+    shared: &Shared,
+    session: Session,
+    shutdown: &CancellationToken,
+    attachment: &crate::presence::Attachment,
+) -> Ending {
+    let address = session.address;
+    let mut cursor = Cursor::new(address);
+    if session.one_time_prekeys < shared.config.prekeys_low_threshold {
+        let low = prekeys_low(session.one_time_prekeys);
+        if let Err(e) = transport.send(&low).await {
+            return ending_for(e);
+        }
+    }
+    let interval = shared.config.keepalive_interval;
+    let mut last_heard = Instant::now();
+    let mut next_ping = tokio::time::Instant::now() + interval;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ending::Closed(CloseCode::GoingAway),
+            _ = attachment.displaced.cancelled() => return Ending::Closed(CloseCode::Displaced),
+            incoming = transport.recv() => {
+                last_heard = Instant::now();
+                let frame = match incoming {
+                    Incoming::Frame(frame) => frame,
+                    Incoming::Heartbeat => continue,
+                    Incoming::Gone => return Ending::ClientLeft,
+                    Incoming::Violation(code) => return Ending::Closed(code),
+                    Incoming::Malformed(e) => {
+                        tracing::debug!(device = %address, error = %e, "malformed frame");
+                        let _ = transport.send(&error_frame(None, &request_error_for(&e))).await;
+                        return Ending::Closed(close_code_for(&e));
+                    }
+                };
+                let rid = frame.rid;
+                let reply = match frame.body {
+                    ClientBody::Ack(ack) => {
+                        match acknowledge(shared, address, &cursor, ack).await {
+                            Ok(()) => continue,
+                            Err(e) => error_frame(Some(rid), &e),
+                        }
+                    }
+                    body => match handle(shared, address, rid, body).await {
+                        Ok(reply) => reply,
+                        Err(e) => error_frame(Some(rid), &e),
+                    },
+                };
+                if let Err(e) = transport.send(&reply).await {
+                    return ending_for(e);
+                }
+            }
+            _ = attachment.wake.notified() => {
+                cursor.wake();
+                if let Some(remaining) = attachment.take_prekeys_low() {
+                    if let Err(e) = transport.send(&prekeys_low(remaining)).await {
+                        return ending_for(e);
+                    }
+                }
+            }
+            _ = sleep_until(next_ping) => {
+                if last_heard.elapsed() > interval * 2 {
+                    return Ending::Closed(CloseCode::KeepaliveTimeout);
+                }
+                if let Err(e) = transport.ping().await {
+                    return ending_for(e);
+                }
+                next_ping = tokio::time::Instant::now() + interval;
+            }
+            // Last, and not cancellable by the branches above: a page read once started
+            // is written before the next frame is read.
+            () = std::future::ready(()), if cursor.has_more() => {
+                match cursor.next_frames(shared.store.as_ref()).await {
+                    Ok(frames) => {
+                        if let Err(e) = transport.send_all(&frames).await {
+                            return ending_for(e);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %address, error = %e, "reading the queue failed");
+                        return Ending::Closed(CloseCode::InternalError);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers one request (everything but `ack`).
+async fn handle(
+    shared: &Shared,
+    address: DeviceAddress,
+    rid: RequestId,
+    body: ClientBody,
+) -> Result<ServerFrame, RequestError> {
+    let reply = match body {
+        ClientBody::Auth(_) | ClientBody::Register(_) => {
+            return Err(RequestError::AlreadyAuthenticated)
+        }
+        ClientBody::Send(send) => send_envelope(shared, address, send).await?,
+        ClientBody::FetchBundle(fetch) => fetch_bundle(shared, address, fetch).await?,
+        ClientBody::ResolveHandle(resolve) => {
+            let account = shared
+                .store
+                .resolve_handle(resolve.handle.clone())
+                .await?
+                .ok_or(RequestError::NotFound("handle"))?;
+            ServerBody::Resolved(Resolved {
+                handle: resolve.handle,
+                account,
+            })
+        }
+        ClientBody::UploadPrekeys(upload) => upload_prekeys(shared, address, upload).await?,
+        ClientBody::Ack(_) => return Err(RequestError::Malformed("ack has no reply".into())),
+    };
+    Ok(ServerFrame::reply(rid, reply))
+}
+
+async fn send_envelope(
+    shared: &Shared,
+    address: DeviceAddress,
+    send: Send,
+) -> Result<ServerBody, RequestError> {
+    let limit = shared.config.max_envelope_bytes;
+    if send.ciphertext.len() > limit {
+        return Err(RequestError::TooLarge {
+            size: send.ciphertext.len(),
+            limit,
+        });
+    }
+    let to = send.to;
+    let id = send.id;
+    let outcome = shared
+        .store
+        .enqueue(NewEnvelope {
+            from: address,
+            to,
+            id,
+            ciphertext: send.ciphertext,
+            now_ms: now_ms(),
+        })
+        .await?;
+    let seq = match outcome {
+        EnqueueOutcome::Accepted(seq) => {
+            shared.presence.wake(&to);
+            seq
+        }
+        EnqueueOutcome::Duplicate(seq) => seq,
+        EnqueueOutcome::UnknownRecipient => return Err(RequestError::NotFound("recipient")),
+    };
+    Ok(ServerBody::Accepted(Accepted { id, seq }))
+}
+
+async fn fetch_bundle(
+    shared: &Shared,
+    address: DeviceAddress,
+    fetch: FetchBundle,
+) -> Result<ServerBody, RequestError> {
+    let now = Instant::now();
+    let limited = |retry: crate::rate_limit::RetryAfter| RequestError::RateLimited {
+        what: "prekey bundle fetches",
+        retry_after: retry.0,
+    };
+    shared
+        .limiters
+        .bundle_requester
+        .take(&address.account, 1, now)
+        .map_err(limited)?;
+    shared
+        .limiters
+        .bundle_target
+        .take(&(address.account, fetch.address), 1, now)
+        .map_err(limited)?;
+    match shared.store.take_bundle(fetch.address).await? {
+        BundleOutcome::Found { bundle, remaining } => {
+            if remaining < shared.config.prekeys_low_threshold {
+                shared.presence.prekeys_low(&fetch.address, remaining);
+            }
+            Ok(ServerBody::Bundle(bundle))
+        }
+        BundleOutcome::NotFound => Err(RequestError::NotFound("device")),
+    }
+}
+
+async fn upload_prekeys(
+    shared: &Shared,
+    address: DeviceAddress,
+    upload: UploadPrekeys,
+) -> Result<ServerBody, RequestError> {
+    let owner = address.account;
+    if let Some(spk) = &upload.signed_prekey {
+        spk.verify(&owner)
+            .map_err(|_| RequestError::InvalidSignature("signed prekey"))?;
+    }
+    if let Some(kem) = &upload.kem_prekey {
+        kem.verify(&owner)
+            .map_err(|_| RequestError::InvalidSignature("KEM prekey"))?;
+    }
+    let max = shared.config.max_one_time_prekeys;
+    let outcome = shared
+        .store
+        .upload_prekeys(
+            address,
+            PrekeyUpload {
+                signed_prekey: upload.signed_prekey,
+                kem_prekey: upload.kem_prekey,
+                one_time_prekeys: upload.one_time_prekeys,
+                max_one_time_prekeys: max,
+            },
+        )
+        .await?;
+    match outcome {
+        UploadOutcome::Stored { one_time_prekeys } => {
+            Ok(ServerBody::PrekeysStored(PrekeysStored {
+                one_time_prekeys,
+            }))
+        }
+        UploadOutcome::TooMany => Err(RequestError::TooManyPrekeys(max)),
+        UploadOutcome::UnknownDevice => Err(RequestError::NotFound("device")),
+    }
+}
+
+/// Deletes what the client acknowledged, never beyond what this connection delivered.
+async fn acknowledge(
+    shared: &Shared,
+    address: DeviceAddress,
+    cursor: &Cursor,
+    ack: Ack,
+) -> Result<(), RequestError> {
+    let through = ack.through.min(cursor.last_sent());
+    if through.0 == 0 {
+        return Ok(());
+    }
+    shared.store.ack_through(address, through).await?;
+    Ok(())
+}
+
+fn prekeys_low(remaining: u32) -> ServerFrame {
+    ServerFrame::push(ServerBody::PrekeysLow(PrekeysLow { remaining }))
+}
+
+fn ending_for(error: SendError) -> Ending {
+    match error {
+        SendError::Stalled => Ending::Closed(CloseCode::SlowConsumer),
+        SendError::Broken(_) => Ending::ClientLeft,
+    }
+}

@@ -1,0 +1,198 @@
+//! The first state of a connection: the server has sent `hello` with a fresh nonce and
+//! waits, until the auth deadline, for `auth` or `register`.
+//!
+//! * `auth` succeeds only if the signature over the auth transcript (server id, this
+//!   connection's nonce, device) verifies and the device exists. Every failure is the
+//!   same `auth_failed` and closes the connection, so a prober learns nothing, and the
+//!   nonce dies with the connection: a captured signature cannot be replayed.
+//! * `register` is limited per source address, verifies the identity, the prekey
+//!   signatures and a proof of possession over the register transcript, then creates the
+//!   account. A refused registration (taken handle...) may be retried on the same
+//!   connection.
+
+use std::net::SocketAddr;
+
+use parley_protocol::auth::{auth_transcript, register_transcript};
+use parley_protocol::ids::{DeviceAddress, Nonce, RequestId};
+use parley_protocol::signature;
+use parley_protocol::wire::client::{Auth, ClientBody, Register};
+use parley_protocol::wire::server::{Authenticated, Hello, ServerBody};
+use parley_protocol::wire::{CloseCode, ServerFrame};
+use rand_core::{OsRng, RngCore};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::transport::{Incoming, Transport};
+use super::{close_code_for, request_error_for, Ending};
+use crate::context::{now_ms, Shared};
+use crate::error::RequestError;
+use crate::store::{NewAccount, RegisterOutcome, StoreError};
+
+/// An authenticated device, ready for the next state.
+#[derive(Clone, Copy, Debug)]
+pub struct Session {
+    /// The device this connection acts for.
+    pub address: DeviceAddress,
+    /// Its one-time prekeys left on the server.
+    pub one_time_prekeys: u32,
+}
+
+/// Runs the challenge until the client authenticates (or the connection must end).
+pub async fn run(
+    transport: &mut Transport,
+    shared: &Shared,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<Session, Ending> {
+    let mut nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut nonce);
+    let nonce = Nonce(nonce);
+    let hello = ServerFrame::push(ServerBody::Hello(Hello {
+        server_id: shared.server_id,
+        nonce,
+        max_envelope_bytes: u32::try_from(shared.config.max_envelope_bytes).unwrap_or(u32::MAX),
+        auth_timeout_ms: u32::try_from(shared.config.auth_timeout.as_millis()).unwrap_or(u32::MAX),
+    }));
+    if transport.send(&hello).await.is_err() {
+        return Err(Ending::ClientLeft);
+    }
+    let deadline = Instant::now() + shared.config.auth_timeout;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Err(Ending::Closed(CloseCode::GoingAway)),
+            _ = sleep_until(deadline) => return Err(Ending::Closed(CloseCode::AuthTimeout)),
+            incoming = transport.recv() => match incoming {
+                Incoming::Frame(frame) => frame,
+                Incoming::Heartbeat => continue,
+                Incoming::Gone => return Err(Ending::ClientLeft),
+                Incoming::Violation(code) => return Err(Ending::Closed(code)),
+                Incoming::Malformed(e) => {
+                    tracing::debug!(%peer, error = %e, "malformed frame before auth");
+                    let _ = transport.send(&error_frame(None, &request_error_for(&e))).await;
+                    return Err(Ending::Closed(close_code_for(&e)));
+                }
+            },
+        };
+        let rid = frame.rid;
+        let outcome = match frame.body {
+            ClientBody::Auth(auth) => authenticate(shared, &nonce, auth).await,
+            ClientBody::Register(register) => create_account(shared, &nonce, peer, register).await,
+            _ => Err(RequestError::NotAuthenticated),
+        };
+        match outcome {
+            Ok(session) => {
+                let reply = ServerFrame::reply(
+                    rid,
+                    ServerBody::Authenticated(Authenticated {
+                        address: session.address,
+                        one_time_prekeys: session.one_time_prekeys,
+                    }),
+                );
+                if transport.send(&reply).await.is_err() {
+                    return Err(Ending::ClientLeft);
+                }
+                tracing::debug!(%peer, device = %session.address, "authenticated");
+                return Ok(session);
+            }
+            Err(e) => {
+                if transport.send(&error_frame(Some(rid), &e)).await.is_err() {
+                    return Err(Ending::ClientLeft);
+                }
+                match e {
+                    RequestError::AuthFailed => {
+                        tracing::debug!(%peer, "authentication failed");
+                        return Err(Ending::Closed(CloseCode::AuthFailed));
+                    }
+                    RequestError::Store(StoreError::Unavailable) => {
+                        return Err(Ending::Closed(CloseCode::GoingAway))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Checks an `auth` answer. Every failure is the same [`RequestError::AuthFailed`].
+async fn authenticate(shared: &Shared, nonce: &Nonce, auth: Auth) -> Result<Session, RequestError> {
+    let transcript = auth_transcript(&shared.server_id, nonce, &auth.address);
+    let verified = signature::verify(&auth.address.account, &transcript, &auth.signature);
+    let record = shared.store.auth_record(auth.address).await?;
+    match (verified, record) {
+        (Ok(()), Some(record)) => Ok(Session {
+            address: auth.address,
+            one_time_prekeys: record.one_time_prekeys,
+        }),
+        _ => Err(RequestError::AuthFailed),
+    }
+}
+
+/// Checks and stores a registration.
+async fn create_account(
+    shared: &Shared,
+    nonce: &Nonce,
+    peer: SocketAddr,
+    r: Register,
+) -> Result<Session, RequestError> {
+    shared
+        .limiters
+        .registrations
+        .take(&peer.ip(), 1, std::time::Instant::now())
+        .map_err(|retry| RequestError::RateLimited {
+            what: "registrations from this address",
+            retry_after: retry.0,
+        })?;
+    let account = r.identity.account;
+    r.identity
+        .verify()
+        .map_err(|_| RequestError::InvalidSignature("identity DH key"))?;
+    let transcript = register_transcript(&shared.server_id, nonce, &r.identity, r.handle.as_ref());
+    signature::verify(&account, &transcript, &r.signature)
+        .map_err(|_| RequestError::InvalidSignature("registration"))?;
+    r.signed_prekey
+        .verify(&account)
+        .map_err(|_| RequestError::InvalidSignature("signed prekey"))?;
+    if let Some(kem) = &r.kem_prekey {
+        kem.verify(&account)
+            .map_err(|_| RequestError::InvalidSignature("KEM prekey"))?;
+    }
+    let max = shared.config.max_one_time_prekeys;
+    if r.one_time_prekeys.len() > usize::try_from(max).unwrap_or(usize::MAX) {
+        return Err(RequestError::TooManyPrekeys(max));
+    }
+    let outcome = shared
+        .store
+        .register(NewAccount {
+            identity: r.identity,
+            handle: r.handle,
+            signed_prekey: r.signed_prekey,
+            kem_prekey: r.kem_prekey,
+            one_time_prekeys: r.one_time_prekeys,
+            now_ms: now_ms(),
+        })
+        .await?;
+    match outcome {
+        RegisterOutcome::Created {
+            address,
+            one_time_prekeys,
+        } => {
+            tracing::info!(device = %address, "account registered");
+            Ok(Session {
+                address,
+                one_time_prekeys,
+            })
+        }
+        RegisterOutcome::AccountExists => Err(RequestError::AccountExists),
+        RegisterOutcome::HandleTaken => Err(RequestError::HandleTaken),
+    }
+}
+
+/// An `error` frame for `error`, answering `rid` (or pushed, for a frame without one).
+pub fn error_frame(rid: Option<RequestId>, error: &RequestError) -> ServerFrame {
+    let body = ServerBody::Error(error.to_wire());
+    match rid {
+        Some(rid) => ServerFrame::reply(rid, body),
+        None => ServerFrame::push(body),
+    }
+}

@@ -1,0 +1,154 @@
+//! One client's WebSocket, typed: Parley frames in, Parley frames out, every write
+//! bounded in time.
+//!
+//! The outbound path is bounded twice: by the WebSocket write buffer
+//! (`max_write_buffer_size`) and by `write_timeout`. A client that stops reading fills
+//! its TCP window, then the buffer; the pending write then times out and the connection
+//! is dropped as a slow consumer. Nothing is lost: envelopes stay in the store until
+//! acknowledged.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parley_protocol::limits::MAX_FRAME_BYTES;
+use parley_protocol::wire::{self, ClientFrame, CloseCode, DecodeError, ServerFrame};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// Initial read buffer per connection. Small, because most connections are idle; a
+/// large frame grows it only while it is being read.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bytes buffered before the WebSocket writes to the socket (frames are also flushed at
+/// the end of each batch).
+pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// The WebSocket settings the server uses, all explicit (tungstenite's defaults allow
+/// 64 MiB messages and an unbounded write buffer).
+pub fn websocket_config(max_write_buffer_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        .max_write_buffer_size(max_write_buffer_bytes.max(WRITE_BATCH_BYTES + MAX_FRAME_BYTES + 1))
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .accept_unmasked_frames(false)
+}
+
+/// What arrived from the client.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A valid frame.
+    Frame(ClientFrame),
+    /// A ping or pong: the client is alive.
+    Heartbeat,
+    /// A binary message that is not a valid frame.
+    Malformed(DecodeError),
+    /// A transport-level violation; close with this code.
+    Violation(CloseCode),
+    /// The client closed or the connection broke.
+    Gone,
+}
+
+/// A write did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The write stalled longer than the write timeout.
+    #[error("write stalled")]
+    Stalled,
+    /// The connection broke.
+    #[error("connection lost: {0}")]
+    Broken(String),
+}
+
+/// A client's WebSocket.
+#[derive(Debug)]
+pub struct Transport {
+    ws: WebSocketStream<TcpStream>,
+    write_timeout: Duration,
+}
+
+impl Transport {
+    /// Wraps an upgraded WebSocket.
+    pub fn new(ws: WebSocketStream<TcpStream>, write_timeout: Duration) -> Transport {
+        Transport { ws, write_timeout }
+    }
+
+    /// The next Parley-level event. Pings and pongs are handled here (tungstenite
+    /// queues the pong; it goes out with the next write or flush). Cancel-safe.
+    pub async fn recv(&mut self) -> Incoming {
+        match self.ws.next().await {
+            None | Some(Ok(Message::Close(_))) => Incoming::Gone,
+            Some(Ok(Message::Binary(bytes))) => match wire::decode_client(&bytes) {
+                Ok(frame) => Incoming::Frame(frame),
+                Err(e) => Incoming::Malformed(e),
+            },
+            Some(Ok(Message::Text(_))) => Incoming::Violation(CloseCode::UnsupportedData),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                Incoming::Heartbeat
+            }
+            Some(Err(tungstenite::Error::Capacity(_))) => {
+                Incoming::Violation(CloseCode::MessageTooBig)
+            }
+            Some(Err(tungstenite::Error::Protocol(_))) => {
+                Incoming::Violation(CloseCode::ProtocolError)
+            }
+            Some(Err(tungstenite::Error::Utf8(_))) => {
+                Incoming::Violation(CloseCode::InvalidPayload)
+            }
+            Some(Err(_)) => Incoming::Gone,
+        }
+    }
+
+    /// Sends one frame and flushes.
+    pub async fn send(&mut self, frame: &ServerFrame) -> Result<(), SendError> {
+        self.send_all(std::slice::from_ref(frame)).await
+    }
+
+    /// Sends frames in one batch: buffered, then one flush, all within the write timeout.
+    pub async fn send_all(&mut self, frames: &[ServerFrame]) -> Result<(), SendError> {
+        let write = async {
+            for frame in frames {
+                let bytes =
+                    wire::encode_server(frame).map_err(|e| SendError::Broken(e.to_string()))?;
+                self.ws
+                    .feed(Message::Binary(Bytes::from(bytes)))
+                    .await
+                    .map_err(|e| SendError::Broken(e.to_string()))?;
+            }
+            self.ws
+                .flush()
+                .await
+                .map_err(|e| SendError::Broken(e.to_string()))
+        };
+        tokio::time::timeout(self.write_timeout, write)
+            .await
+            .map_err(|_| SendError::Stalled)?
+    }
+
+    /// Sends a ping.
+    pub async fn ping(&mut self) -> Result<(), SendError> {
+        let ping = self.ws.send(Message::Ping(Bytes::new()));
+        tokio::time::timeout(self.write_timeout, ping)
+            .await
+            .map_err(|_| SendError::Stalled)?
+            .map_err(|e| SendError::Broken(e.to_string()))
+    }
+
+    /// Sends a close frame with `code` (best effort, briefly) and drops the connection.
+    pub async fn close(mut self, code: CloseCode) {
+        let frame = CloseFrame {
+            code: WsCloseCode::from(code.code()),
+            reason: code.reason().into(),
+        };
+        let close = async {
+            let _ = self.ws.send(Message::Close(Some(frame))).await;
+            // Give the client a moment to answer the close handshake.
+            while let Some(Ok(_)) = self.ws.next().await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    }
+}

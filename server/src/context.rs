@@ -1,0 +1,73 @@
+//! What every connection shares: configuration, the store, the delivery registry, the
+//! rate limiters, and the server's identity.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parley_protocol::ids::{AccountId, DeviceAddress, ServerId};
+
+use crate::config::Config;
+use crate::presence::Presence;
+use crate::rate_limit::RateLimiter;
+use crate::store::Store;
+
+/// Most distinct keys each rate limiter tracks.
+pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
+
+/// The rate limiters.
+#[derive(Debug)]
+pub struct Limiters {
+    /// Registrations per source IP.
+    pub registrations: RateLimiter<IpAddr>,
+    /// Bundle fetches per requesting account.
+    pub bundle_requester: RateLimiter<AccountId>,
+    /// Bundle fetches per (requesting account, target device).
+    pub bundle_target: RateLimiter<(AccountId, DeviceAddress)>,
+}
+
+impl Limiters {
+    /// Limiters configured from `config`.
+    pub fn new(config: &Config) -> Limiters {
+        Limiters {
+            registrations: RateLimiter::new(
+                config.registrations_per_ip_per_hour,
+                Duration::from_secs(3600),
+                RATE_LIMIT_MAX_KEYS,
+            ),
+            bundle_requester: RateLimiter::new(
+                config.bundle_fetches_per_minute,
+                Duration::from_secs(60),
+                RATE_LIMIT_MAX_KEYS,
+            ),
+            bundle_target: RateLimiter::new(
+                config.bundle_fetches_per_target_per_minute,
+                Duration::from_secs(60),
+                RATE_LIMIT_MAX_KEYS,
+            ),
+        }
+    }
+}
+
+/// State shared by all connections of one server.
+#[derive(Debug)]
+pub struct Shared {
+    /// Effective configuration.
+    pub config: Config,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Connected devices.
+    pub presence: Presence,
+    /// Rate limiters.
+    pub limiters: Limiters,
+    /// This deployment's identity, bound into auth signatures.
+    pub server_id: ServerId,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

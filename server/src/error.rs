@@ -1,0 +1,137 @@
+//! Why a request failed, and the one place that maps failures to the wire.
+//!
+//! Variants are sorted by who is at fault: the peer first, then the server.
+
+use std::time::Duration;
+
+use parley_protocol::wire::server::ErrorBody;
+use parley_protocol::wire::ErrorCode;
+
+use crate::store::StoreError;
+
+/// A request could not be served. The connection stays open unless the caller decides
+/// otherwise (see `connection`).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The frame was not a valid v1 frame.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The frame's protocol version is not spoken here.
+    #[error("unsupported protocol version")]
+    UnsupportedVersion,
+    /// A request that needs authentication, before authentication.
+    #[error("authenticate first (auth or register)")]
+    NotAuthenticated,
+    /// `auth`/`register` after authentication.
+    #[error("this connection is already authenticated")]
+    AlreadyAuthenticated,
+    /// Authentication failed, for whatever reason (never said which).
+    #[error("authentication failed")]
+    AuthFailed,
+    /// A registration or prekey signature did not verify.
+    #[error("invalid signature on {0}")]
+    InvalidSignature(&'static str),
+    /// The identity key is already registered.
+    #[error("this identity key is already registered")]
+    AccountExists,
+    /// The handle belongs to another account.
+    #[error("handle is taken")]
+    HandleTaken,
+    /// No such account, device or handle.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Envelope larger than the configured limit.
+    #[error("ciphertext of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Size sent.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// Too many one-time prekeys for one device.
+    #[error("a device may hold at most {0} one-time prekeys")]
+    TooManyPrekeys(u32),
+    /// A rate limit was hit.
+    #[error("rate limited: {what}")]
+    RateLimited {
+        /// Which limit.
+        what: &'static str,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    ShuttingDown,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RequestError {
+    /// The stable code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::Malformed(_) => ErrorCode::MalformedFrame,
+            RequestError::UnsupportedVersion => ErrorCode::UnsupportedVersion,
+            RequestError::NotAuthenticated => ErrorCode::NotAuthenticated,
+            RequestError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
+            RequestError::AuthFailed => ErrorCode::AuthFailed,
+            RequestError::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            RequestError::AccountExists => ErrorCode::AccountExists,
+            RequestError::HandleTaken => ErrorCode::HandleTaken,
+            RequestError::NotFound(_) => ErrorCode::NotFound,
+            RequestError::TooLarge { .. } => ErrorCode::TooLarge,
+            RequestError::TooManyPrekeys(_) => ErrorCode::TooManyPrekeys,
+            RequestError::RateLimited { .. } => ErrorCode::RateLimited,
+            RequestError::ShuttingDown => ErrorCode::Unavailable,
+            RequestError::Store(StoreError::Full) => ErrorCode::StorageFull,
+            RequestError::Store(StoreError::Unavailable) => ErrorCode::Unavailable,
+            RequestError::Store(StoreError::Database(_)) => ErrorCode::Internal,
+        }
+    }
+
+    /// The `error` frame body sent to the client. Store details stay in the server's log.
+    pub fn to_wire(&self) -> ErrorBody {
+        let message = match self {
+            RequestError::Store(StoreError::Database(_)) => "internal storage error".to_owned(),
+            other => other.to_string(),
+        };
+        let mut message = message;
+        message.truncate(parley_protocol::limits::MAX_ERROR_MESSAGE_LEN);
+        ErrorBody {
+            code: self.code(),
+            message,
+            retry_after_ms: match self {
+                RequestError::RateLimited { retry_after, .. } => {
+                    Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX))
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_details_do_not_reach_the_client() {
+        let e = RequestError::Store(StoreError::Database(
+            "disk I/O error at /secret/path".into(),
+        ));
+        let wire = e.to_wire();
+        assert_eq!(wire.code, ErrorCode::Internal);
+        assert!(!wire.message.contains("/secret/path"));
+    }
+
+    #[test]
+    fn rate_limits_carry_a_retry_time() {
+        let e = RequestError::RateLimited {
+            what: "registrations",
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(e.to_wire().retry_after_ms, Some(1500));
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+    }
+}

@@ -1,0 +1,175 @@
+//! The listener: accepts TCP connections within the connection limits and runs one task
+//! per connection until shutdown.
+//!
+//! * A global semaphore permit is taken **before** `accept`, so at the limit the server
+//!   stops accepting and clients wait in the kernel backlog.
+//! * Connections per source IP are counted; one over the limit is dropped at once.
+//! * An accept error (EMFILE, ENOBUFS...) never stops the loop: it backs off
+//!   exponentially (1 ms to 1 s) and tries again.
+//! * On shutdown the loop stops accepting, every connection is told to close (1001), the
+//!   server waits up to `shutdown_grace` for them, then closes the store.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::context::{Limiters, Shared};
+use crate::housekeeping;
+use crate::presence::Presence;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::{connection, ServerError};
+
+/// Longest pause after repeated accept errors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Opens the store in `config.data_dir` and serves `listener` until `shutdown` is
+/// cancelled; then drains connections and closes the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let mut server_id = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
+    let store = SqliteStore::open(
+        &config.data_dir,
+        &config.sqlite_options(),
+        parley_protocol::ids::ServerId(server_id),
+    )?;
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        database = %store.path().display(),
+        server_id = %store.server_id(),
+        "parley-server ready"
+    );
+    let server_id = store.server_id();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let shared = Arc::new(Shared {
+        limiters: Limiters::new(&config),
+        config,
+        store: store.clone(),
+        presence: Presence::default(),
+        server_id,
+    });
+    let tracker = TaskTracker::new();
+    tracker.spawn(housekeeping::run(shared.clone(), shutdown.clone()));
+    accept_loop(&listener, &shared, &tracker, &shutdown).await;
+    drop(listener);
+
+    tracker.close();
+    if tokio::time::timeout(shared.config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "connections still open after the shutdown grace period"
+        );
+    }
+    match store.close().await {
+        Ok(()) | Err(StoreError::Unavailable) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!("parley-server stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let per_ip = Arc::new(IpCounts::default());
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(1);
+                pair
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let Some(ip_slot) = per_ip
+            .clone()
+            .enter(peer, shared.config.max_connections_per_ip)
+        else {
+            tracing::debug!(%peer, "too many connections from this address");
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, peer, shared, shutdown).await;
+            drop(ip_slot);
+            drop(permit);
+        });
+    }
+}
+
+/// Open connections per source IP address.
+#[derive(Debug, Default)]
+struct IpCounts(Mutex<HashMap<IpAddr, usize>>);
+
+/// A counted connection; leaving decrements the count.
+#[derive(Debug)]
+struct IpSlot {
+    counts: Arc<IpCounts>,
+    ip: IpAddr,
+}
+
+impl IpCounts {
+    fn enter(self: Arc<Self>, peer: SocketAddr, limit: usize) -> Option<IpSlot> {
+        let ip = peer.ip();
+        {
+            let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let count = counts.entry(ip).or_insert(0);
+            if *count >= limit {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(IpSlot { counts: self, ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Durable state behind a narrow interface: accounts, prekeys, per-device queues of
+//! envelopes, and the sender-side dedup index.
+//!
+//! [`Store`] is what the rest of the server sees. [`sqlite::SqliteStore`] is the embedded
+//! implementation; a clustered one (PostgreSQL) would be a second implementation of the
+//! same trait. Every method returns `Result`: "not found" is a value inside `Ok`, and
+//! [`StoreError`] always means the store itself failed.
+//!
+//! The rules every implementation keeps:
+//! * `enqueue` returns only after the envelope is durably committed (`Accepted` survives
+//!   `kill -9`), and a retry with the same `(sender, message id)` returns the first result
+//!   without storing anything.
+//! * Sequence numbers are per recipient device, dense, starting at 1, assigned in commit
+//!   order; so a cumulative `ack_through` never deletes what was not delivered.
+//! * `take_bundle` hands each one-time prekey out exactly once, also under concurrency.
+
+pub mod sqlite;
+mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use types::{
+    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
+    RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
+};
+
+use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq};
+
+/// The store failed; nothing the request asked for was done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or file system is full.
+    #[error("storage full")]
+    Full,
+    /// The store is closed (server shutting down) or its worker is gone.
+    #[error("store unavailable")]
+    Unavailable,
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// A boxed future returned by [`Store`] methods.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The durable state of a relay.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates an account with its first device (device 1) and prekeys.
+    fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome>;
+
+    /// What authentication needs to know about a device: whether it exists, and how many
+    /// one-time prekeys it has left.
+    fn auth_record(&self, device: DeviceAddress) -> StoreFuture<'_, Option<AuthRecord>>;
+
+    /// Replaces signed prekeys and adds one-time prekeys of a device.
+    fn upload_prekeys(
+        &self,
+        device: DeviceAddress,
+        upload: PrekeyUpload,
+    ) -> StoreFuture<'_, UploadOutcome>;
+
+    /// A prekey bundle of `device`, removing the one-time prekey it hands out.
+    fn take_bundle(&self, device: DeviceAddress) -> StoreFuture<'_, BundleOutcome>;
+
+    /// The account behind a handle.
+    fn resolve_handle(&self, handle: Handle) -> StoreFuture<'_, Option<AccountId>>;
+
+    /// Durably appends an envelope to its recipient's queue (or finds the earlier result
+    /// of the same `(sender, id)`).
+    fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome>;
+
+    /// Up to `limit` queued envelopes of `device` with `seq > after`, in order.
+    fn page(
+        &self,
+        device: DeviceAddress,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredEnvelope>>;
+
+    /// Deletes every queued envelope of `device` with `seq <= through`; returns how many.
+    fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64>;
+
+    /// Deletes envelopes accepted before `queue_cutoff_ms` and dedup entries older than
+    /// `dedup_cutoff_ms` (both milliseconds since the Unix epoch).
+    fn sweep_expired(
+        &self,
+        queue_cutoff_ms: u64,
+        dedup_cutoff_ms: u64,
+    ) -> StoreFuture<'_, SweepReport>;
+
+    /// Finishes pending writes, checkpoints and closes. Later calls fail with
+    /// [`StoreError::Unavailable`].
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,250 @@
+//! The embedded store: one SQLite database in WAL mode.
+//!
+//! Threads, never async workers, touch the database:
+//! * one **writer** thread owns the only write connection. It takes the first pending
+//!   job, then every job already waiting (up to `group_commit_max`), runs each inside its
+//!   own savepoint of one transaction, commits once (`synchronous=FULL` by default: the
+//!   commit is on disk when `COMMIT` returns), and only then answers all of them. This is
+//!   group commit: one fsync for many envelopes, and no reply before durability.
+//! * `readers` reader threads, each with a read-only connection, serve lookups and queue
+//!   pages. WAL lets them read committed data while the writer writes.
+//!
+//! Both job queues are bounded; a caller waits for room (backpressure), never grows them.
+
+mod queries;
+mod schema;
+mod threads;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq, ServerId};
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use self::threads::{ReadJob, WriteJob, WriterMsg};
+use crate::store::{
+    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
+    RegisterOutcome, Store, StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
+};
+
+/// How durable a commit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous=FULL`: an accepted envelope survives power loss. The default.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the server process, but the last
+    /// commits may be lost on power failure or an OS crash. Faster; not the default.
+    Normal,
+}
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// Most jobs committed together.
+    pub group_commit_max: usize,
+    /// Number of reader threads.
+    pub readers: usize,
+    /// Capacity of each job queue.
+    pub queue_capacity: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Full,
+            group_commit_max: 512,
+            readers: 2,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+/// Handle to the embedded store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    server_id: ServerId,
+    writer: mpsc::Sender<WriterMsg>,
+    readers: Vec<mpsc::Sender<Option<ReadJob>>>,
+    next_reader: AtomicUsize,
+}
+
+/// The database file inside a data directory.
+pub const DATABASE_FILE: &str = "parley.db";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `parley.db` in `data_dir`, applies migrations and starts
+    /// the database threads. `new_server_id` is used only when the database is new.
+    pub fn open(
+        data_dir: &Path,
+        options: &SqliteOptions,
+        new_server_id: ServerId,
+    ) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Database(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut conn = open_connection(&path, options.durability, false)?;
+        schema::migrate(&mut conn)?;
+        let server_id = queries::server_id(&conn, new_server_id)?;
+
+        let (writer, writer_rx) = mpsc::channel(options.queue_capacity.max(1));
+        threads::spawn_writer(conn, writer_rx, options.group_commit_max.max(1))?;
+        let mut readers = Vec::new();
+        for index in 0..options.readers.max(1) {
+            let conn = open_connection(&path, options.durability, true)?;
+            let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+            threads::spawn_reader(index, conn, rx)?;
+            readers.push(tx);
+        }
+        Ok(SqliteStore {
+            path,
+            server_id,
+            writer,
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// This deployment's server id (created with the database).
+    pub fn server_id(&self) -> ServerId {
+        self.server_id
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = threads::write_job(job, reply);
+        self.writer
+            .send(WriterMsg::Job(job))
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn: &Connection| {
+            let _ = reply.send(job(conn));
+        });
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let reader = self.readers.get(index).ok_or(StoreError::Unavailable)?;
+        reader
+            .send(Some(job))
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
+    }
+}
+
+fn open_connection(
+    path: &Path,
+    durability: Durability,
+    read_only: bool,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(sql_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_error)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql_error)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(sql_error)?;
+    if read_only {
+        conn.pragma_update(None, "query_only", true)
+            .map_err(sql_error)?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Maps a SQLite error to a [`StoreError`], keeping "disk full" apart.
+pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+impl Store for SqliteStore {
+    fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome> {
+        Box::pin(self.write(move |c| queries::register(c, &account)))
+    }
+
+    fn auth_record(&self, device: DeviceAddress) -> StoreFuture<'_, Option<AuthRecord>> {
+        Box::pin(self.read(move |c| queries::auth_record(c, &device)))
+    }
+
+    fn upload_prekeys(
+        &self,
+        device: DeviceAddress,
+        upload: PrekeyUpload,
+    ) -> StoreFuture<'_, UploadOutcome> {
+        Box::pin(self.write(move |c| queries::upload_prekeys(c, &device, &upload)))
+    }
+
+    fn take_bundle(&self, device: DeviceAddress) -> StoreFuture<'_, BundleOutcome> {
+        Box::pin(self.write(move |c| queries::take_bundle(c, &device)))
+    }
+
+    fn resolve_handle(&self, handle: Handle) -> StoreFuture<'_, Option<AccountId>> {
+        Box::pin(self.read(move |c| queries::resolve_handle(c, &handle)))
+    }
+
+    fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome> {
+        Box::pin(self.write(move |c| queries::enqueue(c, &envelope)))
+    }
+
+    fn page(
+        &self,
+        device: DeviceAddress,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
+        Box::pin(self.read(move |c| queries::page(c, &device, after, limit)))
+    }
+
+    fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |c| queries::ack_through(c, &device, through)))
+    }
+
+    fn sweep_expired(
+        &self,
+        queue_cutoff_ms: u64,
+        dedup_cutoff_ms: u64,
+    ) -> StoreFuture<'_, SweepReport> {
+        Box::pin(self.write(move |c| queries::sweep(c, queue_cutoff_ms, dedup_cutoff_ms)))
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            for reader in &self.readers {
+                let _ = reader.send(None).await;
+            }
+            let (done, finished) = oneshot::channel();
+            self.writer
+                .send(WriterMsg::Close(done))
+                .await
+                .map_err(|_| StoreError::Unavailable)?;
+            finished.await.map_err(|_| StoreError::Unavailable)
+        })
+    }
+}

@@ -1,0 +1,485 @@
+//! The SQL behind each [`crate::store::Store`] operation. Each function runs on the
+//! connection it is given; the caller (writer or reader thread) owns transactions.
+
+use parley_protocol::identity::{IdentityPublic, X25519Public};
+use parley_protocol::ids::{
+    AccountId, DeviceAddress, DeviceId, Handle, MessageId, PrekeyId, Seq, ServerId,
+};
+use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, SignedPrekey};
+use parley_protocol::signature::Signature;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::sql_error;
+use crate::store::{
+    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
+    RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
+};
+
+/// Rows deleted per sweep call, so one sweep never holds the writer for long.
+pub(super) const SWEEP_BATCH: i64 = 5_000;
+
+const KIND_SIGNED: i64 = 0;
+const KIND_KEM: i64 = 1;
+
+/// Reads the server id, storing `fresh` if the database has none yet.
+pub(super) fn server_id(conn: &Connection, fresh: ServerId) -> Result<ServerId, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('server_id', ?1)",
+        params![fresh.as_bytes().as_slice()],
+    )
+    .map_err(sql_error)?;
+    let bytes: Vec<u8> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'server_id'", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql_error)?;
+    ServerId::from_slice(&bytes).ok_or_else(|| corrupt("meta.server_id"))
+}
+
+pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutcome, StoreError> {
+    let account = a.identity.account;
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM accounts WHERE account = ?1")
+        .and_then(|mut s| s.exists(params![account.as_bytes().as_slice()]))
+        .map_err(sql_error)?;
+    if exists {
+        return Ok(RegisterOutcome::AccountExists);
+    }
+    if let Some(handle) = &a.handle {
+        let taken = conn
+            .prepare_cached("SELECT 1 FROM accounts WHERE handle = ?1")
+            .and_then(|mut s| s.exists(params![handle.as_str()]))
+            .map_err(sql_error)?;
+        if taken {
+            return Ok(RegisterOutcome::HandleTaken);
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO accounts (account, identity_dh, dh_signature, handle, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            account.as_bytes().as_slice(),
+            a.identity.dh.as_bytes().as_slice(),
+            a.identity.dh_signature.as_bytes().as_slice(),
+            a.handle.as_ref().map(Handle::as_str),
+            to_i64(a.now_ms),
+        ])
+    })
+    .map_err(sql_error)?;
+    let address = DeviceAddress {
+        account,
+        device: DeviceId::PRIMARY,
+    };
+    conn.prepare_cached("INSERT INTO devices (account, device, created_at_ms) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| {
+            s.execute(params![
+                account.as_bytes().as_slice(),
+                address.device.0,
+                to_i64(a.now_ms)
+            ])
+        })
+        .map_err(sql_error)?;
+    let key = conn.last_insert_rowid();
+    put_signed_prekey(conn, key, &a.signed_prekey)?;
+    if let Some(kem) = &a.kem_prekey {
+        put_kem_prekey(conn, key, kem)?;
+    }
+    put_one_time_prekeys(conn, key, &a.one_time_prekeys)?;
+    Ok(RegisterOutcome::Created {
+        address,
+        one_time_prekeys: one_time_count(conn, key)?,
+    })
+}
+
+pub(super) fn auth_record(
+    conn: &Connection,
+    device: &DeviceAddress,
+) -> Result<Option<AuthRecord>, StoreError> {
+    match device_key(conn, device)? {
+        None => Ok(None),
+        Some(key) => Ok(Some(AuthRecord {
+            one_time_prekeys: one_time_count(conn, key)?,
+        })),
+    }
+}
+
+pub(super) fn upload_prekeys(
+    conn: &Connection,
+    device: &DeviceAddress,
+    u: &PrekeyUpload,
+) -> Result<UploadOutcome, StoreError> {
+    let Some(key) = device_key(conn, device)? else {
+        return Ok(UploadOutcome::UnknownDevice);
+    };
+    conn.execute_batch("SAVEPOINT upload").map_err(sql_error)?;
+    let result = (|| {
+        if let Some(spk) = &u.signed_prekey {
+            put_signed_prekey(conn, key, spk)?;
+        }
+        if let Some(kem) = &u.kem_prekey {
+            put_kem_prekey(conn, key, kem)?;
+        }
+        put_one_time_prekeys(conn, key, &u.one_time_prekeys)?;
+        one_time_count(conn, key)
+    })();
+    match result {
+        Ok(count) if count <= u.max_one_time_prekeys => {
+            conn.execute_batch("RELEASE upload").map_err(sql_error)?;
+            Ok(UploadOutcome::Stored {
+                one_time_prekeys: count,
+            })
+        }
+        other => {
+            conn.execute_batch("ROLLBACK TO upload; RELEASE upload")
+                .map_err(sql_error)?;
+            other.map(|_| UploadOutcome::TooMany)
+        }
+    }
+}
+
+pub(super) fn take_bundle(
+    conn: &Connection,
+    device: &DeviceAddress,
+) -> Result<BundleOutcome, StoreError> {
+    let Some(key) = device_key(conn, device)? else {
+        return Ok(BundleOutcome::NotFound);
+    };
+    let identity = conn
+        .prepare_cached("SELECT identity_dh, dh_signature FROM accounts WHERE account = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![device.account.as_bytes().as_slice()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let Some((dh, dh_signature)) = identity else {
+        return Ok(BundleOutcome::NotFound);
+    };
+    let identity = IdentityPublic {
+        account: device.account,
+        dh: X25519Public::from_slice(&dh).ok_or_else(|| corrupt("accounts.identity_dh"))?,
+        dh_signature: Signature::from_slice(&dh_signature)
+            .ok_or_else(|| corrupt("accounts.dh_signature"))?,
+    };
+    let Some(SignedRow(spk_id, spk_public, spk_sig)) = signed_row(conn, key, KIND_SIGNED)? else {
+        return Ok(BundleOutcome::NotFound);
+    };
+    let signed_prekey = SignedPrekey {
+        id: PrekeyId(spk_id),
+        public: X25519Public::from_slice(&spk_public)
+            .ok_or_else(|| corrupt("signed_prekeys.public"))?,
+        signature: Signature::from_slice(&spk_sig)
+            .ok_or_else(|| corrupt("signed_prekeys.signature"))?,
+    };
+    let kem_prekey = signed_row(conn, key, KIND_KEM)?
+        .map(|SignedRow(id, public, sig)| {
+            Ok::<_, StoreError>(SignedKemPrekey {
+                id: PrekeyId(id),
+                public,
+                signature: Signature::from_slice(&sig)
+                    .ok_or_else(|| corrupt("signed_prekeys.signature"))?,
+            })
+        })
+        .transpose()?;
+    let one_time = conn
+        .prepare_cached(
+            "DELETE FROM one_time_prekeys WHERE device_key = ?1 AND key_id =
+               (SELECT key_id FROM one_time_prekeys WHERE device_key = ?1
+                ORDER BY key_id LIMIT 1)
+             RETURNING key_id, public",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let one_time_prekey = one_time
+        .map(|(id, public)| {
+            Ok::<_, StoreError>(OneTimePrekey {
+                id: PrekeyId(id),
+                public: X25519Public::from_slice(&public)
+                    .ok_or_else(|| corrupt("one_time_prekeys.public"))?,
+            })
+        })
+        .transpose()?;
+    Ok(BundleOutcome::Found {
+        bundle: PrekeyBundle {
+            identity,
+            device: device.device,
+            signed_prekey,
+            kem_prekey,
+            one_time_prekey,
+        },
+        remaining: one_time_count(conn, key)?,
+    })
+}
+
+pub(super) fn resolve_handle(
+    conn: &Connection,
+    handle: &Handle,
+) -> Result<Option<AccountId>, StoreError> {
+    let bytes = conn
+        .prepare_cached("SELECT account FROM accounts WHERE handle = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![handle.as_str()], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+        })
+        .map_err(sql_error)?;
+    bytes
+        .map(|b| AccountId::from_slice(&b).ok_or_else(|| corrupt("accounts.account")))
+        .transpose()
+}
+
+pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutcome, StoreError> {
+    let Some(sender) = device_key(conn, &e.from)? else {
+        return Err(StoreError::Database("sender device vanished".into()));
+    };
+    let earlier = conn
+        .prepare_cached("SELECT seq FROM sent WHERE sender = ?1 AND message_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![sender, e.id.as_bytes().as_slice()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    if let Some(seq) = earlier {
+        return Ok(EnqueueOutcome::Duplicate(Seq(to_u64(seq))));
+    }
+    let Some(recipient) = device_key(conn, &e.to)? else {
+        return Ok(EnqueueOutcome::UnknownRecipient);
+    };
+    let seq: i64 = conn
+        .prepare_cached(
+            "UPDATE devices SET next_seq = next_seq + 1 WHERE id = ?1 RETURNING next_seq - 1",
+        )
+        .and_then(|mut s| s.query_row(params![recipient], |r| r.get(0)))
+        .map_err(sql_error)?;
+    let now = to_i64(e.now_ms);
+    conn.prepare_cached(
+        "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
+                            accepted_at_ms, ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            recipient,
+            seq,
+            e.from.account.as_bytes().as_slice(),
+            e.from.device.0,
+            e.id.as_bytes().as_slice(),
+            now,
+            e.ciphertext.as_slice(),
+        ])
+    })
+    .map_err(sql_error)?;
+    conn.prepare_cached(
+        "INSERT INTO sent (sender, message_id, seq, accepted_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![sender, e.id.as_bytes().as_slice(), seq, now]))
+    .map_err(sql_error)?;
+    Ok(EnqueueOutcome::Accepted(Seq(to_u64(seq))))
+}
+
+pub(super) fn page(
+    conn: &Connection,
+    device: &DeviceAddress,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<StoredEnvelope>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, sender_account, sender_device, message_id, accepted_at_ms, ciphertext
+             FROM queue
+             WHERE recipient = (SELECT id FROM devices WHERE account = ?1 AND device = ?2)
+               AND seq > ?3
+             ORDER BY seq LIMIT ?4",
+        )
+        .map_err(sql_error)?;
+    let rows = stmt
+        .query_map(
+            params![
+                device.account.as_bytes().as_slice(),
+                device.device.0,
+                to_i64(after.0),
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            },
+        )
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, account, sender_device, id, at, ciphertext) = row.map_err(sql_error)?;
+        out.push(StoredEnvelope {
+            seq: Seq(to_u64(seq)),
+            from: DeviceAddress {
+                account: AccountId::from_slice(&account)
+                    .ok_or_else(|| corrupt("queue.sender_account"))?,
+                device: DeviceId(sender_device),
+            },
+            id: MessageId::from_slice(&id).ok_or_else(|| corrupt("queue.message_id"))?,
+            accepted_at_ms: to_u64(at),
+            ciphertext,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn ack_through(
+    conn: &Connection,
+    device: &DeviceAddress,
+    through: Seq,
+) -> Result<u64, StoreError> {
+    let Some(key) = device_key(conn, device)? else {
+        return Ok(0);
+    };
+    let deleted = conn
+        .prepare_cached("DELETE FROM queue WHERE recipient = ?1 AND seq <= ?2")
+        .and_then(|mut s| s.execute(params![key, to_i64(through.0)]))
+        .map_err(sql_error)?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+}
+
+pub(super) fn sweep(
+    conn: &Connection,
+    queue_cutoff_ms: u64,
+    dedup_cutoff_ms: u64,
+) -> Result<SweepReport, StoreError> {
+    let envelopes = conn
+        .prepare_cached(
+            "DELETE FROM queue WHERE (recipient, seq) IN
+               (SELECT recipient, seq FROM queue WHERE accepted_at_ms < ?1 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![to_i64(queue_cutoff_ms), SWEEP_BATCH]))
+        .map_err(sql_error)?;
+    let dedup_entries = conn
+        .prepare_cached(
+            "DELETE FROM sent WHERE (sender, message_id) IN
+               (SELECT sender, message_id FROM sent WHERE accepted_at_ms < ?1 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![to_i64(dedup_cutoff_ms), SWEEP_BATCH]))
+        .map_err(sql_error)?;
+    Ok(SweepReport {
+        envelopes: u64::try_from(envelopes).unwrap_or(0),
+        dedup_entries: u64::try_from(dedup_entries).unwrap_or(0),
+    })
+}
+
+fn device_key(conn: &Connection, device: &DeviceAddress) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached("SELECT id FROM devices WHERE account = ?1 AND device = ?2")
+        .and_then(|mut s| {
+            s.query_row(
+                params![device.account.as_bytes().as_slice(), device.device.0],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(sql_error)
+}
+
+fn one_time_count(conn: &Connection, key: i64) -> Result<u32, StoreError> {
+    conn.prepare_cached("SELECT COUNT(*) FROM one_time_prekeys WHERE device_key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, u32>(0)))
+        .map_err(sql_error)
+}
+
+/// A row of `signed_prekeys`: key id, public key, signature.
+struct SignedRow(u32, Vec<u8>, Vec<u8>);
+
+fn signed_row(conn: &Connection, key: i64, kind: i64) -> Result<Option<SignedRow>, StoreError> {
+    conn.prepare_cached(
+        "SELECT key_id, public, signature FROM signed_prekeys
+         WHERE device_key = ?1 AND kind = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![key, kind], |r| {
+            Ok(SignedRow(r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+    })
+    .map_err(sql_error)
+}
+
+fn put_signed_prekey(conn: &Connection, key: i64, spk: &SignedPrekey) -> Result<(), StoreError> {
+    put_signed_row(
+        conn,
+        key,
+        KIND_SIGNED,
+        spk.id,
+        spk.public.as_bytes(),
+        &spk.signature,
+    )
+}
+
+fn put_kem_prekey(conn: &Connection, key: i64, kem: &SignedKemPrekey) -> Result<(), StoreError> {
+    put_signed_row(conn, key, KIND_KEM, kem.id, &kem.public, &kem.signature)
+}
+
+fn put_signed_row(
+    conn: &Connection,
+    key: i64,
+    kind: i64,
+    id: PrekeyId,
+    public: &[u8],
+    signature: &Signature,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO signed_prekeys (device_key, kind, key_id, public, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key,
+            kind,
+            id.0,
+            public,
+            signature.as_bytes().as_slice()
+        ])
+    })
+    .map(|_| ())
+    .map_err(sql_error)
+}
+
+fn put_one_time_prekeys(
+    conn: &Connection,
+    key: i64,
+    prekeys: &[OneTimePrekey],
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO one_time_prekeys (device_key, key_id, public)
+             VALUES (?1, ?2, ?3)",
+        )
+        .map_err(sql_error)?;
+    for p in prekeys {
+        stmt.execute(params![key, p.id.0, p.public.as_bytes().as_slice()])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Database(format!("corrupt value in {what}"))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,137 @@
+//! The database threads: the group-committing writer and the readers.
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql_error;
+use crate::store::StoreError;
+
+/// What a write job reports after it ran inside its savepoint: whether it succeeded (so
+/// the savepoint is kept or rolled back) and how to answer once the commit is known.
+pub(super) struct Executed {
+    ok: bool,
+    answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+/// A unit of work for the writer.
+pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> Executed + Send>;
+
+/// A unit of work for a reader.
+pub(super) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Messages to the writer.
+pub(super) enum WriterMsg {
+    /// Run a job in the next group commit.
+    Job(WriteJob),
+    /// Commit what is pending, checkpoint the WAL and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// Wraps a typed job: its result is delivered only after the commit, and turned into the
+/// commit's error if the commit fails.
+pub(super) fn write_job<T: Send + 'static>(
+    job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+) -> WriteJob {
+    Box::new(move |conn: &Connection| {
+        let result = job(conn);
+        Executed {
+            ok: result.is_ok(),
+            answer: Box::new(move |commit: Result<(), StoreError>| {
+                let _ = reply.send(commit.and(result));
+            }),
+        }
+    })
+}
+
+pub(super) fn spawn_writer(
+    conn: Connection,
+    jobs: mpsc::Receiver<WriterMsg>,
+    group_commit_max: usize,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("parley-db-writer".into())
+        .spawn(move || writer_loop(conn, jobs, group_commit_max))
+        .map(|_| ())
+        .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))
+}
+
+pub(super) fn spawn_reader(
+    index: usize,
+    conn: Connection,
+    mut jobs: mpsc::Receiver<Option<ReadJob>>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(format!("parley-db-reader-{index}"))
+        .spawn(move || {
+            while let Some(Some(job)) = jobs.blocking_recv() {
+                job(&conn);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::Database(format!("cannot start reader thread: {e}")))
+}
+
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<WriterMsg>, group_commit_max: usize) {
+    let mut batch = Vec::with_capacity(group_commit_max);
+    let mut close: Option<oneshot::Sender<()>> = None;
+    while close.is_none() {
+        match jobs.blocking_recv() {
+            Some(WriterMsg::Job(job)) => batch.push(job),
+            Some(WriterMsg::Close(done)) => close = Some(done),
+            None => break,
+        }
+        while batch.len() < group_commit_max && close.is_none() {
+            match jobs.try_recv() {
+                Ok(WriterMsg::Job(job)) => batch.push(job),
+                Ok(WriterMsg::Close(done)) => close = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&conn, batch.drain(..));
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "WAL checkpoint at close failed");
+    }
+    drop(conn);
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
+}
+
+/// Runs every job in its own savepoint of one transaction, commits once, then answers.
+/// A job that cannot even start (no transaction, no savepoint) is dropped unrun, which
+/// answers its caller with [`StoreError::Unavailable`].
+fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, "could not begin a write transaction");
+        return;
+    }
+    let mut answers = Vec::new();
+    for job in jobs {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::warn!(error = %e, "could not open a savepoint");
+            continue;
+        }
+        let executed = job(conn);
+        let end = if executed.ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::warn!(error = %e, "could not end a savepoint");
+        }
+        answers.push(executed.answer);
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(sql_error);
+    if let Err(e) = &committed {
+        tracing::warn!(error = %e, jobs = answers.len(), "group commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for answer in answers {
+        answer(committed.clone());
+    }
+}

@@ -1,0 +1,136 @@
+//! Values that cross the [`super::Store`] interface.
+
+use parley_protocol::identity::IdentityPublic;
+use parley_protocol::ids::{DeviceAddress, Handle, MessageId, Seq};
+use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, SignedPrekey};
+
+/// A verified registration.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    /// Public identity (signatures already verified).
+    pub identity: IdentityPublic,
+    /// Optional unique handle.
+    pub handle: Option<Handle>,
+    /// First signed prekey.
+    pub signed_prekey: SignedPrekey,
+    /// First KEM prekey.
+    pub kem_prekey: Option<SignedKemPrekey>,
+    /// Initial one-time prekeys.
+    pub one_time_prekeys: Vec<OneTimePrekey>,
+    /// Creation time, ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// Result of [`super::Store::register`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// Created, with this device and this many one-time prekeys.
+    Created {
+        /// The new account's first device.
+        address: DeviceAddress,
+        /// One-time prekeys stored.
+        one_time_prekeys: u32,
+    },
+    /// The identity key is already registered.
+    AccountExists,
+    /// Another account holds the handle.
+    HandleTaken,
+}
+
+/// What authentication needs about a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthRecord {
+    /// One-time prekeys left on the server.
+    pub one_time_prekeys: u32,
+}
+
+/// New prekeys for a device (signatures already verified).
+#[derive(Clone, Debug)]
+pub struct PrekeyUpload {
+    /// Replacement signed prekey.
+    pub signed_prekey: Option<SignedPrekey>,
+    /// Replacement KEM prekey.
+    pub kem_prekey: Option<SignedKemPrekey>,
+    /// One-time prekeys to add.
+    pub one_time_prekeys: Vec<OneTimePrekey>,
+    /// Most one-time prekeys the device may hold afterwards.
+    pub max_one_time_prekeys: u32,
+}
+
+/// Result of [`super::Store::upload_prekeys`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// Stored; the device now holds this many one-time prekeys.
+    Stored {
+        /// One-time prekeys held.
+        one_time_prekeys: u32,
+    },
+    /// The upload would exceed the per-device cap; nothing was stored.
+    TooMany,
+    /// The device does not exist.
+    UnknownDevice,
+}
+
+/// Result of [`super::Store::take_bundle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BundleOutcome {
+    /// A bundle, and the one-time prekeys left after this one was taken.
+    Found {
+        /// The bundle.
+        bundle: PrekeyBundle,
+        /// One-time prekeys left.
+        remaining: u32,
+    },
+    /// No such device.
+    NotFound,
+}
+
+/// An envelope to queue.
+#[derive(Clone, Debug)]
+pub struct NewEnvelope {
+    /// The authenticated sender.
+    pub from: DeviceAddress,
+    /// The recipient.
+    pub to: DeviceAddress,
+    /// The sender's id for it.
+    pub id: MessageId,
+    /// Opaque payload.
+    pub ciphertext: Vec<u8>,
+    /// Acceptance time, ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// Result of [`super::Store::enqueue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Durably queued at this position.
+    Accepted(Seq),
+    /// A retry: the first attempt was queued at this position; nothing new was stored.
+    Duplicate(Seq),
+    /// The recipient device does not exist.
+    UnknownRecipient,
+}
+
+/// A queued envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Position in the recipient's queue.
+    pub seq: Seq,
+    /// The sender.
+    pub from: DeviceAddress,
+    /// The sender's id for it.
+    pub id: MessageId,
+    /// Acceptance time, ms since the epoch.
+    pub accepted_at_ms: u64,
+    /// Opaque payload.
+    pub ciphertext: Vec<u8>,
+}
+
+/// What a sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Expired undelivered envelopes deleted.
+    pub envelopes: u64,
+    /// Old dedup entries deleted.
+    pub dedup_entries: u64,
+}
