@@ -1,1 +1,20 @@
-//! Test kit.
+//! # parley-tests
+//!
+//! The kit the end-to-end tests share, and (in `tests/`) the tests themselves. Everything
+//! here talks to a real server over real WebSockets on loopback:
+//!
+//! * [`account`]: test identities with real keys and the frames to register or log in.
+//! * [`client`]: a raw-frame client that can send what a well-behaved client never would.
+//! * [`server`]: an in-process server on `127.0.0.1:0`, and a server *process* that
+//!   tests can SIGKILL and restart.
+//! * [`history`]: a recorder and checker for lost, duplicated and reordered messages.
+
+pub mod account;
+pub mod client;
+pub mod history;
+pub mod server;
+
+pub use account::TestAccount;
+pub use client::Client;
+pub use history::History;
+pub use server::{ServerProcess, TestServer};

@@ -1,0 +1,73 @@
+//! Test identities: real Ed25519/X25519 keys and correctly signed frames.
+
+use parley_protocol::auth::{auth_transcript, register_transcript};
+use parley_protocol::identity::IdentityKeyPair;
+use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, PrekeyId};
+use parley_protocol::prekeys::PrekeySecret;
+use parley_protocol::wire::client::{Auth, ClientBody, Register};
+use parley_protocol::wire::server::Hello;
+use rand_core::OsRng;
+
+/// An account a test controls.
+#[derive(Debug)]
+pub struct TestAccount {
+    /// The identity keys.
+    pub identity: IdentityKeyPair,
+    /// Its handle, if any.
+    pub handle: Option<Handle>,
+    /// The signed prekey secret.
+    pub signed_prekey: PrekeySecret,
+    /// One-time prekey secrets, ids 1..=n.
+    pub one_time: Vec<PrekeySecret>,
+}
+
+impl TestAccount {
+    /// A fresh identity with `one_time` one-time prekeys and an optional handle.
+    pub fn new(handle: Option<&str>, one_time: u32) -> TestAccount {
+        TestAccount {
+            identity: IdentityKeyPair::generate(&mut OsRng),
+            handle: handle.map(|h| Handle::parse(h).expect("test handles are valid")),
+            signed_prekey: PrekeySecret::generate(PrekeyId(1), &mut OsRng),
+            one_time: (1..=one_time)
+                .map(|id| PrekeySecret::generate(PrekeyId(id), &mut OsRng))
+                .collect(),
+        }
+    }
+
+    /// The account's primary device.
+    pub fn address(&self) -> DeviceAddress {
+        DeviceAddress {
+            account: self.identity.account_id(),
+            device: DeviceId::PRIMARY,
+        }
+    }
+
+    /// A correctly signed `register` for the challenge in `hello`.
+    pub fn register_body(&self, hello: &Hello) -> ClientBody {
+        let identity = self.identity.public();
+        let transcript = register_transcript(
+            &hello.server_id,
+            &hello.nonce,
+            &identity,
+            self.handle.as_ref(),
+        );
+        ClientBody::Register(Register {
+            signature: self.identity.sign(&transcript),
+            identity,
+            handle: self.handle.clone(),
+            signed_prekey: self.signed_prekey.signed_by(&self.identity),
+            kem_prekey: None,
+            one_time_prekeys: self.one_time.iter().map(PrekeySecret::one_time).collect(),
+        })
+    }
+
+    /// A correctly signed `auth` for the challenge in `hello`.
+    pub fn auth_body(&self, hello: &Hello) -> ClientBody {
+        let address = self.address();
+        let transcript = auth_transcript(&hello.server_id, &hello.nonce, &address);
+        ClientBody::Auth(Auth {
+            address,
+            signature: self.identity.sign(&transcript),
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! Servers for tests: in-process on `127.0.0.1:0`, or a real `parley-server` process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use parley_server::{Config, ServerError};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A configuration for tests: defaults, but rate limits high enough for test traffic,
+/// and no "prekeys low" pushes (the test about them turns them on).
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::with_data_dir(data_dir);
+    config.prekeys_low_threshold = 0;
+    config.registrations_per_ip_per_hour = 10_000;
+    config.bundle_fetches_per_minute = 10_000;
+    config.bundle_fetches_per_target_per_minute = 10_000;
+    config
+}
+
+/// A server running inside the test process.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory (deleted on drop).
+    pub dir: TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl TestServer {
+    /// Starts a server with [`test_config`].
+    pub async fn start() -> anyhow::Result<TestServer> {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server with [`test_config`] adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<TestServer> {
+        let dir = tempfile::tempdir()?;
+        TestServer::start_in(dir, adjust).await
+    }
+
+    /// Starts a server on an existing data directory.
+    pub async fn start_in(
+        dir: TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestServer> {
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(parley_server::run(config, listener, shutdown.clone()));
+        Ok(TestServer {
+            addr,
+            dir,
+            shutdown,
+            task,
+        })
+    }
+
+    /// `ws://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Shuts down gracefully and returns the data directory.
+    pub async fn stop(self) -> anyhow::Result<TempDir> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(self.dir)
+    }
+}
+
+/// A `parley-server` process.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `parley-server` on `listen` (port 0 picks one) with `data_dir` and extra
+    /// arguments; returns once it listens.
+    pub fn start(data_dir: &Path, listen: SocketAddr, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(server_binary()?)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--log",
+                "info",
+                "--registrations-per-ip-per-hour",
+                "10000",
+                "--bundle-fetches-per-minute",
+                "10000",
+                "--bundle-fetches-per-target-per-minute",
+                "10000",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting parley-server")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let status = child.wait()?;
+                bail!("parley-server exited before it was ready ({status})");
+            };
+            let line = line?;
+            if let Some(rest) = line.split("listen=").nth(1) {
+                if line.contains("ready") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    break addr.parse::<SocketAddr>()?;
+                }
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(ServerProcess { child, addr })
+    }
+
+    /// `ws://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends a signal (e.g. `TERM`) with `kill(1)`.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the process to exit; returns whether it exited cleanly.
+    pub fn wait_exit(mut self, limit: Duration) -> anyhow::Result<bool> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill()?;
+                bail!("parley-server did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `parley-server` binary of this build: next to the test executable's `deps`
+/// directory. Built with cargo if it is not there yet (when only this package's tests
+/// were asked for).
+pub fn server_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no profile directory")?;
+    let binary = profile_dir.join(format!("parley-server{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "parley-server", "--bin", "parley-server"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().context("building parley-server")?;
+        if !status.success() || !binary.exists() {
+            bail!("could not build {}", binary.display());
+        }
+    }
+    Ok(binary)
+}
