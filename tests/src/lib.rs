@@ -9,6 +9,9 @@
 //!   tests can SIGKILL and restart.
 //! * [`history`]: a recorder and checker for lost, duplicated and reordered messages.
 
+// A test kit: a panic here is a failed test, which is what it should be.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 pub mod account;
 pub mod client;
 pub mod history;
