@@ -1,5 +1,7 @@
 //! Authentication: one uniform failure for every reason, and no replay.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use futures_util::{SinkExt, StreamExt};
 use parley_protocol::ids::RequestId;
 use parley_protocol::signature::Signature;

@@ -1,6 +1,8 @@
 //! Hostile and broken input: every case gets its error code or close code, and nobody
 //! else notices.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::time::Duration;
 
 use parley_protocol::ids::{MessageId, RequestId};

@@ -1,6 +1,8 @@
 //! The relay over real WebSockets: registration, authentication, prekeys, sending online
 //! and offline, acknowledgements, retries and slow consumers.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 
