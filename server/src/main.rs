@@ -29,6 +29,7 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("invalid --log filter '{}'", config.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
