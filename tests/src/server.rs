@@ -104,6 +104,8 @@ impl ServerProcess {
                 "10000",
                 "--bundle-fetches-per-target-per-minute",
                 "10000",
+                "--prekeys-low-threshold",
+                "0",
             ])
             .args(extra)
             .stdin(Stdio::null())
@@ -112,22 +114,25 @@ impl ServerProcess {
             .spawn()
             .context("starting parley-server")?;
         let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let Some(line) = lines.next() else {
-                let status = child.wait()?;
-                bail!("parley-server exited before it was ready ({status})");
-            };
-            let line = line?;
-            if let Some(rest) = line.split("listen=").nth(1) {
-                if line.contains("ready") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    break addr.parse::<SocketAddr>()?;
+        // Read the log on a thread (so it never blocks the server on a full pipe) and
+        // wait, bounded, for the "ready" line that names the address.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = ready_address(&line) {
+                    let _ = ready_tx.send(addr);
                 }
             }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!("parley-server was not ready within 30 s ({status})");
+            }
         };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
         Ok(ServerProcess { child, addr })
     }
 
@@ -176,6 +181,34 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The listening address in the server's "ready" log line, if this is that line.
+fn ready_address(line: &str) -> Option<SocketAddr> {
+    let plain = strip_ansi(line);
+    if !plain.contains("parley-server ready") {
+        return None;
+    }
+    let rest = plain.split("listen=").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `parley-server` binary of this build: next to the test executable's `deps`

@@ -54,11 +54,17 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
 
     let history = Arc::new(Mutex::new(History::default()));
     let progress = Arc::new(AtomicUsize::new(0));
+    let lost_connections = Arc::new(AtomicUsize::new(0));
 
     // The sender: in order, retrying each message (same id) until it is accepted.
     let sender = {
-        let (url, alice, history, progress) =
-            (url.clone(), alice.clone(), history.clone(), progress.clone());
+        let (url, alice, history, progress, lost_connections) = (
+            url.clone(),
+            alice.clone(),
+            history.clone(),
+            progress.clone(),
+            lost_connections.clone(),
+        );
         tokio::spawn(async move {
             let mut client: Option<Client> = None;
             let mut n = 0;
@@ -73,7 +79,10 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
                         n += 1;
                         progress.store(n, Ordering::Release);
                     }
-                    Err(_) => client = None,
+                    Err(_) => {
+                        lost_connections.fetch_add(1, Ordering::Relaxed);
+                        client = None;
+                    }
                 }
             }
         })
@@ -120,6 +129,10 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
         }
     }
     let history = history.lock().unwrap();
+    assert!(
+        lost_connections.load(Ordering::Relaxed) >= KILLS,
+        "every kill interrupted the burst"
+    );
     assert_eq!(history.accepted_count(), MESSAGES);
     assert_eq!(
         history.check(),
@@ -130,6 +143,9 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
             unconfirmed: 0
         }
     );
-    assert_eq!(wire_deliveries, MESSAGES, "retries were deduplicated by the server");
+    assert_eq!(
+        wire_deliveries, MESSAGES,
+        "retries were deduplicated by the server"
+    );
     drop(server);
 }
