@@ -148,13 +148,19 @@ fn documented_vectors_match_the_encoder() {
                 .chunks(64)
                 .map(|c| String::from_utf8_lossy(c).into_owned())
                 .collect();
-            println!("<!-- vector: {name} -->\n```hex\n{}\n```\n", wrapped.join("\n"));
+            println!(
+                "<!-- vector: {name} -->\n```hex\n{}\n```\n",
+                wrapped.join("\n")
+            );
         }
         if documented(&doc, name).as_deref() != Some(hex.as_str()) {
             wrong.push(name);
         }
     }
-    assert!(wrong.is_empty(), "vectors missing or different in docs/protocol.md: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "vectors missing or different in docs/protocol.md: {wrong:?}"
+    );
 }
 
 #[test]
