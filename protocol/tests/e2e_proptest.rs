@@ -97,7 +97,10 @@ fn content() -> impl Strategy<Value = Content> {
             expires_at_ms,
         });
     prop_oneof![
-        text().prop_map(|body| Content::Text(Text { body })),
+        text().prop_map(|body| Content::Text(Text {
+            body,
+            sender_handle: None
+        })),
         card.prop_map(Content::Card),
         (
             any::<[u8; 16]>(),

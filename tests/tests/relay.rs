@@ -403,3 +403,24 @@ async fn a_slow_consumer_is_disconnected_and_loses_nothing() {
         b.ack(d.seq).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_frees_its_handle_and_can_no_longer_log_in() {
+    use parley_protocol::wire::client::DeleteAccount;
+    let server = TestServer::start().await.unwrap();
+    let old = TestAccount::new(Some("bob"), 1);
+    let mut c = Client::register(&server.url(), &old).await.unwrap();
+    let reply = c
+        .request(ClientBody::DeleteAccount(DeleteAccount {}))
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Ok(ServerBody::AccountDeleted(_))),
+        "{reply:?}"
+    );
+    assert_eq!(c.closed().await.unwrap(), Some(1000));
+
+    assert!(Client::login(&server.url(), &old).await.is_err());
+    let new = TestAccount::new(Some("bob"), 1);
+    drop(Client::register(&server.url(), &new).await.unwrap());
+}

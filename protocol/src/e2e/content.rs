@@ -79,6 +79,10 @@ pub enum Content {
 pub struct Text {
     /// The text.
     pub body: String,
+    /// The handle the sender claims. Unverified: a client shows it only after resolving
+    /// it to the sender's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_handle: Option<crate::ids::Handle>,
 }
 
 /// A card: a title, labelled fields and actions the recipient can answer with.
@@ -407,6 +411,7 @@ mod tests {
         assert!(Content::decode(&[0xc1]).is_err());
         let text = Content::Text(Text {
             body: "hi".to_owned(),
+            sender_handle: None,
         });
         let mut bytes = text.encode().unwrap();
         assert_eq!(Content::decode(&bytes), Ok(text));

@@ -52,6 +52,9 @@ pub enum ClientBody {
     Send(Send),
     /// Cumulative acknowledgement of delivered envelopes. No reply.
     Ack(Ack),
+    /// Delete this account: its devices, prekeys, queued envelopes and handle (which
+    /// becomes free). Reply: `account_deleted`, then the server closes (1000).
+    DeleteAccount(DeleteAccount),
 }
 
 /// `auth`: the answer to the server's `hello` challenge.
@@ -123,6 +126,10 @@ pub struct Send {
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
+
+/// `delete_account`: no fields; acts on the authenticated account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAccount {}
 
 /// `ack`: every envelope with `seq <= through` was processed and may be deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,6 +63,8 @@ pub enum ServerBody {
     Drained(Drained),
     /// This device has few one-time prekeys left; upload more.
     PrekeysLow(PrekeysLow),
+    /// Reply to `delete_account`.
+    AccountDeleted(AccountDeleted),
     /// A request failed (with `rid`) or the connection is about to close (nil `rid`).
     Error(ErrorBody),
 }
@@ -136,6 +138,10 @@ pub struct Drained {
     /// The last seq of the backlog (0 if there was none).
     pub through: Seq,
 }
+
+/// `account_deleted`: no fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDeleted {}
 
 /// `prekeys_low`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

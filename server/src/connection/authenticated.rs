@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use parley_protocol::ids::{DeviceAddress, RequestId};
 use parley_protocol::wire::client::{Ack, ClientBody, FetchBundle, Send, UploadPrekeys};
-use parley_protocol::wire::server::{Accepted, PrekeysLow, PrekeysStored, Resolved, ServerBody};
+use parley_protocol::wire::server::{
+    Accepted, AccountDeleted, PrekeysLow, PrekeysStored, Resolved, ServerBody,
+};
 use parley_protocol::wire::{CloseCode, ServerFrame};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +81,20 @@ async fn serve(
                         match acknowledge(shared, address, &cursor, ack).await {
                             Ok(()) => continue,
                             Err(e) => error_frame(Some(rid), &e),
+                        }
+                    }
+                    ClientBody::DeleteAccount(_) => {
+                        match shared.store.delete_account(address.account).await {
+                            Ok(_) => {
+                                tracing::info!(device = %address, "account deleted");
+                                let done = ServerFrame::reply(
+                                    rid,
+                                    ServerBody::AccountDeleted(AccountDeleted {}),
+                                );
+                                let _ = transport.send(&done).await;
+                                return Ending::Closed(CloseCode::Normal);
+                            }
+                            Err(e) => error_frame(Some(rid), &RequestError::Store(e)),
                         }
                     }
                     body => match handle(shared, address, rid, body).await {
@@ -151,7 +167,11 @@ async fn handle(
             })
         }
         ClientBody::UploadPrekeys(upload) => upload_prekeys(shared, address, upload).await?,
-        ClientBody::Ack(_) => return Err(RequestError::Malformed("ack has no reply".into())),
+        ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
+            return Err(RequestError::Malformed(
+                "handled by the connection loop".into(),
+            ))
+        }
     };
     Ok(ServerFrame::reply(rid, reply))
 }

@@ -81,6 +81,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes every queued envelope of `device` with `seq <= through`; returns how many.
     fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64>;
 
+    /// Deletes an account with its devices, prekeys, queued envelopes and dedup entries;
+    /// its handle becomes free. Returns whether it existed.
+    fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool>;
+
     /// Deletes envelopes accepted before `queue_cutoff_ms` and dedup entries older than
     /// `dedup_cutoff_ms` (both milliseconds since the Unix epoch).
     fn sweep_expired(

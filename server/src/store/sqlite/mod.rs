@@ -226,6 +226,10 @@ impl Store for SqliteStore {
         Box::pin(self.write(move |c| queries::ack_through(c, &device, through)))
     }
 
+    fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| queries::delete_account(c, &account)))
+    }
+
     fn sweep_expired(
         &self,
         queue_cutoff_ms: u64,

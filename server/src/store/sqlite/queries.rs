@@ -354,6 +354,27 @@ pub(super) fn ack_through(
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
+pub(super) fn delete_account(conn: &Connection, account: &AccountId) -> Result<bool, StoreError> {
+    let account = account.as_bytes().as_slice();
+    let devices = "(SELECT id FROM devices WHERE account = ?1)";
+    for sql in [
+        format!("DELETE FROM queue WHERE recipient IN {devices}"),
+        format!("DELETE FROM sent WHERE sender IN {devices}"),
+        format!("DELETE FROM one_time_prekeys WHERE device_key IN {devices}"),
+        format!("DELETE FROM signed_prekeys WHERE device_key IN {devices}"),
+        "DELETE FROM devices WHERE account = ?1".to_owned(),
+    ] {
+        conn.prepare_cached(&sql)
+            .and_then(|mut s| s.execute(params![account]))
+            .map_err(sql_error)?;
+    }
+    let deleted = conn
+        .prepare_cached("DELETE FROM accounts WHERE account = ?1")
+        .and_then(|mut s| s.execute(params![account]))
+        .map_err(sql_error)?;
+    Ok(deleted > 0)
+}
+
 pub(super) fn sweep(
     conn: &Connection,
     queue_cutoff_ms: u64,
