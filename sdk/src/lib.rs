@@ -1,1 +1,60 @@
-//! Parley client engine (filled by the SDK issue).
+//! # parley-sdk
+//!
+//! The client engine behind the `parley` CLI and business bots: it owns the connection,
+//! the keys and the end-to-end sessions, and keeps everything in a local SQLite database
+//! so that a client killed at any moment loses nothing it sent or acknowledged and shows
+//! nothing twice.
+//!
+//! * [`Client`]: register, start, [`Client::send_text`], [`Client::next_event`].
+//! * [`store::ClientStore`]: the local database (a file, or in memory for tests).
+//! * [`Event`]: messages, identity changes, connection state.
+//!
+//! Two clients talking through a real server:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use parley_sdk::{Client, ClientConfig, Event, store::ClientStore};
+//! use parley_protocol::Handle;
+//! # let dir = tempfile::tempdir()?;
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let url = format!("ws://{}", listener.local_addr()?);
+//! # let shutdown = tokio_util::sync::CancellationToken::new();
+//! # tokio::spawn(parley_server::run(parley_server::Config::with_data_dir(dir.path()), listener, shutdown.clone()));
+//! let config = ClientConfig::new(url);
+//! let (alice_store, bob_store) = (Arc::new(ClientStore::in_memory()?), Arc::new(ClientStore::in_memory()?));
+//! Client::register(&config, alice_store.clone(), Some(Handle::parse("alice")?)).await?;
+//! Client::register(&config, bob_store.clone(), Some(Handle::parse("bob")?)).await?;
+//!
+//! let alice = Client::start(config.clone(), alice_store).await?;
+//! let mut bob = Client::start(config, bob_store).await?;
+//! alice.send_text(&Handle::parse("bob")?, "hello Bob").await?;
+//!
+//! loop {
+//!     match bob.next_event().await {
+//!         Some(Event::Message { text, handle, .. }) => {
+//!             assert_eq!(text, "hello Bob");
+//!             assert_eq!(handle, Some(Handle::parse("alice")?));
+//!             break;
+//!         }
+//!         Some(_) => continue,
+//!         None => panic!("bob stopped"),
+//!     }
+//! }
+//! # shutdown.cancel();
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod connection;
+mod engine;
+pub mod error;
+pub mod events;
+pub mod keys;
+pub mod store;
+
+pub use client::{safety_number, Client, ClientConfig};
+pub use error::SdkError;
+pub use events::{ConnectionState, Event};

@@ -1,0 +1,192 @@
+//! The engine: one task that owns the connection and the sessions.
+//!
+//! It connects and logs in, resends whatever the outbox holds, then serves commands from
+//! the [`crate::Client`] handle and frames from the server until the connection breaks;
+//! then it reconnects with exponential backoff and jitter. Commands wait while it is
+//! disconnected; a message already encrypted stays in the outbox and is resent.
+
+mod receive;
+mod send;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_protocol::identity::IdentityKeyPair;
+use parley_protocol::ids::{DeviceAddress, Handle, MessageId};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::Connection;
+use crate::error::SdkError;
+use crate::events::{ConnectionState, Event};
+use crate::store::ClientStore;
+
+/// Shortest and longest pause between reconnection attempts.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// See [`BACKOFF_MIN`].
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A request from the client handle.
+#[derive(Debug)]
+pub enum Command {
+    /// Encrypt and send a text.
+    SendText {
+        /// Recipient handle.
+        to: Handle,
+        /// The text.
+        text: String,
+        /// The message id once the server accepted it.
+        reply: oneshot::Sender<Result<MessageId, SdkError>>,
+    },
+}
+
+/// The engine's state.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) store: Arc<ClientStore>,
+    pub(crate) identity: IdentityKeyPair,
+    pub(crate) me: DeviceAddress,
+    pub(crate) my_handle: Option<Handle>,
+    pub(crate) url: String,
+    pub(crate) events: mpsc::Sender<Event>,
+    /// Test hook: stop dead after storing a message and before acknowledging it, as if
+    /// the process were killed there.
+    pub(crate) halt_before_ack: bool,
+}
+
+/// Why a connection ended.
+enum Stop {
+    /// The client handle is gone: stop the engine.
+    Shutdown,
+    /// The test hook fired.
+    Halted,
+    /// The connection broke: reconnect.
+    Lost(SdkError),
+}
+
+impl Engine {
+    /// Runs until the client handle is dropped. `conn` is an already logged-in connection.
+    pub async fn run(self, conn: Connection, mut commands: mpsc::Receiver<Command>) {
+        let mut conn = Some(conn);
+        let mut failures: u32 = 0;
+        loop {
+            let current = match conn.take() {
+                Some(c) => c,
+                None => match self.connect().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let delay = backoff(failures);
+                        self.emit(Event::Connection(ConnectionState::Reconnecting {
+                            in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            reason: e.to_string(),
+                        }))
+                        .await;
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                },
+            };
+            match self.serve(current, &mut commands).await {
+                Stop::Shutdown | Stop::Halted => return,
+                Stop::Lost(e) => {
+                    tracing::debug!(error = %e, "connection lost");
+                    // The connection worked: start the backoff afresh.
+                    failures = 1;
+                    let delay = backoff(failures);
+                    self.emit(Event::Connection(ConnectionState::Reconnecting {
+                        in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        reason: e.to_string(),
+                    }))
+                    .await;
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Opens a connection and logs in.
+    pub async fn connect(&self) -> Result<Connection, SdkError> {
+        let mut conn = Connection::open(&self.url).await?;
+        conn.login(&self.identity).await?;
+        Ok(conn)
+    }
+
+    async fn serve(&self, mut conn: Connection, commands: &mut mpsc::Receiver<Command>) -> Stop {
+        self.emit(Event::Connection(ConnectionState::Connected))
+            .await;
+        if let Err(e) = self.flush_outbox(&mut conn).await {
+            return Stop::Lost(e);
+        }
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return Stop::Shutdown,
+                    Some(Command::SendText { to, text, reply }) => {
+                        let result = self.send_text(&mut conn, &to, &text).await;
+                        let lost = matches!(result, Err(SdkError::ConnectionLost(_)));
+                        let _ = reply.send(result);
+                        if lost {
+                            return Stop::Lost(SdkError::ConnectionLost("during send".into()));
+                        }
+                    }
+                },
+                push = conn.next_push() => match push {
+                    Ok(body) => match self.on_push(&mut conn, body).await {
+                        Ok(true) => {}
+                        Ok(false) => return Stop::Halted,
+                        Err(e) => return Stop::Lost(e),
+                    },
+                    Err(e) => return Stop::Lost(e),
+                },
+            }
+        }
+    }
+
+    pub(crate) async fn emit(&self, event: Event) {
+        // The application may have stopped listening; that is its choice.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Runs a store operation off the async workers.
+    pub(crate) async fn stored<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&ClientStore) -> Result<T, SdkError> + Send + 'static,
+    ) -> Result<T, SdkError> {
+        blocking(&self.store, op).await
+    }
+}
+
+/// Runs `op` on `store` in a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<ClientStore>,
+    op: impl FnOnce(&ClientStore) -> Result<T, SdkError> + Send + 'static,
+) -> Result<T, SdkError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || op(&store))
+        .await
+        .map_err(|e| SdkError::Storage(format!("storage task failed: {e}")))?
+}
+
+/// Exponential backoff with ±50 % jitter, so many clients do not reconnect in lockstep.
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << exponent)
+        .min(BACKOFF_MAX);
+    let jitter = 0.5 + f64::from(OsRng.next_u32()) / f64::from(u32::MAX);
+    base.mul_f64(jitter).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= BACKOFF_MIN.mul_f64(1.5));
+        assert!(backoff(1) >= BACKOFF_MIN.mul_f64(0.5));
+        assert!(backoff(4) >= BACKOFF_MIN * 4);
+        assert!(backoff(100) <= BACKOFF_MAX);
+    }
+}

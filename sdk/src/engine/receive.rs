@@ -1,0 +1,284 @@
+//! Receiving: decrypt, drop duplicates, store, then acknowledge.
+//!
+//! The order is the guarantee. A message is acknowledged only after the advanced
+//! session, the seen id and the message itself are committed together, so a client killed
+//! at any point either has the message (and drops the redelivery as seen) or never
+//! stored anything (and decrypts the redelivery from the unchanged session).
+
+use parley_protocol::e2e::content::Content;
+use parley_protocol::e2e::message::E2eMessage;
+use parley_protocol::e2e::{self, HandshakeGuard, Session};
+use parley_protocol::ids::{DeviceAddress, Handle, PrekeyId, Seq};
+use parley_protocol::wire::client::{Ack, ClientBody, UploadPrekeys};
+use parley_protocol::wire::server::{Deliver, ServerBody};
+use rand_core::OsRng;
+
+use super::send::{now_ms, resolve};
+use super::Engine;
+use crate::connection::Connection;
+use crate::error::SdkError;
+use crate::events::Event;
+use crate::keys::{one_time_batch, prekey_store};
+use crate::store::{Contact, InboxEntry, PrekeyRecords, ReceiveCommit};
+
+/// What decrypting one envelope produced.
+struct Opened {
+    session: Session,
+    plaintext: Vec<u8>,
+    guard: Option<HandshakeGuard>,
+    used_one_time_prekey: Option<PrekeyId>,
+}
+
+impl Engine {
+    /// Handles one pushed frame. Returns `false` when the test hook halts the engine.
+    pub(crate) async fn on_push(
+        &self,
+        conn: &mut Connection,
+        body: ServerBody,
+    ) -> Result<bool, SdkError> {
+        match body {
+            ServerBody::Deliver(deliver) => self.on_deliver(conn, deliver).await,
+            ServerBody::Drained(_) => {
+                self.emit(Event::Drained).await;
+                Ok(true)
+            }
+            ServerBody::PrekeysLow(_) => {
+                self.top_up_prekeys(conn).await?;
+                Ok(true)
+            }
+            other => {
+                tracing::debug!(?other, "ignoring unexpected pushed frame");
+                Ok(true)
+            }
+        }
+    }
+
+    async fn on_deliver(&self, conn: &mut Connection, d: Deliver) -> Result<bool, SdkError> {
+        let (from, id, seq) = (d.from, d.id, d.seq);
+        if self.stored(move |s| s.seen(&from, &id)).await? {
+            ack(conn, seq).await?;
+            return Ok(true);
+        }
+        let opened = match self.open(&d).await {
+            Ok(opened) => opened,
+            Err(SdkError::Crypto(e)) => {
+                if !e.is_replay() {
+                    self.emit(Event::Undecryptable {
+                        from,
+                        reason: e.to_string(),
+                    })
+                    .await;
+                }
+                self.commit_seen_only(from, id).await?;
+                ack(conn, seq).await?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
+        let text = match Content::decode(&opened.plaintext) {
+            Ok(Content::Text(text)) => Some(text),
+            Ok(_) => None,
+            Err(e) => {
+                self.emit(Event::Undecryptable {
+                    from,
+                    reason: e.to_string(),
+                })
+                .await;
+                None
+            }
+        };
+        let claimed = text.as_ref().and_then(|t| t.sender_handle.clone());
+        let handle = self.verified_handle(conn, from, claimed).await?;
+        let contact = self
+            .updated_contact(&opened.session, handle.clone())
+            .await?;
+        let record = opened.session.to_record();
+        let guard = opened.guard.as_ref().map(HandshakeGuard::to_bytes);
+        let inbox = text.as_ref().map(|t| InboxEntry {
+            from,
+            id,
+            sent_at_ms: d.sent_at_ms,
+            text: t.body.clone(),
+        });
+        let used = opened.used_one_time_prekey;
+        self.stored(move |s| {
+            s.commit_receive(&ReceiveCommit {
+                from,
+                id,
+                session: Some(&record),
+                guard: guard.as_deref(),
+                used_one_time_prekey: used,
+                inbox,
+                contact: Some(contact),
+            })
+        })
+        .await?;
+        if let Some(text) = text {
+            self.emit(Event::Message {
+                from,
+                handle,
+                id,
+                sent_at_ms: d.sent_at_ms,
+                text: text.body,
+            })
+            .await;
+        }
+        if self.halt_before_ack {
+            return Ok(false);
+        }
+        ack(conn, seq).await?;
+        Ok(true)
+    }
+
+    /// Decrypts with the stored session, or accepts a new session from a prekey message.
+    async fn open(&self, d: &Deliver) -> Result<Opened, SdkError> {
+        let from = d.from;
+        let existing = self.stored(move |s| s.session(&from)).await?;
+        let is_prekey = matches!(E2eMessage::decode(&d.ciphertext), Ok(E2eMessage::Prekey(_)));
+        if let Some(record) = existing {
+            let mut session = Session::from_record(&record)?;
+            if !is_prekey || session.belongs(&d.ciphertext) {
+                let plaintext = session.decrypt(&d.ciphertext, now_ms())?;
+                return Ok(Opened {
+                    session,
+                    plaintext,
+                    guard: None,
+                    used_one_time_prekey: None,
+                });
+            }
+        }
+        let records: PrekeyRecords = self.stored(|s| s.prekeys()).await?;
+        let prekeys = prekey_store(&records)?;
+        let mut guard = match self.stored(|s| s.guard()).await? {
+            Some(bytes) => HandshakeGuard::from_bytes(&bytes)?,
+            None => HandshakeGuard::default(),
+        };
+        let accepted = e2e::accept(
+            &self.identity,
+            self.me,
+            from,
+            &d.ciphertext,
+            &prekeys,
+            &mut guard,
+            now_ms(),
+        )?;
+        Ok(Opened {
+            session: accepted.session,
+            plaintext: accepted.plaintext,
+            guard: Some(guard),
+            used_one_time_prekey: accepted.used_one_time_prekey,
+        })
+    }
+
+    /// The sender's handle, if a stored contact or the sender's claim checks out.
+    async fn verified_handle(
+        &self,
+        conn: &mut Connection,
+        from: DeviceAddress,
+        claimed: Option<Handle>,
+    ) -> Result<Option<Handle>, SdkError> {
+        let known = self.stored(move |s| s.contact(&from.account)).await?;
+        if let Some(handle) = known.and_then(|c| c.handle) {
+            if claimed.as_ref().is_none_or(|c| c == &handle) {
+                return Ok(Some(handle));
+            }
+        }
+        let Some(claimed) = claimed else {
+            return Ok(None);
+        };
+        match resolve(conn, &claimed).await {
+            Ok(account) if account == from.account => Ok(Some(claimed)),
+            Ok(_) | Err(SdkError::NoSuchUser(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The contact for the session's peer, warning if its identity changed.
+    async fn updated_contact(
+        &self,
+        session: &Session,
+        handle: Option<Handle>,
+    ) -> Result<Contact, SdkError> {
+        let identity = session.remote_identity().clone();
+        let account = identity.account;
+        let known = self.stored(move |s| s.contact(&account)).await?;
+        let verified = match &known {
+            Some(c) if c.identity != identity => {
+                self.emit(Event::IdentityChanged {
+                    account,
+                    handle: handle.clone().or_else(|| c.handle.clone()),
+                })
+                .await;
+                false
+            }
+            Some(c) => c.verified,
+            None => false,
+        };
+        if let (Some(h), None) = (&handle, &known) {
+            let h = h.clone();
+            if let Some(previous) = self.stored(move |s| s.contact_by_handle(&h)).await? {
+                if previous.account != account {
+                    self.emit(Event::IdentityChanged {
+                        account,
+                        handle: handle.clone(),
+                    })
+                    .await;
+                }
+            }
+        }
+        Ok(Contact {
+            account,
+            handle: handle.or_else(|| known.and_then(|c| c.handle)),
+            identity,
+            verified,
+        })
+    }
+
+    async fn commit_seen_only(
+        &self,
+        from: DeviceAddress,
+        id: parley_protocol::ids::MessageId,
+    ) -> Result<(), SdkError> {
+        self.stored(move |s| {
+            s.commit_receive(&ReceiveCommit {
+                from,
+                id,
+                session: None,
+                guard: None,
+                used_one_time_prekey: None,
+                inbox: None,
+                contact: None,
+            })
+        })
+        .await
+    }
+
+    /// Generates, stores, then uploads a batch of one-time prekeys.
+    async fn top_up_prekeys(&self, conn: &mut Connection) -> Result<(), SdkError> {
+        let first = self.stored(|s| s.max_prekey_id()).await?.saturating_add(1);
+        let batch = one_time_batch(first, &mut OsRng);
+        let publics = batch.publics;
+        let records = PrekeyRecords {
+            one_time: batch.secrets,
+            ..PrekeyRecords::default()
+        };
+        self.stored(move |s| s.add_prekeys(&records)).await?;
+        match conn
+            .request(ClientBody::UploadPrekeys(UploadPrekeys {
+                signed_prekey: None,
+                kem_prekey: None,
+                one_time_prekeys: publics,
+            }))
+            .await
+        {
+            Ok(_) | Err(SdkError::Refused { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+async fn ack(conn: &mut Connection, seq: Seq) -> Result<(), SdkError> {
+    conn.send(ClientBody::Ack(Ack { through: seq }))
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,59 @@
+//! Errors of the SDK, sorted by who is at fault: the user or caller, the peer or server,
+//! then local failures.
+
+use parley_protocol::wire::server::ErrorBody;
+use parley_protocol::wire::ErrorCode;
+
+/// Something the SDK could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// This profile has no identity yet.
+    #[error("not registered: run `parley register <handle>` first")]
+    NotRegistered,
+    /// No account has this handle.
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    /// The input is not valid (a bad handle, for example).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The server could not be reached.
+    #[error("server unreachable at {url}: {reason}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused a request.
+    #[error("server refused: {code}: {message}")]
+    Refused {
+        /// Stable code.
+        code: ErrorCode,
+        /// Human text from the server.
+        message: String,
+    },
+    /// The connection broke in the middle of a request.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The server sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// End-to-end cryptography refused a bundle or message.
+    #[error("encryption: {0}")]
+    Crypto(#[from] parley_protocol::e2e::E2eError),
+    /// The local database failed.
+    #[error("local storage: {0}")]
+    Storage(String),
+    /// The client engine has stopped.
+    #[error("the client has stopped")]
+    Stopped,
+}
+
+impl From<ErrorBody> for SdkError {
+    fn from(e: ErrorBody) -> SdkError {
+        SdkError::Refused {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}

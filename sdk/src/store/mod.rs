@@ -1,0 +1,578 @@
+//! The client's durable state: its identity, prekey secrets, sessions, contacts, what it
+//! has seen, what it still has to send, and the messages it received.
+//!
+//! [`ClientStore`] is one SQLite database (a file, or in memory for tests). Every method
+//! is synchronous and must be called off the async workers (the engine uses
+//! `spawn_blocking`). The two methods that matter for "nothing lost, nothing twice" are
+//! atomic: [`ClientStore::commit_send`] stores the advanced session together with the
+//! ciphertext to send, and [`ClientStore::commit_receive`] stores the advanced session,
+//! the consumed prekey, the seen id and the message together, before the engine acks.
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use parley_protocol::identity::IdentityPublic;
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId, PrekeyId};
+use rusqlite::{params, Connection, OptionalExtension};
+use zeroize::Zeroizing;
+
+use crate::error::SdkError;
+
+/// The local account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// The account id.
+    pub account: AccountId,
+    /// Its handle, if registered with one.
+    pub handle: Option<Handle>,
+}
+
+/// The local identity as stored: its secret seed and profile.
+pub struct StoredIdentity {
+    /// `IdentityKeyPair::to_secret_bytes`.
+    pub secret: Zeroizing<Vec<u8>>,
+    /// The profile.
+    pub profile: Profile,
+}
+
+impl std::fmt::Debug for StoredIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredIdentity")
+            .field("profile", &self.profile)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A peer this client has talked to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// Their account.
+    pub account: AccountId,
+    /// Their handle, if known (resolved by this client, not just claimed).
+    pub handle: Option<Handle>,
+    /// The identity last seen for them.
+    pub identity: IdentityPublic,
+    /// Whether the user compared safety numbers and marked it verified.
+    pub verified: bool,
+}
+
+/// A message waiting for the server's `accepted`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its id (retries reuse it).
+    pub id: MessageId,
+    /// The recipient.
+    pub to: DeviceAddress,
+    /// The encrypted payload.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A received message, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// The sender.
+    pub from: DeviceAddress,
+    /// Its id.
+    pub id: MessageId,
+    /// Server acceptance time, ms since the epoch.
+    pub sent_at_ms: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// Prekey secrets of the local device, as stored bytes.
+#[derive(Default)]
+pub struct PrekeyRecords {
+    /// Signed X25519 prekeys: (id, secret).
+    pub signed: Vec<(PrekeyId, Zeroizing<[u8; 32]>)>,
+    /// KEM prekeys: (id, secret bytes).
+    pub kem: Vec<(PrekeyId, Zeroizing<Vec<u8>>)>,
+    /// One-time prekeys: (id, secret).
+    pub one_time: Vec<(PrekeyId, Zeroizing<[u8; 32]>)>,
+}
+
+impl std::fmt::Debug for PrekeyRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrekeyRecords")
+            .field("signed", &self.signed.len())
+            .field("kem", &self.kem.len())
+            .field("one_time", &self.one_time.len())
+            .finish()
+    }
+}
+
+/// Everything a received message changes, stored in one transaction.
+#[derive(Debug)]
+pub struct ReceiveCommit<'a> {
+    /// The sender.
+    pub from: DeviceAddress,
+    /// The message id.
+    pub id: MessageId,
+    /// The advanced (or new) session record, if the message decrypted.
+    pub session: Option<&'a [u8]>,
+    /// The handshake guard, if a session was accepted.
+    pub guard: Option<&'a [u8]>,
+    /// The one-time prekey the setup consumed.
+    pub used_one_time_prekey: Option<PrekeyId>,
+    /// The message to keep, if it was a text.
+    pub inbox: Option<InboxEntry>,
+    /// The contact to record or update.
+    pub contact: Option<Contact>,
+}
+
+/// The client database.
+#[derive(Debug)]
+pub struct ClientStore {
+    conn: Mutex<Connection>,
+}
+
+impl ClientStore {
+    /// Opens (creating) the database file.
+    pub fn open(path: &Path) -> Result<ClientStore, SdkError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SdkError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        ClientStore::with_connection(conn)
+    }
+
+    /// A store in memory, for tests.
+    pub fn in_memory() -> Result<ClientStore, SdkError> {
+        ClientStore::with_connection(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn with_connection(mut conn: Connection) -> Result<ClientStore, SdkError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        schema::migrate(&mut conn)?;
+        Ok(ClientStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SdkError> {
+        self.lock()
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db)
+    }
+
+    /// The local identity secret and profile, if registered.
+    pub fn identity(&self) -> Result<Option<StoredIdentity>, SdkError> {
+        let Some(secret) = self.get("identity")? else {
+            return Ok(None);
+        };
+        let account = self
+            .get("account")?
+            .and_then(|b| AccountId::from_slice(&b))
+            .ok_or_else(|| SdkError::Storage("profile without account".into()))?;
+        let handle = match self.get("handle")? {
+            Some(h) => Some(
+                Handle::parse(&String::from_utf8_lossy(&h))
+                    .map_err(|e| SdkError::Storage(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Some(StoredIdentity {
+            secret: Zeroizing::new(secret),
+            profile: Profile { account, handle },
+        }))
+    }
+
+    /// Stores a newly registered identity with its first prekeys, replacing any earlier
+    /// profile (and forgetting its sessions).
+    pub fn save_identity(
+        &self,
+        secret: &[u8],
+        profile: &Profile,
+        prekeys: &PrekeyRecords,
+    ) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        for table in ["kv", "prekeys", "sessions", "seen", "outbox"] {
+            tx.execute(&format!("DELETE FROM {table}"), [])
+                .map_err(db)?;
+        }
+        let put = "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)";
+        tx.execute(put, params!["identity", secret]).map_err(db)?;
+        tx.execute(
+            put,
+            params!["account", profile.account.as_bytes().as_slice()],
+        )
+        .map_err(db)?;
+        if let Some(h) = &profile.handle {
+            tx.execute(put, params!["handle", h.as_str().as_bytes()])
+                .map_err(db)?;
+        }
+        insert_prekeys(&tx, prekeys)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Adds prekey secrets (after uploading their public halves).
+    pub fn add_prekeys(&self, prekeys: &PrekeyRecords) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        insert_prekeys(&tx, prekeys)?;
+        tx.commit().map_err(db)
+    }
+
+    /// All prekey secrets.
+    pub fn prekeys(&self) -> Result<PrekeyRecords, SdkError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT kind, id, secret FROM prekeys ORDER BY kind, id")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = PrekeyRecords::default();
+        for row in rows {
+            let (kind, id, secret) = row.map_err(db)?;
+            let secret = Zeroizing::new(secret);
+            match kind {
+                KIND_KEM => out.kem.push((PrekeyId(id), secret)),
+                _ => {
+                    let mut bytes = Zeroizing::new([0u8; 32]);
+                    if secret.len() != 32 {
+                        return Err(SdkError::Storage("corrupt prekey".into()));
+                    }
+                    bytes.copy_from_slice(&secret);
+                    if kind == KIND_SIGNED {
+                        out.signed.push((PrekeyId(id), bytes));
+                    } else {
+                        out.one_time.push((PrekeyId(id), bytes));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest prekey id in use.
+    pub fn max_prekey_id(&self) -> Result<u32, SdkError> {
+        self.lock()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM prekeys", [], |r| r.get(0))
+            .map_err(db)
+    }
+
+    /// The stored session with `peer`.
+    pub fn session(&self, peer: &DeviceAddress) -> Result<Option<Zeroizing<Vec<u8>>>, SdkError> {
+        self.lock()
+            .query_row(
+                "SELECT record FROM sessions WHERE account = ?1 AND device = ?2",
+                params![peer.account.as_bytes().as_slice(), peer.device.0],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map(|r| r.map(Zeroizing::new))
+            .map_err(db)
+    }
+
+    /// The handshake guard.
+    pub fn guard(&self) -> Result<Option<Vec<u8>>, SdkError> {
+        self.get("guard")
+    }
+
+    /// Stores the advanced session and the ciphertext to send, together.
+    pub fn commit_send(&self, session: &[u8], entry: &OutboxEntry) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        put_session(&tx, &entry.to, session)?;
+        tx.execute(
+            "INSERT INTO outbox (message_id, account, device, ciphertext) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                entry.id.as_bytes().as_slice(),
+                entry.to.account.as_bytes().as_slice(),
+                entry.to.device.0,
+                entry.ciphertext
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Messages not yet accepted by the server, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, SdkError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT message_id, account, device, ciphertext FROM outbox ORDER BY n")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, account, device, ciphertext) = row.map_err(db)?;
+            out.push(OutboxEntry {
+                id: MessageId::from_slice(&id).ok_or_else(|| corrupt("outbox"))?,
+                to: DeviceAddress {
+                    account: AccountId::from_slice(&account).ok_or_else(|| corrupt("outbox"))?,
+                    device: DeviceId(device),
+                },
+                ciphertext,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The server accepted `id`.
+    pub fn sent(&self, id: &MessageId) -> Result<(), SdkError> {
+        self.lock()
+            .execute(
+                "DELETE FROM outbox WHERE message_id = ?1",
+                params![id.as_bytes().as_slice()],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Whether `(from, id)` was already processed.
+    pub fn seen(&self, from: &DeviceAddress, id: &MessageId) -> Result<bool, SdkError> {
+        self.lock()
+            .query_row(
+                "SELECT 1 FROM seen WHERE account = ?1 AND device = ?2 AND message_id = ?3",
+                params![
+                    from.account.as_bytes().as_slice(),
+                    from.device.0,
+                    id.as_bytes().as_slice()
+                ],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(db)
+    }
+
+    /// Stores everything a received message changed, atomically.
+    pub fn commit_receive(&self, commit: &ReceiveCommit<'_>) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO seen (account, device, message_id) VALUES (?1, ?2, ?3)",
+            params![
+                commit.from.account.as_bytes().as_slice(),
+                commit.from.device.0,
+                commit.id.as_bytes().as_slice()
+            ],
+        )
+        .map_err(db)?;
+        if let Some(session) = commit.session {
+            put_session(&tx, &commit.from, session)?;
+        }
+        if let Some(guard) = commit.guard {
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES ('guard', ?1)",
+                params![guard],
+            )
+            .map_err(db)?;
+        }
+        if let Some(id) = commit.used_one_time_prekey {
+            tx.execute(
+                "DELETE FROM prekeys WHERE kind = ?1 AND id = ?2",
+                params![KIND_ONE_TIME, id.0],
+            )
+            .map_err(db)?;
+        }
+        if let Some(m) = &commit.inbox {
+            tx.execute(
+                "INSERT INTO inbox (account, device, message_id, sent_at_ms, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    m.from.account.as_bytes().as_slice(),
+                    m.from.device.0,
+                    m.id.as_bytes().as_slice(),
+                    i64::try_from(m.sent_at_ms).unwrap_or(i64::MAX),
+                    m.text
+                ],
+            )
+            .map_err(db)?;
+        }
+        if let Some(contact) = &commit.contact {
+            put_contact(&tx, contact)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// Every stored message, oldest first.
+    pub fn inbox(&self) -> Result<Vec<InboxEntry>, SdkError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT account, device, message_id, sent_at_ms, text FROM inbox ORDER BY n")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (account, device, id, at, text) = row.map_err(db)?;
+            out.push(InboxEntry {
+                from: DeviceAddress {
+                    account: AccountId::from_slice(&account).ok_or_else(|| corrupt("inbox"))?,
+                    device: DeviceId(device),
+                },
+                id: MessageId::from_slice(&id).ok_or_else(|| corrupt("inbox"))?,
+                sent_at_ms: u64::try_from(at).unwrap_or(0),
+                text,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A contact by account.
+    pub fn contact(&self, account: &AccountId) -> Result<Option<Contact>, SdkError> {
+        Ok(self.contacts()?.into_iter().find(|c| &c.account == account))
+    }
+
+    /// A contact by handle.
+    pub fn contact_by_handle(&self, handle: &Handle) -> Result<Option<Contact>, SdkError> {
+        Ok(self
+            .contacts()?
+            .into_iter()
+            .find(|c| c.handle.as_ref() == Some(handle)))
+    }
+
+    /// Records or updates a contact.
+    pub fn save_contact(&self, contact: &Contact) -> Result<(), SdkError> {
+        let conn = self.lock();
+        put_contact(&conn, contact)
+    }
+
+    /// Forgets the session with `peer` (after their identity changed).
+    pub fn forget_session(&self, peer: &DeviceAddress) -> Result<(), SdkError> {
+        self.lock()
+            .execute(
+                "DELETE FROM sessions WHERE account = ?1 AND device = ?2",
+                params![peer.account.as_bytes().as_slice(), peer.device.0],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Every contact, by handle then account.
+    pub fn contacts(&self) -> Result<Vec<Contact>, SdkError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT account, handle, identity, verified FROM contacts ORDER BY handle, account",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (account, handle, identity, verified) = row.map_err(db)?;
+            out.push(Contact {
+                account: AccountId::from_slice(&account).ok_or_else(|| corrupt("contacts"))?,
+                handle: handle.and_then(|h| Handle::parse(&h).ok()),
+                identity: rmp_serde::from_slice(&identity).map_err(|_| corrupt("contacts"))?,
+                verified,
+            });
+        }
+        Ok(out)
+    }
+}
+
+const KIND_SIGNED: i64 = 0;
+const KIND_KEM: i64 = 1;
+const KIND_ONE_TIME: i64 = 2;
+
+fn insert_prekeys(conn: &Connection, prekeys: &PrekeyRecords) -> Result<(), SdkError> {
+    let sql = "INSERT OR REPLACE INTO prekeys (kind, id, secret) VALUES (?1, ?2, ?3)";
+    for (id, secret) in &prekeys.signed {
+        conn.execute(sql, params![KIND_SIGNED, id.0, secret.as_slice()])
+            .map_err(db)?;
+    }
+    for (id, secret) in &prekeys.kem {
+        conn.execute(sql, params![KIND_KEM, id.0, secret.as_slice()])
+            .map_err(db)?;
+    }
+    for (id, secret) in &prekeys.one_time {
+        conn.execute(sql, params![KIND_ONE_TIME, id.0, secret.as_slice()])
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+fn put_session(conn: &Connection, peer: &DeviceAddress, record: &[u8]) -> Result<(), SdkError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO sessions (account, device, record) VALUES (?1, ?2, ?3)",
+        params![peer.account.as_bytes().as_slice(), peer.device.0, record],
+    )
+    .map(|_| ())
+    .map_err(db)
+}
+
+fn put_contact(conn: &Connection, contact: &Contact) -> Result<(), SdkError> {
+    let identity =
+        rmp_serde::to_vec_named(&contact.identity).map_err(|e| SdkError::Storage(e.to_string()))?;
+    if let Some(handle) = &contact.handle {
+        // A handle names one account: an older contact with it lost it.
+        conn.execute(
+            "UPDATE contacts SET handle = NULL WHERE handle = ?1 AND account != ?2",
+            params![handle.as_str(), contact.account.as_bytes().as_slice()],
+        )
+        .map_err(db)?;
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO contacts (account, handle, identity, verified) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            contact.account.as_bytes().as_slice(),
+            contact.handle.as_ref().map(Handle::as_str),
+            identity,
+            contact.verified
+        ],
+    )
+    .map(|_| ())
+    .map_err(db)
+}
+
+fn db(e: rusqlite::Error) -> SdkError {
+    SdkError::Storage(e.to_string())
+}
+
+fn corrupt(table: &str) -> SdkError {
+    SdkError::Storage(format!("corrupt row in {table}"))
+}

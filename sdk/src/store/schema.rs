@@ -1,0 +1,41 @@
+//! The client database schema; `PRAGMA user_version` counts applied migrations.
+
+use rusqlite::Connection;
+
+use crate::error::SdkError;
+
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE prekeys (kind INTEGER NOT NULL, id INTEGER NOT NULL, secret BLOB NOT NULL,
+                          PRIMARY KEY (kind, id));
+    CREATE TABLE sessions (account BLOB NOT NULL, device INTEGER NOT NULL, record BLOB NOT NULL,
+                           PRIMARY KEY (account, device));
+    CREATE TABLE contacts (account BLOB PRIMARY KEY, handle TEXT, identity BLOB NOT NULL,
+                           verified INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE seen (account BLOB NOT NULL, device INTEGER NOT NULL, message_id BLOB NOT NULL,
+                       PRIMARY KEY (account, device, message_id));
+    CREATE TABLE outbox (n INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL UNIQUE,
+                         account BLOB NOT NULL, device INTEGER NOT NULL, ciphertext BLOB NOT NULL);
+    CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, account BLOB NOT NULL,
+                        device INTEGER NOT NULL, message_id BLOB NOT NULL,
+                        sent_at_ms INTEGER NOT NULL, text TEXT NOT NULL);
+"#];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
+    let db = |e: rusqlite::Error| SdkError::Storage(e.to_string());
+    let current: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(db)
+        .map(|v| usize::try_from(v).unwrap_or(usize::MAX))?;
+    if current > MIGRATIONS.len() {
+        return Err(SdkError::Storage(
+            "this profile was written by a newer parley; upgrade".into(),
+        ));
+    }
+    let tx = conn.transaction().map_err(db)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql).map_err(db)?;
+        tx.pragma_update(None, "user_version", i + 1).map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}

@@ -1,0 +1,196 @@
+//! The SDK against a real server over real WebSockets.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_protocol::Handle;
+use parley_sdk::store::ClientStore;
+use parley_sdk::{Client, ClientConfig, Event};
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    url: String,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let config = parley_server::Config::with_data_dir(dir.path());
+    tokio::spawn(parley_server::run(config, listener, shutdown.clone()));
+    Server {
+        url,
+        _dir: dir,
+        shutdown,
+    }
+}
+
+fn handle(name: &str) -> Handle {
+    Handle::parse(name).unwrap()
+}
+
+async fn registered(url: &str, name: &str) -> Arc<ClientStore> {
+    let store = Arc::new(ClientStore::in_memory().unwrap());
+    Client::register(&ClientConfig::new(url), store.clone(), Some(handle(name)))
+        .await
+        .unwrap();
+    store
+}
+
+/// The next message event, skipping others; None if the engine stopped or nothing came.
+async fn next_message(client: &mut Client) -> Option<(Option<Handle>, String)> {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), client.next_event())
+            .await
+            .ok()??;
+        if let Event::Message { handle, text, .. } = event {
+            return Some((handle, text));
+        }
+    }
+}
+
+/// Waits for `drained`, failing on any message before it.
+async fn drained_without_messages(client: &mut Client) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next_event())
+            .await
+            .expect("drained in time")
+            .expect("engine running")
+        {
+            Event::Drained => return,
+            Event::Message { text, .. } => panic!("unexpected message {text:?}"),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_talk_both_ways() {
+    let server = server().await;
+    let alice_store = registered(&server.url, "alice").await;
+    let bob_store = registered(&server.url, "bob").await;
+    let mut alice = Client::start(ClientConfig::new(&server.url), alice_store)
+        .await
+        .unwrap();
+    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store)
+        .await
+        .unwrap();
+
+    alice.send_text(&handle("bob"), "hi bob").await.unwrap();
+    assert_eq!(
+        next_message(&mut bob).await,
+        Some((Some(handle("alice")), "hi bob".into()))
+    );
+    bob.send_text(&handle("alice"), "hi alice").await.unwrap();
+    assert_eq!(
+        next_message(&mut alice).await,
+        Some((Some(handle("bob")), "hi alice".into()))
+    );
+    for n in 0..5 {
+        alice
+            .send_text(&handle("bob"), &format!("{n}"))
+            .await
+            .unwrap();
+    }
+    for n in 0..5 {
+        assert_eq!(next_message(&mut bob).await.unwrap().1, format!("{n}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_for_an_offline_recipient() {
+    let server = server().await;
+    let alice_store = registered(&server.url, "alice").await;
+    let bob_store = registered(&server.url, "bob").await;
+    let alice = Client::start(ClientConfig::new(&server.url), alice_store)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        alice
+            .send_text(&handle("bob"), &format!("while you were out {n}"))
+            .await
+            .unwrap();
+    }
+    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        assert_eq!(
+            next_message(&mut bob).await.unwrap().1,
+            format!("while you were out {n}")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_between_decrypt_and_ack_shows_the_message_once() {
+    let server = server().await;
+    let alice_store = registered(&server.url, "alice").await;
+    let bob_store = registered(&server.url, "bob").await;
+    let alice = Client::start(ClientConfig::new(&server.url), alice_store)
+        .await
+        .unwrap();
+    alice
+        .send_text(&handle("bob"), "exactly once")
+        .await
+        .unwrap();
+
+    // Bob stores the message, shows it, and dies before acknowledging it.
+    let mut config = ClientConfig::new(&server.url);
+    config.halt_before_ack = true;
+    let mut dying = Client::start(config, bob_store.clone()).await.unwrap();
+    assert_eq!(next_message(&mut dying).await.unwrap().1, "exactly once");
+    assert_eq!(next_message(&mut dying).await, None, "the engine halted");
+    dying.stop().await;
+
+    // The server redelivers (no ack came); the restarted client drops it as seen.
+    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store.clone())
+        .await
+        .unwrap();
+    drained_without_messages(&mut bob).await;
+    let inbox = bob_store.inbox().unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].text, "exactly once");
+
+    // And the session still works in both directions.
+    bob.send_text(&handle("alice"), "still here").await.unwrap();
+    alice.send_text(&handle("bob"), "good").await.unwrap();
+    assert_eq!(next_message(&mut bob).await.unwrap().1, "good");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_to_do() {
+    let server = server().await;
+    let alice_store = registered(&server.url, "alice").await;
+    let alice = Client::start(ClientConfig::new(&server.url), alice_store.clone())
+        .await
+        .unwrap();
+    let err = alice.send_text(&handle("nobody"), "?").await.unwrap_err();
+    assert_eq!(err.to_string(), "no such user: @nobody");
+
+    let fresh = Arc::new(ClientStore::in_memory().unwrap());
+    let err = Client::start(ClientConfig::new(&server.url), fresh)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("parley register"), "{err}");
+
+    let err = Client::start(ClientConfig::new("ws://127.0.0.1:1"), alice_store)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("server unreachable at ws://127.0.0.1:1"),
+        "{err}"
+    );
+}
