@@ -137,6 +137,25 @@ impl Client {
         answer.await.map_err(|_| SdkError::Stopped)?
     }
 
+    /// Deletes the account on the server, then forgets the local identity. The handle
+    /// becomes free; contacts who write to it later see an identity change.
+    pub async fn delete_account(self) -> Result<(), SdkError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::DeleteAccount { reply })
+            .await
+            .map_err(|_| SdkError::Stopped)?;
+        answer.await.map_err(|_| SdkError::Stopped)??;
+        let store = self.store.clone();
+        self.stop().await;
+        blocking(&store, |s| s.forget_identity()).await
+    }
+
+    /// An event if one is ready, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
     /// The next event; `None` once the engine has stopped.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await

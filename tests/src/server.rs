@@ -211,24 +211,29 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// The `parley-server` binary of this build: next to the test executable's `deps`
-/// directory. Built with cargo if it is not there yet (when only this package's tests
-/// were asked for).
+/// The `parley-server` binary of this build.
 pub fn server_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("parley-server", "parley-server")
+}
+
+/// A binary of this workspace, from this build's profile directory (next to the test
+/// executable's `deps`). Built with cargo if it is not there yet, which happens when
+/// only this package's tests were asked for.
+pub fn workspace_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .context("test executable has no profile directory")?;
-    let binary = profile_dir.join(format!("parley-server{}", std::env::consts::EXE_SUFFIX));
+    let binary = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !binary.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-p", "parley-server", "--bin", "parley-server"]);
+        build.args(["build", "-p", package, "--bin", name]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
-        let status = build.status().context("building parley-server")?;
+        let status = build.status().with_context(|| format!("building {name}"))?;
         if !status.success() || !binary.exists() {
             bail!("could not build {}", binary.display());
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, Handle, MessageId};
+use parley_protocol::wire::client::{ClientBody, DeleteAccount};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +38,11 @@ pub enum Command {
         text: String,
         /// The message id once the server accepted it.
         reply: oneshot::Sender<Result<MessageId, SdkError>>,
+    },
+    /// Delete the account on the server (its handle becomes free).
+    DeleteAccount {
+        /// Done.
+        reply: oneshot::Sender<Result<(), SdkError>>,
     },
 }
 
@@ -128,6 +134,17 @@ impl Engine {
                         let _ = reply.send(result);
                         if lost {
                             return Stop::Lost(SdkError::ConnectionLost("during send".into()));
+                        }
+                    }
+                    Some(Command::DeleteAccount { reply }) => {
+                        let result = conn
+                            .request(ClientBody::DeleteAccount(DeleteAccount {}))
+                            .await
+                            .map(|_| ());
+                        let deleted = result.is_ok();
+                        let _ = reply.send(result);
+                        if deleted {
+                            return Stop::Shutdown;
                         }
                     }
                 },

@@ -95,6 +95,7 @@ impl Engine {
         let record = opened.session.to_record();
         let guard = opened.guard.as_ref().map(HandshakeGuard::to_bytes);
         let inbox = text.as_ref().map(|t| InboxEntry {
+            n: 0,
             from,
             id,
             sent_at_ms: d.sent_at_ms,

@@ -73,6 +73,8 @@ pub struct OutboxEntry {
 /// A received message, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxEntry {
+    /// Position in the local inbox (0 until stored).
+    pub n: i64,
     /// The sender.
     pub from: DeviceAddress,
     /// Its id.
@@ -219,6 +221,17 @@ impl ClientStore {
                 .map_err(db)?;
         }
         insert_prekeys(&tx, prekeys)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Forgets the local identity, its prekeys and sessions (after the account was deleted).
+    pub fn forget_identity(&self) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        for table in ["kv", "prekeys", "sessions", "seen", "outbox"] {
+            tx.execute(&format!("DELETE FROM {table}"), [])
+                .map_err(db)?;
+        }
         tx.commit().map_err(db)
     }
 
@@ -422,25 +435,47 @@ impl ClientStore {
 
     /// Every stored message, oldest first.
     pub fn inbox(&self) -> Result<Vec<InboxEntry>, SdkError> {
+        self.inbox_where("1")
+    }
+
+    /// Stored messages not yet shown to the user, oldest first.
+    pub fn unshown(&self) -> Result<Vec<InboxEntry>, SdkError> {
+        self.inbox_where("shown = 0")
+    }
+
+    /// Marks every message up to `n` as shown.
+    pub fn mark_shown(&self, n: i64) -> Result<(), SdkError> {
+        self.lock()
+            .execute("UPDATE inbox SET shown = 1 WHERE n <= ?1", params![n])
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    fn inbox_where(&self, condition: &str) -> Result<Vec<InboxEntry>, SdkError> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare("SELECT account, device, message_id, sent_at_ms, text FROM inbox ORDER BY n")
+            .prepare(&format!(
+                "SELECT n, account, device, message_id, sent_at_ms, text FROM inbox
+                 WHERE {condition} ORDER BY n"
+            ))
             .map_err(db)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (account, device, id, at, text) = row.map_err(db)?;
+            let (n, account, device, id, at, text) = row.map_err(db)?;
             out.push(InboxEntry {
+                n,
                 from: DeviceAddress {
                     account: AccountId::from_slice(&account).ok_or_else(|| corrupt("inbox"))?,
                     device: DeviceId(device),

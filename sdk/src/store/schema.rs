@@ -18,7 +18,8 @@ const MIGRATIONS: &[&str] = &[r#"
                          account BLOB NOT NULL, device INTEGER NOT NULL, ciphertext BLOB NOT NULL);
     CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, account BLOB NOT NULL,
                         device INTEGER NOT NULL, message_id BLOB NOT NULL,
-                        sent_at_ms INTEGER NOT NULL, text TEXT NOT NULL);
+                        sent_at_ms INTEGER NOT NULL, text TEXT NOT NULL,
+                        shown INTEGER NOT NULL DEFAULT 0);
 "#];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {

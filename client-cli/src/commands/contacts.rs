@@ -1,0 +1,69 @@
+//! `contacts`, `safety-number`, `verify`.
+
+use serde_json::json;
+
+use super::{parse_handle, Context};
+use crate::output::name;
+
+/// `parley contacts`.
+pub fn contacts(ctx: &Context) -> anyhow::Result<()> {
+    let contacts = ctx.store.contacts()?;
+    if contacts.is_empty() && !ctx.out.json {
+        println!("No contacts yet.");
+    }
+    for c in contacts {
+        let state = if c.verified {
+            "verified"
+        } else {
+            "not verified"
+        };
+        ctx.out.print(
+            &format!(
+                "{:<24} {state:<13} {}",
+                name(c.handle.as_ref(), &c.account),
+                c.account
+            ),
+            json!({"type": "contact", "handle": c.handle.as_ref().map(|h| h.as_str()),
+                   "account": c.account.to_hex(), "verified": c.verified}),
+        );
+    }
+    Ok(())
+}
+
+fn contact(ctx: &Context, handle: &str) -> anyhow::Result<parley_sdk::store::Contact> {
+    let handle = parse_handle(handle)?;
+    ctx.store.contact_by_handle(&handle)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no contact {handle} yet: exchange a message first (parley send {handle} ...)"
+        )
+    })
+}
+
+/// `parley safety-number <handle>`.
+pub fn safety_number(ctx: &Context, handle: &str) -> anyhow::Result<()> {
+    let c = contact(ctx, handle)?;
+    let number = parley_sdk::safety_number(&ctx.store, &c)?;
+    let who = name(c.handle.as_ref(), &c.account);
+    ctx.out.print(
+        &format!(
+            "Safety number with {who}:\n\n{}\n\nCompare it with theirs; if it matches, run: parley verify {who}",
+            number.display()
+        ),
+        json!({"type": "safety_number", "handle": c.handle.as_ref().map(|h| h.as_str()),
+               "digits": number.digits(), "verified": c.verified}),
+    );
+    Ok(())
+}
+
+/// `parley verify <handle>`.
+pub fn verify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
+    let mut c = contact(ctx, handle)?;
+    c.verified = true;
+    ctx.store.save_contact(&c)?;
+    let who = name(c.handle.as_ref(), &c.account);
+    ctx.out.print(
+        &format!("{who} is now marked as verified."),
+        json!({"type": "verified", "handle": c.handle.as_ref().map(|h| h.as_str())}),
+    );
+    Ok(())
+}

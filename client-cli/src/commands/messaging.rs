@@ -1,0 +1,54 @@
+//! `send` and `inbox`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{on_event, parse_handle, start, Context};
+
+/// Longest wait for the server's backlog after connecting.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `parley send <handle> <text>`.
+pub async fn send(ctx: &Context, handle: &str, text: &str) -> anyhow::Result<()> {
+    let to = parse_handle(handle)?;
+    let mut client = start(ctx).await?;
+    let sent = client.send_text(&to, text).await;
+    while let Some(event) = client.try_next_event() {
+        on_event(ctx, &event)?;
+    }
+    client.stop().await;
+    let id = sent?;
+    ctx.out.print(
+        &format!("Sent to {to}."),
+        json!({"type": "sent", "to": to.as_str(), "id": id.to_hex()}),
+    );
+    Ok(())
+}
+
+/// `parley inbox [--wait SECS]`: everything that arrived, then more for `wait` seconds.
+pub async fn inbox(ctx: &Context, wait: u64) -> anyhow::Result<()> {
+    // Messages stored by an earlier command but not shown yet come first.
+    ctx.out.show_unshown(&ctx.store)?;
+    let mut client = start(ctx).await?;
+    let drain_deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let event = tokio::time::timeout_at(drain_deadline, client.next_event()).await;
+        match event {
+            Ok(Some(event)) => {
+                if on_event(ctx, &event)? {
+                    break;
+                }
+            }
+            Ok(None) => anyhow::bail!("the connection ended before the inbox was drained"),
+            Err(_) => anyhow::bail!("the server did not finish sending the inbox in time"),
+        }
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(wait);
+    while let Ok(Some(event)) = tokio::time::timeout_at(until, client.next_event()).await {
+        on_event(ctx, &event)?;
+    }
+    client.stop().await;
+    ctx.out.show_unshown(&ctx.store)?;
+    Ok(())
+}

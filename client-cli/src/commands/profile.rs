@@ -1,0 +1,52 @@
+//! `register`, `whoami`, `delete-account`.
+
+use serde_json::json;
+
+use super::{parse_handle, start, Context};
+use crate::output::name;
+
+/// `parley register <handle>`.
+pub async fn register(ctx: &Context, handle: &str) -> anyhow::Result<()> {
+    let handle = parse_handle(handle)?;
+    let profile =
+        parley_sdk::Client::register(&ctx.config, ctx.store.clone(), Some(handle.clone())).await?;
+    ctx.out.print(
+        &format!("Registered {handle} (account {}).", profile.account),
+        json!({"type": "registered", "handle": handle.as_str(),
+               "account": profile.account.to_hex()}),
+    );
+    Ok(())
+}
+
+/// `parley whoami`.
+pub fn whoami(ctx: &Context) -> anyhow::Result<()> {
+    let stored = ctx
+        .store
+        .identity()?
+        .ok_or(parley_sdk::SdkError::NotRegistered)?;
+    let p = stored.profile;
+    ctx.out.print(
+        &format!(
+            "{} (account {})",
+            name(p.handle.as_ref(), &p.account),
+            p.account
+        ),
+        json!({"type": "whoami", "handle": p.handle.as_ref().map(|h| h.as_str()),
+               "account": p.account.to_hex()}),
+    );
+    Ok(())
+}
+
+/// `parley delete-account --yes`.
+pub async fn delete_account(ctx: &Context, yes: bool) -> anyhow::Result<()> {
+    if !yes {
+        anyhow::bail!("this deletes your account and frees your handle; run again with --yes");
+    }
+    let client = start(ctx).await?;
+    client.delete_account().await?;
+    ctx.out.print(
+        "Account deleted. This profile can register again.",
+        json!({"type": "account_deleted"}),
+    );
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Printing for people or for machines (`--json`: one object per line on stdout).
+
+use parley_protocol::ids::{AccountId, Handle};
+use parley_sdk::store::{ClientStore, InboxEntry};
+use serde_json::{json, Value};
+
+/// How to print.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a result: `text` for people, `value` for machines.
+    pub fn print(&self, text: &str, value: Value) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// A loud warning that a contact's identity key changed.
+    pub fn identity_changed(&self, account: &AccountId, handle: Option<&Handle>) {
+        let who = name(handle, account);
+        if self.json {
+            println!(
+                "{}",
+                json!({"type": "identity_changed", "handle": handle.map(Handle::as_str),
+                       "account": account.to_hex()})
+            );
+        }
+        eprintln!(
+            "\n!!! WARNING: the identity key of {who} has CHANGED.\n\
+             !!! Either they re-registered (new phone, reinstall), or someone is impersonating them.\n\
+             !!! Compare safety numbers before trusting new messages: parley safety-number {who}\n"
+        );
+    }
+
+    /// Prints stored messages not yet shown, and marks them shown.
+    pub fn show_unshown(&self, store: &ClientStore) -> anyhow::Result<usize> {
+        let messages = store.unshown()?;
+        let Some(last) = messages.last().map(|m| m.n) else {
+            return Ok(0);
+        };
+        for m in &messages {
+            let handle = store.contact(&m.from.account)?.and_then(|c| c.handle);
+            self.message(m, handle.as_ref());
+        }
+        store.mark_shown(last)?;
+        Ok(messages.len())
+    }
+
+    fn message(&self, m: &InboxEntry, handle: Option<&Handle>) {
+        let who = name(handle, &m.from.account);
+        self.print(
+            &format!("[{}] {who}: {}", clock(m.sent_at_ms), m.text),
+            json!({
+                "type": "message",
+                "from": handle.map(Handle::as_str),
+                "account": m.from.account.to_hex(),
+                "id": m.id.to_hex(),
+                "sent_at_ms": m.sent_at_ms,
+                "text": m.text,
+            }),
+        );
+    }
+}
+
+/// `@handle`, or the first 16 hex digits of the account.
+pub fn name(handle: Option<&Handle>, account: &AccountId) -> String {
+    match handle {
+        Some(h) => h.to_string(),
+        None => format!("{}…", &account.to_hex()[..16]),
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
+fn clock(ms: u64) -> String {
+    let seconds = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (seconds / 3600) % 24,
+        (seconds / 60) % 60,
+        seconds % 60
+    )
+}

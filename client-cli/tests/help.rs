@@ -1,0 +1,67 @@
+//! `parley --help` explains every command and global option.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::process::Command;
+
+#[test]
+fn help_lists_commands_and_global_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "register",
+        "whoami",
+        "send",
+        "inbox",
+        "chat",
+        "contacts",
+        "safety-number",
+        "verify",
+        "--server",
+        "--home",
+        "--profile",
+        "--json",
+        "PARLEY_SERVER",
+    ] {
+        assert!(help.contains(word), "--help mentions {word}");
+    }
+    for command in ["register", "send", "inbox", "chat"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command} --help");
+    }
+}
+
+#[test]
+fn global_options_work_after_the_command_and_bad_profiles_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["whoami", "--json", "--profile", "nobody"])
+        .arg("--home")
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not registered: run `parley register"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#""type":"error""#), "{stdout}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["whoami", "--profile", "../escape"])
+        .arg("--home")
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid profile name"));
+}

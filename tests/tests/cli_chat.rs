@@ -1,0 +1,157 @@
+//! Two people chatting with the `parley` CLI, as processes, through a server process.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use parley_tests::server::workspace_binary;
+use parley_tests::ServerProcess;
+use serde_json::Value;
+
+struct Person {
+    binary: PathBuf,
+    home: PathBuf,
+    profile: &'static str,
+    url: String,
+}
+
+impl Person {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .args(["--profile", self.profile, "--server", &self.url])
+            .arg("--home")
+            .arg(&self.home)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "parley {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `inbox --json`: the messages' (from, text).
+    fn inbox(&self, extra: &[&str]) -> Vec<(Option<String>, String)> {
+        let mut args = vec!["inbox", "--json"];
+        args.extend_from_slice(extra);
+        messages(&self.run(&args))
+    }
+}
+
+fn messages(out: &Output) -> Vec<(Option<String>, String)> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|v| v["type"] == "message")
+        .map(|v| {
+            (
+                v["from"].as_str().map(str::to_owned),
+                v["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn database_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn two_people_chat_with_the_cli_through_a_server_process() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = ServerProcess::start(data.path(), any, &[]).unwrap();
+    let binary = workspace_binary("parley-cli", "parley").unwrap();
+    let person = |profile| Person {
+        binary: binary.clone(),
+        home: home.path().to_owned(),
+        profile,
+        url: server.url(),
+    };
+    let (alice, bob) = (person("alice"), person("bob"));
+
+    alice.run(&["register", "alice"]);
+    bob.run(&["register", "@bob"]);
+
+    // Both ways; bob is offline when alice writes, and the other way round.
+    alice.run(&["send", "bob", "canary-one: hello bob"]);
+    assert_eq!(
+        bob.inbox(&[]),
+        vec![(Some("alice".into()), "canary-one: hello bob".into())]
+    );
+    bob.run(&["send", "@alice", "canary-two", "hi", "alice"]);
+    assert_eq!(
+        alice.inbox(&[]),
+        vec![(Some("bob".into()), "canary-two hi alice".into())]
+    );
+    // Nothing twice.
+    assert_eq!(bob.inbox(&[]), vec![]);
+
+    // Online delivery: bob waits while alice writes.
+    let waiting = bob
+        .command(&["inbox", "--json", "--wait", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    alice.run(&["send", "bob", "canary-three: are you there?"]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        messages(&out),
+        vec![(Some("alice".into()), "canary-three: are you there?".into())]
+    );
+
+    // Errors a person can act on.
+    let out = alice.command(&["send", "nobody", "x"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such user: @nobody"));
+
+    // Bob re-registers with new keys under the same handle: alice is warned.
+    bob.run(&["delete-account", "--yes"]);
+    bob.run(&["register", "bob"]);
+    let out = alice.run(&["send", "bob", "canary-four: is this still you?"]);
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("WARNING") && warning.contains("CHANGED"),
+        "{warning}"
+    );
+    assert_eq!(
+        bob.inbox(&[]),
+        vec![(
+            Some("alice".into()),
+            "canary-four: is this still you?".into()
+        )]
+    );
+
+    // The relay never saw a plaintext.
+    let stored = database_bytes(data.path());
+    assert!(!stored.is_empty());
+    for canary in ["canary-one", "canary-two", "canary-three", "canary-four"] {
+        assert!(
+            !contains(&stored, canary),
+            "{canary} found in the server's database"
+        );
+    }
+    drop(server);
+}
