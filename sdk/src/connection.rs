@@ -33,6 +33,7 @@ pub struct Connection {
     hello: Hello,
     next_rid: u32,
     pushed: VecDeque<ServerBody>,
+    last_heard: tokio::time::Instant,
 }
 
 impl Connection {
@@ -56,6 +57,7 @@ impl Connection {
             },
             next_rid: 1,
             pushed: VecDeque::new(),
+            last_heard: tokio::time::Instant::now(),
         };
         match conn.read_frame().await?.body {
             ServerBody::Hello(hello) => conn.hello = hello,
@@ -133,6 +135,19 @@ impl Connection {
         Ok(rid)
     }
 
+    /// Sends a WebSocket ping; the server's pong (or anything else) proves it is alive.
+    pub async fn ping(&mut self) -> Result<(), SdkError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.ws.send(Message::Ping(Bytes::new())))
+            .await
+            .map_err(|_| SdkError::ConnectionLost("write timed out".into()))?
+            .map_err(|e| SdkError::ConnectionLost(e.to_string()))
+    }
+
+    /// When anything last arrived from the server.
+    pub fn last_heard(&self) -> tokio::time::Instant {
+        self.last_heard
+    }
+
     /// The next pushed frame; waits for one (cancel-safe when nothing is buffered).
     pub async fn next_push(&mut self) -> Result<ServerBody, SdkError> {
         if let Some(body) = self.pushed.pop_front() {
@@ -154,7 +169,9 @@ impl Connection {
 
     async fn read_frame_unbounded(&mut self) -> Result<ServerFrame, SdkError> {
         loop {
-            match self.ws.next().await {
+            let message = self.ws.next().await;
+            self.last_heard = tokio::time::Instant::now();
+            match message {
                 Some(Ok(Message::Binary(bytes))) => {
                     return wire::decode_server(&bytes)
                         .map_err(|e| SdkError::Protocol(e.to_string()))

@@ -12,8 +12,22 @@ use tokio_util::sync::CancellationToken;
 
 struct Server {
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), parley_server::ServerError>>,
+}
+
+impl Server {
+    /// Stops gracefully and starts again on the same address and data.
+    async fn restart(&mut self) {
+        self.shutdown.cancel();
+        (&mut self.task).await.unwrap().unwrap();
+        let addr = self.url.trim_start_matches("ws://").to_owned();
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        self.shutdown = CancellationToken::new();
+        let config = parley_server::Config::with_data_dir(self.dir.path());
+        self.task = tokio::spawn(parley_server::run(config, listener, self.shutdown.clone()));
+    }
 }
 
 impl Drop for Server {
@@ -28,11 +42,12 @@ async fn server() -> Server {
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let config = parley_server::Config::with_data_dir(dir.path());
-    tokio::spawn(parley_server::run(config, listener, shutdown.clone()));
+    let task = tokio::spawn(parley_server::run(config, listener, shutdown.clone()));
     Server {
         url,
-        _dir: dir,
+        dir,
         shutdown,
+        task,
     }
 }
 
@@ -193,4 +208,38 @@ async fn errors_say_what_to_do() {
             .starts_with("server unreachable at ws://127.0.0.1:1"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_after_the_server_restarts() {
+    let mut server = server().await;
+    let alice_store = registered(&server.url, "alice").await;
+    let bob_store = registered(&server.url, "bob").await;
+    let mut alice = Client::start(ClientConfig::new(&server.url), alice_store)
+        .await
+        .unwrap();
+    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store)
+        .await
+        .unwrap();
+    alice.send_text(&handle("bob"), "before").await.unwrap();
+    assert_eq!(next_message(&mut bob).await.unwrap().1, "before");
+
+    server.restart().await;
+    // The send waits for the engine to reconnect, then goes through.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        alice.send_text(&handle("bob"), "after"),
+    )
+    .await
+    .expect("reconnected in time")
+    .unwrap();
+    assert_eq!(next_message(&mut bob).await.unwrap().1, "after");
+    let mut reconnected = false;
+    while let Some(event) = alice.try_next_event() {
+        reconnected |= matches!(
+            event,
+            Event::Connection(parley_sdk::ConnectionState::Reconnecting { .. })
+        );
+    }
+    assert!(reconnected, "alice saw the connection drop and come back");
 }

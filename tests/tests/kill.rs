@@ -149,3 +149,29 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1001_exits_cleanly_and_keeps_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = ServerProcess::start(dir.path(), any_port, &[]).unwrap();
+    let (addr, url) = (server.addr, server.url());
+    let alice = TestAccount::new(Some("alice"), 1);
+    let bob = TestAccount::new(Some("bob"), 1);
+    let mut a = Client::register(&url, &alice).await.unwrap();
+    drop(Client::register(&url, &bob).await.unwrap());
+    a.send(bob.address(), id(1), b"kept".to_vec()).await.unwrap();
+
+    server.signal("TERM").unwrap();
+    assert_eq!(a.closed().await.unwrap(), Some(1001));
+    let exited_cleanly = tokio::task::spawn_blocking(move || {
+        server.wait_exit(Duration::from_secs(15)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exited_cleanly, "exit status 0 after SIGTERM");
+
+    let _server = ServerProcess::start(dir.path(), addr, &[]).unwrap();
+    let mut b = Client::login(&url, &bob).await.unwrap();
+    assert_eq!(b.next_deliver().await.unwrap().ciphertext, b"kept");
+}

@@ -424,3 +424,27 @@ async fn a_deleted_account_frees_its_handle_and_can_no_longer_log_in() {
     let new = TestAccount::new(Some("bob"), 1);
     drop(Client::register(&server.url(), &new).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_envelopes_expire_after_the_retention_period() {
+    let server = TestServer::start_with(|c| {
+        c.retention = Duration::from_millis(300);
+        c.sweep_interval = Duration::from_millis(100);
+    })
+    .await
+    .unwrap();
+    let alice = TestAccount::new(Some("alice"), 1);
+    let bob = TestAccount::new(Some("bob"), 1);
+    let mut a = Client::register(&server.url(), &alice).await.unwrap();
+    drop(Client::register(&server.url(), &bob).await.unwrap());
+    a.send(bob.address(), id(1), b"too late".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    match b.next_push().await.unwrap() {
+        ServerBody::Drained(d) => assert_eq!(d.through, Seq(0), "nothing left to deliver"),
+        other => panic!("expected an empty queue, got {other:?}"),
+    }
+    // The retry dedup entry expired too: the same id is a new message now.
+    assert_eq!(a.send(bob.address(), id(1), b"again".to_vec()).await.unwrap(), Seq(2));
+}

@@ -27,6 +27,10 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// See [`BACKOFF_MIN`].
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// How often the engine pings an otherwise quiet server; a server silent for two
+/// intervals is considered gone and the engine reconnects.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
 /// A request from the client handle.
 #[derive(Debug)]
 pub enum Command {
@@ -124,8 +128,18 @@ impl Engine {
         if let Err(e) = self.flush_outbox(&mut conn).await {
             return Stop::Lost(e);
         }
+        let mut next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(next_ping) => {
+                    if conn.last_heard().elapsed() > KEEPALIVE_INTERVAL * 2 {
+                        return Stop::Lost(SdkError::ConnectionLost("server silent".into()));
+                    }
+                    if let Err(e) = conn.ping().await {
+                        return Stop::Lost(e);
+                    }
+                    next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                }
                 command = commands.recv() => match command {
                     None => return Stop::Shutdown,
                     Some(Command::SendText { to, text, reply }) => {
