@@ -86,13 +86,7 @@ impl Engine {
                     Ok(c) => c,
                     Err(e) => {
                         failures = failures.saturating_add(1);
-                        let delay = backoff(failures);
-                        self.emit(Event::Connection(ConnectionState::Reconnecting {
-                            in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            reason: e.to_string(),
-                        }))
-                        .await;
-                        tokio::time::sleep(delay).await;
+                        self.pause(failures, &e).await;
                         continue;
                     }
                 },
@@ -103,16 +97,21 @@ impl Engine {
                     tracing::debug!(error = %e, "connection lost");
                     // The connection worked: start the backoff afresh.
                     failures = 1;
-                    let delay = backoff(failures);
-                    self.emit(Event::Connection(ConnectionState::Reconnecting {
-                        in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        reason: e.to_string(),
-                    }))
-                    .await;
-                    tokio::time::sleep(delay).await;
+                    self.pause(failures, &e).await;
                 }
             }
         }
+    }
+
+    /// Tells the application why it is disconnected, then waits out the backoff.
+    async fn pause(&self, failures: u32, why: &SdkError) {
+        let delay = backoff(failures);
+        self.emit(Event::Connection(ConnectionState::Reconnecting {
+            in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            reason: why.to_string(),
+        }))
+        .await;
+        tokio::time::sleep(delay).await;
     }
 
     /// Opens a connection and logs in.
