@@ -205,10 +205,7 @@ impl ClientStore {
     ) -> Result<(), SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
-        for table in ["kv", "prekeys", "sessions", "seen", "outbox"] {
-            tx.execute(&format!("DELETE FROM {table}"), [])
-                .map_err(db)?;
-        }
+        clear_identity(&tx)?;
         let put = "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)";
         tx.execute(put, params!["identity", secret]).map_err(db)?;
         tx.execute(
@@ -228,10 +225,7 @@ impl ClientStore {
     pub fn forget_identity(&self) -> Result<(), SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
-        for table in ["kv", "prekeys", "sessions", "seen", "outbox"] {
-            tx.execute(&format!("DELETE FROM {table}"), [])
-                .map_err(db)?;
-        }
+        clear_identity(&tx)?;
         tx.commit().map_err(db)
     }
 
@@ -553,6 +547,15 @@ impl ClientStore {
 const KIND_SIGNED: i64 = 0;
 const KIND_KEM: i64 = 1;
 const KIND_ONE_TIME: i64 = 2;
+
+/// Deletes the identity and everything tied to it; contacts and received messages stay.
+fn clear_identity(conn: &Connection) -> Result<(), SdkError> {
+    for table in ["kv", "prekeys", "sessions", "seen", "outbox"] {
+        conn.execute(&format!("DELETE FROM {table}"), [])
+            .map_err(db)?;
+    }
+    Ok(())
+}
 
 fn insert_prekeys(conn: &Connection, prekeys: &PrekeyRecords) -> Result<(), SdkError> {
     let sql = "INSERT OR REPLACE INTO prekeys (kind, id, secret) VALUES (?1, ?2, ?3)";
