@@ -232,3 +232,17 @@ async fn graceful_shutdown_closes_clients_with_1001_and_keeps_the_queue() {
     let mut b = Client::login(&server.url(), &bob).await.unwrap();
     assert_eq!(b.next_deliver().await.unwrap().ciphertext, b"kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_pings_is_closed_with_4004() {
+    let server = TestServer::start_with(|c| c.keepalive_interval = Duration::from_millis(200))
+        .await
+        .unwrap();
+    let (_, mut silent) = registered(&server, "silent").await;
+    // Not reading means not answering the server's pings.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        silent.closed().await.unwrap(),
+        Some(CloseCode::KeepaliveTimeout.code())
+    );
+}

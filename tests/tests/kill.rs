@@ -160,15 +160,16 @@ async fn sigterm_closes_clients_with_1001_exits_cleanly_and_keeps_the_queue() {
     let bob = TestAccount::new(Some("bob"), 1);
     let mut a = Client::register(&url, &alice).await.unwrap();
     drop(Client::register(&url, &bob).await.unwrap());
-    a.send(bob.address(), id(1), b"kept".to_vec()).await.unwrap();
+    a.send(bob.address(), id(1), b"kept".to_vec())
+        .await
+        .unwrap();
 
     server.signal("TERM").unwrap();
     assert_eq!(a.closed().await.unwrap(), Some(1001));
-    let exited_cleanly = tokio::task::spawn_blocking(move || {
-        server.wait_exit(Duration::from_secs(15)).unwrap()
-    })
-    .await
-    .unwrap();
+    let exited_cleanly =
+        tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(15)).unwrap())
+            .await
+            .unwrap();
     assert!(exited_cleanly, "exit status 0 after SIGTERM");
 
     let _server = ServerProcess::start(dir.path(), addr, &[]).unwrap();

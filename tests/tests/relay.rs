@@ -437,7 +437,9 @@ async fn undelivered_envelopes_expire_after_the_retention_period() {
     let bob = TestAccount::new(Some("bob"), 1);
     let mut a = Client::register(&server.url(), &alice).await.unwrap();
     drop(Client::register(&server.url(), &bob).await.unwrap());
-    a.send(bob.address(), id(1), b"too late".to_vec()).await.unwrap();
+    a.send(bob.address(), id(1), b"too late".to_vec())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     let mut b = Client::login(&server.url(), &bob).await.unwrap();
@@ -446,5 +448,10 @@ async fn undelivered_envelopes_expire_after_the_retention_period() {
         other => panic!("expected an empty queue, got {other:?}"),
     }
     // The retry dedup entry expired too: the same id is a new message now.
-    assert_eq!(a.send(bob.address(), id(1), b"again".to_vec()).await.unwrap(), Seq(2));
+    assert_eq!(
+        a.send(bob.address(), id(1), b"again".to_vec())
+            .await
+            .unwrap(),
+        Seq(2)
+    );
 }
