@@ -113,6 +113,16 @@ pub struct Config {
     #[arg(long, env = "PARLEY_DB_QUEUE_CAPACITY", default_value_t = 4096)]
     pub db_queue_capacity: usize,
 
+    /// Address of the admin HTTP listener (`/healthz`, `/readyz`, `/metrics`), or `off`.
+    /// Must be a loopback address unless `--admin-allow-remote` is given.
+    #[arg(long, env = "PARLEY_ADMIN_LISTEN", default_value = "127.0.0.1:7879")]
+    pub admin_listen: AdminListen,
+
+    /// Allow the admin listener on a non-loopback address (it reveals traffic volumes:
+    /// put it behind a firewall).
+    #[arg(long, env = "PARLEY_ADMIN_ALLOW_REMOTE")]
+    pub admin_allow_remote: bool,
+
     /// Log format.
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -120,6 +130,32 @@ pub struct Config {
     /// Log filter, in `tracing` syntax (e.g. `info`, `parley_server=debug`).
     #[arg(long, env = "PARLEY_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// Where the admin listener listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(AdminListen(None));
+        }
+        text.parse()
+            .map(|addr| AdminListen(Some(addr)))
+            .map_err(|_| format!("'{text}' is not an address (e.g. 127.0.0.1:7879) or 'off'"))
+    }
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
 }
 
 /// How logs are written to standard error.
@@ -180,6 +216,15 @@ impl Config {
                 return Err(ConfigError(format!("--{name} must be longer than 0")));
             }
         }
+        if let Some(addr) = self.admin_listen.0 {
+            if !addr.ip().is_loopback() && !self.admin_allow_remote {
+                return Err(ConfigError(format!(
+                    "--admin-listen {addr} is not a loopback address; the admin listener \
+                     reveals traffic volumes, so allow it with --admin-allow-remote \
+                     (behind a firewall) or use 127.0.0.1"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -190,6 +235,7 @@ impl Config {
             group_commit_max: self.group_commit_max,
             readers: self.db_readers,
             queue_capacity: self.db_queue_capacity,
+            metrics: Default::default(),
         }
     }
 }
@@ -242,5 +288,18 @@ mod tests {
         assert!(config.validate().is_ok());
         config.max_envelope_bytes = MAX_ENVELOPE_BYTES + 1;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_admin_listener_stays_on_loopback_unless_allowed() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:7879");
+        config.admin_listen = "0.0.0.0:7879".parse().unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("admin-listen"), "{err}");
+        config.admin_allow_remote = true;
+        assert!(config.validate().is_ok());
+        config.admin_listen = "off".parse().unwrap();
+        assert_eq!(config.admin_listen, AdminListen(None));
     }
 }

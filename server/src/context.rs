@@ -1,5 +1,5 @@
 //! What every connection shares: configuration, the store, the delivery registry, the
-//! rate limiters, and the server's identity.
+//! rate limiters, the metrics, and the server's identity.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parley_protocol::ids::{AccountId, DeviceAddress, ServerId};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rate_limit::RateLimiter;
 use crate::store::Store;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub limiters: Limiters,
     /// This deployment's identity, bound into auth signatures.
     pub server_id: ServerId,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -23,6 +23,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         loop {
             match shared.store.sweep_expired(cutoff, cutoff).await {
                 Ok(report) => {
+                    shared.metrics.envelopes_expired.add(report.envelopes);
+                    shared
+                        .metrics
+                        .dedup_entries_expired
+                        .add(report.dedup_entries);
                     total.envelopes += report.envelopes;
                     total.dedup_entries += report.dedup_entries;
                     if report == SweepReport::default() || shutdown.is_cancelled() {
@@ -30,6 +35,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                     }
                 }
                 Err(e) => {
+                    shared.metrics.sweep_failures.inc();
                     tracing::warn!(error = %e, "sweeping expired envelopes failed");
                     break;
                 }

@@ -7,23 +7,27 @@
 //! * [`connection`]: one client, from upgrade to close, as typed states.
 //! * [`presence`]: which devices are connected here; wake-ups and displacement.
 //! * [`store`]: the durable state behind a narrow interface; SQLite by default.
+//! * [`admin`]: the operators' HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! * [`metrics`]: counters and histograms in the Prometheus text format.
 //! * [`rate_limit`], [`config`], [`error`], [`housekeeping`].
 //!
 //! `main.rs` only parses the configuration and calls [`run`]. Tests do the same on
 //! `127.0.0.1:0` with a temporary data directory.
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod context;
 pub mod error;
 pub mod housekeeping;
+pub mod metrics;
 pub mod presence;
 pub mod rate_limit;
 pub mod server;
 pub mod store;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, run_with_admin};
 
 /// The server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]

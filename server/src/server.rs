@@ -22,31 +22,53 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::context::{Limiters, Shared};
 use crate::housekeeping;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::{connection, ServerError};
+use crate::{admin, connection, ServerError};
 
 /// Longest pause after repeated accept errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Opens the store in `config.data_dir` and serves `listener` until `shutdown` is
-/// cancelled; then drains connections and closes the store.
+/// cancelled; then drains connections and closes the store. No admin listener: see
+/// [`run_with_admin`].
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    run_with_admin(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], and also serves the admin HTTP endpoints ([`crate::admin`]) on `admin`.
+/// The caller binds both listeners (`main.rs` from `--listen` and `--admin-listen`;
+/// tests on `127.0.0.1:0`).
+pub async fn run_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     config.validate()?;
+    let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
+    let mut options = config.sqlite_options();
+    options.metrics = metrics.store.clone();
     let store = SqliteStore::open(
         &config.data_dir,
-        &config.sqlite_options(),
+        &options,
         parley_protocol::ids::ServerId(server_id),
     )?;
+    let admin_addr = admin
+        .as_ref()
+        .and_then(|a| a.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        admin = %admin_addr,
         database = %store.path().display(),
         server_id = %store.server_id(),
         "parley-server ready"
@@ -59,9 +81,18 @@ pub async fn run(
         store: store.clone(),
         presence: Presence::default(),
         server_id,
+        metrics,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(housekeeping::run(shared.clone(), shutdown.clone()));
+    if let Some(admin) = admin {
+        tracker.spawn(admin::serve(
+            admin,
+            shared.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+    }
     accept_loop(&listener, &shared, &tracker, &shutdown).await;
     drop(listener);
 
@@ -123,9 +154,11 @@ async fn accept_loop(
             .clone()
             .enter(peer, shared.config.max_connections_per_ip)
         else {
+            shared.metrics.connections_refused_per_ip.inc();
             tracing::debug!(%peer, "too many connections from this address");
             continue;
         };
+        shared.metrics.connections_accepted.inc();
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {

@@ -3,6 +3,8 @@
 //! The kit the end-to-end tests share, and (in `tests/`) the tests themselves. Everything
 //! here talks to a real server over real WebSockets on loopback:
 //!
+//! * [`admin`]: HTTP requests to a server's admin listener, and a strict reader of the
+//!   Prometheus text format.
 //! * [`account`]: test identities with real keys and the frames to register or log in.
 //! * [`client`]: a raw-frame client that can send what a well-behaved client never would.
 //! * [`server`]: an in-process server on `127.0.0.1:0`, and a server *process* that
@@ -13,6 +15,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod account;
+pub mod admin;
 pub mod client;
 pub mod history;
 pub mod server;

@@ -28,6 +28,8 @@ pub fn test_config(data_dir: &Path) -> Config {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin HTTP listener listens.
+    pub admin_addr: SocketAddr,
     /// Its data directory (deleted on drop).
     pub dir: TempDir,
     shutdown: CancellationToken,
@@ -55,10 +57,18 @@ impl TestServer {
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin_addr = admin.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(parley_server::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(parley_server::run_with_admin(
+            config,
+            listener,
+            Some(admin),
+            shutdown.clone(),
+        ));
         Ok(TestServer {
             addr,
+            admin_addr,
             dir,
             shutdown,
             task,
@@ -84,11 +94,14 @@ pub struct ServerProcess {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin HTTP listener listens (`127.0.0.1:0` unless `extra` says
+    /// otherwise), if it has one.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl ServerProcess {
     /// Starts `parley-server` on `listen` (port 0 picks one) with `data_dir` and extra
-    /// arguments; returns once it listens.
+    /// arguments, its admin listener on `127.0.0.1:0`; returns once it listens.
     pub fn start(data_dir: &Path, listen: SocketAddr, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(server_binary()?)
             .arg("--listen")
@@ -96,6 +109,8 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args([
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--log",
                 "info",
                 "--registrations-per-ip-per-hour",
@@ -125,15 +140,19 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
+        let (addr, admin_addr) = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait()?;
                 bail!("parley-server was not ready within 30 s ({status})");
             }
         };
-        Ok(ServerProcess { child, addr })
+        Ok(ServerProcess {
+            child,
+            addr,
+            admin_addr,
+        })
     }
 
     /// `ws://` URL of the server.
@@ -183,14 +202,21 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The listening address in the server's "ready" log line, if this is that line.
-fn ready_address(line: &str) -> Option<SocketAddr> {
+/// The listening addresses (clients, admin) in the server's "ready" log line, if this is
+/// that line.
+fn ready_address(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     let plain = strip_ansi(line);
     if !plain.contains("parley-server ready") {
         return None;
     }
-    let rest = plain.split("listen=").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    let field = |name: &str| {
+        plain
+            .split(&format!(" {name}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<SocketAddr>().ok())
+    };
+    Some((field("listen")?, field("admin")))
 }
 
 /// Removes terminal colour sequences (`ESC [ ... m`).

@@ -33,6 +33,7 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Ending {
     let address = session.address;
+    let _session = shared.metrics.sessions.track();
     let attachment = shared.presence.attach(address);
     let ending = serve(transport, shared, session, shutdown, &attachment).await;
     shared.presence.detach(&address, &attachment);
@@ -202,10 +203,14 @@ async fn send_envelope(
         .await?;
     let seq = match outcome {
         EnqueueOutcome::Accepted(seq) => {
+            shared.metrics.envelopes_accepted.inc();
             shared.presence.wake(&to);
             seq
         }
-        EnqueueOutcome::Duplicate(seq) => seq,
+        EnqueueOutcome::Duplicate(seq) => {
+            shared.metrics.envelopes_duplicate.inc();
+            seq
+        }
         EnqueueOutcome::UnknownRecipient => return Err(RequestError::NotFound("recipient")),
     };
     Ok(ServerBody::Accepted(Accepted { id, seq }))
@@ -291,7 +296,8 @@ async fn acknowledge(
     if through.0 == 0 {
         return Ok(());
     }
-    shared.store.ack_through(address, through).await?;
+    let deleted = shared.store.ack_through(address, through).await?;
+    shared.metrics.envelopes_acknowledged.add(deleted);
     Ok(())
 }
 

@@ -45,28 +45,35 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let _open = shared.metrics.connections.track();
     let _ = stream.set_nodelay(true);
     let config = transport::websocket_config(shared.config.write_buffer_bytes);
     let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
     let ws = match tokio::time::timeout(shared.config.handshake_timeout, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
+            shared.metrics.connections_closed.inc("upgrade_failed");
             tracing::debug!(%peer, error = %e, "WebSocket upgrade failed");
             return;
         }
         Err(_) => {
+            shared.metrics.connections_closed.inc("upgrade_timeout");
             tracing::debug!(%peer, "WebSocket upgrade timed out");
             return;
         }
     };
-    let mut transport = Transport::new(ws, shared.config.write_timeout);
+    let mut transport = Transport::new(ws, shared.config.write_timeout, shared.metrics.clone());
     let ending = match awaiting_auth::run(&mut transport, &shared, peer, &shutdown).await {
         Ok(session) => authenticated::run(&mut transport, &shared, session, &shutdown).await,
         Err(ending) => ending,
     };
     match ending {
-        Ending::ClientLeft => tracing::debug!(%peer, "client left"),
+        Ending::ClientLeft => {
+            shared.metrics.connections_closed.inc("client_left");
+            tracing::debug!(%peer, "client left");
+        }
         Ending::Closed(code) => {
+            shared.metrics.closed(code);
             tracing::debug!(%peer, code = code.code(), reason = code.reason(), "closing");
             transport.close(code).await;
         }

@@ -7,6 +7,7 @@
 //! is dropped as a slow consumer. Nothing is lost: envelopes stay in the store until
 //! acknowledged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,6 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
+
+use crate::metrics::Metrics;
 
 /// Initial read buffer per connection. Small, because most connections are idle; a
 /// large frame grows it only while it is being read.
@@ -69,12 +72,21 @@ pub enum SendError {
 pub struct Transport {
     ws: WebSocketStream<TcpStream>,
     write_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Transport {
-    /// Wraps an upgraded WebSocket.
-    pub fn new(ws: WebSocketStream<TcpStream>, write_timeout: Duration) -> Transport {
-        Transport { ws, write_timeout }
+    /// Wraps an upgraded WebSocket; frames in and out are counted in `metrics`.
+    pub fn new(
+        ws: WebSocketStream<TcpStream>,
+        write_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Transport {
+        Transport {
+            ws,
+            write_timeout,
+            metrics,
+        }
     }
 
     /// The next Parley-level event. Pings and pongs are handled here (tungstenite
@@ -83,8 +95,14 @@ impl Transport {
         match self.ws.next().await {
             None | Some(Ok(Message::Close(_))) => Incoming::Gone,
             Some(Ok(Message::Binary(bytes))) => match wire::decode_client(&bytes) {
-                Ok(frame) => Incoming::Frame(frame),
-                Err(e) => Incoming::Malformed(e),
+                Ok(frame) => {
+                    self.metrics.frame_in(&frame.body);
+                    Incoming::Frame(frame)
+                }
+                Err(e) => {
+                    self.metrics.malformed_frame_in();
+                    Incoming::Malformed(e)
+                }
             },
             Some(Ok(Message::Text(_))) => Incoming::Violation(CloseCode::UnsupportedData),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
@@ -93,6 +111,10 @@ impl Transport {
             Some(Err(tungstenite::Error::Capacity(_))) => {
                 Incoming::Violation(CloseCode::MessageTooBig)
             }
+            // A client that drops its TCP connection without a close frame just left.
+            Some(Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ))) => Incoming::Gone,
             Some(Err(tungstenite::Error::Protocol(_))) => {
                 Incoming::Violation(CloseCode::ProtocolError)
             }
@@ -110,8 +132,10 @@ impl Transport {
 
     /// Sends frames in one batch: buffered, then one flush, all within the write timeout.
     pub async fn send_all(&mut self, frames: &[ServerFrame]) -> Result<(), SendError> {
+        let metrics = self.metrics.clone();
         let write = async {
             for frame in frames {
+                metrics.frame_out(&frame.body);
                 let bytes =
                     wire::encode_server(frame).map_err(|e| SendError::Broken(e.to_string()))?;
                 self.ws

@@ -93,6 +93,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         dedup_cutoff_ms: u64,
     ) -> StoreFuture<'_, SweepReport>;
 
+    /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
+    /// For readiness checks.
+    fn check_writable(&self) -> StoreFuture<'_, ()>;
+
+    /// Envelopes waiting in all queues. For metrics; may cost a scan.
+    fn queue_depth(&self) -> StoreFuture<'_, u64>;
+
     /// Finishes pending writes, checkpoints and closes. Later calls fail with
     /// [`StoreError::Unavailable`].
     fn close(&self) -> StoreFuture<'_, ()>;

@@ -11,18 +11,22 @@
 //!
 //! Both job queues are bounded; a caller waits for room (backpressure), never grows them.
 
+mod maintenance;
 mod queries;
 mod schema;
 mod threads;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq, ServerId};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::maintenance::{backup, stats, BackupReport, DatabaseStats};
 use self::threads::{ReadJob, WriteJob, WriterMsg};
+use crate::metrics::StoreMetrics;
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, Store, StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
@@ -49,6 +53,8 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Capacity of each job queue.
     pub queue_capacity: usize,
+    /// Where the writer reports commit latencies.
+    pub metrics: Arc<StoreMetrics>,
 }
 
 impl Default for SqliteOptions {
@@ -58,6 +64,7 @@ impl Default for SqliteOptions {
             group_commit_max: 512,
             readers: 2,
             queue_capacity: 4096,
+            metrics: Arc::default(),
         }
     }
 }
@@ -92,7 +99,12 @@ impl SqliteStore {
         let server_id = queries::server_id(&conn, new_server_id)?;
 
         let (writer, writer_rx) = mpsc::channel(options.queue_capacity.max(1));
-        threads::spawn_writer(conn, writer_rx, options.group_commit_max.max(1))?;
+        threads::spawn_writer(
+            conn,
+            writer_rx,
+            options.group_commit_max.max(1),
+            options.metrics.clone(),
+        )?;
         let mut readers = Vec::new();
         for index in 0..options.readers.max(1) {
             let conn = open_connection(&path, options.durability, true)?;
@@ -236,6 +248,15 @@ impl Store for SqliteStore {
         dedup_cutoff_ms: u64,
     ) -> StoreFuture<'_, SweepReport> {
         Box::pin(self.write(move |c| queries::sweep(c, queue_cutoff_ms, dedup_cutoff_ms)))
+    }
+
+    fn check_writable(&self) -> StoreFuture<'_, ()> {
+        let now = crate::context::now_ms();
+        Box::pin(self.write(move |c| maintenance::probe_write(c, now)))
+    }
+
+    fn queue_depth(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.read(maintenance::queue_depth))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -1,9 +1,13 @@
 //! The database threads: the group-committing writer and the readers.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql_error;
+use crate::metrics::StoreMetrics;
 use crate::store::StoreError;
 
 /// What a write job reports after it ran inside its savepoint: whether it succeeded (so
@@ -48,10 +52,11 @@ pub(super) fn spawn_writer(
     conn: Connection,
     jobs: mpsc::Receiver<WriterMsg>,
     group_commit_max: usize,
+    metrics: Arc<StoreMetrics>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("parley-db-writer".into())
-        .spawn(move || writer_loop(conn, jobs, group_commit_max))
+        .spawn(move || writer_loop(conn, jobs, group_commit_max, &metrics))
         .map(|_| ())
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))
 }
@@ -72,7 +77,12 @@ pub(super) fn spawn_reader(
         .map_err(|e| StoreError::Database(format!("cannot start reader thread: {e}")))
 }
 
-fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<WriterMsg>, group_commit_max: usize) {
+fn writer_loop(
+    conn: Connection,
+    mut jobs: mpsc::Receiver<WriterMsg>,
+    group_commit_max: usize,
+    metrics: &StoreMetrics,
+) {
     let mut batch = Vec::with_capacity(group_commit_max);
     let mut close: Option<oneshot::Sender<()>> = None;
     while close.is_none() {
@@ -89,7 +99,7 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<WriterMsg>, group_comm
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, batch.drain(..));
+            commit_batch(&conn, batch.drain(..), metrics);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -104,7 +114,8 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<WriterMsg>, group_comm
 /// Runs every job in its own savepoint of one transaction, commits once, then answers.
 /// A job that cannot even start (no transaction, no savepoint) is dropped unrun, which
 /// answers its caller with [`StoreError::Unavailable`].
-fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>) {
+fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics: &StoreMetrics) {
+    let started = Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "could not begin a write transaction");
         return;
@@ -127,9 +138,16 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>) {
         answers.push(executed.answer);
     }
     let committed = conn.execute_batch("COMMIT").map_err(sql_error);
-    if let Err(e) = &committed {
-        tracing::warn!(error = %e, jobs = answers.len(), "group commit failed");
-        let _ = conn.execute_batch("ROLLBACK");
+    match &committed {
+        Ok(()) => {
+            metrics.commit_seconds.observe(started.elapsed());
+            metrics.committed_jobs.add(answers.len() as u64);
+        }
+        Err(e) => {
+            metrics.failed_commits.inc();
+            tracing::warn!(error = %e, jobs = answers.len(), "group commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
     for answer in answers {
         answer(committed.clone());
