@@ -11,6 +11,9 @@
 //! ([`MAX_REQUEST_BYTES`]) and time ([`REQUEST_TIMEOUT`]), at most
 //! [`MAX_ADMIN_CONNECTIONS`] at once. It listens on loopback unless the operator allows
 //! otherwise (`--admin-allow-remote`), because `/metrics` reveals traffic volumes.
+//!
+//! [`render_stats`] formats `parley-server admin stats`, which reads the database file
+//! directly rather than asking a running server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +24,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::context::Shared;
+use crate::context::{now_ms, Shared};
 use crate::metrics::Sampled;
+use crate::store::sqlite::DatabaseStats;
 
 /// Most admin connections served at once; further ones wait in the backlog.
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
@@ -172,6 +176,36 @@ async fn route(path: &str, shared: &Shared) -> Response {
             "not found: try /healthz, /readyz or /metrics\n",
         ),
     }
+}
+
+/// `parley-server admin stats` output: one `name: value` line each.
+pub fn render_stats(stats: &DatabaseStats) -> String {
+    let oldest = match stats.oldest_queued_at_ms {
+        Some(at) => format!("{} s ago", now_ms().saturating_sub(at) / 1000),
+        None => "none".to_owned(),
+    };
+    format!(
+        "database: {}
+         schema_version: {}
+         file_bytes: {}
+         wal_bytes: {}
+         accounts: {}
+         devices: {}
+         queued_envelopes: {}
+         oldest_queued_envelope: {oldest}
+         one_time_prekeys: {}
+         dedup_entries: {}
+",
+        stats.path.display(),
+        stats.schema_version,
+        stats.file_bytes,
+        stats.wal_bytes,
+        stats.accounts,
+        stats.devices,
+        stats.queued_envelopes,
+        stats.one_time_prekeys,
+        stats.dedup_entries,
+    )
 }
 
 /// Reads up to the end of the request head; `None` if it is longer than allowed.

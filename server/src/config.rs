@@ -1,5 +1,6 @@
-//! The server's configuration: every limit, named, with a default, a flag and a
-//! `PARLEY_*` environment variable. `parley-server --help` prints this documentation.
+//! The server's configuration: every limit, named, with a default, a flag, a
+//! `PARLEY_*` environment variable and a configuration file key (see [`crate::cli`]).
+//! `parley-server --help` prints this documentation.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,12 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Directory holding the database (parley.db) and other server state.
-    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./parley-data")]
+    #[arg(
+        long,
+        env = "PARLEY_DATA_DIR",
+        default_value = "./parley-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Most simultaneous connections; further clients wait in the kernel's backlog.
@@ -192,17 +198,19 @@ impl Config {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(ConfigError(format!("--{name} must be at least 1")));
+                return Err(ConfigError(format!("{} must be at least 1", setting(name))));
             }
         }
         if self.max_envelope_bytes == 0 || self.max_envelope_bytes > MAX_ENVELOPE_BYTES {
             return Err(ConfigError(format!(
-                "--max-envelope-bytes must be between 1 and {MAX_ENVELOPE_BYTES}"
+                "{} must be between 1 and {MAX_ENVELOPE_BYTES}",
+                setting("max-envelope-bytes")
             )));
         }
         if self.max_one_time_prekeys > MAX_STORED_ONE_TIME_PREKEYS {
             return Err(ConfigError(format!(
-                "--max-one-time-prekeys must be at most {MAX_STORED_ONE_TIME_PREKEYS}"
+                "{} must be at most {MAX_STORED_ONE_TIME_PREKEYS}",
+                setting("max-one-time-prekeys")
             )));
         }
         for (name, value) in [
@@ -213,15 +221,19 @@ impl Config {
             ("sweep-interval", self.sweep_interval),
         ] {
             if value.is_zero() {
-                return Err(ConfigError(format!("--{name} must be longer than 0")));
+                return Err(ConfigError(format!(
+                    "{} must be longer than 0",
+                    setting(name)
+                )));
             }
         }
         if let Some(addr) = self.admin_listen.0 {
             if !addr.ip().is_loopback() && !self.admin_allow_remote {
                 return Err(ConfigError(format!(
-                    "--admin-listen {addr} is not a loopback address; the admin listener \
+                    "{} = {addr} is not a loopback address; the admin listener \
                      reveals traffic volumes, so allow it with --admin-allow-remote \
-                     (behind a firewall) or use 127.0.0.1"
+                     (behind a firewall) or use 127.0.0.1",
+                    setting("admin-listen")
                 )));
             }
         }
@@ -238,6 +250,11 @@ impl Config {
             metrics: Default::default(),
         }
     }
+}
+
+/// How an error names a setting: its file key and its flag.
+fn setting(flag: &str) -> String {
+    format!("{} (--{flag})", flag.replace('-', "_"))
 }
 
 /// Parses `250ms`, `10s`, `5m`, `2h`, `30d`, or a bare number of seconds.

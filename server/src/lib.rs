@@ -8,6 +8,7 @@
 //! * [`presence`]: which devices are connected here; wake-ups and displacement.
 //! * [`store`]: the durable state behind a narrow interface; SQLite by default.
 //! * [`admin`]: the operators' HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! * [`cli`]: subcommands, the configuration file and `print-config`.
 //! * [`metrics`]: counters and histograms in the Prometheus text format.
 //! * [`rate_limit`], [`config`], [`error`], [`housekeeping`].
 //!
@@ -15,6 +16,7 @@
 //! `127.0.0.1:0` with a temporary data directory.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod context;

@@ -1,14 +1,46 @@
-//! `parley-server`: parses the configuration, sets up logging and signals, and runs the
-//! relay. Everything else lives in the library.
+//! `parley-server`: parses the command line and the configuration file, then runs the
+//! relay or one operator command. Everything else lives in the library.
 
 use anyhow::Context;
-use clap::Parser;
+use parley_server::cli::{self, AdminCommand, Command, LoadError};
 use parley_server::config::{Config, LogFormat};
+use parley_server::store::sqlite;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let loaded = match cli::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
+    };
+    let config = loaded.cli.config.clone();
     config.validate()?;
+    match &loaded.cli.command {
+        None => serve(config),
+        Some(Command::PrintConfig) => {
+            print!("{}", loaded.print_config());
+            Ok(())
+        }
+        Some(Command::Admin(AdminCommand::Stats)) => {
+            let stats = sqlite::stats(&config.data_dir)?;
+            print!("{}", parley_server::admin::render_stats(&stats));
+            Ok(())
+        }
+        Some(Command::Admin(AdminCommand::Backup { file })) => {
+            let report = sqlite::backup(&config.data_dir, file)?;
+            println!(
+                "backup written: {} ({} bytes, {} queued envelopes)",
+                report.path.display(),
+                report.bytes,
+                report.queued_envelopes
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs the relay until SIGINT or SIGTERM.
+fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,3 +62,72 @@ fn an_admin_listener_off_loopback_is_refused_unless_allowed() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_config_file_is_merged_under_variables_and_flags_and_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("parley.toml");
+    std::fs::write(
+        &file,
+        "max_connections = 100\nretention = \"7d\"\nwrite_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let out = server()
+        .arg("--config")
+        .arg(&file)
+        .args(["--write-timeout", "4s", "print-config"])
+        .env("PARLEY_RETENTION", "2d")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("max_connections = 100  # config file\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("retention = \"2d\"  # environment PARLEY_RETENTION\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("write_timeout = \"4s\"  # flag\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("durability = \"full\"  # default\n"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_invalid_values_in_the_file_stop_the_server_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("parley.toml");
+    for (text, expected) in [
+        ("max_conections = 1\n", "unknown key `max_conections`"),
+        (
+            "keepalive_interval = \"often\"\n",
+            "key `keepalive_interval`",
+        ),
+        ("max_envelope_bytes = 1000000\n", "max_envelope_bytes"),
+        ("group_commit_max = 0\n", "group_commit_max"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = server()
+            .arg("--config")
+            .arg(&file)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(!dir.path().join("data").exists(), "nothing started");
+    }
+}
