@@ -282,6 +282,10 @@ impl Loaded {
              # precedence: flags > PARLEY_* variables > --config file > defaults\n",
         );
         for setting in &self.settings {
+            if setting.value.is_empty() && setting.source == Source::Default {
+                out.push_str(&format!("# {} = (not set)\n", setting.key));
+                continue;
+            }
             let value = if setting.bare {
                 setting.value.clone()
             } else {

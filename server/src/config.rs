@@ -119,6 +119,15 @@ pub struct Config {
     #[arg(long, env = "PARLEY_DB_QUEUE_CAPACITY", default_value_t = 4096)]
     pub db_queue_capacity: usize,
 
+    /// PEM file with the TLS certificate chain; with --tls-key, clients connect with
+    /// `wss://`. Without both, the listener speaks plain `ws://`.
+    #[arg(long, env = "PARLEY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the TLS private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "PARLEY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Address of the admin HTTP listener (`/healthz`, `/readyz`, `/metrics`), or `off`.
     /// Must be a loopback address unless `--admin-allow-remote` is given.
     #[arg(long, env = "PARLEY_ADMIN_LISTEN", default_value = "127.0.0.1:7879")]
@@ -226,6 +235,13 @@ impl Config {
                     setting(name)
                 )));
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(format!(
+                "{} and {} go together: give both or neither",
+                setting("tls-cert"),
+                setting("tls-key")
+            )));
         }
         if let Some(addr) = self.admin_listen.0 {
             if !addr.ip().is_loopback() && !self.admin_allow_remote {

@@ -65,6 +65,8 @@ pub struct Shared {
     pub server_id: ServerId,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// TLS for the client listener, when configured.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -10,6 +10,7 @@
 //! * [`admin`]: the operators' HTTP listener (`/healthz`, `/readyz`, `/metrics`).
 //! * [`cli`]: subcommands, the configuration file and `print-config`.
 //! * [`metrics`]: counters and histograms in the Prometheus text format.
+//! * [`tls`]: rustls for `wss://`.
 //! * [`rate_limit`], [`config`], [`error`], [`housekeeping`].
 //!
 //! `main.rs` only parses the configuration and calls [`run`]. Tests do the same on
@@ -27,6 +28,7 @@ pub mod presence;
 pub mod rate_limit;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, run_with_admin};
@@ -40,4 +42,7 @@ pub enum ServerError {
     /// The store failed to open or close.
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }

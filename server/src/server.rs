@@ -52,6 +52,10 @@ pub async fn run_with_admin(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     config.validate()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
@@ -69,6 +73,7 @@ pub async fn run_with_admin(
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin_addr,
+        tls = tls.is_some(),
         database = %store.path().display(),
         server_id = %store.server_id(),
         "parley-server ready"
@@ -82,6 +87,7 @@ pub async fn run_with_admin(
         presence: Presence::default(),
         server_id,
         metrics,
+        tls,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(housekeeping::run(shared.clone(), shutdown.clone()));

@@ -38,7 +38,16 @@ pub type Reply = Result<ServerBody, ErrorBody>;
 impl Client {
     /// Connects and reads the `hello` challenge.
     pub async fn connect(url: &str) -> anyhow::Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        Client::connect_with(url, None).await
+    }
+
+    /// Connects with a TLS `connector` for `wss://` URLs (see [`crate::tls`]) and reads
+    /// the `hello` challenge.
+    pub async fn connect_with(
+        url: &str,
+        connector: Option<tokio_tungstenite::Connector>,
+    ) -> anyhow::Result<Client> {
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
             .await
             .with_context(|| format!("connecting to {url}"))?;
         let mut client = Client {

@@ -9,6 +9,7 @@
 //! * [`client`]: a raw-frame client that can send what a well-behaved client never would.
 //! * [`server`]: an in-process server on `127.0.0.1:0`, and a server *process* that
 //!   tests can SIGKILL and restart.
+//! * [`tls`]: a test certificate authority and a client connector that trusts it.
 //! * [`history`]: a recorder and checker for lost, duplicated and reordered messages.
 
 // A test kit: a panic here is a failed test, which is what it should be.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod client;
 pub mod history;
 pub mod server;
+pub mod tls;
 
 pub use account::TestAccount;
 pub use client::Client;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Shared;
 use crate::error::RequestError;
+use crate::tls::ClientStream;
 use transport::Transport;
 
 /// How a connection ended, for the log.
@@ -47,9 +48,29 @@ pub async fn serve(
 ) {
     let _open = shared.metrics.connections.track();
     let _ = stream.set_nodelay(true);
+    // One deadline for the TLS handshake and the WebSocket upgrade together.
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let stream = match &shared.tls {
+        None => ClientStream::Plain(stream),
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                shared.metrics.tls_handshake_failures.inc();
+                shared.metrics.connections_closed.inc("tls_failed");
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                shared.metrics.tls_handshake_failures.inc();
+                shared.metrics.connections_closed.inc("tls_timeout");
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
     let config = transport::websocket_config(shared.config.write_buffer_bytes);
     let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
-    let ws = match tokio::time::timeout(shared.config.handshake_timeout, upgrade).await {
+    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             shared.metrics.connections_closed.inc("upgrade_failed");

@@ -13,13 +13,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use parley_protocol::limits::MAX_FRAME_BYTES;
 use parley_protocol::wire::{self, ClientFrame, CloseCode, DecodeError, ServerFrame};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::metrics::Metrics;
+use crate::tls::ClientStream;
 
 /// Initial read buffer per connection. Small, because most connections are idle; a
 /// large frame grows it only while it is being read.
@@ -70,7 +70,7 @@ pub enum SendError {
 /// A client's WebSocket.
 #[derive(Debug)]
 pub struct Transport {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<ClientStream>,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -78,7 +78,7 @@ pub struct Transport {
 impl Transport {
     /// Wraps an upgraded WebSocket; frames in and out are counted in `metrics`.
     pub fn new(
-        ws: WebSocketStream<TcpStream>,
+        ws: WebSocketStream<ClientStream>,
         write_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Transport {
