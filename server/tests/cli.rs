@@ -131,3 +131,22 @@ fn unknown_keys_and_invalid_values_in_the_file_stop_the_server_naming_the_key() 
         assert!(!dir.path().join("data").exists(), "nothing started");
     }
 }
+
+#[test]
+fn the_example_configuration_in_deploy_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/parley.toml");
+    let out = server()
+        .args(["--config", example, "print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("listen = \"0.0.0.0:443\"  # config file\n"),
+        "{printed}"
+    );
+}
