@@ -137,7 +137,7 @@ fn content() -> impl Strategy<Value = Content> {
 /// message is delivered.
 fn session_after(seed: u64, ops: &[u8]) -> (Session, Session) {
     let mut rng = TestRng::new(seed);
-    let (_, _, mut a, mut b) = established(&mut rng, seed % 2 == 0);
+    let (_, _, mut a, mut b) = established(&mut rng, seed.is_multiple_of(2));
     for op in ops {
         let (from, to) = if op & 1 == 0 {
             (&mut a, &mut b)

@@ -8,12 +8,13 @@ use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId};
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::Connection;
 use crate::engine::{blocking, Command, Engine};
 use crate::error::SdkError;
 use crate::events::Event;
-use crate::keys::NewIdentity;
+use crate::keys::{generate_identity, register_body};
 use crate::store::{ClientStore, Contact, Profile};
 
 /// Capacity of the command and event queues. A slow application slows the engine down
@@ -49,6 +50,7 @@ pub struct Client {
     store: Arc<ClientStore>,
     profile: Profile,
     task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl Client {
@@ -58,35 +60,68 @@ impl Client {
         store: Arc<ClientStore>,
         handle: Option<Handle>,
     ) -> Result<Profile, SdkError> {
-        if let Some(existing) = blocking(&store, |s| s.identity()).await? {
+        let existing = blocking(&store, |s| s.identity()).await?;
+        if let Some(existing) = existing.as_ref().filter(|e| !e.pending) {
             let name = existing
                 .profile
                 .handle
+                .as_ref()
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| existing.profile.account.to_string());
             return Err(SdkError::InvalidInput(format!(
                 "this profile is already registered as {name}"
             )));
         }
-        let new = NewIdentity::generate(&mut OsRng);
+        // Generate and store first (or reuse what an interrupted attempt stored), so a
+        // lost reply never leaves an account on the server whose key nobody has.
+        let identity = match existing {
+            Some(pending) => identity_from(&pending.secret)?,
+            None => {
+                let (identity, records) = generate_identity(&mut OsRng);
+                let profile = Profile {
+                    account: identity.account_id(),
+                    handle: handle.clone(),
+                };
+                let secret = identity.to_secret_bytes();
+                blocking(&store, move |s| {
+                    s.save_identity(secret.as_slice(), &profile, &records)
+                })
+                .await?;
+                identity
+            }
+        };
+        let records = blocking(&store, |s| s.prekeys()).await?;
         let mut conn = Connection::open(&config.server_url).await?;
-        let address = conn
-            .register(|hello| new.register_body(hello, handle.as_ref()))
-            .await?;
-        let profile = Profile {
+        let mut body = None;
+        let registered = conn
+            .register(|hello| {
+                let built = register_body(&identity, &records, hello, handle.as_ref());
+                let register = built.as_ref().ok().cloned();
+                body = Some(built);
+                register
+            })
+            .await;
+        if let Some(Err(e)) = body {
+            return Err(e);
+        }
+        let address = match registered {
+            Ok(address) => address,
+            // An earlier attempt got through but its reply was lost: prove it is ours.
+            Err(SdkError::Refused {
+                code: parley_protocol::wire::ErrorCode::AccountExists,
+                ..
+            }) => {
+                let mut conn = Connection::open(&config.server_url).await?;
+                conn.login(&identity).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let confirmed = handle.clone();
+        blocking(&store, move |s| s.registered(confirmed.as_ref())).await?;
+        Ok(Profile {
             account: address.account,
             handle,
-        };
-        let saved = profile.clone();
-        blocking(&store, move |s| {
-            s.save_identity(
-                new.identity.to_secret_bytes().as_slice(),
-                &saved,
-                &new.records,
-            )
         })
-        .await?;
-        Ok(profile)
     }
 
     /// Connects and logs in with the stored identity, then runs the engine in the
@@ -94,6 +129,7 @@ impl Client {
     pub async fn start(config: ClientConfig, store: Arc<ClientStore>) -> Result<Client, SdkError> {
         let stored = blocking(&store, |s| s.identity())
             .await?
+            .filter(|s| !s.pending)
             .ok_or(SdkError::NotRegistered)?;
         let identity = identity_from(&stored.secret)?;
         let profile = stored.profile;
@@ -103,6 +139,7 @@ impl Client {
         };
         let (events_tx, events) = mpsc::channel(QUEUE_CAPACITY);
         let (commands, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stop = CancellationToken::new();
         let engine = Engine {
             store: store.clone(),
             identity,
@@ -111,6 +148,7 @@ impl Client {
             url: config.server_url.clone(),
             events: events_tx,
             halt_before_ack: config.halt_before_ack,
+            stop: stop.clone(),
         };
         let conn = engine.connect().await?;
         let task = tokio::spawn(engine.run(conn, commands_rx));
@@ -120,6 +158,7 @@ impl Client {
             store,
             profile,
             task,
+            stop,
         })
     }
 
@@ -171,8 +210,10 @@ impl Client {
         &self.store
     }
 
-    /// Stops the engine and waits for it.
+    /// Stops the engine and waits for it: it finishes the step in progress (a message
+    /// being stored is stored and acknowledged), also while disconnected.
     pub async fn stop(self) {
+        self.stop.cancel();
         drop(self.commands);
         drop(self.events);
         let _ = self.task.await;

@@ -87,12 +87,15 @@ impl Connection {
         }
     }
 
-    /// Registers; `build` gets the challenge and returns the signed `register` body.
+    /// Registers; `build` gets the challenge and returns the signed `register` body
+    /// (`None` when it cannot, which is reported as a protocol error).
     pub async fn register(
         &mut self,
-        build: impl FnOnce(&Hello) -> Register,
+        build: impl FnOnce(&Hello) -> Option<Register>,
     ) -> Result<DeviceAddress, SdkError> {
-        let body = ClientBody::Register(build(&self.hello));
+        let register = build(&self.hello)
+            .ok_or_else(|| SdkError::Protocol("could not build the registration".into()))?;
+        let body = ClientBody::Register(register);
         match self.request(body).await? {
             ServerBody::Authenticated(a) => Ok(a.address),
             other => Err(unexpected(&other)),

@@ -10,6 +10,15 @@ pub enum SdkError {
     /// This profile has no identity yet.
     #[error("not registered: run `parley register <handle>` first")]
     NotRegistered,
+    /// Another process uses this profile.
+    #[error("this profile is in use by another parley process (close it, or use --profile)")]
+    ProfileInUse,
+    /// The message is encrypted and stored locally but the server has not confirmed it;
+    /// it is resent (same id, so at most once) on the next connection.
+    #[error(
+        "queued, not yet confirmed by the server ({0}); it will be resent on the next connection"
+    )]
+    Queued(String),
     /// No account has this handle.
     #[error("no such user: {0}")]
     NoSuchUser(String),

@@ -3,7 +3,7 @@
 //! session setup.
 
 use parley_protocol::auth::register_transcript;
-use parley_protocol::e2e::{KemPrekeySecret, PrekeySecretStore};
+use parley_protocol::e2e::{KemPrekeySecret, PrekeySecretStore, PrekeySecrets};
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{Handle, PrekeyId};
 use parley_protocol::prekeys::{OneTimePrekey, PrekeySecret};
@@ -17,53 +17,55 @@ use crate::store::PrekeyRecords;
 /// One-time prekeys generated at registration and at each top-up.
 pub const ONE_TIME_PREKEY_BATCH: u32 = 100;
 
-/// A new identity and everything its registration publishes.
-#[derive(Debug)]
-pub struct NewIdentity {
-    /// The identity.
-    pub identity: IdentityKeyPair,
-    /// Secrets to store.
-    pub records: PrekeyRecords,
-    signed: PrekeySecret,
-    kem: KemPrekeySecret,
-    one_time: Vec<OneTimePrekey>,
+/// A new identity with a signed prekey, a KEM prekey and a batch of one-time prekeys:
+/// the secrets to store before registering.
+pub fn generate_identity(rng: &mut impl CryptoRngCore) -> (IdentityKeyPair, PrekeyRecords) {
+    let identity = IdentityKeyPair::generate(rng);
+    let signed = PrekeySecret::generate(PrekeyId(1), rng);
+    let kem = KemPrekeySecret::generate(PrekeyId(2), rng);
+    let batch = one_time_batch(3, rng);
+    let records = PrekeyRecords {
+        signed: vec![(signed.id, signed.to_secret_bytes())],
+        kem: vec![(kem.id(), kem.to_secret_bytes())],
+        one_time: batch.secrets,
+    };
+    (identity, records)
 }
 
-impl NewIdentity {
-    /// Generates an identity, a signed prekey, a KEM prekey and a batch of one-time
-    /// prekeys.
-    pub fn generate(rng: &mut impl CryptoRngCore) -> NewIdentity {
-        let identity = IdentityKeyPair::generate(rng);
-        let signed = PrekeySecret::generate(PrekeyId(1), rng);
-        let kem = KemPrekeySecret::generate(PrekeyId(2), rng);
-        let batch = one_time_batch(3, rng);
-        let records = PrekeyRecords {
-            signed: vec![(signed.id, signed.to_secret_bytes())],
-            kem: vec![(kem.id(), kem.to_secret_bytes())],
-            one_time: batch.secrets,
-        };
-        NewIdentity {
-            identity,
-            records,
-            signed,
-            kem,
-            one_time: batch.publics,
-        }
-    }
-
-    /// The signed `register` body for the challenge in `hello`.
-    pub fn register_body(&self, hello: &Hello, handle: Option<&Handle>) -> Register {
-        let public = self.identity.public();
-        let transcript = register_transcript(&hello.server_id, &hello.nonce, &public, handle);
-        Register {
-            signature: self.identity.sign(&transcript),
-            identity: public,
-            handle: handle.cloned(),
-            signed_prekey: self.signed.signed_by(&self.identity),
-            kem_prekey: Some(self.kem.signed_by(&self.identity)),
-            one_time_prekeys: self.one_time.clone(),
-        }
-    }
+/// The signed `register` body for the challenge in `hello`, publishing the stored
+/// prekeys of `identity`.
+pub fn register_body(
+    identity: &IdentityKeyPair,
+    records: &PrekeyRecords,
+    hello: &Hello,
+    handle: Option<&Handle>,
+) -> Result<Register, SdkError> {
+    let store = prekey_store(records)?;
+    let (signed_id, _) = records
+        .signed
+        .last()
+        .ok_or_else(|| SdkError::Storage("no signed prekey stored".into()))?;
+    let (kem_id, _) = records
+        .kem
+        .last()
+        .ok_or_else(|| SdkError::Storage("no KEM prekey stored".into()))?;
+    let missing = || SdkError::Storage("stored prekeys are incomplete".into());
+    let signed = store.signed_prekey(*signed_id).ok_or_else(missing)?;
+    let kem = store.kem_prekey(*kem_id).ok_or_else(missing)?;
+    let public = identity.public();
+    let transcript = register_transcript(&hello.server_id, &hello.nonce, &public, handle);
+    Ok(Register {
+        signature: identity.sign(&transcript),
+        identity: public,
+        handle: handle.cloned(),
+        signed_prekey: signed.signed_by(identity),
+        kem_prekey: Some(kem.signed_by(identity)),
+        one_time_prekeys: records
+            .one_time
+            .iter()
+            .map(|(id, secret)| PrekeySecret::from_secret_bytes(*id, **secret).one_time())
+            .collect(),
+    })
 }
 
 /// A batch of one-time prekeys.

@@ -243,3 +243,52 @@ async fn clients_reconnect_after_the_server_restarts() {
     }
     assert!(reconnected, "alice saw the connection drop and come back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_registration_is_resumed_with_the_same_identity() {
+    let server = server().await;
+    let store = Arc::new(ClientStore::in_memory().unwrap());
+    let err = Client::register(
+        &ClientConfig::new("ws://127.0.0.1:1"),
+        store.clone(),
+        Some(handle("alice")),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().starts_with("server unreachable"), "{err}");
+    let pending = store.identity().unwrap().unwrap();
+    assert!(pending.pending);
+    assert!(matches!(
+        Client::start(ClientConfig::new(&server.url), store.clone()).await,
+        Err(parley_sdk::SdkError::NotRegistered)
+    ));
+
+    let profile = Client::register(
+        &ClientConfig::new(&server.url),
+        store.clone(),
+        Some(handle("alice")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        profile.account, pending.profile.account,
+        "the stored key was reused"
+    );
+    assert!(!store.identity().unwrap().unwrap().pending);
+    Client::start(ClientConfig::new(&server.url), store)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_profile_is_used_by_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.db");
+    let first = ClientStore::open(&path).unwrap();
+    assert!(matches!(
+        ClientStore::open(&path),
+        Err(parley_sdk::SdkError::ProfileInUse)
+    ));
+    drop(first);
+    ClientStore::open(&path).unwrap();
+}

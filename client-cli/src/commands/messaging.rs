@@ -6,6 +6,9 @@ use serde_json::json;
 
 use super::{on_event, parse_handle, start, Context};
 
+/// Longest wait for the server to accept a message.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest wait for the server's backlog after connecting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -13,7 +16,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn send(ctx: &Context, handle: &str, text: &str) -> anyhow::Result<()> {
     let to = parse_handle(handle)?;
     let mut client = start(ctx).await?;
-    let sent = client.send_text(&to, text).await;
+    let sent = match tokio::time::timeout(SEND_TIMEOUT, client.send_text(&to, text)).await {
+        Ok(result) => result.map_err(anyhow::Error::from),
+        Err(_) => Err(anyhow::anyhow!(
+            "no answer from the server within {} s; if the message was already encrypted it \
+             stays queued and is resent on the next connection",
+            SEND_TIMEOUT.as_secs()
+        )),
+    };
     while let Some(event) = client.try_next_event() {
         on_event(ctx, &event)?;
     }

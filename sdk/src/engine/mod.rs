@@ -16,6 +16,7 @@ use parley_protocol::ids::{DeviceAddress, Handle, MessageId};
 use parley_protocol::wire::client::{ClientBody, DeleteAccount};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::Connection;
 use crate::error::SdkError;
@@ -62,6 +63,9 @@ pub struct Engine {
     /// Test hook: stop dead after storing a message and before acknowledging it, as if
     /// the process were killed there.
     pub(crate) halt_before_ack: bool,
+    /// Cancelled by [`crate::Client::stop`]: finish the current step and return, also
+    /// while disconnected.
+    pub(crate) stop: CancellationToken,
 }
 
 /// Why a connection ended.
@@ -80,9 +84,15 @@ impl Engine {
         let mut conn = Some(conn);
         let mut failures: u32 = 0;
         loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
             let current = match conn.take() {
                 Some(c) => c,
-                None => match self.connect().await {
+                None => match tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    attempt = self.connect() => attempt,
+                } {
                     Ok(c) => c,
                     Err(e) => {
                         failures = failures.saturating_add(1);
@@ -111,7 +121,10 @@ impl Engine {
             reason: why.to_string(),
         }))
         .await;
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
     }
 
     /// Opens a connection and logs in.
@@ -130,6 +143,7 @@ impl Engine {
         let mut next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
         loop {
             tokio::select! {
+                _ = self.stop.cancelled() => return Stop::Shutdown,
                 _ = tokio::time::sleep_until(next_ping) => {
                     if conn.last_heard().elapsed() > KEEPALIVE_INTERVAL * 2 {
                         return Stop::Lost(SdkError::ConnectionLost("server silent".into()));

@@ -7,7 +7,7 @@
 
 use parley_protocol::e2e::content::Content;
 use parley_protocol::e2e::message::E2eMessage;
-use parley_protocol::e2e::{self, HandshakeGuard, Session};
+use parley_protocol::e2e::{self, E2eError, HandshakeGuard, Session};
 use parley_protocol::ids::{DeviceAddress, Handle, PrekeyId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, UploadPrekeys};
 use parley_protocol::wire::server::{Deliver, ServerBody};
@@ -102,19 +102,20 @@ impl Engine {
             text: t.body.clone(),
         });
         let used = opened.used_one_time_prekey;
-        self.stored(move |s| {
-            s.commit_receive(&ReceiveCommit {
-                from,
-                id,
-                session: Some(&record),
-                guard: guard.as_deref(),
-                used_one_time_prekey: used,
-                inbox,
-                contact: Some(contact),
+        let new = self
+            .stored(move |s| {
+                s.commit_receive(&ReceiveCommit {
+                    from,
+                    id,
+                    session: Some(&record),
+                    guard: guard.as_deref(),
+                    used_one_time_prekey: used,
+                    inbox,
+                    contact: Some(contact),
+                })
             })
-        })
-        .await?;
-        if let Some(text) = text {
+            .await?;
+        if let (true, Some(text)) = (new, text) {
             self.emit(Event::Message {
                 from,
                 handle,
@@ -137,7 +138,7 @@ impl Engine {
         let existing = self.stored(move |s| s.session(&from)).await?;
         let is_prekey = matches!(E2eMessage::decode(&d.ciphertext), Ok(E2eMessage::Prekey(_)));
         if let Some(record) = existing {
-            let mut session = Session::from_record(&record)?;
+            let mut session = Session::from_record(&record).map_err(corrupt("session record"))?;
             if !is_prekey || session.belongs(&d.ciphertext) {
                 let plaintext = session.decrypt(&d.ciphertext, now_ms())?;
                 return Ok(Opened {
@@ -149,9 +150,14 @@ impl Engine {
             }
         }
         let records: PrekeyRecords = self.stored(|s| s.prekeys()).await?;
-        let prekeys = prekey_store(&records)?;
+        let prekeys = prekey_store(&records).map_err(|e| match e {
+            SdkError::Crypto(e) => SdkError::Storage(format!("prekey secrets: {e}")),
+            other => other,
+        })?;
         let mut guard = match self.stored(|s| s.guard()).await? {
-            Some(bytes) => HandshakeGuard::from_bytes(&bytes)?,
+            Some(bytes) => {
+                HandshakeGuard::from_bytes(&bytes).map_err(corrupt("handshake guard"))?
+            }
             None => HandshakeGuard::default(),
         };
         let accepted = e2e::accept(
@@ -252,6 +258,7 @@ impl Engine {
             })
         })
         .await
+        .map(|_| ())
     }
 
     /// Generates, stores, then uploads a batch of one-time prekeys.
@@ -276,6 +283,12 @@ impl Engine {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A local record that does not decode is a storage failure, never an undecryptable
+/// message: it must not make the engine acknowledge (and so drop) what it received.
+fn corrupt(what: &'static str) -> impl Fn(E2eError) -> SdkError {
+    move |e| SdkError::Storage(format!("{what}: {e}"))
 }
 
 async fn ack(conn: &mut Connection, seq: Seq) -> Result<(), SdkError> {

@@ -23,6 +23,8 @@ impl Engine {
         to: &Handle,
         text: &str,
     ) -> Result<MessageId, SdkError> {
+        // Older queued messages go first, so the recipient sees them in order.
+        self.flush_outbox(conn).await?;
         let account = resolve(conn, to).await?;
         let peer = DeviceAddress {
             account,
@@ -46,7 +48,12 @@ impl Engine {
         let stored = entry.clone();
         self.stored(move |s| s.commit_send(&record, &stored))
             .await?;
-        self.deliver_outbox_entry(conn, entry).await
+        // From here the message is safe in the outbox: a failure only delays it.
+        match self.deliver_outbox_entry(conn, entry).await {
+            Err(e) if is_permanent(&e) => Err(e),
+            Err(e) => Err(SdkError::Queued(e.to_string())),
+            Ok(id) => Ok(id),
+        }
     }
 
     /// Resends everything still in the outbox, in order (after a reconnect or restart).
@@ -77,12 +84,10 @@ impl Engine {
                 Ok(id)
             }
             Ok(other) => Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
-            // The recipient is gone for good: nothing will ever accept this message.
-            Err(SdkError::Refused { code, message })
-                if matches!(code, ErrorCode::NotFound | ErrorCode::TooLarge) =>
-            {
+            // Nothing will ever accept this message: drop it from the outbox.
+            Err(e) if is_permanent(&e) => {
                 self.stored(move |s| s.sent(&id)).await?;
-                Err(SdkError::Refused { code, message })
+                Err(e)
             }
             Err(e) => Err(e),
         }
@@ -142,6 +147,17 @@ impl Engine {
         self.stored(move |s| s.save_contact(&contact)).await?;
         Ok(session)
     }
+}
+
+/// Whether the server refused a message for good (retrying cannot help).
+fn is_permanent(error: &SdkError) -> bool {
+    matches!(
+        error,
+        SdkError::Refused {
+            code: ErrorCode::NotFound | ErrorCode::TooLarge,
+            ..
+        }
+    )
 }
 
 /// The account a handle names.

@@ -35,6 +35,8 @@ pub struct StoredIdentity {
     pub secret: Zeroizing<Vec<u8>>,
     /// The profile.
     pub profile: Profile,
+    /// Generated and stored, but the server has not confirmed the registration yet.
+    pub pending: bool,
 }
 
 impl std::fmt::Debug for StoredIdentity {
@@ -129,21 +131,45 @@ pub struct ReceiveCommit<'a> {
 #[derive(Debug)]
 pub struct ClientStore {
     conn: Mutex<Connection>,
+    /// Held for the store's lifetime: one process per profile (see [`ClientStore::open`]).
+    _lock: Option<std::fs::File>,
 }
 
 impl ClientStore {
-    /// Opens (creating) the database file.
+    /// Opens (creating) the database file.    ///
+    /// The profile is locked for this process: two engines on one profile would displace
+    /// each other's connection and race on the same sessions, so a second opener gets
+    /// [`SdkError::ProfileInUse`].
     pub fn open(path: &Path) -> Result<ClientStore, SdkError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| SdkError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SdkError::Storage(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SdkError::ProfileInUse),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SdkError::Storage(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
         }
         let conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        ClientStore::with_connection(conn)
+        let mut store = ClientStore::with_connection(conn)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
     /// A store in memory, for tests.
@@ -157,6 +183,7 @@ impl ClientStore {
         schema::migrate(&mut conn)?;
         Ok(ClientStore {
             conn: Mutex::new(conn),
+            _lock: None,
         })
     }
 
@@ -192,11 +219,14 @@ impl ClientStore {
         Ok(Some(StoredIdentity {
             secret: Zeroizing::new(secret),
             profile: Profile { account, handle },
+            pending: self.get("pending")?.is_some(),
         }))
     }
 
-    /// Stores a newly registered identity with its first prekeys, replacing any earlier
-    /// profile (and forgetting its sessions).
+    /// Stores a new identity with its first prekeys, before registering it, marked
+    /// pending (see [`ClientStore::registered`]); replaces any earlier profile and forgets
+    /// its sessions. Storing first means a lost registration reply never orphans an
+    /// account whose key nobody has.
     pub fn save_identity(
         &self,
         secret: &[u8],
@@ -207,6 +237,8 @@ impl ClientStore {
         let tx = conn.transaction().map_err(db)?;
         clear_identity(&tx)?;
         let put = "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)";
+        tx.execute(put, params!["pending", [1u8].as_slice()])
+            .map_err(db)?;
         tx.execute(put, params!["identity", secret]).map_err(db)?;
         tx.execute(
             put,
@@ -218,6 +250,22 @@ impl ClientStore {
                 .map_err(db)?;
         }
         insert_prekeys(&tx, prekeys)?;
+        tx.commit().map_err(db)
+    }
+
+    /// The server confirmed the registration, with `handle`.
+    pub fn registered(&self, handle: Option<&Handle>) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute("DELETE FROM kv WHERE key IN ('pending', 'handle')", [])
+            .map_err(db)?;
+        if let Some(h) = handle {
+            tx.execute(
+                "INSERT INTO kv (key, value) VALUES ('handle', ?1)",
+                params![h.as_str().as_bytes()],
+            )
+            .map_err(db)?;
+        }
         tx.commit().map_err(db)
     }
 
@@ -274,12 +322,19 @@ impl ClientStore {
         }
         Ok(out)
     }
-
-    /// The highest prekey id in use.
+    /// The highest prekey id ever stored (ids are never reused, even after the prekey
+    /// was consumed and deleted).
     pub fn max_prekey_id(&self) -> Result<u32, SdkError> {
-        self.lock()
+        let high = self
+            .get("prekey_id_high")?
+            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        let stored: u32 = self
+            .lock()
             .query_row("SELECT COALESCE(MAX(id), 0) FROM prekeys", [], |r| r.get(0))
-            .map_err(db)
+            .map_err(db)?;
+        Ok(high.max(stored))
     }
 
     /// The stored session with `peer`.
@@ -376,20 +431,24 @@ impl ClientStore {
             .map(|r| r.is_some())
             .map_err(db)
     }
-
-    /// Stores everything a received message changed, atomically.
-    pub fn commit_receive(&self, commit: &ReceiveCommit<'_>) -> Result<(), SdkError> {
+    /// Stores everything a received message changed, atomically. Returns `false` (and
+    /// stores nothing) if `(from, id)` was already processed.
+    pub fn commit_receive(&self, commit: &ReceiveCommit<'_>) -> Result<bool, SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO seen (account, device, message_id) VALUES (?1, ?2, ?3)",
-            params![
-                commit.from.account.as_bytes().as_slice(),
-                commit.from.device.0,
-                commit.id.as_bytes().as_slice()
-            ],
-        )
-        .map_err(db)?;
+        let new = tx
+            .execute(
+                "INSERT OR IGNORE INTO seen (account, device, message_id) VALUES (?1, ?2, ?3)",
+                params![
+                    commit.from.account.as_bytes().as_slice(),
+                    commit.from.device.0,
+                    commit.id.as_bytes().as_slice()
+                ],
+            )
+            .map_err(db)?;
+        if new == 0 {
+            return Ok(false);
+        }
         if let Some(session) = commit.session {
             put_session(&tx, &commit.from, session)?;
         }
@@ -409,7 +468,7 @@ impl ClientStore {
         }
         if let Some(m) = &commit.inbox {
             tx.execute(
-                "INSERT INTO inbox (account, device, message_id, sent_at_ms, text)
+                "INSERT OR IGNORE INTO inbox (account, device, message_id, sent_at_ms, text)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     m.from.account.as_bytes().as_slice(),
@@ -424,7 +483,8 @@ impl ClientStore {
         if let Some(contact) = &commit.contact {
             put_contact(&tx, contact)?;
         }
-        tx.commit().map_err(db)
+        tx.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// Every stored message, oldest first.
@@ -558,6 +618,21 @@ fn clear_identity(conn: &Connection) -> Result<(), SdkError> {
 }
 
 fn insert_prekeys(conn: &Connection, prekeys: &PrekeyRecords) -> Result<(), SdkError> {
+    let high = prekeys
+        .signed
+        .iter()
+        .chain(prekeys.one_time.iter())
+        .map(|(id, _)| id.0)
+        .chain(prekeys.kem.iter().map(|(id, _)| id.0))
+        .max()
+        .unwrap_or(0);
+    conn.execute(
+        "INSERT INTO kv (key, value) VALUES ('prekey_id_high', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value
+         WHERE excluded.value > kv.value",
+        params![high.to_be_bytes().as_slice()],
+    )
+    .map_err(db)?;
     let sql = "INSERT OR REPLACE INTO prekeys (kind, id, secret) VALUES (?1, ?2, ?3)";
     for (id, secret) in &prekeys.signed {
         conn.execute(sql, params![KIND_SIGNED, id.0, secret.as_slice()])

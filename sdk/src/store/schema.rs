@@ -19,7 +19,8 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, account BLOB NOT NULL,
                         device INTEGER NOT NULL, message_id BLOB NOT NULL,
                         sent_at_ms INTEGER NOT NULL, text TEXT NOT NULL,
-                        shown INTEGER NOT NULL DEFAULT 0);
+                        shown INTEGER NOT NULL DEFAULT 0,
+                        UNIQUE (account, device, message_id));
 "#];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {

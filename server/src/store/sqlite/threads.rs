@@ -127,6 +127,15 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics
             continue;
         }
         let executed = job(conn);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error): nothing of
+            // this batch is stored. Stop here so no later job runs outside a transaction;
+            // the failed COMMIT below answers every job that ran with the error, and the
+            // jobs never run are dropped, which answers them `Unavailable`.
+            tracing::warn!("the write transaction was rolled back by SQLite");
+            answers.push(executed.answer);
+            break;
+        }
         let end = if executed.ok {
             "RELEASE job"
         } else {
