@@ -20,6 +20,11 @@ pub struct Args {
     )]
     pub server: String,
 
+    /// PEM file of CA certificates to trust for a wss:// server instead of the web PKI
+    /// roots (for a private CA or a test certificate).
+    #[arg(long, global = true, env = "PARLEY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Where profiles live [default: $XDG_DATA_HOME/parley or ~/.local/share/parley].
     #[arg(long, global = true, env = "PARLEY_HOME")]
     pub home: Option<PathBuf>,

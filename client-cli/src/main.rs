@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use parley_sdk::store::ClientStore;
-use parley_sdk::ClientConfig;
+use parley_sdk::{ClientConfig, TlsTrust};
 
 use args::{Args, Command};
 use commands::Context;
@@ -44,11 +44,11 @@ fn main() -> ExitCode {
 async fn run(args: Args, out: Output) -> anyhow::Result<()> {
     let path = paths::profile_database(args.home, &args.profile)?;
     let store = Arc::new(ClientStore::open(&path)?);
-    let ctx = Context {
-        store,
-        config: ClientConfig::new(args.server),
-        out,
-    };
+    let mut config = ClientConfig::new(args.server);
+    if let Some(ca_file) = &args.ca_file {
+        config.tls = TlsTrust::ca_file(ca_file)?;
+    }
+    let ctx = Context { store, config, out };
     match args.command {
         Command::Register { handle } => commands::register(&ctx, &handle).await,
         Command::Whoami => commands::whoami(&ctx),

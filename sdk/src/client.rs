@@ -24,8 +24,10 @@ pub const QUEUE_CAPACITY: usize = 256;
 /// How to reach the server.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `ws://host:port` of the server.
+    /// `ws://host:port` or `wss://host:port` of the server.
     pub server_url: String,
+    /// Certificates trusted for a `wss://` server (default: the web PKI roots).
+    pub tls: crate::tls::TlsTrust,
     /// Test hook: the engine stops dead after storing a received message and before
     /// acknowledging it, as if the process were killed at the worst moment.
     #[doc(hidden)]
@@ -37,6 +39,7 @@ impl ClientConfig {
     pub fn new(server_url: impl Into<String>) -> ClientConfig {
         ClientConfig {
             server_url: server_url.into(),
+            tls: crate::tls::TlsTrust::default(),
             halt_before_ack: false,
         }
     }
@@ -91,7 +94,7 @@ impl Client {
             }
         };
         let records = blocking(&store, |s| s.prekeys()).await?;
-        let mut conn = Connection::open(&config.server_url).await?;
+        let mut conn = Connection::open(&config.server_url, &config.tls).await?;
         let mut body = None;
         let registered = conn
             .register(|hello| {
@@ -111,7 +114,7 @@ impl Client {
                 code: parley_protocol::wire::ErrorCode::AccountExists,
                 ..
             }) => {
-                let mut conn = Connection::open(&config.server_url).await?;
+                let mut conn = Connection::open(&config.server_url, &config.tls).await?;
                 conn.login(&identity).await?
             }
             Err(e) => return Err(e),
@@ -146,6 +149,7 @@ impl Client {
             me,
             my_handle: profile.handle.clone(),
             url: config.server_url.clone(),
+            tls: config.tls.clone(),
             events: events_tx,
             halt_before_ack: config.halt_before_ack,
             stop: stop.clone(),

@@ -37,13 +37,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and reads the server's `hello`.
-    pub async fn open(url: &str) -> Result<Connection, SdkError> {
+    /// Connects (over TLS for `wss://`, trusting `tls`) and reads the server's `hello`.
+    pub async fn open(url: &str, tls: &crate::tls::TlsTrust) -> Result<Connection, SdkError> {
         let unreachable = |reason: String| SdkError::Unreachable {
             url: url.to_owned(),
             reason,
         };
-        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(url))
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, tls.connector());
+        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
             .await
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;

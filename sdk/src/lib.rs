@@ -54,7 +54,9 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod store;
+pub mod tls;
 
 pub use client::{safety_number, Client, ClientConfig};
 pub use error::SdkError;
 pub use events::{ConnectionState, Event};
+pub use tls::TlsTrust;

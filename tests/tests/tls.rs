@@ -80,3 +80,60 @@ async fn register_send_and_deliver_over_wss() {
     drop((a, b));
     server.kill().unwrap();
 }
+
+/// The `parley` CLI as processes: two people chat over `wss://` with `--ca-file`; without
+/// it the generated certificate is not trusted.
+#[test]
+fn the_cli_chats_over_wss_with_a_ca_file() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCertificate::generate(certs.path()).unwrap();
+    let server = ServerProcess::start(
+        data.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &[
+            "--tls-cert",
+            cert.cert_file.to_str().unwrap(),
+            "--tls-key",
+            cert.key_file.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let url = format!("wss://127.0.0.1:{}", server.addr.port());
+    let binary = parley_tests::server::workspace_binary("parley-cli", "parley").unwrap();
+    let parley = |profile: &str, ca: bool, args: &[&str]| {
+        let mut command = std::process::Command::new(&binary);
+        command
+            .args(args)
+            .args(["--profile", profile, "--server", &url])
+            .arg("--home")
+            .arg(home.path())
+            .stdin(std::process::Stdio::null());
+        if ca {
+            command.arg("--ca-file").arg(&cert.cert_file);
+        }
+        command.output().unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let refused = parley("mallory", false, &["register", "mallory"]);
+    assert!(
+        !refused.status.success(),
+        "an untrusted certificate is refused"
+    );
+
+    ok(parley("alice", true, &["register", "alice"]));
+    ok(parley("bob", true, &["register", "bob"]));
+    ok(parley("alice", true, &["send", "bob", "hello over tls"]));
+    let inbox = ok(parley("bob", true, &["--json", "inbox"]));
+    assert!(inbox.contains("hello over tls"), "{inbox}");
+    server.kill().unwrap();
+}

@@ -59,6 +59,7 @@ pub struct Engine {
     pub(crate) me: DeviceAddress,
     pub(crate) my_handle: Option<Handle>,
     pub(crate) url: String,
+    pub(crate) tls: crate::tls::TlsTrust,
     pub(crate) events: mpsc::Sender<Event>,
     /// Test hook: stop dead after storing a message and before acknowledging it, as if
     /// the process were killed there.
@@ -129,7 +130,7 @@ impl Engine {
 
     /// Opens a connection and logs in.
     pub async fn connect(&self) -> Result<Connection, SdkError> {
-        let mut conn = Connection::open(&self.url).await?;
+        let mut conn = Connection::open(&self.url, &self.tls).await?;
         conn.login(&self.identity).await?;
         Ok(conn)
     }
