@@ -8,6 +8,8 @@
 //!    flag's name with `_` for `-`),
 //! 4. the default.
 //!
+//! A flag given twice takes its last value, so wrappers can append overrides.
+//!
 //! The file is checked before anything starts: an unknown key, a table, or a value the
 //! flag would refuse stops the server with a message naming the file and the key.
 //! `parley-server print-config` prints the effective configuration as a file that can be
@@ -26,6 +28,7 @@ use crate::config::Config;
 /// subcommand, runs the server.
 #[derive(Debug, Parser)]
 #[command(name = "parley-server", version, about, long_about = None)]
+#[command(args_override_self = true)]
 pub struct Cli {
     /// TOML configuration file. Flags and PARLEY_* variables override its values; keys
     /// are the flags' names with `_` for `-` (see `parley-server print-config`).
@@ -383,6 +386,12 @@ mod tests {
             again.print_config().lines().count(),
             printed.lines().count()
         );
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let loaded = load(["parley-server", "--log", "info", "--log", "trace"]).unwrap();
+        assert_eq!(loaded.cli.config.log, "trace");
     }
 
     #[test]

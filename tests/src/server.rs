@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -92,6 +93,7 @@ impl TestServer {
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Where its admin HTTP listener listens (`127.0.0.1:0` unless `extra` says
@@ -132,11 +134,17 @@ impl ServerProcess {
         // Read the log on a thread (so it never blocks the server on a full pipe) and
         // wait, bounded, for the "ready" line that names the address.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = ready_address(&line) {
                     let _ = ready_tx.send(addr);
+                }
+                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() < MAX_KEPT_LOG_LINES {
+                    kept.push(line);
                 }
             }
         });
@@ -150,6 +158,7 @@ impl ServerProcess {
         };
         Ok(ServerProcess {
             child,
+            logs,
             addr,
             admin_addr,
         })
@@ -158,6 +167,11 @@ impl ServerProcess {
     /// `ws://` URL of the server.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
+    }
+
+    /// The server's log lines so far (at most [`MAX_KEPT_LOG_LINES`]).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -202,9 +216,21 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Most log lines a [`ServerProcess`] keeps for [`ServerProcess::logs`].
+pub const MAX_KEPT_LOG_LINES: usize = 200_000;
+
 /// The listening addresses (clients, admin) in the server's "ready" log line, if this is
-/// that line.
+/// that line (text or JSON).
 fn ready_address(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = value.get("fields")?;
+        if fields.get("message")?.as_str()? != "parley-server ready" {
+            return None;
+        }
+        let field = |name: &str| fields.get(name)?.as_str()?.parse::<SocketAddr>().ok();
+        return Some((field("listen")?, field("admin")));
+    }
     let plain = strip_ansi(line);
     if !plain.contains("parley-server ready") {
         return None;
