@@ -20,6 +20,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         let retention_ms = u64::try_from(shared.config.retention.as_millis()).unwrap_or(u64::MAX);
         let cutoff = now_ms().saturating_sub(retention_ms);
         let mut total = SweepReport::default();
+        let mut failed = false;
         loop {
             match shared.store.sweep_expired(cutoff, cutoff).await {
                 Ok(report) => {
@@ -36,10 +37,16 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 Err(e) => {
                     shared.metrics.sweep_failures.inc();
+                    failed = true;
                     tracing::warn!(error = %e, "sweeping expired envelopes failed");
                     break;
                 }
             }
+        }
+        if !failed {
+            shared.metrics.sweeps.inc();
+            let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+            shared.metrics.last_sweep_unix_seconds.set(now);
         }
         if total != SweepReport::default() {
             tracing::info!(

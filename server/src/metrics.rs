@@ -44,6 +44,11 @@ impl Counter {
 pub struct Gauge(AtomicI64);
 
 impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// Adds one.
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
@@ -267,6 +272,10 @@ pub struct Metrics {
     pub dedup_entries_expired: Counter,
     /// Connections closed because they did not read their writes in time.
     pub slow_consumer_evictions: Counter,
+    /// Housekeeping sweeps that ran to the end.
+    pub sweeps: Counter,
+    /// When the last sweep finished, seconds since the Unix epoch (0: none yet).
+    pub last_sweep_unix_seconds: Gauge,
     /// Housekeeping sweeps that failed.
     pub sweep_failures: Counter,
     /// TLS handshakes that failed or timed out.
@@ -294,6 +303,8 @@ impl Default for Metrics {
             envelopes_expired: Counter::default(),
             dedup_entries_expired: Counter::default(),
             slow_consumer_evictions: Counter::default(),
+            sweeps: Counter::default(),
+            last_sweep_unix_seconds: Gauge::default(),
             sweep_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
             store: Arc::default(),
@@ -464,6 +475,16 @@ impl Metrics {
             "parley_slow_consumer_evictions_total",
             "Connections closed because they did not read their writes in time.",
             self.slow_consumer_evictions.get(),
+        );
+        out.counter(
+            "parley_sweeps_total",
+            "Retention sweeps that ran to the end.",
+            self.sweeps.get(),
+        );
+        out.gauge(
+            "parley_last_sweep_timestamp_seconds",
+            "When the last retention sweep finished (Unix time; 0 before the first).",
+            &[(&[], self.last_sweep_unix_seconds.get() as f64)],
         );
         out.counter(
             "parley_sweep_failures_total",

@@ -70,7 +70,9 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
         .unwrap();
     assert_eq!(Client::error_code(&reply), Some(ErrorCode::NotFound));
 
-    let before_delivery = scrape(admin).await;
+    // Bob's registration connection is gone once the server has noticed it closed.
+    let before_delivery =
+        scrape_until(admin, |m| m.value("parley_sessions", &[]) == Some(1.0)).await;
     assert_eq!(before_delivery.value("parley_queue_depth", &[]), Some(3.0));
     assert_eq!(before_delivery.value("parley_sessions", &[]), Some(1.0));
 
@@ -81,8 +83,11 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
     }
     b.ack(last.unwrap()).await.unwrap();
 
+    // The queue is counted before the counters are read: wait for both to settle.
     let m = scrape_until(admin, |m| {
         m.value("parley_envelopes_acknowledged_total", &[]) == Some(3.0)
+            && m.value("parley_queue_depth", &[]) == Some(0.0)
+            && m.value("parley_sessions", &[]) == Some(2.0)
     })
     .await;
     let v = |name: &str, labels: &[(&str, &str)]| {
@@ -110,6 +115,9 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
         1.0
     );
     assert_eq!(v("parley_slow_consumer_evictions_total", &[]), 0.0);
+    // The first sweep runs at start.
+    assert!(v("parley_sweeps_total", &[]) >= 1.0);
+    assert!(v("parley_last_sweep_timestamp_seconds", &[]) > 1.7e9);
     assert!(v("parley_store_commit_seconds_count", &[]) >= 1.0);
     assert!(v("parley_store_committed_jobs_total", &[]) >= 6.0);
     assert_eq!(
