@@ -1,0 +1,158 @@
+//! What the generator sends: opaque envelopes stamped with their intended send time,
+//! framed for the product (a Parley `send`) or the baseline (destination ‖ bytes).
+//!
+//! ```text
+//! envelope  intended send time (u64 LE, ns since the phase's epoch)
+//!           ‖ sender's sequence number (u64 LE) ‖ random filler   (--payload bytes)
+//! product   Parley `send { to, id, ciphertext = envelope }`, MessagePack, one WS message
+//! baseline  destination id (u32 LE) ‖ envelope ‖ zero padding     (same length as product)
+//! ```
+//!
+//! The baseline message is padded to the product frame's length, so both relays read
+//! the same number of bytes per message.
+
+use anyhow::{bail, Context};
+use parley_protocol::ids::{DeviceAddress, MessageId};
+use parley_protocol::wire::client::{ClientBody, Send};
+use parley_protocol::wire::server::ServerBody;
+use parley_protocol::wire::{self, ClientFrame};
+use rand_core::{OsRng, RngCore};
+
+/// Bytes of the stamp at the start of every envelope.
+pub const STAMP_BYTES: usize = 16;
+
+/// Builds stamped envelopes of one size.
+#[derive(Debug, Clone)]
+pub struct Envelopes {
+    filler: Vec<u8>,
+}
+
+impl Envelopes {
+    /// Envelopes of `size` bytes (at least [`STAMP_BYTES`]).
+    pub fn new(size: usize) -> Envelopes {
+        let mut filler = vec![0u8; size.max(STAMP_BYTES)];
+        OsRng.fill_bytes(&mut filler);
+        Envelopes { filler }
+    }
+
+    /// Envelope length.
+    pub fn len(&self) -> usize {
+        self.filler.len()
+    }
+
+    /// An envelope stamped with `intended_ns` and `seq`.
+    pub fn stamped(&self, intended_ns: u64, seq: u64) -> Vec<u8> {
+        let mut bytes = self.filler.clone();
+        bytes[..8].copy_from_slice(&intended_ns.to_le_bytes());
+        bytes[8..16].copy_from_slice(&seq.to_le_bytes());
+        bytes
+    }
+
+    /// A Parley `send` frame carrying a stamped envelope.
+    pub fn product_frame(
+        &self,
+        rid: u32,
+        to: DeviceAddress,
+        intended_ns: u64,
+        seq: u64,
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&seq.to_le_bytes());
+        id[8..].copy_from_slice(&intended_ns.to_le_bytes());
+        let body = ClientBody::Send(Send {
+            to,
+            id: MessageId(id),
+            ciphertext: self.stamped(intended_ns, seq),
+        });
+        Ok(wire::encode_client(&ClientFrame::new(
+            parley_protocol::ids::RequestId(rid),
+            body,
+        ))?)
+    }
+
+    /// A baseline message of `length` bytes to connection `dest`.
+    pub fn baseline_message(
+        &self,
+        dest: u32,
+        intended_ns: u64,
+        seq: u64,
+        length: usize,
+    ) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(length.max(4 + self.len()));
+        bytes.extend_from_slice(&dest.to_le_bytes());
+        bytes.extend_from_slice(&self.stamped(intended_ns, seq));
+        if bytes.len() < length {
+            bytes.resize(length, 0);
+        }
+        bytes
+    }
+}
+
+/// The stamp of an envelope: (intended send time in ns, sequence number).
+pub fn read_stamp(envelope: &[u8]) -> anyhow::Result<(u64, u64)> {
+    let stamp = envelope.get(..STAMP_BYTES).context("envelope too short")?;
+    let mut time = [0u8; 8];
+    let mut seq = [0u8; 8];
+    time.copy_from_slice(&stamp[..8]);
+    seq.copy_from_slice(&stamp[8..]);
+    Ok((u64::from_le_bytes(time), u64::from_le_bytes(seq)))
+}
+
+/// What a product receiver got in one WebSocket message.
+#[derive(Debug)]
+pub enum Pushed {
+    /// A delivered envelope: its queue seq and stamp.
+    Deliver {
+        /// Queue position, for the cumulative ack.
+        seq: u64,
+        /// Intended send time.
+        intended_ns: u64,
+    },
+    /// The backlog is drained.
+    Drained,
+    /// A send was accepted.
+    Accepted,
+    /// Anything else, described (errors are counted by the caller).
+    Other(String),
+}
+
+/// Parses a product server frame.
+pub fn parse_product(bytes: &[u8]) -> anyhow::Result<Pushed> {
+    let frame = wire::decode_server(bytes)?;
+    Ok(match frame.body {
+        ServerBody::Deliver(d) => {
+            let (intended_ns, _) = read_stamp(&d.ciphertext)?;
+            Pushed::Deliver {
+                seq: d.seq.0,
+                intended_ns,
+            }
+        }
+        ServerBody::Drained(_) => Pushed::Drained,
+        ServerBody::Accepted(_) => Pushed::Accepted,
+        other => Pushed::Other(format!("{other:?}")),
+    })
+}
+
+/// Parses a baseline message: the stamp after the destination.
+pub fn parse_baseline(bytes: &[u8]) -> anyhow::Result<u64> {
+    if bytes.len() < 4 + STAMP_BYTES {
+        bail!("baseline message too short");
+    }
+    Ok(read_stamp(&bytes[4..])?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let envelopes = Envelopes::new(200);
+        let e = envelopes.stamped(123, 7);
+        assert_eq!(e.len(), 200);
+        assert_eq!(read_stamp(&e).ok(), Some((123, 7)));
+        let b = envelopes.baseline_message(9, 55, 1, 290);
+        assert_eq!(b.len(), 290);
+        assert_eq!(parse_baseline(&b).ok(), Some(55));
+    }
+}

@@ -1,0 +1,566 @@
+//! One measured phase over pairs of connections: the load engine shared by `relay` and
+//! `soak`.
+//!
+//! Each pair has a sender task (closed loop with a window, or open loop on a fixed
+//! schedule that stamps every envelope with its intended send time), a task reading the
+//! sender's replies (`accepted` from the product), and a receiver task that records
+//! latency from the intended time for envelopes sent inside the measured window and
+//! acknowledges cumulatively (product). The phase samples server and generator CPU at
+//! the window's edges, then waits a bounded time for in-flight envelopes, and hands the
+//! connections back for the next phase.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
+use parley_protocol::wire::client::{Ack, ClientBody};
+use parley_protocol::wire::{self, ClientFrame};
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use super::{CpuSample, CpuWindow};
+use crate::conn::Ws;
+use crate::payload::{self, Envelopes, Pushed};
+use crate::progress::Progress;
+use crate::report::round;
+use crate::server_proc::{Launch, ServerProcess, Target};
+use crate::stats::Latency;
+
+/// A product receiver acknowledges after this many deliveries.
+pub(super) const ACK_EVERY: u64 = 64;
+/// Longest wait for in-flight envelopes after a phase's sending stops.
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+
+/// One pair of connections.
+struct Pair {
+    sender: Ws,
+    receiver: Ws,
+    /// The receiver's Parley address (product) — unused by the baseline.
+    to: Option<DeviceAddress>,
+    /// The receiver's baseline id.
+    dest: u32,
+}
+
+/// A relay under test and its pairs.
+pub(super) struct Fleet {
+    pub(super) server: ServerProcess,
+    pairs: Vec<Pair>,
+    next_rid: u32,
+}
+
+impl Fleet {
+    pub(super) async fn start(
+        launch: &Launch,
+        target: Target,
+        pairs: usize,
+    ) -> anyhow::Result<Fleet> {
+        let server = ServerProcess::start(launch, target, 2 * pairs)?;
+        Fleet::on(server, pairs, 0).await
+    }
+
+    /// Pairs on a running server; client source addresses start at `first_index`.
+    pub(super) async fn on(
+        server: ServerProcess,
+        pairs: usize,
+        first_index: usize,
+    ) -> anyhow::Result<Fleet> {
+        let target = server.target;
+        let pairs = match target {
+            Target::Product => {
+                let mut accounts =
+                    super::register_accounts(server.addr, 2 * pairs, first_index).await?;
+                let mut out = Vec::with_capacity(pairs);
+                while accounts.len() >= 2 {
+                    let (receiver_account, receiver) = accounts.pop().context("odd count")?;
+                    let (_, sender) = accounts.pop().context("odd count")?;
+                    out.push(Pair {
+                        sender,
+                        receiver,
+                        to: Some(receiver_account.address()),
+                        dest: 0,
+                    });
+                }
+                out
+            }
+            Target::Baseline => {
+                let mut conns = super::connect_baseline(server.addr, 2 * pairs, 0).await?;
+                let mut out = Vec::with_capacity(pairs);
+                let mut id = 2 * pairs as u32;
+                while conns.len() >= 2 {
+                    let receiver = conns.pop().context("odd count")?;
+                    let sender = conns.pop().context("odd count")?;
+                    id -= 2;
+                    out.push(Pair {
+                        sender,
+                        receiver,
+                        to: None,
+                        dest: id + 1,
+                    });
+                }
+                out
+            }
+        };
+        Ok(Fleet {
+            server,
+            pairs,
+            next_rid: 1,
+        })
+    }
+}
+
+/// How a phase generates load.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Mode {
+    /// Closed loop with this many envelopes in flight per sender.
+    Saturation { window: u64 },
+    /// Open loop at this total rate (msg/s).
+    Open { rate: f64 },
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+pub(super) struct Phase {
+    pub(super) target: Target,
+    pub(super) mode: Mode,
+    pub(super) cpu: CpuWindow,
+    pub(super) delivered_in_window: u64,
+    pub(super) sent: u64,
+    pub(super) delivered: u64,
+    pub(super) errors: u64,
+    pub(super) latency: Latency,
+}
+
+impl Phase {
+    pub(super) fn rate(&self) -> f64 {
+        self.delivered_in_window as f64 / self.cpu.wall.as_secs_f64().max(1e-9)
+    }
+
+    pub(super) fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.delivered)
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        let mut value = json!({
+            "msgs_per_s": round(self.rate()),
+            "server_cpu_us_per_msg": round(self.cpu.server_us_per(self.delivered_in_window)),
+            "server_cpu_pct": round(self.cpu.server_pct()),
+            "generator_cpu_pct": round(self.cpu.generator_pct()),
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "undelivered_after_drain": self.lost(),
+            "errors": self.errors,
+        });
+        if let Mode::Open { rate } = self.mode {
+            value["offered_msgs_per_s"] = round(rate);
+            value["latency"] = json!(self.latency.summary());
+        }
+        value
+    }
+}
+
+/// Per-pair counters shared by its sender and receiver.
+#[derive(Debug, Default)]
+struct PairCounters {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    wake: Notify,
+}
+
+/// Counters shared by every task of a phase.
+#[derive(Debug, Default)]
+struct PhaseCounters {
+    in_window: AtomicU64,
+    errors: AtomicU64,
+    delivered: Arc<AtomicU64>,
+}
+
+/// Times of a phase, in ns since its epoch.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    epoch: Instant,
+    warm_ns: u64,
+    end_ns: u64,
+}
+
+impl Clock {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn at(&self, ns: u64) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.epoch + Duration::from_nanos(ns))
+    }
+
+    fn measured(&self, ns: u64) -> bool {
+        ns >= self.warm_ns && ns < self.end_ns
+    }
+}
+
+/// What a sender needs to frame its envelopes.
+#[derive(Clone)]
+pub(super) struct Framing {
+    pub(super) target: Target,
+    pub(super) envelopes: Arc<Envelopes>,
+    pub(super) baseline_len: usize,
+    pub(super) batch: usize,
+}
+
+impl Framing {
+    /// Product framing of `envelopes`, `batch` frames per write.
+    pub(super) fn product(envelopes: Arc<Envelopes>, batch: usize) -> Framing {
+        Framing {
+            target: Target::Product,
+            envelopes,
+            baseline_len: 0,
+            batch,
+        }
+    }
+
+    fn frame(
+        &self,
+        pair_to: Option<DeviceAddress>,
+        dest: u32,
+        rid: u32,
+        intended_ns: u64,
+        seq: u64,
+    ) -> anyhow::Result<Message> {
+        let bytes = match (self.target, pair_to) {
+            (Target::Product, Some(to)) => {
+                self.envelopes.product_frame(rid, to, intended_ns, seq)?
+            }
+            (Target::Product, None) => bail!("product pair without an address"),
+            (Target::Baseline, _) => {
+                self.envelopes
+                    .baseline_message(dest, intended_ns, seq, self.baseline_len)
+            }
+        };
+        Ok(Message::Binary(Bytes::from(bytes)))
+    }
+}
+
+/// Runs one phase on `fleet`.
+pub(super) async fn run_phase(
+    fleet: &mut Fleet,
+    mode: Mode,
+    warmup: Duration,
+    window: Duration,
+    framing: &Framing,
+    label: String,
+) -> anyhow::Result<Phase> {
+    let target = fleet.server.target;
+    let pair_count = fleet.pairs.len().max(1);
+    let epoch = Instant::now();
+    let clock = Clock {
+        epoch,
+        warm_ns: warmup.as_nanos() as u64,
+        end_ns: (warmup + window).as_nanos() as u64,
+    };
+    let shared = Arc::new(PhaseCounters::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let progress = Progress::start(
+        label,
+        warmup + window,
+        shared.delivered.clone(),
+        "delivered",
+    );
+    let mut senders: Vec<JoinHandle<anyhow::Result<SplitSink<Ws, Message>>>> = Vec::new();
+    let mut readers: Vec<JoinHandle<anyhow::Result<SplitStream<Ws>>>> = Vec::new();
+    let mut receivers: Vec<JoinHandle<anyhow::Result<(Ws, Latency)>>> = Vec::new();
+    let mut pair_counters = Vec::new();
+    let mut meta = Vec::new();
+    for (index, pair) in std::mem::take(&mut fleet.pairs).into_iter().enumerate() {
+        let counters = Arc::new(PairCounters::default());
+        pair_counters.push(counters.clone());
+        meta.push((pair.to, pair.dest));
+        let (sink, stream) = pair.sender.split();
+        let first_rid = fleet.next_rid;
+        let schedule = match mode {
+            Mode::Saturation { window } => Schedule::Closed { window },
+            Mode::Open { rate } => {
+                let interval = 1e9 * pair_count as f64 / rate.max(1e-9);
+                Schedule::Open {
+                    interval_ns: interval,
+                    offset_ns: interval * index as f64 / pair_count as f64,
+                }
+            }
+        };
+        senders.push(tokio::spawn(sender(
+            sink,
+            SenderPlan {
+                to: pair.to,
+                dest: pair.dest,
+                first_rid,
+                schedule,
+            },
+            framing.clone(),
+            counters.clone(),
+            clock,
+        )));
+        readers.push(tokio::spawn(sender_reader(
+            stream,
+            target,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+        receivers.push(tokio::spawn(receiver(
+            pair.receiver,
+            target,
+            counters,
+            shared.clone(),
+            clock,
+            stop_rx.clone(),
+        )));
+    }
+    tokio::time::sleep_until(clock.at(clock.warm_ns)).await;
+    let start = CpuSample::take(&fleet.server)?;
+    tokio::time::sleep_until(clock.at(clock.end_ns)).await;
+    let end = CpuSample::take(&fleet.server)?;
+    // Senders stop at the end of the window; wait for them, then for the drain.
+    let mut sinks = Vec::new();
+    for task in senders {
+        sinks.push(task.await.context("sender task")??);
+    }
+    let drain_deadline = Instant::now() + DRAIN_LIMIT;
+    while Instant::now() < drain_deadline
+        && pair_counters
+            .iter()
+            .any(|c| c.delivered.load(Ordering::Relaxed) < c.sent.load(Ordering::Relaxed))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut latency = Latency::new();
+    let mut pairs = Vec::new();
+    for (((sink, reader), receiver), (to, dest)) in
+        sinks.into_iter().zip(readers).zip(receivers).zip(meta)
+    {
+        let stream = reader.await.context("reader task")??;
+        let (receiver, histogram) = receiver.await.context("receiver task")??;
+        latency.merge(&histogram);
+        let sender = sink.reunite(stream).context("reuniting a sender")?;
+        pairs.push(Pair {
+            sender,
+            receiver,
+            to,
+            dest,
+        });
+    }
+    fleet.pairs = pairs;
+    fleet.next_rid = fleet.next_rid.wrapping_add(1 << 24);
+    progress.finish();
+    let sent = pair_counters
+        .iter()
+        .map(|c| c.sent.load(Ordering::Relaxed))
+        .sum();
+    let delivered = pair_counters
+        .iter()
+        .map(|c| c.delivered.load(Ordering::Relaxed))
+        .sum();
+    Ok(Phase {
+        target,
+        mode,
+        cpu: start.until(&end),
+        delivered_in_window: shared.in_window.load(Ordering::Relaxed),
+        sent,
+        delivered,
+        errors: shared.errors.load(Ordering::Relaxed),
+        latency,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Schedule {
+    Closed { window: u64 },
+    Open { interval_ns: f64, offset_ns: f64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SenderPlan {
+    to: Option<DeviceAddress>,
+    dest: u32,
+    first_rid: u32,
+    schedule: Schedule,
+}
+
+/// Sends until the end of the window; returns the sink for the next phase.
+async fn sender(
+    mut sink: SplitSink<Ws, Message>,
+    plan: SenderPlan,
+    framing: Framing,
+    counters: Arc<PairCounters>,
+    clock: Clock,
+) -> anyhow::Result<SplitSink<Ws, Message>> {
+    let batch = framing.batch.max(1) as u64;
+    let mut seq: u64 = 0;
+    let mut rid = plan.first_rid;
+    match plan.schedule {
+        Schedule::Closed { window } => loop {
+            let now = clock.now_ns();
+            if now >= clock.end_ns {
+                break;
+            }
+            let in_flight = counters
+                .sent
+                .load(Ordering::Relaxed)
+                .saturating_sub(counters.delivered.load(Ordering::Relaxed));
+            if in_flight + batch > window.max(batch) {
+                let wait = counters.wake.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
+                continue;
+            }
+            counters.sent.fetch_add(batch, Ordering::Relaxed);
+            for _ in 0..batch {
+                let frame = framing.frame(plan.to, plan.dest, rid, now, seq)?;
+                sink.feed(frame).await?;
+                seq += 1;
+                rid = rid.wrapping_add(1);
+            }
+            sink.flush().await?;
+        },
+        Schedule::Open {
+            interval_ns,
+            offset_ns,
+        } => loop {
+            let intended = (offset_ns + seq as f64 * interval_ns) as u64;
+            if intended >= clock.end_ns {
+                break;
+            }
+            if intended > clock.now_ns() {
+                tokio::time::sleep_until(clock.at(intended)).await;
+            }
+            // Everything due by now goes out, each with its own intended time; with
+            // `--batch 1` each is its own write.
+            let now = clock.now_ns();
+            let mut in_batch = 0;
+            loop {
+                let intended = (offset_ns + seq as f64 * interval_ns) as u64;
+                if intended > now || intended >= clock.end_ns {
+                    break;
+                }
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                let frame = framing.frame(plan.to, plan.dest, rid, intended, seq)?;
+                sink.feed(frame).await?;
+                seq += 1;
+                rid = rid.wrapping_add(1);
+                in_batch += 1;
+                if in_batch >= batch {
+                    sink.flush().await?;
+                    in_batch = 0;
+                }
+            }
+            if in_batch > 0 {
+                sink.flush().await?;
+            }
+        },
+    }
+    Ok(sink)
+}
+
+/// Reads the sender's replies (`accepted` from the product; nothing from the baseline)
+/// so the server never stalls on them.
+async fn sender_reader(
+    mut stream: SplitStream<Ws>,
+    target: Target,
+    shared: Arc<PhaseCounters>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<SplitStream<Ws>> {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            message = stream.next() => match message {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if target == Target::Product {
+                        match payload::parse_product(&bytes) {
+                            Ok(Pushed::Accepted | Pushed::Drained) => {}
+                            _ => {
+                                shared.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("sender connection failed: {e}"),
+                None => bail!("sender connection closed by the server"),
+            },
+        }
+    }
+    Ok(stream)
+}
+
+/// Receives envelopes, records latency of those sent in the window, acknowledges
+/// (product), and returns the connection and its histogram.
+async fn receiver(
+    mut ws: Ws,
+    target: Target,
+    counters: Arc<PairCounters>,
+    shared: Arc<PhaseCounters>,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<(Ws, Latency)> {
+    let mut latency = Latency::new();
+    let mut last_seq = 0u64;
+    let mut unacked = 0u64;
+    loop {
+        let message = tokio::select! {
+            _ = stop.changed() => break,
+            message = ws.next() => message,
+        };
+        let bytes = match message {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => bail!("receiver connection failed: {e}"),
+            None => bail!("receiver connection closed by the server"),
+        };
+        let now = clock.now_ns();
+        let intended = match target {
+            Target::Baseline => payload::parse_baseline(&bytes)?,
+            Target::Product => match payload::parse_product(&bytes)? {
+                Pushed::Deliver { seq, intended_ns } => {
+                    last_seq = seq;
+                    unacked += 1;
+                    intended_ns
+                }
+                Pushed::Drained => continue,
+                Pushed::Accepted | Pushed::Other(_) => {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            },
+        };
+        if clock.measured(intended) {
+            latency.record(now.saturating_sub(intended));
+        }
+        if clock.measured(now) {
+            shared.in_window.fetch_add(1, Ordering::Relaxed);
+        }
+        counters.delivered.fetch_add(1, Ordering::Relaxed);
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        counters.wake.notify_one();
+        if unacked >= ACK_EVERY {
+            ack(&mut ws, last_seq).await?;
+            unacked = 0;
+        }
+    }
+    if unacked > 0 {
+        ack(&mut ws, last_seq).await?;
+    }
+    Ok((ws, latency))
+}
+
+async fn ack(ws: &mut Ws, through: u64) -> anyhow::Result<()> {
+    let frame = ClientFrame::new(
+        RequestId(0),
+        ClientBody::Ack(Ack {
+            through: Seq(through),
+        }),
+    );
+    ws.send(Message::Binary(Bytes::from(wire::encode_client(&frame)?)))
+        .await?;
+    Ok(())
+}

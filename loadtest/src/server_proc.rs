@@ -1,0 +1,247 @@
+//! The system under test as a separate process: `parley-server` (the product) or this
+//! binary's hidden `baseline-server` subcommand (the bare relay), optionally pinned to
+//! one CPU, with its CPU time and memory read from `/proc`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tempfile::TempDir;
+
+use crate::sys;
+
+/// How long a server gets to print its "ready" line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which relay a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `parley-server`: authentication, durable storage, acknowledgements.
+    Product,
+    /// The bare tokio-tungstenite relay in `baseline.rs`.
+    Baseline,
+}
+
+impl Target {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Product => "product",
+            Target::Baseline => "baseline",
+        }
+    }
+}
+
+/// How to start the servers.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The `parley-server` binary.
+    pub server_bin: PathBuf,
+    /// Pin the server to this CPU (the generator takes the others).
+    pub server_cpu: Option<usize>,
+    /// `--durability` for the product.
+    pub durability: String,
+    /// Extra `parley-server` arguments.
+    pub server_args: Vec<String>,
+}
+
+/// A running server process; killed on drop.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Which relay it is.
+    pub target: Target,
+    // Kept so the data directory lives as long as the server.
+    data_dir: Option<TempDir>,
+}
+
+impl ServerProcess {
+    /// Starts `target` on a free port below the ephemeral range, sized for
+    /// `connections` concurrent connections; returns once it listens.
+    pub fn start(launch: &Launch, target: Target, connections: usize) -> anyhow::Result<Self> {
+        let port = sys::free_port()?;
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let (program, data_dir) = match target {
+            Target::Product => (launch.server_bin.clone(), Some(tempfile::tempdir()?)),
+            Target::Baseline => (std::env::current_exe()?, None),
+        };
+        let mut command = match launch.server_cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        match (&data_dir, target) {
+            (Some(dir), Target::Product) => {
+                let limit = (connections + 64).to_string();
+                command
+                    .arg("--listen")
+                    .arg(listen.to_string())
+                    .arg("--data-dir")
+                    .arg(dir.path())
+                    .args(["--log", "info", "--durability", &launch.durability])
+                    .args(["--max-connections", &limit])
+                    .args(["--max-connections-per-ip", &limit])
+                    .args(["--registrations-per-ip-per-hour", "100000000"])
+                    .args(["--prekeys-low-threshold", "0"])
+                    // The harness measures the relay; the admin listener would also
+                    // collide on its fixed default port between concurrent runs.
+                    .args(["--admin-listen", "off"])
+                    .args(&launch.server_args);
+            }
+            _ => {
+                command
+                    .arg("baseline-server")
+                    .arg("--listen")
+                    .arg(listen.to_string());
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        // Read the log on a thread so the server never blocks on a full pipe.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = ready_address(&line) {
+                    let _ = ready_tx.send(addr);
+                }
+            }
+        });
+        let Ok(addr) = ready_rx.recv_timeout(READY_TIMEOUT) else {
+            let _ = child.kill();
+            let status = child.wait()?;
+            bail!(
+                "{} was not ready within {READY_TIMEOUT:?} ({status})",
+                program.display()
+            );
+        };
+        Ok(ServerProcess {
+            child,
+            addr,
+            target,
+            data_dir,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        sys::cpu_time(self.pid())
+    }
+
+    /// Resident memory (`VmRSS`) in bytes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        sys::status_bytes(self.pid(), "VmRSS")
+    }
+
+    /// Bytes on disk in the data directory (database, WAL), if there is one.
+    pub fn data_bytes(&self) -> Option<u64> {
+        let dir = self.data_dir.as_ref()?;
+        let entries = std::fs::read_dir(dir.path()).ok()?;
+        Some(
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum(),
+        )
+    }
+
+    /// Open file descriptors.
+    pub fn fd_count(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The listening address in a "... ready ... listen=ADDR" log line.
+fn ready_address(line: &str) -> Option<SocketAddr> {
+    let plain = strip_ansi(line);
+    if !plain.contains("ready") {
+        return None;
+    }
+    let rest = plain.split("listen=").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `parley-server` next to this binary (cargo puts both in the same profile directory),
+/// or in the directory above (when this is a test executable in `deps/`).
+pub fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let name = format!("parley-server{}", std::env::consts::EXE_SUFFIX);
+    let dir = exe.parent().context("binary has no directory")?;
+    for candidate in [Some(dir), dir.parent()].into_iter().flatten() {
+        let path = candidate.join(&name);
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "no {name} next to {}; build it (cargo build --release -p parley-server) or pass --server-bin",
+        exe.display()
+    )
+}
+
+/// Whether a path looks like a usable binary.
+pub fn check_bin(path: &Path) -> anyhow::Result<()> {
+    if !path.is_file() {
+        bail!("{} is not a file", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_ready_address() {
+        let line = "\u{1b}[2m2026\u{1b}[0m INFO parley-server ready listen=127.0.0.1:21001 x=1";
+        assert_eq!(
+            ready_address(line),
+            Some(SocketAddr::from(([127, 0, 0, 1], 21001)))
+        );
+        assert_eq!(ready_address("something else"), None);
+    }
+}

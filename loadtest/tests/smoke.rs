@@ -1,0 +1,185 @@
+//! CI smoke run: every scenario with tiny parameters (seconds, not minutes). Checks that
+//! the harness works end to end, that nothing is lost, and that `--json` prints one
+//! parsable object as the last line. No speed is asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The harness binary cargo built for this test.
+fn loadtest() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_parley-loadtest"))
+}
+
+/// Makes sure `parley-server` sits next to the harness binary (cargo does not build
+/// other packages' binaries for this package's tests).
+fn ensure_server() -> anyhow::Result<()> {
+    let exe = loadtest();
+    let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("no bin dir"))?;
+    let server = dir.join(format!("parley-server{}", std::env::consts::EXE_SUFFIX));
+    if server.exists() {
+        return Ok(());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "parley-server", "--bin", "parley-server"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status()?;
+    anyhow::ensure!(
+        status.success() && server.exists(),
+        "could not build {}",
+        server.display()
+    );
+    Ok(())
+}
+
+/// Runs a scenario with `--json --no-pin` and returns the parsed last line.
+fn run(args: &[&str]) -> anyhow::Result<Value> {
+    ensure_server()?;
+    let output = Command::new(loadtest())
+        .args(args)
+        .args(["--json", "--no-pin"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "{args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout
+        .lines()
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("no output"))?;
+    Ok(serde_json::from_str(last)?)
+}
+
+fn lost(side: &Value) -> Option<u64> {
+    side.get("lost").and_then(Value::as_u64)
+}
+
+#[test]
+fn relay_loses_nothing() -> anyhow::Result<()> {
+    let report = run(&[
+        "relay",
+        "--pairs",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "200ms",
+        "--rate",
+        "400",
+        "--compare-baseline",
+    ])?;
+    assert_eq!(report["scenario"], "relay");
+    assert_eq!(lost(&report["product"]), Some(0), "{report}");
+    assert_eq!(lost(&report["baseline"]), Some(0), "{report}");
+    assert!(report["ratio"].is_number(), "{report}");
+    Ok(())
+}
+
+#[test]
+fn idle_measures_memory() -> anyhow::Result<()> {
+    let report = run(&[
+        "idle",
+        "--connections",
+        "20",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "300ms",
+        "--compare-baseline",
+    ])?;
+    assert_eq!(report["scenario"], "idle");
+    assert!(
+        report["product"]["bytes_per_connection"].is_number(),
+        "{report}"
+    );
+    assert!(
+        report["baseline"]["bytes_per_connection"].is_number(),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[test]
+fn offline_stores_and_drains_everything() -> anyhow::Result<()> {
+    let report = run(&[
+        "offline",
+        "--senders",
+        "2",
+        "--recipients",
+        "5",
+        "--messages",
+        "300",
+        "--duration",
+        "20s",
+    ])?;
+    assert_eq!(report["scenario"], "offline");
+    assert_eq!(report["product"]["stored"].as_u64(), Some(300), "{report}");
+    assert_eq!(
+        report["product"]["delivered"].as_u64(),
+        Some(300),
+        "{report}"
+    );
+    assert_eq!(lost(&report["product"]), Some(0), "{report}");
+    Ok(())
+}
+
+#[test]
+fn connect_has_no_failures() -> anyhow::Result<()> {
+    let report = run(&[
+        "connect",
+        "--rate",
+        "100",
+        "--accounts",
+        "10",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--compare-baseline",
+    ])?;
+    assert_eq!(report["scenario"], "connect");
+    assert_eq!(report["product"]["failed"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["baseline"]["failed"].as_u64(), Some(0), "{report}");
+    assert!(
+        report["product"]["succeeded"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[test]
+fn soak_loses_nothing() -> anyhow::Result<()> {
+    let report = run(&[
+        "soak",
+        "--idle",
+        "20",
+        "--pairs",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "1500ms",
+        "--warmup",
+        "200ms",
+    ])?;
+    assert_eq!(report["scenario"], "soak");
+    assert_eq!(lost(&report["product"]), Some(0), "{report}");
+    assert!(report["product"]["rss_drift_pct"].is_number(), "{report}");
+    Ok(())
+}
+
+#[test]
+fn fanout_says_why_it_is_missing() -> anyhow::Result<()> {
+    let output = Command::new(loadtest()).arg("fanout").output()?;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("business"));
+    Ok(())
+}
