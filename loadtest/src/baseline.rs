@@ -30,6 +30,9 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
+/// How the baseline relay announces its address on stderr: this prefix, then `ADDR`.
+pub const READY_PREFIX: &str = "baseline-server ready listen=";
+
 /// `transport::READ_BUFFER_BYTES` in the server.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// `transport::WRITE_BATCH_BYTES` in the server.
@@ -67,7 +70,7 @@ pub fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        eprintln!("baseline-server ready listen={}", listener.local_addr()?);
+        eprintln!("{READY_PREFIX}{}", listener.local_addr()?);
         let registry = Registry::default();
         loop {
             match listener.accept().await {

@@ -177,32 +177,16 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The listening address in a "... ready ... listen=ADDR" log line.
+/// The listening address in the ready log line of `parley-server` or of the baseline
+/// relay (which prints `baseline-server ready listen=ADDR`, uncoloured).
 fn ready_address(line: &str) -> Option<SocketAddr> {
-    let plain = strip_ansi(line);
-    if !plain.contains("ready") {
-        return None;
+    if let Some(ready) = parley_server::ready::parse_ready_line(line) {
+        return Some(ready.listen);
     }
-    let rest = plain.split("listen=").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-/// Removes terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    line.strip_prefix(crate::baseline::READY_PREFIX)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `parley-server` next to this binary (cargo puts both in the same profile directory),
@@ -229,19 +213,4 @@ pub fn check_bin(path: &Path) -> anyhow::Result<()> {
         bail!("{} is not a file", path.display());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_ready_address() {
-        let line = "\u{1b}[2m2026\u{1b}[0m INFO parley-server ready listen=127.0.0.1:21001 x=1";
-        assert_eq!(
-            ready_address(line),
-            Some(SocketAddr::from(([127, 0, 0, 1], 21001)))
-        );
-        assert_eq!(ready_address("something else"), None);
-    }
 }

@@ -26,6 +26,7 @@ pub mod housekeeping;
 pub mod metrics;
 pub mod presence;
 pub mod rate_limit;
+pub mod ready;
 pub mod server;
 pub mod store;
 pub mod tls;

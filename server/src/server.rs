@@ -76,7 +76,8 @@ pub async fn run_with_admin(
         tls = tls.is_some(),
         database = %store.path().display(),
         server_id = %store.server_id(),
-        "parley-server ready"
+        "{}",
+        crate::ready::READY_MESSAGE
     );
     let server_id = store.server_id();
     let store: Arc<dyn Store> = Arc::new(store);

@@ -220,47 +220,9 @@ impl Drop for ServerProcess {
 pub const MAX_KEPT_LOG_LINES: usize = 200_000;
 
 /// The listening addresses (clients, admin) in the server's "ready" log line, if this is
-/// that line (text or JSON).
+/// that line.
 fn ready_address(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
-    if line.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        let fields = value.get("fields")?;
-        if fields.get("message")?.as_str()? != "parley-server ready" {
-            return None;
-        }
-        let field = |name: &str| fields.get(name)?.as_str()?.parse::<SocketAddr>().ok();
-        return Some((field("listen")?, field("admin")));
-    }
-    let plain = strip_ansi(line);
-    if !plain.contains("parley-server ready") {
-        return None;
-    }
-    let field = |name: &str| {
-        plain
-            .split(&format!(" {name}="))
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|value| value.parse::<SocketAddr>().ok())
-    };
-    Some((field("listen")?, field("admin")))
-}
-
-/// Removes terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    parley_server::ready::parse_ready_line(line).map(|r| (r.listen, r.admin))
 }
 
 /// The `parley-server` binary of this build.
