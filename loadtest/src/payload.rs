@@ -63,6 +63,7 @@ impl Envelopes {
             to,
             id: MessageId(id),
             ciphertext: self.stamped(intended_ns, seq),
+            category: None,
         });
         Ok(wire::encode_client(&ClientFrame::new(
             parley_protocol::ids::RequestId(rid),

@@ -7,6 +7,8 @@
 //! * [`identity`], [`prekeys`]: identity keys and prekeys, public and secret halves.
 //! * [`signature`]: domain-separated Ed25519 signatures; every label lives there.
 //! * [`auth`]: the login and registration transcripts.
+//! * [`business`]: business certificates, consent grants and revocations, categories,
+//!   confusable names.
 //! * [`wire`]: frames of wire protocol v1 and their MessagePack codec.
 //! * [`limits`]: every protocol limit, in one place.
 //!
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod auth;
+pub mod business;
 pub mod e2e;
 pub(crate) mod fixed_bytes;
 pub mod identity;

@@ -40,3 +40,16 @@ pub const MAX_DELIVERY_PAGE: usize = 256;
 
 /// Longest human-readable error message the server sends.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 256;
+
+/// Longest display name, in bytes of UTF-8, for accounts and business certificates.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
+
+/// Longest legal name in a business certificate, in bytes of UTF-8.
+pub const MAX_LEGAL_NAME_BYTES: usize = 128;
+
+/// Longest domain in a business certificate (DNS's own limit).
+pub const MAX_DOMAIN_BYTES: usize = 253;
+
+/// How far in the future a consent grant or revocation may be dated, in milliseconds:
+/// clocks drift, but a grant dated next week is a forgery or a bug.
+pub const MAX_CONSENT_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;

@@ -95,11 +95,13 @@ fn content() -> impl Strategy<Value = Content> {
                 })
                 .collect(),
             expires_at_ms,
+            category: None,
         });
     prop_oneof![
         text().prop_map(|body| Content::Text(Text {
             body,
-            sender_handle: None
+            sender_handle: None,
+            category: None,
         })),
         card.prop_map(Content::Card),
         (

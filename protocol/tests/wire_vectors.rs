@@ -70,6 +70,7 @@ fn vectors() -> Vec<(&'static str, String)> {
                     to: bob_address(),
                     id: MessageId([0x33; 16]),
                     ciphertext: b"opaque".to_vec(),
+                    category: None,
                 }),
             )),
         ),
@@ -91,6 +92,7 @@ fn vectors() -> Vec<(&'static str, String)> {
                 id: MessageId([0x33; 16]),
                 sent_at_ms: 1_764_000_000_000,
                 ciphertext: b"opaque".to_vec(),
+                category: None,
             }))),
         ),
         (

@@ -161,7 +161,7 @@ pub struct StoreMetrics {
 }
 
 /// The kinds of client frames, in the order of [`client_kind`].
-pub const CLIENT_FRAME_KINDS: [&str; 9] = [
+pub const CLIENT_FRAME_KINDS: [&str; 16] = [
     "auth",
     "register",
     "upload_prekeys",
@@ -170,6 +170,13 @@ pub const CLIENT_FRAME_KINDS: [&str; 9] = [
     "send",
     "ack",
     "delete_account",
+    "grant_consent",
+    "revoke_consent",
+    "block",
+    "unblock",
+    "report",
+    "fetch_business",
+    "set_display_name",
     "malformed",
 ];
 
@@ -184,11 +191,18 @@ fn client_kind(body: &ClientBody) -> usize {
         ClientBody::Send(_) => 5,
         ClientBody::Ack(_) => 6,
         ClientBody::DeleteAccount(_) => 7,
+        ClientBody::GrantConsent(_) => 8,
+        ClientBody::RevokeConsent(_) => 9,
+        ClientBody::Block(_) => 10,
+        ClientBody::Unblock(_) => 11,
+        ClientBody::Report(_) => 12,
+        ClientBody::FetchBusiness(_) => 13,
+        ClientBody::SetDisplayName(_) => 14,
     }
 }
 
 /// The kinds of server frames, in the order of [`server_kind`].
-pub const SERVER_FRAME_KINDS: [&str; 11] = [
+pub const SERVER_FRAME_KINDS: [&str; 14] = [
     "hello",
     "authenticated",
     "prekeys_stored",
@@ -200,6 +214,9 @@ pub const SERVER_FRAME_KINDS: [&str; 11] = [
     "prekeys_low",
     "account_deleted",
     "error",
+    "consent_updated",
+    "business",
+    "done",
 ];
 
 /// Index of a server frame's kind in [`SERVER_FRAME_KINDS`].
@@ -216,6 +233,9 @@ fn server_kind(body: &ServerBody) -> usize {
         ServerBody::PrekeysLow(_) => 8,
         ServerBody::AccountDeleted(_) => 9,
         ServerBody::Error(_) => 10,
+        ServerBody::ConsentUpdated(_) => 11,
+        ServerBody::Business(_) => 12,
+        ServerBody::Done(_) => 13,
     }
 }
 

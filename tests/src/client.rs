@@ -131,7 +131,12 @@ impl Client {
         ciphertext: Vec<u8>,
     ) -> anyhow::Result<Seq> {
         match self
-            .request(ClientBody::Send(Send { to, id, ciphertext }))
+            .request(ClientBody::Send(Send {
+                to,
+                id,
+                ciphertext,
+                category: None,
+            }))
             .await?
         {
             Ok(ServerBody::Accepted(a)) if a.id == id => Ok(a.seq),

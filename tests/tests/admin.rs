@@ -64,6 +64,7 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
                 to: stranger.address(),
                 id: id(9),
                 ciphertext: vec![0; 10],
+                category: None,
             },
         ))
         .await

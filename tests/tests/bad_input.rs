@@ -134,6 +134,7 @@ async fn requests_before_authentication_are_refused_but_the_connection_may_still
             to: bob.address(),
             id: MessageId([1; 16]),
             ciphertext: vec![1],
+            category: None,
         }))
         .await
         .unwrap();

@@ -344,6 +344,7 @@ async fn sending_to_an_unknown_device_or_too_much_is_refused() {
             to: nobody.address(),
             id: id(1),
             ciphertext: vec![0; 10],
+            category: None,
         }))
         .await
         .unwrap();
@@ -353,6 +354,7 @@ async fn sending_to_an_unknown_device_or_too_much_is_refused() {
             to: bob.address(),
             id: id(2),
             ciphertext: vec![0; 1001],
+            category: None,
         }))
         .await
         .unwrap();

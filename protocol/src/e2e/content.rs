@@ -9,6 +9,10 @@
 //! | `card`        | `{id: bin 16, title, fields: [{label, value}], actions: [{id, label}], expires_at_ms: uint or nil}` |
 //! | `card_answer` | `{card: bin 16, action: str, card_digest: bin 32, answered_at_ms, signature: bin 64}` |
 //! | `receipt`     | `{kind: "delivered" or "read", messages: [bin 16]}`               |
+//! | `consent`     | `{grant: {grant, signature}}` or `{revocation: {revocation, signature}}` |
+//!
+//! `text` and `card` carry an optional `category` (omitted when absent) when a business
+//! sends them.
 //!
 //! A card answer is signed by the answering device over what it saw
 //! ([`SignatureDomain::CardAnswer`]):
@@ -72,6 +76,9 @@ pub enum Content {
     CardAnswer(CardAnswer),
     /// Delivery or read receipt.
     Receipt(Receipt),
+    /// A consent grant or revocation, sent by the person to the business so it learns
+    /// (with the person's signature) what it may send. Also given to the relay.
+    Consent(crate::business::ConsentRecord),
 }
 
 /// A text message.
@@ -83,6 +90,10 @@ pub struct Text {
     /// it to the sender's account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_handle: Option<crate::ids::Handle>,
+    /// The category a business sent it in, covered by the encryption so that the
+    /// recipient can check it against its own consent ledger. Omitted between people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<crate::business::Category>,
 }
 
 /// A card: a title, labelled fields and actions the recipient can answer with.
@@ -98,6 +109,9 @@ pub struct Card {
     pub actions: Vec<CardAction>,
     /// After this time (ms since the Unix epoch) the card cannot be answered.
     pub expires_at_ms: Option<u64>,
+    /// The category a business sent it in (see [`Text::category`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<crate::business::Category>,
 }
 
 /// A labelled value on a card.
@@ -188,6 +202,9 @@ impl Content {
                 Err(E2eError::Limit("receipt messages"))
             }
             Content::Receipt(_) => Ok(()),
+            Content::Consent(record) => record
+                .verify_signature()
+                .map_err(|_| E2eError::Malformed("consent record")),
         }
     }
 }
@@ -354,6 +371,7 @@ mod tests {
                 },
             ],
             expires_at_ms: Some(1_000),
+            category: None,
         }
     }
 
@@ -412,6 +430,7 @@ mod tests {
         let text = Content::Text(Text {
             body: "hi".to_owned(),
             sender_handle: None,
+            category: None,
         });
         let mut bytes = text.encode().unwrap();
         assert_eq!(Content::decode(&bytes), Ok(text));

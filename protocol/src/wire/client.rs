@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::business::{Category, SignedGrant, SignedRevocation};
 use crate::identity::IdentityPublic;
-use crate::ids::{DeviceAddress, Handle, MessageId, RequestId, Seq};
+use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, RequestId, Seq};
 use crate::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
 use crate::signature::Signature;
 
@@ -55,6 +56,22 @@ pub enum ClientBody {
     /// Delete this account: its devices, prekeys, queued envelopes and handle (which
     /// becomes free). Reply: `account_deleted`, then the server closes (1000).
     DeleteAccount(DeleteAccount),
+    /// Store a signed consent grant to a business. Reply: `consent_updated`.
+    GrantConsent(GrantConsent),
+    /// Store a signed revocation; queued envelopes from the business in the revoked
+    /// categories are purged. Reply: `consent_updated`.
+    RevokeConsent(RevokeConsent),
+    /// Refuse every envelope from an account. Reply: `done`.
+    Block(Block),
+    /// Lift a block. Reply: `done`.
+    Unblock(Unblock),
+    /// Report an account for abuse; counts against a business's standing. Reply: `done`.
+    Report(Report),
+    /// The verification authority's key and an account's business certificate.
+    /// Reply: `business`.
+    FetchBusiness(FetchBusiness),
+    /// Set or clear this account's display name. Reply: `done`, or `name_reserved`.
+    SetDisplayName(SetDisplayName),
 }
 
 /// `auth`: the answer to the server's `hello` challenge.
@@ -125,6 +142,10 @@ pub struct Send {
     /// End-to-end encrypted payload, at most [`crate::limits::MAX_ENVELOPE_BYTES`].
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
+    /// What a business send is about; required from business accounts, absent (and
+    /// ignored) between people. Omitted from the encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
 }
 
 /// `delete_account`: no fields; acts on the authenticated account.
@@ -136,4 +157,56 @@ pub struct DeleteAccount {}
 pub struct Ack {
     /// Highest sequence number processed.
     pub through: Seq,
+}
+
+/// `grant_consent`: the grant must be signed by the authenticated account, name a
+/// verified business, be in force, and carry a nonce the server has not seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantConsent {
+    /// The signed grant.
+    pub grant: SignedGrant,
+}
+
+/// `revoke_consent`: signed by the authenticated account, with a fresh nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeConsent {
+    /// The signed revocation.
+    pub revocation: SignedRevocation,
+}
+
+/// `block`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The account whose envelopes are refused from now on.
+    pub account: AccountId,
+}
+
+/// `unblock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unblock {
+    /// The account to accept envelopes from again.
+    pub account: AccountId,
+}
+
+/// `report`: one report per reporter and account counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The account reported.
+    pub account: AccountId,
+}
+
+/// `fetch_business`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchBusiness {
+    /// The account asked about.
+    pub account: AccountId,
+}
+
+/// `set_display_name`: at most [`crate::limits::MAX_DISPLAY_NAME_BYTES`] bytes, no
+/// control characters; names confusable with a verified business's are refused to
+/// other accounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetDisplayName {
+    /// The new name, or nil to clear it.
+    pub display_name: Option<String>,
 }

@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::limits::{
-    MAX_ENVELOPE_BYTES, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_BYTES, MAX_PREKEYS_PER_UPLOAD,
-    PROTOCOL_VERSION,
+    MAX_DISPLAY_NAME_BYTES, MAX_ENVELOPE_BYTES, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_BYTES,
+    MAX_PREKEYS_PER_UPLOAD, PROTOCOL_VERSION,
 };
-use crate::wire::client::{ClientBody, ClientFrame};
+use crate::wire::client::{ClientBody, ClientFrame, SetDisplayName};
 use crate::wire::server::{ServerBody, ServerFrame};
 
 /// Why bytes are not a valid frame.
@@ -64,6 +64,9 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
         ClientBody::Send(s) if s.ciphertext.len() > MAX_ENVELOPE_BYTES => {
             Err(DecodeError::Limit("ciphertext"))
         }
+        ClientBody::SetDisplayName(SetDisplayName {
+            display_name: Some(name),
+        }) if name.len() > MAX_DISPLAY_NAME_BYTES => Err(DecodeError::Limit("display_name")),
         _ => Ok(frame),
     }
 }
@@ -126,6 +129,7 @@ mod tests {
                 },
                 id: MessageId([2; 16]),
                 ciphertext: vec![3; len],
+                category: None,
             }),
         )
     }

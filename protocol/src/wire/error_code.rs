@@ -40,6 +40,22 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected storage failure on the server; nothing was stored.
     Internal,
+    /// The recipient does not take this envelope: unknown, not opted in to this
+    /// category, or blocking the sender, deliberately indistinguishable.
+    Refused,
+    /// The business reached its daily number of unique recipients; retry after
+    /// `retry_after_ms` (a new recipient), or ask the operator for a higher tier.
+    ReachExhausted,
+    /// The business is suspended; stop sending.
+    Suspended,
+    /// A business send without a category, or in one its certificate does not allow.
+    CategoryNotAllowed,
+    /// A consent grant or revocation is forged, foreign, expired, replayed, or names an
+    /// account that is not a verified business.
+    InvalidConsent,
+    /// The display name or handle is confusable with a verified business's name, or
+    /// imitates the verified badge.
+    NameReserved,
 }
 
 impl ErrorCode {
@@ -61,6 +77,12 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Refused => "refused",
+            ErrorCode::ReachExhausted => "reach_exhausted",
+            ErrorCode::Suspended => "suspended",
+            ErrorCode::CategoryNotAllowed => "category_not_allowed",
+            ErrorCode::InvalidConsent => "invalid_consent",
+            ErrorCode::NameReserved => "name_reserved",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::business::{AuthorityKey, Category, CategorySet, SignedCertificate};
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, Nonce, RequestId, Seq, ServerId};
 use crate::prekeys::PrekeyBundle;
 use crate::wire::ErrorCode;
@@ -65,6 +66,12 @@ pub enum ServerBody {
     PrekeysLow(PrekeysLow),
     /// Reply to `delete_account`.
     AccountDeleted(AccountDeleted),
+    /// Reply to `grant_consent` and `revoke_consent`.
+    ConsentUpdated(ConsentUpdated),
+    /// Reply to `fetch_business`.
+    Business(Business),
+    /// Reply to `block`, `unblock`, `report` and `set_display_name`: it took effect.
+    Done(Done),
     /// A request failed (with `rid`) or the connection is about to close (nil `rid`).
     Error(ErrorBody),
 }
@@ -105,6 +112,9 @@ pub struct Resolved {
     pub handle: Handle,
     /// The account it names.
     pub account: AccountId,
+    /// The account's display name, if it set one. Omitted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// `accepted`.
@@ -130,6 +140,9 @@ pub struct Deliver {
     /// The opaque payload, exactly as sent.
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
+    /// The category a business sent it in; omitted for envelopes between people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
 }
 
 /// `drained`.
@@ -150,6 +163,32 @@ pub struct PrekeysLow {
     pub remaining: u32,
 }
 
+/// `consent_updated`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentUpdated {
+    /// The business concerned.
+    pub business: AccountId,
+    /// The categories it may now send in (all grants in force together).
+    pub categories: CategorySet,
+    /// Queued envelopes from the business deleted by a revocation.
+    pub purged: u32,
+}
+
+/// `business`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Business {
+    /// The verification authority's key, for clients to pin.
+    pub authority: AuthorityKey,
+    /// The account's current certificate: nil if it has none, or it was revoked.
+    pub certificate: Option<SignedCertificate>,
+    /// Whether the operator suspended the business.
+    pub suspended: bool,
+}
+
+/// `done`: no fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {}
+
 /// `error`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -157,6 +196,6 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable detail, never containing secrets; not stable.
     pub message: String,
-    /// For `rate_limited`: milliseconds to wait before retrying.
+    /// For `rate_limited` and `reach_exhausted`: milliseconds to wait before retrying.
     pub retry_after_ms: Option<u64>,
 }

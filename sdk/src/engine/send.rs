@@ -34,6 +34,7 @@ impl Engine {
         let content = Content::Text(Text {
             body: text.to_owned(),
             sender_handle: self.my_handle.clone(),
+            category: None,
         });
         let plaintext = content.encode()?;
         let ciphertext = session.encrypt(&plaintext, &mut OsRng, now_ms())?;
@@ -76,6 +77,7 @@ impl Engine {
                 to: entry.to,
                 id,
                 ciphertext: entry.ciphertext,
+                category: None,
             }))
             .await;
         match reply {

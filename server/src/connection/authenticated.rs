@@ -165,9 +165,19 @@ async fn handle(
             ServerBody::Resolved(Resolved {
                 handle: resolve.handle,
                 account,
+                display_name: None,
             })
         }
         ClientBody::UploadPrekeys(upload) => upload_prekeys(shared, address, upload).await?,
+        ClientBody::GrantConsent(_)
+        | ClientBody::RevokeConsent(_)
+        | ClientBody::Block(_)
+        | ClientBody::Unblock(_)
+        | ClientBody::Report(_)
+        | ClientBody::FetchBusiness(_)
+        | ClientBody::SetDisplayName(_) => {
+            return Err(RequestError::Malformed("not supported yet".into()))
+        }
         ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
             return Err(RequestError::Malformed(
                 "handled by the connection loop".into(),
