@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use parley_protocol::business::AuthorityKey;
+use parley_protocol::e2e::content::{Content, Text};
 use parley_protocol::e2e::safety_number::SafetyNumber;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId};
@@ -10,8 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use parley_protocol::wire::client::ClientBody;
+use parley_protocol::wire::server::ServerBody;
+
+use crate::business_info::BusinessInfo;
 use crate::connection::Connection;
-use crate::engine::{blocking, Command, Engine};
+use crate::engine::{blocking, Command, Engine, Outgoing, Peer};
 use crate::error::SdkError;
 use crate::events::Event;
 use crate::keys::{generate_identity, register_body};
@@ -28,6 +34,9 @@ pub struct ClientConfig {
     pub server_url: String,
     /// Certificates trusted for a `wss://` server (default: the web PKI roots).
     pub tls: crate::tls::TlsTrust,
+    /// The operator's verification authority key, when known out of band; `None` pins
+    /// the key the server presents on first contact.
+    pub authority: Option<AuthorityKey>,
     /// Test hook: the engine stops dead after storing a received message and before
     /// acknowledging it, as if the process were killed at the worst moment.
     #[doc(hidden)]
@@ -40,6 +49,7 @@ impl ClientConfig {
         ClientConfig {
             server_url: server_url.into(),
             tls: crate::tls::TlsTrust::default(),
+            authority: None,
             halt_before_ack: false,
         }
     }
@@ -147,7 +157,7 @@ impl Client {
             store: store.clone(),
             identity,
             me,
-            my_handle: profile.handle.clone(),
+            authority: config.authority,
             url: config.server_url.clone(),
             tls: config.tls.clone(),
             events: events_tx,
@@ -168,27 +178,62 @@ impl Client {
 
     /// Encrypts and sends `text` to `to`; returns once the server stored it.
     pub async fn send_text(&self, to: &Handle, text: &str) -> Result<MessageId, SdkError> {
+        self.send_content(Outgoing {
+            to: Peer::Handle(to.clone()),
+            content: Content::Text(Text {
+                body: text.to_owned(),
+                sender_handle: self.profile.handle.clone(),
+                category: None,
+            }),
+            category: None,
+            id: None,
+        })
+        .await
+    }
+
+    /// Encrypts and sends any content; returns once the server stored it. The wire
+    /// `category` is the caller's to choose: [`crate::bot::BusinessBot`] keeps it equal
+    /// to the category inside the content, which is what clients check.
+    pub async fn send_content(&self, message: Outgoing) -> Result<MessageId, SdkError> {
+        self.call(|reply| Command::Send { message, reply }).await
+    }
+
+    /// Sends a request frame and returns the server's reply.
+    pub async fn request(&self, body: ClientBody) -> Result<ServerBody, SdkError> {
+        self.call(|reply| Command::Request { body, reply }).await
+    }
+
+    /// Asks the relay for `who`'s business certificate and checks it locally against the
+    /// configured or pinned authority key (pinning the presented key on first contact,
+    /// and refusing a different key later with [`SdkError::AuthorityMismatch`]).
+    pub async fn business_info(&self, who: Peer) -> Result<BusinessInfo, SdkError> {
+        self.call(|reply| Command::Business { who, reply }).await
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, SdkError>>) -> Command,
+    ) -> Result<T, SdkError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::SendText {
-                to: to.clone(),
-                text: text.to_owned(),
-                reply,
-            })
+            .send(command(reply))
             .await
             .map_err(|_| SdkError::Stopped)?;
         answer.await.map_err(|_| SdkError::Stopped)?
     }
 
+    /// The local identity key pair (for signing consent records and card answers).
+    pub(crate) async fn identity(&self) -> Result<IdentityKeyPair, SdkError> {
+        let stored = blocking(&self.store, |s| s.identity())
+            .await?
+            .ok_or(SdkError::NotRegistered)?;
+        identity_from(&stored.secret)
+    }
+
     /// Deletes the account on the server, then forgets the local identity. The handle
     /// becomes free; contacts who write to it later see an identity change.
     pub async fn delete_account(self) -> Result<(), SdkError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::DeleteAccount { reply })
-            .await
-            .map_err(|_| SdkError::Stopped)?;
-        answer.await.map_err(|_| SdkError::Stopped)??;
+        self.call(|reply| Command::DeleteAccount { reply }).await?;
         let store = self.store.clone();
         self.stop().await;
         blocking(&store, |s| s.forget_identity()).await

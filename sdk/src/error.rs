@@ -40,7 +40,24 @@ pub enum SdkError {
         code: ErrorCode,
         /// Human text from the server.
         message: String,
+        /// When to retry (`rate_limited`, `reach_exhausted`), in milliseconds.
+        retry_after_ms: Option<u64>,
     },
+    /// The relay presented a verification authority other than the pinned (or
+    /// configured) one: certificates cannot be checked, nothing is trusted.
+    #[error(
+        "the server's verification authority changed: pinned {pinned}, presented {presented}; \
+         if the operator really replaced its key, remove the pin or configure the new key"
+    )]
+    AuthorityMismatch {
+        /// Fingerprint of the pinned key.
+        pinned: String,
+        /// Fingerprint of the key the server presented.
+        presented: String,
+    },
+    /// A consent ledger that does not verify.
+    #[error("consent ledger: {0}")]
+    Ledger(String),
     /// The connection broke in the middle of a request.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
@@ -63,6 +80,7 @@ impl From<ErrorBody> for SdkError {
         SdkError::Refused {
             code: e.code,
             message: e.message,
+            retry_after_ms: e.retry_after_ms,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! What the engine tells the application.
 
+use parley_protocol::business::{Category, CategorySet, ConsentRecord};
+use parley_protocol::e2e::content::{Card, CardAnswer};
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, MessageId};
+
+use crate::store::SendStatus;
 
 /// An event from the client engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +22,69 @@ pub enum Event {
         sent_at_ms: u64,
         /// The text.
         text: String,
+        /// The category a verified business sent it in (`None` between people).
+        category: Option<Category>,
+    },
+    /// A card (from a business, usually): show it, and answer with
+    /// [`crate::Client::answer_card`] and the message id.
+    Card {
+        /// The sender.
+        from: DeviceAddress,
+        /// The sender's handle, when known.
+        handle: Option<Handle>,
+        /// The message id (what `answer_card` takes).
+        id: MessageId,
+        /// Server acceptance time, ms since the epoch.
+        sent_at_ms: u64,
+        /// The card.
+        card: Card,
+        /// The category it was sent in.
+        category: Option<Category>,
+    },
+    /// A business message the local consent ledger does not cover (no grant in force
+    /// for its category, or a `conversation` reply outside the care window): the relay
+    /// should have refused it. It was dropped (and acknowledged) unseen.
+    DroppedWithoutConsent {
+        /// The sender.
+        from: DeviceAddress,
+        /// The category it claimed (`conversation` when it claimed none).
+        category: Category,
+    },
+    /// (Business side) a customer answered a card this client sent; the answer's
+    /// signature, digest, action and expiry were checked against the stored card.
+    CardAnswered {
+        /// The customer.
+        from: DeviceAddress,
+        /// The card as sent.
+        card: Card,
+        /// The signed answer (keep it: it is evidence).
+        answer: CardAnswer,
+    },
+    /// (Business side) an answer to a card that does not check out; dropped.
+    InvalidCardAnswer {
+        /// Who sent it.
+        from: DeviceAddress,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A receipt moved a sent message's status forward (never backward).
+    Status {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: AccountId,
+        /// The new status.
+        status: SendStatus,
+    },
+    /// (Business side) a customer sent a signed consent grant or revocation; its
+    /// signature was checked, and its user is the sender.
+    ConsentChanged {
+        /// The customer.
+        user: AccountId,
+        /// The signed record (kept in the local ledger).
+        record: ConsentRecord,
+        /// The categories now in force from this customer.
+        in_force: CategorySet,
     },
     /// A peer's identity key differs from the one seen before: the safety number changed.
     IdentityChanged {

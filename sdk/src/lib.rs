@@ -7,7 +7,13 @@
 //!
 //! * [`Client`]: register, start, [`Client::send_text`], [`Client::next_event`].
 //! * [`store::ClientStore`]: the local database (a file, or in memory for tests).
-//! * [`Event`]: messages, identity changes, connection state.
+//! * [`Event`]: messages, cards, identity changes, connection state, and for businesses
+//!   card answers, statuses and consent changes.
+//! * [`person`]: consent grants and revocations, block, report, card answers.
+//! * [`consent`]: the consent ledger's meaning, its export and offline verification.
+//! * [`business_info`]: checking a business certificate against the pinned authority.
+//! * [`bot`]: [`bot::BusinessBot`], the business side: categorised, idempotent sends
+//!   with typed outcomes, broadcasts paced within the relay's limits.
 //!
 //! Two clients talking through a real server:
 //!
@@ -47,16 +53,23 @@
 //! # }
 //! ```
 
+pub mod bot;
+pub mod business_info;
 pub mod client;
 pub mod connection;
+pub mod consent;
 mod engine;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod person;
 pub mod store;
 pub mod tls;
 
+pub use business_info::{BusinessInfo, CertificateStatus};
 pub use client::{safety_number, Client, ClientConfig};
+pub use engine::{Outgoing, Peer};
 pub use error::SdkError;
 pub use events::{ConnectionState, Event};
+pub use person::{ConsentChange, ConsentSummary};
 pub use tls::TlsTrust;

@@ -57,7 +57,7 @@ pub fn on_event(ctx: &Context, event: &Event) -> anyhow::Result<bool> {
             ctx.out.show_unshown(&ctx.store)?;
         }
         Event::Drained => return Ok(true),
-        Event::Connection(_) => {}
+        _ => {}
     }
     Ok(false)
 }

@@ -5,19 +5,27 @@
 //! then it reconnects with exponential backoff and jitter. Commands wait while it is
 //! disconnected; a message already encrypted stays in the outbox and is resent.
 
+mod business;
+mod customer;
 mod receive;
 mod send;
+
+pub(crate) use send::now_ms;
+pub use send::{Outgoing, Peer};
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_protocol::business::AuthorityKey;
 use parley_protocol::identity::IdentityKeyPair;
-use parley_protocol::ids::{DeviceAddress, Handle, MessageId};
+use parley_protocol::ids::{DeviceAddress, MessageId};
 use parley_protocol::wire::client::{ClientBody, DeleteAccount};
+use parley_protocol::wire::server::ServerBody;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::business_info::BusinessInfo;
 use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::{ConnectionState, Event};
@@ -35,14 +43,26 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// A request from the client handle.
 #[derive(Debug)]
 pub enum Command {
-    /// Encrypt and send a text.
-    SendText {
-        /// Recipient handle.
-        to: Handle,
-        /// The text.
-        text: String,
+    /// Encrypt and send content.
+    Send {
+        /// What, to whom, in which category.
+        message: Outgoing,
         /// The message id once the server accepted it.
         reply: oneshot::Sender<Result<MessageId, SdkError>>,
+    },
+    /// A plain request (block, report, consent, display name...) and its reply.
+    Request {
+        /// The request.
+        body: ClientBody,
+        /// The server's reply (an `error` reply is `Err`).
+        reply: oneshot::Sender<Result<ServerBody, SdkError>>,
+    },
+    /// Fetch and check an account's business certificate.
+    Business {
+        /// The account, or a handle to resolve.
+        who: Peer,
+        /// The verdict.
+        reply: oneshot::Sender<Result<BusinessInfo, SdkError>>,
     },
     /// Delete the account on the server (its handle becomes free).
     DeleteAccount {
@@ -57,7 +77,8 @@ pub struct Engine {
     pub(crate) store: Arc<ClientStore>,
     pub(crate) identity: IdentityKeyPair,
     pub(crate) me: DeviceAddress,
-    pub(crate) my_handle: Option<Handle>,
+    /// The configured verification authority key (`None`: pin on first contact).
+    pub(crate) authority: Option<AuthorityKey>,
     pub(crate) url: String,
     pub(crate) tls: crate::tls::TlsTrust,
     pub(crate) events: mpsc::Sender<Event>,
@@ -156,12 +177,22 @@ impl Engine {
                 }
                 command = commands.recv() => match command {
                     None => return Stop::Shutdown,
-                    Some(Command::SendText { to, text, reply }) => {
-                        let result = self.send_text(&mut conn, &to, &text).await;
-                        let lost = matches!(result, Err(SdkError::ConnectionLost(_)));
-                        let _ = reply.send(result);
-                        if lost {
-                            return Stop::Lost(SdkError::ConnectionLost("during send".into()));
+                    Some(Command::Send { message, reply }) => {
+                        let result = self.send_content(&mut conn, message).await;
+                        if let Some(stop) = answer(reply, result) {
+                            return stop;
+                        }
+                    }
+                    Some(Command::Request { body, reply }) => {
+                        let result = conn.request(body).await;
+                        if let Some(stop) = answer(reply, result) {
+                            return stop;
+                        }
+                    }
+                    Some(Command::Business { who, reply }) => {
+                        let result = self.business(&mut conn, who).await;
+                        if let Some(stop) = answer(reply, result) {
+                            return stop;
                         }
                     }
                     Some(Command::DeleteAccount { reply }) => {
@@ -188,6 +219,14 @@ impl Engine {
         }
     }
 
+    async fn business(&self, conn: &mut Connection, who: Peer) -> Result<BusinessInfo, SdkError> {
+        let (account, handle) = match who {
+            Peer::Account(account) => (account, None),
+            Peer::Handle(handle) => (send::resolve(conn, &handle).await?, Some(handle)),
+        };
+        self.fetch_business(conn, account, handle).await
+    }
+
     pub(crate) async fn emit(&self, event: Event) {
         // The application may have stopped listening; that is its choice.
         let _ = self.events.send(event).await;
@@ -200,6 +239,19 @@ impl Engine {
     ) -> Result<T, SdkError> {
         blocking(&self.store, op).await
     }
+}
+
+/// Hands a result to the waiting caller; a broken connection also ends this one.
+fn answer<T>(
+    reply: oneshot::Sender<Result<T, SdkError>>,
+    result: Result<T, SdkError>,
+) -> Option<Stop> {
+    let lost = match &result {
+        Err(SdkError::ConnectionLost(why)) => Some(why.clone()),
+        _ => None,
+    };
+    let _ = reply.send(result);
+    lost.map(|why| Stop::Lost(SdkError::ConnectionLost(why)))
 }
 
 /// Runs `op` on `store` in a blocking thread.

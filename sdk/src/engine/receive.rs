@@ -13,6 +13,7 @@ use parley_protocol::wire::client::{Ack, ClientBody, UploadPrekeys};
 use parley_protocol::wire::server::{Deliver, ServerBody};
 use rand_core::OsRng;
 
+use super::business::Screen;
 use super::send::{now_ms, resolve};
 use super::Engine;
 use crate::connection::Connection;
@@ -75,9 +76,8 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let text = match Content::decode(&opened.plaintext) {
-            Ok(Content::Text(text)) => Some(text),
-            Ok(_) => None,
+        let content = match Content::decode(&opened.plaintext) {
+            Ok(content) => Some(content),
             Err(e) => {
                 self.emit(Event::Undecryptable {
                     from,
@@ -87,49 +87,134 @@ impl Engine {
                 None
             }
         };
-        let claimed = text.as_ref().and_then(|t| t.sender_handle.clone());
+        let screen = self
+            .screen(conn, from, d.category, content.as_ref())
+            .await?;
+        let (content, category) = match screen {
+            Screen::Admit(category) => (content, category),
+            Screen::Drop(category) => {
+                // The session still advanced: keep it, keep nothing else.
+                self.commit_received(&d, opened, None, None).await?;
+                self.emit(Event::DroppedWithoutConsent { from, category })
+                    .await;
+                return self.finish(conn, seq).await;
+            }
+        };
+        let claimed = match &content {
+            Some(Content::Text(t)) => t.sender_handle.clone(),
+            _ => None,
+        };
         let handle = self.verified_handle(conn, from, claimed).await?;
-        let contact = self
-            .updated_contact(&opened.session, handle.clone())
-            .await?;
-        let record = opened.session.to_record();
-        let guard = opened.guard.as_ref().map(HandshakeGuard::to_bytes);
-        let inbox = text.as_ref().map(|t| InboxEntry {
-            n: 0,
-            from,
-            id,
-            sent_at_ms: d.sent_at_ms,
-            text: t.body.clone(),
-        });
-        let used = opened.used_one_time_prekey;
-        let new = self
-            .stored(move |s| {
-                s.commit_receive(&ReceiveCommit {
-                    from,
-                    id,
-                    session: Some(&record),
-                    guard: guard.as_deref(),
-                    used_one_time_prekey: used,
-                    inbox,
-                    contact: Some(contact),
-                })
-            })
-            .await?;
-        if let (true, Some(text)) = (new, text) {
-            self.emit(Event::Message {
+        let inbox = match &content {
+            Some(Content::Text(t)) => Some(InboxEntry {
+                n: 0,
                 from,
-                handle,
                 id,
                 sent_at_ms: d.sent_at_ms,
-                text: text.body,
-            })
-            .await;
+                text: t.body.clone(),
+                category,
+                card: None,
+            }),
+            Some(Content::Card(c)) => Some(InboxEntry {
+                n: 0,
+                from,
+                id,
+                sent_at_ms: d.sent_at_ms,
+                text: c.title.clone(),
+                category,
+                card: Some(c.clone()),
+            }),
+            _ => None,
+        };
+        let new = self
+            .commit_received(&d, opened, inbox, Some(handle.clone()))
+            .await?;
+        if new {
+            if let Some(content) = content {
+                self.on_content(from, handle, &d, content, category).await?;
+            }
         }
+        self.finish(conn, seq).await
+    }
+
+    /// Stores the advanced session (and the message, and the contact) with the seen id.
+    async fn commit_received(
+        &self,
+        d: &Deliver,
+        opened: Opened,
+        inbox: Option<InboxEntry>,
+        handle: Option<Option<Handle>>,
+    ) -> Result<bool, SdkError> {
+        let contact = match handle {
+            Some(handle) => Some(self.updated_contact(&opened.session, handle).await?),
+            None => None,
+        };
+        let (from, id) = (d.from, d.id);
+        let record = opened.session.to_record();
+        let guard = opened.guard.as_ref().map(HandshakeGuard::to_bytes);
+        let used = opened.used_one_time_prekey;
+        self.stored(move |s| {
+            s.commit_receive(&ReceiveCommit {
+                from,
+                id,
+                session: Some(&record),
+                guard: guard.as_deref(),
+                used_one_time_prekey: used,
+                inbox,
+                contact,
+            })
+        })
+        .await
+    }
+
+    /// Acknowledges `seq`, unless the test hook halts the engine first.
+    async fn finish(&self, conn: &mut Connection, seq: Seq) -> Result<bool, SdkError> {
         if self.halt_before_ack {
             return Ok(false);
         }
         ack(conn, seq).await?;
         Ok(true)
+    }
+
+    /// Tells the application about a newly stored message.
+    async fn on_content(
+        &self,
+        from: DeviceAddress,
+        handle: Option<Handle>,
+        d: &Deliver,
+        content: Content,
+        category: Option<parley_protocol::business::Category>,
+    ) -> Result<(), SdkError> {
+        let event = match content {
+            Content::Text(text) => Some(Event::Message {
+                from,
+                handle,
+                id: d.id,
+                sent_at_ms: d.sent_at_ms,
+                text: text.body,
+                category,
+            }),
+            Content::Card(card) => Some(Event::Card {
+                from,
+                handle,
+                id: d.id,
+                sent_at_ms: d.sent_at_ms,
+                card,
+                category,
+            }),
+            Content::CardAnswer(answer) => Some(self.on_card_answer(from, answer).await?),
+            Content::Receipt(receipt) => {
+                for event in self.on_receipt(from, receipt).await? {
+                    self.emit(event).await;
+                }
+                None
+            }
+            Content::Consent(record) => self.on_consent(from, record).await?,
+        };
+        if let Some(event) = event {
+            self.emit(event).await;
+        }
+        Ok(())
     }
 
     /// Decrypts with the stored session, or accepts a new session from a prekey message.

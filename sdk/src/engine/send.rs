@@ -1,7 +1,10 @@
-//! Sending: resolve the handle, find or start the session, encrypt, store the session and
-//! the ciphertext together, send, and forget the ciphertext once the server accepted it.
+//! Sending: resolve the recipient, find or start the session, encrypt, store the session
+//! and the ciphertext together, send, and forget the ciphertext once the server accepted
+//! it. A business send carries its category on the wire and inside the content; a send
+//! with a caller-chosen id that was already accepted is not sent again.
 
-use parley_protocol::e2e::content::{Content, Text};
+use parley_protocol::business::Category;
+use parley_protocol::e2e::content::Content;
 use parley_protocol::e2e::{self, Session};
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
 use parley_protocol::wire::client::{ClientBody, FetchBundle, ResolveHandle, Send};
@@ -13,37 +16,74 @@ use super::Engine;
 use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::Event;
-use crate::store::{Contact, OutboxEntry};
+use crate::store::{Contact, OutboxEntry, SendStatus};
+
+/// Who a message goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A handle, resolved by the relay.
+    Handle(Handle),
+    /// An account (a reply, a card answer, a consent record).
+    Account(AccountId),
+}
+
+/// One message to send.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The recipient.
+    pub to: Peer,
+    /// What to encrypt.
+    pub content: Content,
+    /// The category on the wire (business sends).
+    pub category: Option<Category>,
+    /// A caller-chosen id (idempotent business sends); random when `None`.
+    pub id: Option<MessageId>,
+}
 
 impl Engine {
-    /// Sends a text to `to`; returns once the server has it durably.
-    pub(crate) async fn send_text(
+    /// Sends `out`; returns once the server has it durably.
+    pub(crate) async fn send_content(
         &self,
         conn: &mut Connection,
-        to: &Handle,
-        text: &str,
+        out: Outgoing,
     ) -> Result<MessageId, SdkError> {
         // Older queued messages go first, so the recipient sees them in order.
         self.flush_outbox(conn).await?;
-        let account = resolve(conn, to).await?;
+        if let Some(id) = out.id {
+            // Sent before under this idempotency key: the relay has it already.
+            if self.stored(move |s| s.send_status(&id)).await?.is_some() {
+                return Ok(id);
+            }
+        }
+        let (account, handle) = match out.to {
+            Peer::Handle(handle) => (resolve(conn, &handle).await?, Some(handle)),
+            Peer::Account(account) => {
+                let known = self.stored(move |s| s.contact(&account)).await?;
+                (account, known.and_then(|c| c.handle))
+            }
+        };
         let peer = DeviceAddress {
             account,
             device: DeviceId::PRIMARY,
         };
-        let mut session = self.session_for(conn, to, peer).await?;
-        let content = Content::Text(Text {
-            body: text.to_owned(),
-            sender_handle: self.my_handle.clone(),
-            category: None,
-        });
-        let plaintext = content.encode()?;
+        let mut session = self.session_for(conn, handle.as_ref(), peer).await?;
+        if let Content::Card(card) = &out.content {
+            let card = card.clone();
+            self.stored(move |s| s.save_sent_card(&card, &account))
+                .await?;
+        }
+        let plaintext = out.content.encode()?;
         let ciphertext = session.encrypt(&plaintext, &mut OsRng, now_ms())?;
-        let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
+        let id = out.id.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            OsRng.fill_bytes(&mut id);
+            MessageId(id)
+        });
         let entry = OutboxEntry {
-            id: MessageId(id),
+            id,
             to: peer,
             ciphertext,
+            category: out.category,
         };
         let record = session.to_record();
         let stored = entry.clone();
@@ -51,7 +91,7 @@ impl Engine {
             .await?;
         // From here the message is safe in the outbox: a failure only delays it.
         match self.deliver_outbox_entry(conn, entry).await {
-            Err(e) if is_permanent(&e) => Err(e),
+            Err(e) if is_permanent(&e, out.category) => Err(e),
             Err(e) => Err(SdkError::Queued(e.to_string())),
             Ok(id) => Ok(id),
         }
@@ -61,7 +101,16 @@ impl Engine {
     pub(crate) async fn flush_outbox(&self, conn: &mut Connection) -> Result<(), SdkError> {
         let pending = self.stored(|s| s.outbox()).await?;
         for entry in pending {
-            self.deliver_outbox_entry(conn, entry).await?;
+            let category = entry.category;
+            match self.deliver_outbox_entry(conn, entry).await {
+                // Dropped from the outbox; whoever sent it heard about it (or, after a
+                // restart, nobody is waiting): the next messages go on.
+                Err(e) if is_permanent(&e, category) => {
+                    tracing::debug!(error = %e, "queued message refused");
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
         }
         Ok(())
     }
@@ -71,23 +120,29 @@ impl Engine {
         conn: &mut Connection,
         entry: OutboxEntry,
     ) -> Result<MessageId, SdkError> {
-        let id = entry.id;
+        let (id, to, category) = (entry.id, entry.to, entry.category);
         let reply = conn
             .request(ClientBody::Send(Send {
-                to: entry.to,
+                to,
                 id,
                 ciphertext: entry.ciphertext,
-                category: None,
+                category,
             }))
             .await;
         match reply {
             Ok(ServerBody::Accepted(a)) if a.id == id => {
-                self.stored(move |s| s.sent(&id)).await?;
+                let at = now_ms();
+                self.stored(move |s| {
+                    s.sent(&id)?;
+                    s.note_sent_to(&to.account, at)?;
+                    s.advance_status(&id, &to.account, SendStatus::Accepted)
+                })
+                .await?;
                 Ok(id)
             }
             Ok(other) => Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
             // Nothing will ever accept this message: drop it from the outbox.
-            Err(e) if is_permanent(&e) => {
+            Err(e) if is_permanent(&e, category) => {
                 self.stored(move |s| s.sent(&id)).await?;
                 Err(e)
             }
@@ -100,15 +155,13 @@ impl Engine {
     async fn session_for(
         &self,
         conn: &mut Connection,
-        handle: &Handle,
+        handle: Option<&Handle>,
         peer: DeviceAddress,
     ) -> Result<Session, SdkError> {
-        let by_handle = {
-            let handle = handle.clone();
-            self.stored(move |s| s.contact_by_handle(&handle)).await?
-        };
-        if let Some(old) = &by_handle {
-            if old.account != peer.account {
+        if let Some(handle) = handle {
+            let h = handle.clone();
+            let by_handle = self.stored(move |s| s.contact_by_handle(&h)).await?;
+            if by_handle.is_some_and(|old| old.account != peer.account) {
                 self.emit(Event::IdentityChanged {
                     account: peer.account,
                     handle: Some(handle.clone()),
@@ -131,7 +184,7 @@ impl Engine {
             Some(contact) if contact.identity != bundle.identity => {
                 self.emit(Event::IdentityChanged {
                     account: peer.account,
-                    handle: Some(handle.clone()),
+                    handle: handle.cloned(),
                 })
                 .await;
                 false
@@ -142,7 +195,7 @@ impl Engine {
         let session = e2e::initiate(&self.identity, self.me, &bundle, peer, &mut OsRng)?;
         let contact = Contact {
             account: peer.account,
-            handle: Some(handle.clone()),
+            handle: handle.cloned().or_else(|| known.and_then(|c| c.handle)),
             identity: bundle.identity,
             verified,
         };
@@ -151,15 +204,23 @@ impl Engine {
     }
 }
 
-/// Whether the server refused a message for good (retrying cannot help).
-fn is_permanent(error: &SdkError) -> bool {
-    matches!(
-        error,
-        SdkError::Refused {
-            code: ErrorCode::NotFound | ErrorCode::TooLarge,
-            ..
-        }
-    )
+/// Whether the server refused a message for good (retrying the same envelope cannot
+/// help). A business send that is refused, limited or suspended leaves the outbox too:
+/// the caller decides whether to try again later (with the same idempotency key).
+fn is_permanent(error: &SdkError, category: Option<Category>) -> bool {
+    match error {
+        SdkError::Refused { code, .. } => match code {
+            ErrorCode::NotFound
+            | ErrorCode::TooLarge
+            | ErrorCode::Refused
+            | ErrorCode::ReachExhausted
+            | ErrorCode::Suspended
+            | ErrorCode::CategoryNotAllowed => true,
+            ErrorCode::RateLimited => category.is_some(),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// The account a handle names.

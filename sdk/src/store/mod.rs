@@ -8,11 +8,17 @@
 //! ciphertext to send, and [`ClientStore::commit_receive`] stores the advanced session,
 //! the consumed prekey, the seen id and the message together, before the engine acks.
 
+mod business;
+mod consent;
 mod schema;
+
+pub use business::{CachedBusiness, SendStatus};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use parley_protocol::business::Category;
+use parley_protocol::e2e::content::Card;
 use parley_protocol::identity::IdentityPublic;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId, PrekeyId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -70,6 +76,8 @@ pub struct OutboxEntry {
     pub to: DeviceAddress,
     /// The encrypted payload.
     pub ciphertext: Vec<u8>,
+    /// The category a business sends it in (`None` between people).
+    pub category: Option<Category>,
 }
 
 /// A received message, as stored.
@@ -83,8 +91,12 @@ pub struct InboxEntry {
     pub id: MessageId,
     /// Server acceptance time, ms since the epoch.
     pub sent_at_ms: u64,
-    /// The text.
+    /// The text (a card's title for a card).
     pub text: String,
+    /// The category a business sent it in, if any.
+    pub category: Option<Category>,
+    /// The card, when the message is one.
+    pub card: Option<Card>,
 }
 
 /// Prekey secrets of the local device, as stored bytes.
@@ -361,12 +373,14 @@ impl ClientStore {
         let tx = conn.transaction().map_err(db)?;
         put_session(&tx, &entry.to, session)?;
         tx.execute(
-            "INSERT INTO outbox (message_id, account, device, ciphertext) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO outbox (message_id, account, device, ciphertext, category)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 entry.id.as_bytes().as_slice(),
                 entry.to.account.as_bytes().as_slice(),
                 entry.to.device.0,
-                entry.ciphertext
+                entry.ciphertext,
+                entry.category.map(Category::as_str)
             ],
         )
         .map_err(db)?;
@@ -377,7 +391,9 @@ impl ClientStore {
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, SdkError> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare("SELECT message_id, account, device, ciphertext FROM outbox ORDER BY n")
+            .prepare(
+                "SELECT message_id, account, device, ciphertext, category FROM outbox ORDER BY n",
+            )
             .map_err(db)?;
         let rows = stmt
             .query_map([], |r| {
@@ -386,12 +402,13 @@ impl ClientStore {
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, u32>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, account, device, ciphertext) = row.map_err(db)?;
+            let (id, account, device, ciphertext, category) = row.map_err(db)?;
             out.push(OutboxEntry {
                 id: MessageId::from_slice(&id).ok_or_else(|| corrupt("outbox"))?,
                 to: DeviceAddress {
@@ -399,6 +416,7 @@ impl ClientStore {
                     device: DeviceId(device),
                 },
                 ciphertext,
+                category: parse_category(category)?,
             });
         }
         Ok(out)
@@ -468,14 +486,17 @@ impl ClientStore {
         }
         if let Some(m) = &commit.inbox {
             tx.execute(
-                "INSERT OR IGNORE INTO inbox (account, device, message_id, sent_at_ms, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO inbox
+                 (account, device, message_id, sent_at_ms, text, category, card)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     m.from.account.as_bytes().as_slice(),
                     m.from.device.0,
                     m.id.as_bytes().as_slice(),
                     i64::try_from(m.sent_at_ms).unwrap_or(i64::MAX),
-                    m.text
+                    m.text,
+                    m.category.map(Category::as_str),
+                    m.card.as_ref().map(encode_card).transpose()?
                 ],
             )
             .map_err(db)?;
@@ -505,11 +526,20 @@ impl ClientStore {
             .map_err(db)
     }
 
+    /// The stored message with this id (from anyone), if any.
+    pub fn inbox_message(&self, id: &MessageId) -> Result<Option<InboxEntry>, SdkError> {
+        let hex = id.to_hex();
+        Ok(self
+            .inbox_where(&format!("hex(message_id) = upper('{hex}')"))?
+            .into_iter()
+            .next())
+    }
+
     fn inbox_where(&self, condition: &str) -> Result<Vec<InboxEntry>, SdkError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT n, account, device, message_id, sent_at_ms, text FROM inbox
+                "SELECT n, account, device, message_id, sent_at_ms, text, category, card FROM inbox
                  WHERE {condition} ORDER BY n"
             ))
             .map_err(db)?;
@@ -522,12 +552,14 @@ impl ClientStore {
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<Vec<u8>>>(7)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (n, account, device, id, at, text) = row.map_err(db)?;
+            let (n, account, device, id, at, text, category, card) = row.map_err(db)?;
             out.push(InboxEntry {
                 n,
                 from: DeviceAddress {
@@ -537,6 +569,8 @@ impl ClientStore {
                 id: MessageId::from_slice(&id).ok_or_else(|| corrupt("inbox"))?,
                 sent_at_ms: u64::try_from(at).unwrap_or(0),
                 text,
+                category: parse_category(category)?,
+                card: card.as_deref().map(decode_card).transpose()?,
             });
         }
         Ok(out)
@@ -610,7 +644,17 @@ const KIND_ONE_TIME: i64 = 2;
 
 /// Deletes the identity and everything tied to it; contacts and received messages stay.
 fn clear_identity(conn: &Connection) -> Result<(), SdkError> {
-    for table in ["kv", "prekeys", "sessions", "seen", "outbox"] {
+    for table in [
+        "kv",
+        "prekeys",
+        "sessions",
+        "seen",
+        "outbox",
+        "last_sent",
+        "cards_sent",
+        "sent_status",
+        "businesses",
+    ] {
         conn.execute(&format!("DELETE FROM {table}"), [])
             .map_err(db)?;
     }
@@ -688,4 +732,21 @@ fn db(e: rusqlite::Error) -> SdkError {
 
 fn corrupt(table: &str) -> SdkError {
     SdkError::Storage(format!("corrupt row in {table}"))
+}
+
+fn parse_category(name: Option<String>) -> Result<Option<Category>, SdkError> {
+    name.map(|n| Category::parse(&n).ok_or_else(|| corrupt("category")))
+        .transpose()
+}
+
+fn encode_card(card: &Card) -> Result<Vec<u8>, SdkError> {
+    rmp_serde::to_vec_named(card).map_err(|e| SdkError::Storage(e.to_string()))
+}
+
+fn decode_card(bytes: &[u8]) -> Result<Card, SdkError> {
+    rmp_serde::from_slice(bytes).map_err(|_| corrupt("card"))
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }

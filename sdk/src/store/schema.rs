@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 use crate::error::SdkError;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     CREATE TABLE prekeys (kind INTEGER NOT NULL, id INTEGER NOT NULL, secret BLOB NOT NULL,
                           PRIMARY KEY (kind, id));
@@ -21,7 +22,23 @@ const MIGRATIONS: &[&str] = &[r#"
                         sent_at_ms INTEGER NOT NULL, text TEXT NOT NULL,
                         shown INTEGER NOT NULL DEFAULT 0,
                         UNIQUE (account, device, message_id));
-"#];
+"#,
+    // Business accounts and consent (protocol §14).
+    r#"
+    ALTER TABLE outbox ADD COLUMN category TEXT;
+    ALTER TABLE inbox ADD COLUMN category TEXT;
+    ALTER TABLE inbox ADD COLUMN card BLOB;
+    CREATE TABLE consent_ledger (n INTEGER PRIMARY KEY AUTOINCREMENT, user BLOB NOT NULL,
+                                 business BLOB NOT NULL, record BLOB NOT NULL UNIQUE);
+    CREATE TABLE businesses (account BLOB PRIMARY KEY, certificate BLOB,
+                             suspended INTEGER NOT NULL, fetched_at_ms INTEGER NOT NULL);
+    CREATE TABLE last_sent (account BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
+    CREATE TABLE cards_sent (card_id BLOB PRIMARY KEY, account BLOB NOT NULL, card BLOB NOT NULL,
+                             answered INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE sent_status (message_id BLOB PRIMARY KEY, account BLOB NOT NULL,
+                              status INTEGER NOT NULL);
+"#,
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
     let db = |e: rusqlite::Error| SdkError::Storage(e.to_string());

@@ -1,0 +1,73 @@
+//! What a business send came to, typed after the relay's answers (protocol §8, §14).
+
+use std::time::Duration;
+
+use parley_protocol::ids::MessageId;
+use parley_protocol::wire::ErrorCode;
+
+use crate::error::SdkError;
+
+/// What became of one business send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The relay stored it for delivery (or had already, under the same key).
+    Accepted {
+        /// Its id (derived from the idempotency key).
+        id: MessageId,
+    },
+    /// The person does not take this message: unknown, not opted in to the category,
+    /// outside the care window, or blocking you. The relay does not say which.
+    NoConsent,
+    /// Too many messages this second: send again after `retry_after`.
+    RateLimited {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// The business reached its unique recipients for the rolling 24 h; a new
+    /// recipient can be reached after `retry_after`.
+    ReachExhausted {
+        /// When a slot frees.
+        retry_after: Duration,
+    },
+    /// The business is suspended (by the operator, or by reports): stop sending.
+    Suspended,
+    /// The category is not one the business's certificate lists.
+    CategoryNotAllowed,
+}
+
+impl SendOutcome {
+    /// Sorts a send's result into an outcome; other errors stay errors.
+    pub fn from_result(result: Result<MessageId, SdkError>) -> Result<SendOutcome, SdkError> {
+        let retry = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(1000));
+        match result {
+            Ok(id) => Ok(SendOutcome::Accepted { id }),
+            Err(SdkError::NoSuchUser(_)) => Ok(SendOutcome::NoConsent),
+            Err(SdkError::Refused {
+                code,
+                retry_after_ms,
+                message,
+            }) => match code {
+                ErrorCode::Refused | ErrorCode::NotFound => Ok(SendOutcome::NoConsent),
+                ErrorCode::RateLimited => Ok(SendOutcome::RateLimited {
+                    retry_after: retry(retry_after_ms),
+                }),
+                ErrorCode::ReachExhausted => Ok(SendOutcome::ReachExhausted {
+                    retry_after: retry(retry_after_ms),
+                }),
+                ErrorCode::Suspended => Ok(SendOutcome::Suspended),
+                ErrorCode::CategoryNotAllowed => Ok(SendOutcome::CategoryNotAllowed),
+                code => Err(SdkError::Refused {
+                    code,
+                    message,
+                    retry_after_ms,
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the relay took the message.
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, SendOutcome::Accepted { .. })
+    }
+}
