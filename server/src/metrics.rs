@@ -309,6 +309,8 @@ pub struct Metrics {
     pub reports: Counter,
     /// Businesses suspended automatically after reports.
     pub business_suspensions: Counter,
+    /// Reach entries, care windows and expired consents deleted by housekeeping.
+    pub business_rows_expired: Counter,
     /// The store's writer.
     pub store: Arc<StoreMetrics>,
 }
@@ -340,6 +342,7 @@ impl Default for Metrics {
             envelopes_purged: Counter::default(),
             reports: Counter::default(),
             business_suspensions: Counter::default(),
+            business_rows_expired: Counter::default(),
             store: Arc::default(),
         }
     }
@@ -549,6 +552,11 @@ impl Metrics {
             "parley_business_suspensions_total",
             "Businesses suspended automatically after reports.",
             self.business_suspensions.get(),
+        );
+        out.counter(
+            "parley_business_rows_expired_total",
+            "Reach entries, closed care windows and expired consents deleted by housekeeping.",
+            self.business_rows_expired.get(),
         );
         out.histogram(
             "parley_store_commit_seconds",

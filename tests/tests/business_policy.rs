@@ -463,3 +463,32 @@ async fn the_care_window_lets_a_business_reply_for_24_hours_and_not_after() {
     assert_eq!(code(&reply), Some(ErrorCode::Refused));
     server.kill().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_care_windows_are_swept_by_housekeeping() {
+    let mut w = World::new(1, |c| {
+        c.care_window = std::time::Duration::from_millis(300);
+        c.sweep_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let bank = w.bank.address();
+    assert!(accepted(
+        &send_in(&mut w.people[0].1, bank, None).await.unwrap()
+    ));
+    let conversation = Some(Category::Conversation);
+    assert!(accepted(&w.bank_sends(0, conversation).await));
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        code(&w.bank_sends(0, conversation).await),
+        Some(ErrorCode::Refused)
+    );
+    let scrape = parley_tests::admin::http_get(w.server.admin_addr, "/metrics")
+        .await
+        .unwrap()
+        .1;
+    let metrics = parley_tests::admin::parse_exposition(&scrape).unwrap();
+    let swept = metrics
+        .value("parley_business_rows_expired_total", &[])
+        .unwrap();
+    assert!(swept >= 1.0, "{swept}");
+}

@@ -143,6 +143,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         display_name: Option<String>,
     ) -> StoreFuture<'_, bool>;
 
+    /// Deletes business bookkeeping that no longer counts (old reach entries, closed
+    /// care windows, expired consents), in a bounded batch; returns the rows deleted.
+    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64>;
+
     fn check_writable(&self) -> StoreFuture<'_, ()>;
 
     /// Envelopes waiting in all queues. For metrics; may cost a scan.

@@ -6,7 +6,7 @@ use parley_protocol::business::{confusable, CategorySet, ConsentRecord, SignedCe
 use parley_protocol::ids::AccountId;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::queries::{corrupt, to_i64};
+use super::queries::{corrupt, to_i64, SWEEP_BATCH};
 use super::{policy, sql_error};
 use crate::store::{
     BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, StoreError,
@@ -305,4 +305,40 @@ pub(super) fn set_display_name(
         .and_then(|mut s| s.execute(params![account.as_bytes().as_slice(), name]))
         .map(|_| true)
         .map_err(sql_error)
+}
+
+/// Deletes business bookkeeping that no longer counts: reach entries older than the reach
+/// window, care windows that closed, consents past their expiry. At most `SWEEP_BATCH`
+/// rows of each per call; returns the rows deleted.
+pub(super) fn sweep(
+    conn: &Connection,
+    now_ms: u64,
+    care_window_ms: u64,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for (sql, cutoff) in [
+        (
+            "DELETE FROM reach WHERE (business, recipient) IN
+               (SELECT business, recipient FROM reach WHERE first_sent_ms <= ?1 LIMIT ?2)",
+            now_ms.saturating_sub(policy::REACH_WINDOW_MS),
+        ),
+        (
+            "DELETE FROM care_windows WHERE (user, business) IN
+               (SELECT user, business FROM care_windows WHERE last_message_ms <= ?1 LIMIT ?2)",
+            now_ms.saturating_sub(care_window_ms),
+        ),
+        (
+            "DELETE FROM consents WHERE (user, business, category) IN
+               (SELECT user, business, category FROM consents
+                WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 LIMIT ?2)",
+            now_ms,
+        ),
+    ] {
+        let n = conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![to_i64(cutoff), SWEEP_BATCH]))
+            .map_err(sql_error)?;
+        deleted += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(deleted)
 }

@@ -304,6 +304,10 @@ impl Store for SqliteStore {
         )
     }
 
+    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |c| business::sweep(c, now_ms, care_window_ms)))
+    }
+
     fn check_writable(&self) -> StoreFuture<'_, ()> {
         let now = crate::context::now_ms();
         Box::pin(self.write(move |c| maintenance::probe_write(c, now)))
