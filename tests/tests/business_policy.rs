@@ -492,3 +492,46 @@ async fn closed_care_windows_are_swept_by_housekeeping() {
         .unwrap();
     assert!(swept >= 1.0, "{swept}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uniform_refusals_take_the_same_time() {
+    let mut w = World::new(2, |_| {}).await;
+    w.grant(1, &[Category::SecurityAlert]).await.unwrap();
+    let bank = w.bank_id();
+    w.people[1]
+        .1
+        .request(ClientBody::Block(Block { account: bank }))
+        .await
+        .unwrap()
+        .unwrap();
+    let stranger = TestAccount::new(None, 0).address();
+    let targets = [stranger, w.people[0].0.address(), w.people[1].0.address()];
+    let mut times: [Vec<std::time::Duration>; 3] = Default::default();
+    for round in 0..40 {
+        for (i, to) in targets.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let reply = send_in(&mut w.bank_client, *to, SECURITY).await.unwrap();
+            let took = started.elapsed();
+            assert_eq!(code(&reply), Some(ErrorCode::Refused));
+            if round >= 5 {
+                times[i].push(took);
+            }
+        }
+    }
+    let medians: Vec<std::time::Duration> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect();
+    let spread = medians
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*medians.iter().min().unwrap());
+    assert!(
+        spread < std::time::Duration::from_millis(5),
+        "medians unknown / not opted in / blocked: {medians:?}"
+    );
+}
