@@ -69,6 +69,56 @@ pub enum AdminCommand {
         /// Where to write the backup; must not exist yet.
         file: PathBuf,
     },
+    /// Print the verification authority's public key and fingerprint (clients pin it).
+    Authority,
+    /// Issue a signed business certificate to the account with HANDLE (reissue with the
+    /// next serial if it has one). The display name must not be confusable with another
+    /// verified business's.
+    VerifyBusiness {
+        /// The business account's handle (with or without @).
+        handle: String,
+        /// Registered legal name, e.g. "Acme Bank plc".
+        #[arg(long)]
+        legal_name: String,
+        /// Name shown in chats, e.g. "Acme Bank".
+        #[arg(long)]
+        display_name: String,
+        /// Domain the business proved control of, e.g. acmebank.example.
+        #[arg(long)]
+        domain: String,
+        /// Categories it may send in, comma-separated: security_alert, transactional,
+        /// authentication, marketing, or all.
+        #[arg(long)]
+        categories: String,
+        /// How long the certificate is valid (e.g. 365d).
+        #[arg(long, default_value = "365d", value_parser = crate::config::parse_duration)]
+        valid_for: std::time::Duration,
+    },
+    /// Revoke the business certificate of HANDLE: clients lose the badge, and it may only
+    /// answer people who write to it.
+    RevokeBusiness {
+        /// The business account's handle.
+        handle: String,
+    },
+    /// List every business: certificate, status, tier, reports.
+    ListBusinesses,
+    /// Suspend the business HANDLE: its sends are refused with `suspended`.
+    Suspend {
+        /// The business account's handle.
+        handle: String,
+    },
+    /// Lift a suspension (manual or automatic after reports); the report count restarts.
+    Unsuspend {
+        /// The business account's handle.
+        handle: String,
+    },
+    /// Set the reach tier of the business HANDLE (see --business-reach-tiers).
+    SetTier {
+        /// The business account's handle.
+        handle: String,
+        /// Tier number, 0 first.
+        tier: u32,
+    },
 }
 
 /// Where a setting's value came from.

@@ -138,6 +138,39 @@ pub struct Config {
     #[arg(long, env = "PARLEY_ADMIN_ALLOW_REMOTE")]
     pub admin_allow_remote: bool,
 
+    /// After a person writes to a business, how long the business may reply in category
+    /// `conversation` without a standing consent grant.
+    #[arg(long, env = "PARLEY_CARE_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub care_window: Duration,
+
+    /// Messages per second each business may send (a burst of this many is allowed).
+    #[arg(long, env = "PARLEY_BUSINESS_SENDS_PER_SECOND", default_value_t = 80)]
+    pub business_sends_per_second: u32,
+
+    /// Unique recipients per rolling 24 h a business may reach outside conversations, by
+    /// tier (tier 0 first); a tier beyond the list is unlimited. Set a business's tier
+    /// with `parley-server admin set-tier`.
+    #[arg(
+        long,
+        env = "PARLEY_BUSINESS_REACH_TIERS",
+        default_value = "250,2000,10000,100000"
+    )]
+    pub business_reach_tiers: ReachTiers,
+
+    /// A business reported by this many distinct people within --report-window is
+    /// suspended until the operator lifts it (`admin unsuspend`).
+    #[arg(long, env = "PARLEY_SUSPEND_AFTER_REPORTS", default_value_t = 25)]
+    pub suspend_after_reports: u32,
+
+    /// The window in which reports count towards suspension.
+    #[arg(long, env = "PARLEY_REPORT_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub report_window: Duration,
+
+    /// For tests only: shifts the server's clock by this much (e.g. 25h), to exercise
+    /// time windows without waiting. Leave at 0 in production.
+    #[arg(long, env = "PARLEY_TEST_CLOCK_OFFSET", default_value = "0s", value_parser = parse_duration)]
+    pub test_clock_offset: Duration,
+
     /// Log format.
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -173,6 +206,45 @@ impl std::fmt::Display for AdminListen {
     }
 }
 
+/// The daily reach of each business tier: `250,2000,10000,100000`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReachTiers(pub Vec<u32>);
+
+impl ReachTiers {
+    /// Unique recipients per 24 h for `tier`; `None` when unlimited.
+    pub fn reach(&self, tier: u32) -> Option<u32> {
+        usize::try_from(tier)
+            .ok()
+            .and_then(|t| self.0.get(t))
+            .copied()
+    }
+}
+
+impl std::str::FromStr for ReachTiers {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let tiers = text
+            .split(',')
+            .map(|t| t.trim().parse::<u32>())
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| {
+                format!("'{text}' is not a list of recipient counts (e.g. 250,2000,10000)")
+            })?;
+        if tiers.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!("'{text}': tiers must not decrease"));
+        }
+        Ok(ReachTiers(tiers))
+    }
+}
+
+impl std::fmt::Display for ReachTiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<String> = self.0.iter().map(u32::to_string).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
 /// How logs are written to standard error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -204,6 +276,14 @@ impl Config {
             ("db-readers", self.db_readers),
             ("db-queue-capacity", self.db_queue_capacity),
             ("write-buffer-bytes", self.write_buffer_bytes),
+            (
+                "business-sends-per-second",
+                usize::try_from(self.business_sends_per_second).unwrap_or(usize::MAX),
+            ),
+            (
+                "suspend-after-reports",
+                usize::try_from(self.suspend_after_reports).unwrap_or(usize::MAX),
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -228,6 +308,8 @@ impl Config {
             ("keepalive-interval", self.keepalive_interval),
             ("write-timeout", self.write_timeout),
             ("sweep-interval", self.sweep_interval),
+            ("care-window", self.care_window),
+            ("report-window", self.report_window),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!(

@@ -59,6 +59,28 @@ pub enum RequestError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// A business send refused for a reason the business must not learn: unknown
+    /// recipient, no consent or care window, or blocked. One message for all.
+    #[error("the recipient does not accept this message")]
+    Refused,
+    /// The business reached its daily unique recipients.
+    #[error("daily reach exhausted: no new recipients until a slot frees")]
+    ReachExhausted {
+        /// When a slot frees.
+        retry_after: Duration,
+    },
+    /// The business is suspended.
+    #[error("this business is suspended; contact the operator")]
+    Suspended,
+    /// A business send without a category, or in one its certificate does not allow.
+    #[error("category missing or not allowed by this business's certificate")]
+    CategoryNotAllowed,
+    /// A consent grant or revocation was refused.
+    #[error("invalid consent: {0}")]
+    InvalidConsent(&'static str),
+    /// The name is confusable with a verified business's, or imitates the badge.
+    #[error("this name is reserved: it looks like a verified business or its badge")]
+    NameReserved,
     /// The server is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
@@ -83,6 +105,12 @@ impl RequestError {
             RequestError::TooLarge { .. } => ErrorCode::TooLarge,
             RequestError::TooManyPrekeys(_) => ErrorCode::TooManyPrekeys,
             RequestError::RateLimited { .. } => ErrorCode::RateLimited,
+            RequestError::Refused => ErrorCode::Refused,
+            RequestError::ReachExhausted { .. } => ErrorCode::ReachExhausted,
+            RequestError::Suspended => ErrorCode::Suspended,
+            RequestError::CategoryNotAllowed => ErrorCode::CategoryNotAllowed,
+            RequestError::InvalidConsent(_) => ErrorCode::InvalidConsent,
+            RequestError::NameReserved => ErrorCode::NameReserved,
             RequestError::ShuttingDown => ErrorCode::Unavailable,
             RequestError::Store(StoreError::Full) => ErrorCode::StorageFull,
             RequestError::Store(StoreError::Unavailable) => ErrorCode::Unavailable,
@@ -102,7 +130,8 @@ impl RequestError {
             code: self.code(),
             message,
             retry_after_ms: match self {
-                RequestError::RateLimited { retry_after, .. } => {
+                RequestError::RateLimited { retry_after, .. }
+                | RequestError::ReachExhausted { retry_after } => {
                     Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX))
                 }
                 _ => None,

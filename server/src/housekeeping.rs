@@ -1,5 +1,7 @@
 //! Periodic maintenance: deletes envelopes older than the retention period and dedup
-//! entries older than it, in bounded batches so the writer is never held for long.
+//! entries older than it, and business bookkeeping that no longer counts (reach entries
+//! older than 24 h, closed care windows, expired consents), in bounded batches so the
+//! writer is never held for long.
 
 use std::sync::Arc;
 
@@ -44,6 +46,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         if !failed {
+            failed = !sweep_business(&shared, &shutdown).await;
+        }
+        if !failed {
             shared.metrics.sweeps.inc();
             let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
             shared.metrics.last_sweep_unix_seconds.set(now);
@@ -54,6 +59,26 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 dedup_entries = total.dedup_entries,
                 "expired envelopes swept"
             );
+        }
+    }
+}
+
+/// Sweeps business bookkeeping in batches until none is left; `false` if the store failed.
+async fn sweep_business(shared: &Shared, shutdown: &CancellationToken) -> bool {
+    let care_window_ms = u64::try_from(shared.config.care_window.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        match shared.store.sweep_business(now_ms(), care_window_ms).await {
+            Ok(deleted) => {
+                shared.metrics.business_rows_expired.add(deleted);
+                if deleted == 0 || shutdown.is_cancelled() {
+                    return true;
+                }
+            }
+            Err(e) => {
+                shared.metrics.sweep_failures.inc();
+                tracing::warn!(error = %e, "sweeping business bookkeeping failed");
+                return false;
+            }
         }
     }
 }

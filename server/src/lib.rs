@@ -17,6 +17,8 @@
 //! `127.0.0.1:0` with a temporary data directory.
 
 pub mod admin;
+pub mod authority;
+pub mod business_commands;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -46,4 +48,7 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The verification authority key could not be loaded or created.
+    #[error(transparent)]
+    Authority(#[from] authority::AuthorityError),
 }

@@ -26,6 +26,20 @@ fn main() -> anyhow::Result<()> {
             print!("{}", parley_server::admin::render_stats(&stats));
             Ok(())
         }
+        Some(Command::Admin(
+            command @ (AdminCommand::Authority
+            | AdminCommand::VerifyBusiness { .. }
+            | AdminCommand::RevokeBusiness { .. }
+            | AdminCommand::ListBusinesses
+            | AdminCommand::Suspend { .. }
+            | AdminCommand::Unsuspend { .. }
+            | AdminCommand::SetTier { .. }),
+        )) => {
+            if let Some(out) = parley_server::business_commands::run(command, &config.data_dir)? {
+                print!("{out}");
+            }
+            Ok(())
+        }
         Some(Command::Admin(AdminCommand::Backup { file })) => {
             let report = sqlite::backup(&config.data_dir, file)?;
             println!(

@@ -300,6 +300,17 @@ pub struct Metrics {
     pub sweep_failures: Counter,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// Business sends, by outcome (`accepted`, `refused`, `rate_limited`,
+    /// `reach_exhausted`, `suspended`, `category_not_allowed`).
+    pub business_sends: LabeledCounter,
+    /// Queued business envelopes deleted by consent revocations.
+    pub envelopes_purged: Counter,
+    /// Reports received.
+    pub reports: Counter,
+    /// Businesses suspended automatically after reports.
+    pub business_suspensions: Counter,
+    /// Reach entries, care windows and expired consents deleted by housekeeping.
+    pub business_rows_expired: Counter,
     /// The store's writer.
     pub store: Arc<StoreMetrics>,
 }
@@ -327,6 +338,11 @@ impl Default for Metrics {
             last_sweep_unix_seconds: Gauge::default(),
             sweep_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            business_sends: LabeledCounter::default(),
+            envelopes_purged: Counter::default(),
+            reports: Counter::default(),
+            business_suspensions: Counter::default(),
+            business_rows_expired: Counter::default(),
             store: Arc::default(),
         }
     }
@@ -515,6 +531,32 @@ impl Metrics {
             "parley_tls_handshake_failures_total",
             "TLS handshakes that failed or timed out.",
             self.tls_handshake_failures.get(),
+        );
+        out.labeled_counter(
+            "parley_business_sends_total",
+            "Sends by business accounts, by outcome.",
+            "outcome",
+            &self.business_sends.snapshot(),
+        );
+        out.counter(
+            "parley_envelopes_purged_total",
+            "Queued business envelopes deleted by consent revocations.",
+            self.envelopes_purged.get(),
+        );
+        out.counter(
+            "parley_reports_total",
+            "Reports of accounts received.",
+            self.reports.get(),
+        );
+        out.counter(
+            "parley_business_suspensions_total",
+            "Businesses suspended automatically after reports.",
+            self.business_suspensions.get(),
+        );
+        out.counter(
+            "parley_business_rows_expired_total",
+            "Reach entries, closed care windows and expired consents deleted by housekeeping.",
+            self.business_rows_expired.get(),
         );
         out.histogram(
             "parley_store_commit_seconds",

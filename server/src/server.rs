@@ -56,6 +56,14 @@ pub async fn run_with_admin(
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
+    if !config.test_clock_offset.is_zero() {
+        tracing::warn!(
+            offset = ?config.test_clock_offset,
+            "the server's clock is shifted (--test-clock-offset): for tests only"
+        );
+    }
+    crate::context::set_clock_offset(config.test_clock_offset);
+    let authority = crate::authority::Authority::load_or_create(&config.data_dir)?.public();
     let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
@@ -89,6 +97,7 @@ pub async fn run_with_admin(
         server_id,
         metrics,
         tls,
+        authority,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(housekeeping::run(shared.clone(), shutdown.clone()));

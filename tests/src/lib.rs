@@ -5,6 +5,8 @@
 //!
 //! * [`admin`]: HTTP requests to a server's admin listener, and a strict reader of the
 //!   Prometheus text format.
+//! * [`business`]: the operator's business commands (the real binary), consent records,
+//!   business sends.
 //! * [`account`]: test identities with real keys and the frames to register or log in.
 //! * [`client`]: a raw-frame client that can send what a well-behaved client never would.
 //! * [`server`]: an in-process server on `127.0.0.1:0`, and a server *process* that
@@ -17,6 +19,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod business;
 pub mod client;
 pub mod history;
 pub mod server;

@@ -240,3 +240,76 @@ async fn an_online_backup_restores_the_queued_messages() {
     );
     server.kill().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_verify_suspend_and_tier_businesses_while_the_server_runs() {
+    use parley_protocol::business::{Category, CategorySet};
+    use parley_tests::business::{admin, grant, send_grant, send_in, verify_business};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &["--business-reach-tiers", "1,10"],
+    )
+    .unwrap();
+    let bank = TestAccount::new(Some("acme"), 1);
+    let people = [
+        TestAccount::new(Some("ann"), 1),
+        TestAccount::new(Some("ben"), 1),
+    ];
+    let mut b = Client::register(&server.url(), &bank).await.unwrap();
+    let out = verify_business(dir.path(), "acme", "Acme Bank", "transactional").unwrap();
+    assert!(out.contains("verified @acme"), "{out}");
+    let t = Some(Category::Transactional);
+    for person in &people {
+        let mut c = Client::register(&server.url(), person).await.unwrap();
+        let g = grant(
+            person,
+            bank.identity.account_id(),
+            CategorySet::of([Category::Transactional]),
+        );
+        assert!(send_grant(&mut c, g).await.unwrap().is_ok());
+    }
+
+    assert!(send_in(&mut b, people[0].address(), t)
+        .await
+        .unwrap()
+        .is_ok());
+    let reply = send_in(&mut b, people[1].address(), t).await.unwrap();
+    assert_eq!(Client::error_code(&reply), Some(ErrorCode::ReachExhausted));
+    admin(dir.path(), &["set-tier", "@acme", "1"]).unwrap();
+    assert!(send_in(&mut b, people[1].address(), t)
+        .await
+        .unwrap()
+        .is_ok());
+
+    admin(dir.path(), &["suspend", "acme"]).unwrap();
+    let reply = send_in(&mut b, people[0].address(), t).await.unwrap();
+    assert_eq!(Client::error_code(&reply), Some(ErrorCode::Suspended));
+    let listing = admin(dir.path(), &["list-businesses"]).unwrap();
+    assert!(
+        listing.contains("@acme  suspended (operator)  tier 1"),
+        "{listing}"
+    );
+    admin(dir.path(), &["unsuspend", "acme"]).unwrap();
+    assert!(send_in(&mut b, people[0].address(), t)
+        .await
+        .unwrap()
+        .is_ok());
+
+    let e = admin(dir.path(), &["suspend", "ann"]).unwrap_err();
+    assert!(e.to_string().contains("not a verified business"), "{e}");
+    let e = admin(dir.path(), &["set-tier", "nobody", "1"]).unwrap_err();
+    assert!(
+        e.to_string().contains("no account has the handle @nobody"),
+        "{e}"
+    );
+
+    let metrics = scrape(server.admin_addr.unwrap()).await;
+    let outcome = |o: &str| metrics.value("parley_business_sends_total", &[("outcome", o)]);
+    assert_eq!(outcome("accepted"), Some(3.0));
+    assert_eq!(outcome("reach_exhausted"), Some(1.0));
+    assert_eq!(outcome("suspended"), Some(1.0));
+    server.kill().unwrap();
+}

@@ -18,6 +18,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use super::awaiting_auth::{error_frame, Session};
+use super::business;
 use super::delivery::Cursor;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
@@ -157,7 +158,7 @@ async fn handle(
         ClientBody::Send(send) => send_envelope(shared, address, send).await?,
         ClientBody::FetchBundle(fetch) => fetch_bundle(shared, address, fetch).await?,
         ClientBody::ResolveHandle(resolve) => {
-            let account = shared
+            let (account, display_name) = shared
                 .store
                 .resolve_handle(resolve.handle.clone())
                 .await?
@@ -165,18 +166,26 @@ async fn handle(
             ServerBody::Resolved(Resolved {
                 handle: resolve.handle,
                 account,
-                display_name: None,
+                display_name,
             })
         }
         ClientBody::UploadPrekeys(upload) => upload_prekeys(shared, address, upload).await?,
-        ClientBody::GrantConsent(_)
-        | ClientBody::RevokeConsent(_)
-        | ClientBody::Block(_)
-        | ClientBody::Unblock(_)
-        | ClientBody::Report(_)
-        | ClientBody::FetchBusiness(_)
-        | ClientBody::SetDisplayName(_) => {
-            return Err(RequestError::Malformed("not supported yet".into()))
+        ClientBody::GrantConsent(g) => {
+            business::change_consent(shared, address.account, business::grant(g)).await?
+        }
+        ClientBody::RevokeConsent(r) => {
+            business::change_consent(shared, address.account, business::revoke(r)).await?
+        }
+        ClientBody::Block(b) => {
+            business::set_blocked(shared, address.account, b.account, true).await?
+        }
+        ClientBody::Unblock(u) => {
+            business::set_blocked(shared, address.account, u.account, false).await?
+        }
+        ClientBody::Report(r) => business::report(shared, address.account, r.account).await?,
+        ClientBody::FetchBusiness(f) => business::fetch(shared, f.account).await?,
+        ClientBody::SetDisplayName(n) => {
+            business::set_display_name(shared, address.account, n).await?
         }
         ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
             return Err(RequestError::Malformed(
@@ -201,6 +210,7 @@ async fn send_envelope(
     }
     let to = send.to;
     let id = send.id;
+    let category = send.category;
     let outcome = shared
         .store
         .enqueue(NewEnvelope {
@@ -209,11 +219,16 @@ async fn send_envelope(
             id,
             ciphertext: send.ciphertext,
             now_ms: now_ms(),
+            category,
+            policy: shared.send_policy(),
         })
         .await?;
     let seq = match outcome {
-        EnqueueOutcome::Accepted(seq) => {
+        EnqueueOutcome::Accepted { seq, from_business } => {
             shared.metrics.envelopes_accepted.inc();
+            if from_business {
+                shared.metrics.business_sends.inc("accepted");
+            }
             shared.presence.wake(&to);
             seq
         }
@@ -222,8 +237,47 @@ async fn send_envelope(
             seq
         }
         EnqueueOutcome::UnknownRecipient => return Err(RequestError::NotFound("recipient")),
+        refused => {
+            if let Some(label) = business_outcome_label(refused) {
+                shared.metrics.business_sends.inc(label);
+            }
+            return Err(refusal_error(refused));
+        }
     };
     Ok(ServerBody::Accepted(Accepted { id, seq }))
+}
+
+/// The `parley_business_sends_total` label of a refused business send.
+fn business_outcome_label(outcome: EnqueueOutcome) -> Option<&'static str> {
+    match outcome {
+        EnqueueOutcome::Refused => Some("refused"),
+        EnqueueOutcome::Suspended => Some("suspended"),
+        EnqueueOutcome::CategoryNotAllowed => Some("category_not_allowed"),
+        EnqueueOutcome::RateLimited(_) => Some("rate_limited"),
+        EnqueueOutcome::ReachExhausted(_) => Some("reach_exhausted"),
+        _ => None,
+    }
+}
+
+/// The error a refused send answers with.
+fn refusal_error(outcome: EnqueueOutcome) -> RequestError {
+    let ms = std::time::Duration::from_millis;
+    match outcome {
+        EnqueueOutcome::Suspended => RequestError::Suspended,
+        EnqueueOutcome::CategoryNotAllowed => RequestError::CategoryNotAllowed,
+        EnqueueOutcome::RateLimited(retry) => RequestError::RateLimited {
+            what: "business messages per second",
+            retry_after: ms(retry),
+        },
+        EnqueueOutcome::ReachExhausted(retry) => RequestError::ReachExhausted {
+            retry_after: ms(retry),
+        },
+        EnqueueOutcome::UnknownRecipient => RequestError::NotFound("recipient"),
+        EnqueueOutcome::Refused
+        | EnqueueOutcome::Blocked
+        | EnqueueOutcome::Accepted { .. }
+        | EnqueueOutcome::Duplicate(_) => RequestError::Refused,
+    }
 }
 
 async fn fetch_bundle(

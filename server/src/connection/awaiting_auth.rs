@@ -185,6 +185,7 @@ async fn create_account(
         }
         RegisterOutcome::AccountExists => Err(RequestError::AccountExists),
         RegisterOutcome::HandleTaken => Err(RequestError::HandleTaken),
+        RegisterOutcome::NameReserved => Err(RequestError::NameReserved),
     }
 }
 

@@ -68,7 +68,7 @@ impl Cursor {
                 id: envelope.id,
                 sent_at_ms: envelope.accepted_at_ms,
                 ciphertext: envelope.ciphertext,
-                category: None,
+                category: envelope.category,
             })));
         }
         if short {

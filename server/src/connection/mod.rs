@@ -15,6 +15,7 @@
 
 mod authenticated;
 mod awaiting_auth;
+mod business;
 mod delivery;
 pub mod transport;
 

@@ -13,13 +13,20 @@
 //! * Sequence numbers are per recipient device, dense, starting at 1, assigned in commit
 //!   order; so a cumulative `ack_through` never deletes what was not delivered.
 //! * `take_bundle` hands each one-time prekey out exactly once, also under concurrency.
+//! * `enqueue` checks the business policy (blocks, consent, care window, limits) in the
+//!   same transaction that stores the envelope, so a revocation, block or suspension is
+//!   in force for every send committed after it.
 
+mod business;
 pub mod sqlite;
 mod types;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use business::{
+    BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, SendPolicy,
+};
 pub use types::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
@@ -64,7 +71,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn take_bundle(&self, device: DeviceAddress) -> StoreFuture<'_, BundleOutcome>;
 
     /// The account behind a handle.
-    fn resolve_handle(&self, handle: Handle) -> StoreFuture<'_, Option<AccountId>>;
+    fn resolve_handle(
+        &self,
+        handle: Handle,
+    ) -> StoreFuture<'_, Option<(AccountId, Option<String>)>>;
 
     /// Durably appends an envelope to its recipient's queue (or finds the earlier result
     /// of the same `(sender, id)`).
@@ -95,6 +105,48 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
     /// For readiness checks.
+    /// Stores a consent grant or revocation signed by `user` (already verified), after
+    /// checking its nonce, its order against revocations, and that the business exists.
+    fn change_consent(
+        &self,
+        user: AccountId,
+        change: ConsentChange,
+        now_ms: u64,
+    ) -> StoreFuture<'_, ConsentOutcome>;
+
+    /// Blocks (`true`) or unblocks `blocked` for `user`.
+    fn set_blocked(
+        &self,
+        user: AccountId,
+        blocked: AccountId,
+        block: bool,
+        now_ms: u64,
+    ) -> StoreFuture<'_, ()>;
+
+    /// Records `reporter`'s report of `account`; may suspend a business.
+    fn report(
+        &self,
+        reporter: AccountId,
+        account: AccountId,
+        policy: ReportPolicy,
+        now_ms: u64,
+    ) -> StoreFuture<'_, ReportOutcome>;
+
+    /// The account's business certificate and standing; `None` if it never was one.
+    fn business(&self, account: AccountId) -> StoreFuture<'_, Option<BusinessRecord>>;
+
+    /// Sets or clears `account`'s display name; `false` if the name is reserved
+    /// (confusable with another verified business's, or a badge look-alike).
+    fn set_display_name(
+        &self,
+        account: AccountId,
+        display_name: Option<String>,
+    ) -> StoreFuture<'_, bool>;
+
+    /// Deletes business bookkeeping that no longer counts (old reach entries, closed
+    /// care windows, expired consents), in a bounded batch; returns the rows deleted.
+    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64>;
+
     fn check_writable(&self) -> StoreFuture<'_, ()>;
 
     /// Envelopes waiting in all queues. For metrics; may cost a scan.

@@ -1,8 +1,11 @@
 //! Values that cross the [`super::Store`] interface.
 
+use parley_protocol::business::Category;
 use parley_protocol::identity::IdentityPublic;
 use parley_protocol::ids::{DeviceAddress, Handle, MessageId, Seq};
 use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, SignedPrekey};
+
+use super::SendPolicy;
 
 /// A verified registration.
 #[derive(Clone, Debug)]
@@ -35,6 +38,8 @@ pub enum RegisterOutcome {
     AccountExists,
     /// Another account holds the handle.
     HandleTaken,
+    /// The handle is confusable with a verified business's name.
+    NameReserved,
 }
 
 /// What authentication needs about a device.
@@ -98,17 +103,39 @@ pub struct NewEnvelope {
     pub ciphertext: Vec<u8>,
     /// Acceptance time, ms since the epoch.
     pub now_ms: u64,
+    /// The business category it claims (`None` between people).
+    pub category: Option<Category>,
+    /// The rules a business send must pass.
+    pub policy: SendPolicy,
 }
 
 /// Result of [`super::Store::enqueue`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     /// Durably queued at this position.
-    Accepted(Seq),
+    Accepted {
+        /// Position in the recipient's queue.
+        seq: Seq,
+        /// Whether the sender is a business (its envelope carries its category).
+        from_business: bool,
+    },
     /// A retry: the first attempt was queued at this position; nothing new was stored.
     Duplicate(Seq),
-    /// The recipient device does not exist.
+    /// The recipient device does not exist (the sender is not a business).
     UnknownRecipient,
+    /// Uniform refusal of a business send: unknown recipient, no consent or care
+    /// window, or the recipient blocks the business.
+    Refused,
+    /// A person's send to someone who blocks them.
+    Blocked,
+    /// The sender is a suspended business.
+    Suspended,
+    /// A business send without a category, or in one its certificate does not allow.
+    CategoryNotAllowed,
+    /// The business is over its messages per second; retry after this many ms.
+    RateLimited(u64),
+    /// The business reached its daily unique recipients; a slot frees in this many ms.
+    ReachExhausted(u64),
 }
 
 /// A queued envelope.
@@ -124,6 +151,8 @@ pub struct StoredEnvelope {
     pub accepted_at_ms: u64,
     /// Opaque payload.
     pub ciphertext: Vec<u8>,
+    /// The business category it was sent in, if any.
+    pub category: Option<Category>,
 }
 
 /// What a sweep removed.

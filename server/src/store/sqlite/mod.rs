@@ -11,7 +11,10 @@
 //!
 //! Both job queues are bounded; a caller waits for room (backpressure), never grows them.
 
+mod business;
+mod business_admin;
 mod maintenance;
+mod policy;
 mod queries;
 mod schema;
 mod threads;
@@ -24,12 +27,17 @@ use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq, ServerId};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::business_admin::{
+    list_businesses, revoke_business, set_suspended, set_tier, verify_business, AdminError,
+    BusinessListing, Verification,
+};
 pub use self::maintenance::{backup, stats, BackupReport, DatabaseStats};
 use self::threads::{ReadJob, WriteJob, WriterMsg};
 use crate::metrics::StoreMetrics;
 use crate::store::{
-    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
-    RegisterOutcome, Store, StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, BusinessRecord, ConsentChange, ConsentOutcome, EnqueueOutcome,
+    NewAccount, NewEnvelope, PrekeyUpload, RegisterOutcome, ReportOutcome, ReportPolicy, Store,
+    StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// How durable a commit is.
@@ -162,7 +170,7 @@ impl SqliteStore {
     }
 }
 
-fn open_connection(
+pub(super) fn open_connection(
     path: &Path,
     durability: Durability,
     read_only: bool,
@@ -217,7 +225,10 @@ impl Store for SqliteStore {
         Box::pin(self.write(move |c| queries::take_bundle(c, &device)))
     }
 
-    fn resolve_handle(&self, handle: Handle) -> StoreFuture<'_, Option<AccountId>> {
+    fn resolve_handle(
+        &self,
+        handle: Handle,
+    ) -> StoreFuture<'_, Option<(AccountId, Option<String>)>> {
         Box::pin(self.read(move |c| queries::resolve_handle(c, &handle)))
     }
 
@@ -248,6 +259,53 @@ impl Store for SqliteStore {
         dedup_cutoff_ms: u64,
     ) -> StoreFuture<'_, SweepReport> {
         Box::pin(self.write(move |c| queries::sweep(c, queue_cutoff_ms, dedup_cutoff_ms)))
+    }
+
+    fn change_consent(
+        &self,
+        user: AccountId,
+        change: ConsentChange,
+        now_ms: u64,
+    ) -> StoreFuture<'_, ConsentOutcome> {
+        Box::pin(self.write(move |c| business::change_consent(c, &user, &change, now_ms)))
+    }
+
+    fn set_blocked(
+        &self,
+        user: AccountId,
+        blocked: AccountId,
+        block: bool,
+        now_ms: u64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| business::set_blocked(c, &user, &blocked, block, now_ms)))
+    }
+
+    fn report(
+        &self,
+        reporter: AccountId,
+        account: AccountId,
+        policy: ReportPolicy,
+        now_ms: u64,
+    ) -> StoreFuture<'_, ReportOutcome> {
+        Box::pin(self.write(move |c| business::report(c, &reporter, &account, policy, now_ms)))
+    }
+
+    fn business(&self, account: AccountId) -> StoreFuture<'_, Option<BusinessRecord>> {
+        Box::pin(self.read(move |c| business::business(c, &account)))
+    }
+
+    fn set_display_name(
+        &self,
+        account: AccountId,
+        display_name: Option<String>,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(
+            self.write(move |c| business::set_display_name(c, &account, display_name.as_deref())),
+        )
+    }
+
+    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |c| business::sweep(c, now_ms, care_window_ms)))
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {

@@ -9,7 +9,7 @@ use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, Sig
 use parley_protocol::signature::Signature;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::sql_error;
+use super::{business, policy, sql_error};
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
@@ -52,6 +52,9 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
             .map_err(sql_error)?;
         if taken {
             return Ok(RegisterOutcome::HandleTaken);
+        }
+        if business::name_reserved(conn, &account, handle.as_str())? {
+            return Ok(RegisterOutcome::NameReserved);
         }
     }
     conn.prepare_cached(
@@ -222,17 +225,22 @@ pub(super) fn take_bundle(
 pub(super) fn resolve_handle(
     conn: &Connection,
     handle: &Handle,
-) -> Result<Option<AccountId>, StoreError> {
-    let bytes = conn
-        .prepare_cached("SELECT account FROM accounts WHERE handle = ?1")
+) -> Result<Option<(AccountId, Option<String>)>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT account, display_name FROM accounts WHERE handle = ?1")
         .and_then(|mut s| {
-            s.query_row(params![handle.as_str()], |r| r.get::<_, Vec<u8>>(0))
-                .optional()
+            s.query_row(params![handle.as_str()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .optional()
         })
         .map_err(sql_error)?;
-    bytes
-        .map(|b| AccountId::from_slice(&b).ok_or_else(|| corrupt("accounts.account")))
-        .transpose()
+    row.map(|(b, name)| {
+        AccountId::from_slice(&b)
+            .map(|account| (account, name))
+            .ok_or_else(|| corrupt("accounts.account"))
+    })
+    .transpose()
 }
 
 pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutcome, StoreError> {
@@ -251,7 +259,13 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
     if let Some(seq) = earlier {
         return Ok(EnqueueOutcome::Duplicate(Seq(to_u64(seq))));
     }
-    let Some(recipient) = device_key(conn, &e.to)? else {
+    let recipient = device_key(conn, &e.to)?;
+    let from_business = match policy::check(conn, e, recipient.is_some())? {
+        policy::Verdict::Refuse(outcome) => return Ok(outcome),
+        policy::Verdict::FromPerson => false,
+        policy::Verdict::FromBusiness => true,
+    };
+    let Some(recipient) = recipient else {
         return Ok(EnqueueOutcome::UnknownRecipient);
     };
     let seq: i64 = conn
@@ -263,8 +277,8 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
     let now = to_i64(e.now_ms);
     conn.prepare_cached(
         "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
-                            accepted_at_ms, ciphertext)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                            accepted_at_ms, ciphertext, category)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -275,6 +289,9 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
             e.id.as_bytes().as_slice(),
             now,
             e.ciphertext.as_slice(),
+            e.category
+                .filter(|_| from_business)
+                .map(policy::category_code),
         ])
     })
     .map_err(sql_error)?;
@@ -283,7 +300,10 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
     )
     .and_then(|mut s| s.execute(params![sender, e.id.as_bytes().as_slice(), seq, now]))
     .map_err(sql_error)?;
-    Ok(EnqueueOutcome::Accepted(Seq(to_u64(seq))))
+    Ok(EnqueueOutcome::Accepted {
+        seq: Seq(to_u64(seq)),
+        from_business,
+    })
 }
 
 pub(super) fn page(
@@ -297,7 +317,8 @@ pub(super) fn page(
     // one page size, so the statement cache holds one entry.
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT seq, sender_account, sender_device, message_id, accepted_at_ms, ciphertext
+            "SELECT seq, sender_account, sender_device, message_id, accepted_at_ms, ciphertext,
+                    category
              FROM queue
              WHERE recipient = (SELECT id FROM devices WHERE account = ?1 AND device = ?2)
                AND seq > ?3
@@ -319,13 +340,14 @@ pub(super) fn page(
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             },
         )
         .map_err(sql_error)?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, account, sender_device, id, at, ciphertext) = row.map_err(sql_error)?;
+        let (seq, account, sender_device, id, at, ciphertext, category) = row.map_err(sql_error)?;
         out.push(StoredEnvelope {
             seq: Seq(to_u64(seq)),
             from: DeviceAddress {
@@ -336,6 +358,7 @@ pub(super) fn page(
             id: MessageId::from_slice(&id).ok_or_else(|| corrupt("queue.message_id"))?,
             accepted_at_ms: to_u64(at),
             ciphertext,
+            category: category.and_then(policy::category_from_code),
         });
     }
     Ok(out)
@@ -365,6 +388,13 @@ pub(super) fn delete_account(conn: &Connection, account: &AccountId) -> Result<b
         format!("DELETE FROM one_time_prekeys WHERE device_key IN {devices}"),
         format!("DELETE FROM signed_prekeys WHERE device_key IN {devices}"),
         "DELETE FROM devices WHERE account = ?1".to_owned(),
+        "DELETE FROM consents WHERE user = ?1 OR business = ?1".to_owned(),
+        "DELETE FROM care_windows WHERE user = ?1 OR business = ?1".to_owned(),
+        "DELETE FROM reach WHERE business = ?1 OR recipient = ?1".to_owned(),
+        "DELETE FROM blocks WHERE user = ?1 OR blocked = ?1".to_owned(),
+        "DELETE FROM reports WHERE reporter = ?1 OR account = ?1".to_owned(),
+        "DELETE FROM consent_log WHERE user = ?1 OR business = ?1".to_owned(),
+        "DELETE FROM businesses WHERE account = ?1".to_owned(),
     ] {
         conn.prepare_cached(&sql)
             .and_then(|mut s| s.execute(params![account]))
@@ -495,14 +525,14 @@ fn put_one_time_prekeys(
     Ok(())
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Database(format!("corrupt value in {what}"))
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(super) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }

@@ -78,6 +78,88 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX sent_by_age ON sent (accepted_at_ms);
     "#,
+    // 2: business accounts, consent, care windows, reach, blocks, reports, display names.
+    r#"
+    ALTER TABLE accounts ADD COLUMN display_name TEXT;
+    -- Category bit (1, 2, 4, 8) of a business envelope; 16 for conversation; NULL between
+    -- people. Used to purge envelopes of revoked categories.
+    ALTER TABLE queue ADD COLUMN category INTEGER;
+
+    -- Verified businesses: the current certificate, standing and limits.
+    CREATE TABLE businesses (
+        account          BLOB PRIMARY KEY,
+        serial           INTEGER NOT NULL,
+        certificate      BLOB NOT NULL,     -- MessagePack SignedCertificate
+        legal_name       TEXT NOT NULL,
+        display_name     TEXT NOT NULL,
+        name_skeleton    TEXT NOT NULL,     -- confusable::skeleton(display_name)
+        domain           TEXT NOT NULL,
+        categories       INTEGER NOT NULL,  -- CategorySet bits
+        issued_at_ms     INTEGER NOT NULL,
+        expires_at_ms    INTEGER NOT NULL,
+        revoked_at_ms    INTEGER,           -- NULL while the certificate stands
+        tier             INTEGER NOT NULL DEFAULT 0,
+        suspended_at_ms  INTEGER,           -- NULL unless suspended
+        suspended_reason TEXT,
+        standing_since_ms INTEGER NOT NULL DEFAULT 0  -- reports before this do not count
+    ) WITHOUT ROWID;
+    CREATE INDEX businesses_by_skeleton ON businesses (name_skeleton);
+
+    -- Categories in force per (user, business); one row per granted category.
+    CREATE TABLE consents (
+        user          BLOB NOT NULL,
+        business      BLOB NOT NULL,
+        category      INTEGER NOT NULL,     -- one CategorySet bit
+        expires_at_ms INTEGER,              -- NULL: until revoked
+        granted_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (user, business, category)
+    ) WITHOUT ROWID;
+
+    -- Every grant and revocation accepted, by nonce: replay protection and audit.
+    CREATE TABLE consent_log (
+        user         BLOB NOT NULL,
+        nonce        BLOB NOT NULL,
+        business     BLOB NOT NULL,
+        revocation   INTEGER NOT NULL,      -- 0 grant, 1 revocation
+        categories   INTEGER NOT NULL,
+        issued_at_ms INTEGER NOT NULL,
+        record       BLOB NOT NULL,         -- MessagePack ConsentRecord
+        PRIMARY KEY (user, nonce)
+    ) WITHOUT ROWID;
+    CREATE INDEX consent_log_by_pair ON consent_log (user, business, revocation, issued_at_ms);
+
+    -- The last time a person wrote to a business: opens the care window.
+    CREATE TABLE care_windows (
+        user            BLOB NOT NULL,
+        business        BLOB NOT NULL,
+        last_message_ms INTEGER NOT NULL,
+        PRIMARY KEY (user, business)
+    ) WITHOUT ROWID;
+
+    -- Unique recipients a business reached outside conversations, for the daily reach.
+    CREATE TABLE reach (
+        business      BLOB NOT NULL,
+        recipient     BLOB NOT NULL,
+        first_sent_ms INTEGER NOT NULL,
+        PRIMARY KEY (business, recipient)
+    ) WITHOUT ROWID;
+    CREATE INDEX reach_by_time ON reach (business, first_sent_ms);
+
+    CREATE TABLE blocks (
+        user       BLOB NOT NULL,
+        blocked    BLOB NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (user, blocked)
+    ) WITHOUT ROWID;
+
+    -- One report per (reported account, reporter) counts.
+    CREATE TABLE reports (
+        account  BLOB NOT NULL,
+        reporter BLOB NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (account, reporter)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.

@@ -1,0 +1,344 @@
+//! The SQL behind consent, blocks, reports, business lookups and display names, as the
+//! connections use them (the operator's commands are in `business_admin.rs`; the send
+//! policy in `policy.rs`).
+
+use parley_protocol::business::{confusable, CategorySet, ConsentRecord, SignedCertificate};
+use parley_protocol::ids::AccountId;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::queries::{corrupt, to_i64, SWEEP_BATCH};
+use super::{policy, sql_error};
+use crate::store::{
+    BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, StoreError,
+};
+
+/// Stores a verified grant or revocation for `user`.
+pub(super) fn change_consent(
+    conn: &Connection,
+    user: &AccountId,
+    change: &ConsentChange,
+    now_ms: u64,
+) -> Result<ConsentOutcome, StoreError> {
+    let record = match change {
+        ConsentChange::Grant(g) => ConsentRecord::Grant(g.clone()),
+        ConsentChange::Revoke(r) => ConsentRecord::Revocation(r.clone()),
+    };
+    let business = record.business();
+    let u = user.as_bytes().as_slice();
+    let b = business.as_bytes().as_slice();
+    let nonce = match change {
+        ConsentChange::Grant(g) => g.grant.nonce,
+        ConsentChange::Revoke(r) => r.revocation.nonce,
+    };
+    let replayed = conn
+        .prepare_cached("SELECT 1 FROM consent_log WHERE user = ?1 AND nonce = ?2")
+        .and_then(|mut s| s.exists(params![u, nonce.as_bytes().as_slice()]))
+        .map_err(sql_error)?;
+    if replayed {
+        return Ok(ConsentOutcome::Invalid(
+            "this consent record was already used",
+        ));
+    }
+    let verified = conn
+        .prepare_cached(
+            "SELECT 1 FROM businesses WHERE account = ?1
+               AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
+        )
+        .and_then(|mut s| s.exists(params![b, to_i64(now_ms)]))
+        .map_err(sql_error)?;
+    let is_business = policy::is_business(conn, &business)?;
+    let revocation = matches!(change, ConsentChange::Revoke(_));
+    // A revocation may name a business whose certificate lapsed; a grant may not.
+    let acceptable = verified || (revocation && is_business);
+    if !acceptable {
+        return Ok(ConsentOutcome::Invalid("not a verified business"));
+    }
+    if let ConsentChange::Grant(g) = change {
+        let latest_revocation: Option<i64> = conn
+            .prepare_cached(
+                "SELECT MAX(issued_at_ms) FROM consent_log
+                 WHERE user = ?1 AND business = ?2 AND revocation = 1",
+            )
+            .and_then(|mut s| s.query_row(params![u, b], |r| r.get(0)))
+            .map_err(sql_error)?;
+        if latest_revocation.is_some_and(|at| to_i64(g.grant.issued_at_ms) <= at) {
+            return Ok(ConsentOutcome::Invalid(
+                "this grant is older than a later revocation",
+            ));
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO consent_log (user, nonce, business, revocation, categories, issued_at_ms,
+                                  record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            u,
+            nonce.as_bytes().as_slice(),
+            b,
+            i64::from(revocation),
+            i64::from(record.categories().bits()),
+            to_i64(record.issued_at_ms()),
+            record.encode(),
+        ])
+    })
+    .map_err(sql_error)?;
+    let mut purged = 0;
+    match change {
+        ConsentChange::Grant(g) => {
+            for category in g.grant.categories.iter() {
+                conn.prepare_cached(
+                    "INSERT INTO consents (user, business, category, expires_at_ms, granted_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (user, business, category) DO UPDATE
+                       SET expires_at_ms = excluded.expires_at_ms,
+                           granted_at_ms = excluded.granted_at_ms",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        u,
+                        b,
+                        policy::category_code(category),
+                        g.grant.expires_at_ms.map(to_i64),
+                        to_i64(now_ms),
+                    ])
+                })
+                .map_err(sql_error)?;
+            }
+        }
+        ConsentChange::Revoke(r) => {
+            let mask = i64::from(r.revocation.categories.bits());
+            conn.prepare_cached(
+                "DELETE FROM consents WHERE user = ?1 AND business = ?2 AND (category & ?3) != 0",
+            )
+            .and_then(|mut s| s.execute(params![u, b, mask]))
+            .map_err(sql_error)?;
+            purged = conn
+                .prepare_cached(
+                    "DELETE FROM queue
+                     WHERE recipient IN (SELECT id FROM devices WHERE account = ?1)
+                       AND sender_account = ?2 AND category IS NOT NULL
+                       AND (category & ?3) != 0",
+                )
+                .and_then(|mut s| s.execute(params![u, b, mask]))
+                .map_err(sql_error)?;
+        }
+    }
+    Ok(ConsentOutcome::Updated {
+        categories: in_force(conn, user, &business, now_ms)?,
+        purged: u32::try_from(purged).unwrap_or(u32::MAX),
+    })
+}
+
+/// The categories `user` has granted `business` that are in force at `now_ms`.
+fn in_force(
+    conn: &Connection,
+    user: &AccountId,
+    business: &AccountId,
+    now_ms: u64,
+) -> Result<CategorySet, StoreError> {
+    let bits: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(category), 0) FROM consents
+             WHERE user = ?1 AND business = ?2
+               AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    user.as_bytes().as_slice(),
+                    business.as_bytes().as_slice(),
+                    to_i64(now_ms)
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(sql_error)?;
+    Ok(u8::try_from(bits)
+        .ok()
+        .and_then(CategorySet::from_bits)
+        .unwrap_or(CategorySet::EMPTY))
+}
+
+pub(super) fn set_blocked(
+    conn: &Connection,
+    user: &AccountId,
+    blocked: &AccountId,
+    block: bool,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let (sql, with_time) = if block {
+        (
+            "INSERT OR IGNORE INTO blocks (user, blocked, at_ms) VALUES (?1, ?2, ?3)",
+            true,
+        )
+    } else {
+        ("DELETE FROM blocks WHERE user = ?1 AND blocked = ?2", false)
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_error)?;
+    let (u, b) = (user.as_bytes().as_slice(), blocked.as_bytes().as_slice());
+    if with_time {
+        stmt.execute(params![u, b, to_i64(now_ms)])
+    } else {
+        stmt.execute(params![u, b])
+    }
+    .map(|_| ())
+    .map_err(sql_error)
+}
+
+/// Records a report; suspends a business reported by enough distinct people within the
+/// window since its standing was last restored.
+pub(super) fn report(
+    conn: &Connection,
+    reporter: &AccountId,
+    account: &AccountId,
+    policy: ReportPolicy,
+    now_ms: u64,
+) -> Result<ReportOutcome, StoreError> {
+    let a = account.as_bytes().as_slice();
+    conn.prepare_cached(
+        "INSERT INTO reports (account, reporter, at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account, reporter) DO UPDATE SET at_ms = excluded.at_ms",
+    )
+    .and_then(|mut s| s.execute(params![a, reporter.as_bytes().as_slice(), to_i64(now_ms)]))
+    .map_err(sql_error)?;
+    let standing: Option<(i64, bool)> = conn
+        .prepare_cached(
+            "SELECT standing_since_ms, suspended_at_ms IS NOT NULL
+             FROM businesses WHERE account = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![a], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sql_error)?;
+    let Some((standing_since, false)) = standing else {
+        return Ok(ReportOutcome::Recorded);
+    };
+    let since = standing_since.max(to_i64(now_ms.saturating_sub(policy.window_ms)));
+    let count: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM reports WHERE account = ?1 AND at_ms >= ?2")
+        .and_then(|mut s| s.query_row(params![a, since], |r| r.get(0)))
+        .map_err(sql_error)?;
+    if count < i64::from(policy.suspend_after) {
+        return Ok(ReportOutcome::Recorded);
+    }
+    conn.prepare_cached(
+        "UPDATE businesses SET suspended_at_ms = ?2, suspended_reason = 'reports'
+         WHERE account = ?1",
+    )
+    .and_then(|mut s| s.execute(params![a, to_i64(now_ms)]))
+    .map_err(sql_error)?;
+    Ok(ReportOutcome::Suspended)
+}
+
+/// The business record of `account`, if it is (or was) a business.
+pub(super) fn business(
+    conn: &Connection,
+    account: &AccountId,
+) -> Result<Option<BusinessRecord>, StoreError> {
+    let row: Option<(Vec<u8>, bool, bool)> = conn
+        .prepare_cached(
+            "SELECT certificate, revoked_at_ms IS NOT NULL, suspended_at_ms IS NOT NULL
+             FROM businesses WHERE account = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![account.as_bytes().as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let Some((bytes, revoked, suspended)) = row else {
+        return Ok(None);
+    };
+    let certificate = if revoked {
+        None
+    } else {
+        Some(decode_certificate(&bytes)?)
+    };
+    Ok(Some(BusinessRecord {
+        certificate,
+        suspended,
+    }))
+}
+
+pub(super) fn decode_certificate(bytes: &[u8]) -> Result<SignedCertificate, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|_| corrupt("businesses.certificate"))
+}
+
+/// Whether `name` is reserved for `account`: it imitates the badge, or its skeleton is
+/// another verified business's display-name skeleton.
+pub(super) fn name_reserved(
+    conn: &Connection,
+    account: &AccountId,
+    name: &str,
+) -> Result<bool, StoreError> {
+    if confusable::has_badge_lookalike(name) {
+        return Ok(true);
+    }
+    let skeleton = confusable::skeleton(name);
+    if skeleton.is_empty() {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "SELECT 1 FROM businesses
+         WHERE name_skeleton = ?1 AND account != ?2 AND revoked_at_ms IS NULL",
+    )
+    .and_then(|mut s| s.exists(params![skeleton, account.as_bytes().as_slice()]))
+    .map_err(sql_error)
+}
+
+/// Sets or clears a display name; `false` (and nothing changed) when it is reserved.
+pub(super) fn set_display_name(
+    conn: &Connection,
+    account: &AccountId,
+    name: Option<&str>,
+) -> Result<bool, StoreError> {
+    if let Some(name) = name {
+        if name_reserved(conn, account, name)? {
+            return Ok(false);
+        }
+    }
+    conn.prepare_cached("UPDATE accounts SET display_name = ?2 WHERE account = ?1")
+        .and_then(|mut s| s.execute(params![account.as_bytes().as_slice(), name]))
+        .map(|_| true)
+        .map_err(sql_error)
+}
+
+/// Deletes business bookkeeping that no longer counts: reach entries older than the reach
+/// window, care windows that closed, consents past their expiry. At most `SWEEP_BATCH`
+/// rows of each per call; returns the rows deleted.
+pub(super) fn sweep(
+    conn: &Connection,
+    now_ms: u64,
+    care_window_ms: u64,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for (sql, cutoff) in [
+        (
+            "DELETE FROM reach WHERE (business, recipient) IN
+               (SELECT business, recipient FROM reach WHERE first_sent_ms <= ?1 LIMIT ?2)",
+            now_ms.saturating_sub(policy::REACH_WINDOW_MS),
+        ),
+        (
+            "DELETE FROM care_windows WHERE (user, business) IN
+               (SELECT user, business FROM care_windows WHERE last_message_ms <= ?1 LIMIT ?2)",
+            now_ms.saturating_sub(care_window_ms),
+        ),
+        (
+            "DELETE FROM consents WHERE (user, business, category) IN
+               (SELECT user, business, category FROM consents
+                WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 LIMIT ?2)",
+            now_ms,
+        ),
+    ] {
+        let n = conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![to_i64(cutoff), SWEEP_BATCH]))
+            .map_err(sql_error)?;
+        deleted += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(deleted)
+}
