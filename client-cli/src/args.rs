@@ -37,6 +37,12 @@ pub struct Args {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The operator's verification authority key (64 hex digits), to check business
+    /// certificates against. Without it, the key the server presents is pinned on first
+    /// contact (its fingerprint is shown: compare it with the one the operator publishes).
+    #[arg(long, global = true, env = "PARLEY_AUTHORITY")]
+    pub authority: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -53,12 +59,20 @@ pub enum Command {
     /// Show this profile's handle and account.
     Whoami,
     /// Send a message and wait until the server has stored it.
+    ///
+    /// A verified business account sends with --category: the relay delivers it only if
+    /// the person granted that category (or, for `conversation`, wrote to the business
+    /// in the last 24 hours).
     Send {
         /// Recipient handle, e.g. @bob.
         handle: String,
         /// The message (several words are joined with spaces).
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
+        /// (Business accounts) the message's category: security_alert, transactional,
+        /// authentication, marketing or conversation.
+        #[arg(long)]
+        category: Option<String>,
     },
     /// Print messages that arrived, acknowledge them, and exit.
     Inbox {
@@ -83,10 +97,106 @@ pub enum Command {
         /// The contact.
         handle: String,
     },
+    /// Verified businesses: show an account's certificate, checked on this machine.
+    #[command(subcommand)]
+    Business(BusinessCommand),
+    /// What businesses may send you: grant, revoke, list, export your signed consent.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Block an account: the server refuses its messages to you.
+    Block {
+        /// Who to block.
+        handle: String,
+    },
+    /// Unblock an account.
+    Unblock {
+        /// Who to unblock.
+        handle: String,
+    },
+    /// Report an account to the server's operator (enough reports suspend a business).
+    Report {
+        /// Who to report.
+        handle: String,
+    },
+    /// Answer a card (e.g. "Did you make this purchase?") with one of its actions; the
+    /// answer is signed by you over the card exactly as you saw it.
+    Answer {
+        /// The card's message id as `inbox` shows it (a unique prefix is enough).
+        message: String,
+        /// The action id shown in brackets on the card, e.g. `yes`.
+        action: String,
+    },
+    /// This profile's public settings.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
     /// Delete this account on the server; the handle becomes free.
     DeleteAccount {
         /// Confirm: this cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `parley business ...`.
+#[derive(Debug, Subcommand)]
+pub enum BusinessCommand {
+    /// Show whether HANDLE is a verified business: legal name, domain, categories it may
+    /// use, certificate validity, and the verification authority's fingerprint. The
+    /// certificate is checked here against the authority key (pinned on first contact).
+    Show {
+        /// The account to check.
+        handle: String,
+    },
+}
+
+/// `parley consent ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Allow a verified business to message you in some categories. The grant is signed
+    /// with your key, enforced by the server and kept in your local ledger.
+    Grant {
+        /// The business.
+        handle: String,
+        /// Categories, comma-separated or repeated: security_alert, transactional,
+        /// authentication, marketing, or all.
+        #[arg(long = "category", required = true, num_args = 1)]
+        categories: Vec<String>,
+        /// Let the grant lapse by itself after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u64>,
+    },
+    /// Withdraw consent: some categories, or (without --category) all of them. Takes
+    /// effect before the business's next send; its queued messages are deleted.
+    Revoke {
+        /// The business.
+        handle: String,
+        /// Categories to withdraw (default: all).
+        #[arg(long = "category", num_args = 1)]
+        categories: Vec<String>,
+    },
+    /// List the businesses you gave consent to, and what each may send now.
+    List,
+    /// Print your consent ledger as JSON: every grant and revocation with its signature,
+    /// verifiable offline (`parley consent verify`).
+    Export,
+    /// Check an exported ledger's signatures offline (FILE, or - for standard input).
+    Verify {
+        /// The exported JSON.
+        file: std::path::PathBuf,
+    },
+}
+
+/// `parley profile ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Set the display name others see (names that look like a verified business's
+    /// are refused), or clear it with --clear.
+    SetName {
+        /// The name.
+        #[arg(required_unless_present = "clear")]
+        name: Option<String>,
+        /// Remove the display name.
+        #[arg(long, conflicts_with = "name")]
+        clear: bool,
     },
 }

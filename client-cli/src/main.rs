@@ -3,8 +3,10 @@
 
 mod args;
 mod commands;
+mod explain;
 mod output;
 mod paths;
+mod render;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,13 +15,24 @@ use clap::Parser;
 use parley_sdk::store::ClientStore;
 use parley_sdk::{ClientConfig, TlsTrust};
 
-use args::{Args, Command};
+use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand};
+use commands::moderation::Action;
 use commands::Context;
 use output::Output;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let out = Output { json: args.json };
+    let authority = match args.authority.as_deref().map(parse_authority).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = Output {
+        json: args.json,
+        authority,
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -29,13 +42,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let message = explain::refusal(&e).unwrap_or_else(|| format!("{e:#}"));
             if out.json {
+                let code = match e.downcast_ref::<parley_sdk::SdkError>() {
+                    Some(parley_sdk::SdkError::Refused { code, .. }) => Some(code.as_str()),
+                    _ => None,
+                };
                 println!(
                     "{}",
-                    serde_json::json!({"type": "error", "message": format!("{e:#}")})
+                    serde_json::json!({"type": "error", "message": message, "code": code})
                 );
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }
@@ -45,6 +63,7 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
     let path = paths::profile_database(args.home, &args.profile)?;
     let store = Arc::new(ClientStore::open(&path)?);
     let mut config = ClientConfig::new(args.server);
+    config.authority = out.authority;
     if let Some(ca_file) = &args.ca_file {
         config.tls = TlsTrust::ca_file(ca_file)?;
     }
@@ -52,12 +71,53 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
     match args.command {
         Command::Register { handle } => commands::register(&ctx, &handle).await,
         Command::Whoami => commands::whoami(&ctx),
-        Command::Send { handle, text } => commands::send(&ctx, &handle, &text.join(" ")).await,
+        Command::Send {
+            handle,
+            text,
+            category,
+        } => commands::send(&ctx, &handle, &text.join(" "), category.as_deref()).await,
         Command::Inbox { wait } => commands::inbox(&ctx, wait).await,
         Command::Chat { handle } => commands::chat(&ctx, &handle).await,
         Command::Contacts => commands::contacts(&ctx),
         Command::SafetyNumber { handle } => commands::safety_number(&ctx, &handle),
         Command::Verify { handle } => commands::verify(&ctx, &handle),
         Command::DeleteAccount { yes } => commands::delete_account(&ctx, yes).await,
+        Command::Business(BusinessCommand::Show { handle }) => {
+            commands::business::show(&ctx, &handle).await
+        }
+        Command::Consent(command) => match command {
+            ConsentCommand::Grant {
+                handle,
+                categories,
+                expires_in_days,
+            } => commands::consent::grant(&ctx, &handle, &categories, expires_in_days).await,
+            ConsentCommand::Revoke { handle, categories } => {
+                commands::consent::revoke(&ctx, &handle, &categories).await
+            }
+            ConsentCommand::List => commands::consent::list(&ctx).await,
+            ConsentCommand::Export => commands::consent::export(&ctx).await,
+            ConsentCommand::Verify { file } => commands::consent::verify(&ctx, &file),
+        },
+        Command::Block { handle } => {
+            commands::moderation::moderate(&ctx, &handle, Action::Block).await
+        }
+        Command::Unblock { handle } => {
+            commands::moderation::moderate(&ctx, &handle, Action::Unblock).await
+        }
+        Command::Report { handle } => {
+            commands::moderation::moderate(&ctx, &handle, Action::Report).await
+        }
+        Command::Answer { message, action } => commands::answer(&ctx, &message, &action).await,
+        Command::Profile(ProfileCommand::SetName { name, clear }) => {
+            commands::set_name(&ctx, if clear { None } else { name }).await
+        }
     }
+}
+
+/// Parses `--authority`: the verification authority's key as 64 hex digits.
+fn parse_authority(text: &str) -> anyhow::Result<parley_protocol::business::AuthorityKey> {
+    let bytes = hex::decode(text.trim().replace(' ', ""))
+        .map_err(|_| anyhow::anyhow!("--authority: expected 64 hex digits"))?;
+    parley_protocol::business::AuthorityKey::from_slice(&bytes)
+        .ok_or_else(|| anyhow::anyhow!("--authority: expected 64 hex digits (32 bytes)"))
 }

@@ -1,14 +1,20 @@
 //! Printing for people or for machines (`--json`: one object per line on stdout).
 
+use parley_protocol::business::{AuthorityKey, BusinessCertificate};
 use parley_protocol::ids::{AccountId, Handle};
+use parley_sdk::business_info::cached_verdict;
 use parley_sdk::store::{ClientStore, InboxEntry};
 use serde_json::{json, Value};
+
+use crate::render;
 
 /// How to print.
 #[derive(Clone, Copy, Debug)]
 pub struct Output {
     /// JSON lines instead of text.
     pub json: bool,
+    /// The configured verification authority (else the pinned one) for badges.
+    pub authority: Option<AuthorityKey>,
 }
 
 impl Output {
@@ -46,23 +52,47 @@ impl Output {
         };
         for m in &messages {
             let handle = store.contact(&m.from.account)?.and_then(|c| c.handle);
-            self.message(m, handle.as_ref());
+            let business =
+                cached_verdict(store, self.authority.as_ref(), &m.from.account, now_ms())?;
+            self.message(m, handle.as_ref(), business.as_ref());
         }
         store.mark_shown(last)?;
         Ok(messages.len())
     }
 
-    fn message(&self, m: &InboxEntry, handle: Option<&Handle>) {
-        let who = name(handle, &m.from.account);
+    fn message(
+        &self,
+        m: &InboxEntry,
+        handle: Option<&Handle>,
+        business: Option<&BusinessCertificate>,
+    ) {
+        let who = format!(
+            "{}{}",
+            name(handle, &m.from.account),
+            render::badge(business)
+        );
+        let category = m.category.map(|c| format!(" ({c})")).unwrap_or_default();
+        let id = m.id.to_hex();
+        let text = match &m.card {
+            Some(card) => format!(
+                "[{}] {who} sent a card{category}:\n{}",
+                clock(m.sent_at_ms),
+                render::card_text(card, m.category, &id)
+            ),
+            None => format!("[{}] {who}{category}: {}", clock(m.sent_at_ms), m.text),
+        };
         self.print(
-            &format!("[{}] {who}: {}", clock(m.sent_at_ms), m.text),
+            &text,
             json!({
-                "type": "message",
+                "type": if m.card.is_some() { "card" } else { "message" },
                 "from": handle.map(Handle::as_str),
                 "account": m.from.account.to_hex(),
-                "id": m.id.to_hex(),
+                "id": id,
                 "sent_at_ms": m.sent_at_ms,
                 "text": m.text,
+                "category": m.category.map(|c| c.as_str()),
+                "verified_business": business.map(|c| c.display_name.clone()),
+                "card": m.card.as_ref().map(render::card_json),
             }),
         );
     }
@@ -85,4 +115,12 @@ fn clock(ms: u64) -> String {
         (seconds / 60) % 60,
         seconds % 60
     )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

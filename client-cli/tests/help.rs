@@ -21,6 +21,14 @@ fn help_lists_commands_and_global_options() {
         "contacts",
         "safety-number",
         "verify",
+        "business",
+        "consent",
+        "block",
+        "unblock",
+        "report",
+        "answer",
+        "profile",
+        "--authority",
         "--server",
         "--home",
         "--profile",
@@ -29,13 +37,39 @@ fn help_lists_commands_and_global_options() {
     ] {
         assert!(help.contains(word), "--help mentions {word}");
     }
-    for command in ["register", "send", "inbox", "chat"] {
+    for command in [
+        &["register"][..],
+        &["send"],
+        &["inbox"],
+        &["chat"],
+        &["business", "show"],
+        &["consent", "grant"],
+        &["consent", "revoke"],
+        &["consent", "list"],
+        &["consent", "export"],
+        &["consent", "verify"],
+        &["block"],
+        &["unblock"],
+        &["report"],
+        &["answer"],
+        &["profile", "set-name"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_parley"))
-            .args([command, "--help"])
+            .args(command)
+            .arg("--help")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{command} --help");
+        assert!(out.status.success(), "{command:?} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).lines().count() > 3,
+            "{command:?} --help explains"
+        );
     }
+    let send = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["send", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&send.stdout).contains("--category"));
 }
 
 #[test]

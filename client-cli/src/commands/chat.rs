@@ -1,15 +1,38 @@
-//! `chat <handle>`: an interactive conversation.
+//! `chat <handle>`: an interactive conversation. With a verified business, typing `STOP`
+//! does not send the word (the relay could not read it anyway): it signs a revocation of
+//! every category, which the relay enforces before the business's next send.
 
+use parley_protocol::business::CategorySet;
+use parley_sdk::Peer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::business::pin_notice;
+use super::consent::report;
 use super::{on_event, parse_handle, start, Context};
+use crate::render::badge;
 
 /// `parley chat <handle>`.
 pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let peer = parse_handle(handle)?;
     let mut client = start(ctx).await?;
     ctx.out.show_unshown(&ctx.store)?;
-    eprintln!("Chatting with {peer}. Type a message and press Enter; /quit to leave.");
+    let business = match client.business_info(Peer::Handle(peer.clone())).await {
+        Ok(info) => {
+            pin_notice(&info);
+            info.verified().cloned()
+        }
+        Err(e) => {
+            eprintln!("note: could not check whether {peer} is a verified business: {e}");
+            None
+        }
+    };
+    eprintln!(
+        "Chatting with {peer}{}. Type a message and press Enter; /quit to leave.",
+        badge(business.as_ref())
+    );
+    if business.is_some() {
+        eprintln!("This is a business: type STOP to withdraw all your consent to its messages.");
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
@@ -22,8 +45,15 @@ pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
                 if line.is_empty() {
                     continue;
                 }
-                if let Err(e) = client.send_text(&peer, line).await {
-                    eprintln!("error: not sent: {e}");
+                if business.is_some() && line.eq_ignore_ascii_case("stop") {
+                    match client.revoke_consent(&peer, CategorySet::ALL).await {
+                        Ok(change) => report(ctx, "revoked", &change, CategorySet::ALL),
+                        Err(e) => eprintln!("error: consent not revoked: {e}"),
+                    }
+                } else if let Err(e) = client.send_text(&peer, line).await {
+                    let e = anyhow::Error::from(e);
+                    let why = crate::explain::refusal(&e).unwrap_or_else(|| format!("{e:#}"));
+                    eprintln!("error: not sent: {why}");
                 }
                 while let Some(event) = client.try_next_event() {
                     on_event(ctx, &event)?;

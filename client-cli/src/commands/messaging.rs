@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use parley_protocol::business::Category;
+use parley_protocol::e2e::content::{Content, Text};
+use parley_sdk::{Outgoing, Peer};
 use serde_json::json;
 
 use super::{on_event, parse_handle, start, Context};
@@ -12,11 +15,45 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the server's backlog after connecting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `parley send <handle> <text>`.
-pub async fn send(ctx: &Context, handle: &str, text: &str) -> anyhow::Result<()> {
+/// `parley send <handle> <text> [--category C]`.
+pub async fn send(
+    ctx: &Context,
+    handle: &str,
+    text: &str,
+    category: Option<&str>,
+) -> anyhow::Result<()> {
     let to = parse_handle(handle)?;
+    let category = category
+        .map(|name| {
+            Category::parse(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown category {name:?}; expected security_alert, transactional, \
+                     authentication, marketing or conversation"
+                )
+            })
+        })
+        .transpose()?;
     let mut client = start(ctx).await?;
-    let sent = match tokio::time::timeout(SEND_TIMEOUT, client.send_text(&to, text)).await {
+    let sending = async {
+        match category {
+            None => client.send_text(&to, text).await,
+            Some(category) => {
+                client
+                    .send_content(Outgoing {
+                        to: Peer::Handle(to.clone()),
+                        content: Content::Text(Text {
+                            body: text.to_owned(),
+                            sender_handle: client.profile().handle.clone(),
+                            category: Some(category),
+                        }),
+                        category: Some(category),
+                        id: None,
+                    })
+                    .await
+            }
+        }
+    };
+    let sent = match tokio::time::timeout(SEND_TIMEOUT, sending).await {
         Ok(result) => result.map_err(anyhow::Error::from),
         Err(_) => Err(anyhow::anyhow!(
             "no answer from the server within {} s; if the message was already encrypted it \

@@ -1,14 +1,19 @@
 //! One function per command.
 
+pub mod business;
+mod cards;
 mod chat;
+pub mod consent;
 mod contacts;
 mod messaging;
+pub mod moderation;
 mod profile;
 
+pub use cards::answer;
 pub use chat::chat;
 pub use contacts::{contacts, safety_number, verify};
 pub use messaging::{inbox, send};
-pub use profile::{delete_account, register, whoami};
+pub use profile::{delete_account, register, set_name, whoami};
 
 use std::sync::Arc;
 
@@ -53,8 +58,23 @@ pub fn on_event(ctx: &Context, event: &Event) -> anyhow::Result<bool> {
                 from.account
             );
         }
-        Event::Message { .. } => {
+        Event::Message { .. } | Event::Card { .. } => {
             ctx.out.show_unshown(&ctx.store)?;
+        }
+        Event::DroppedWithoutConsent { from, category } => {
+            if ctx.out.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "dropped_without_consent",
+                        "account": from.account.to_hex(), "category": category.as_str()})
+                );
+            }
+            let who = ctx.store.contact(&from.account)?.and_then(|c| c.handle);
+            eprintln!(
+                "warning: dropped a message from business {} in category {category}: you have \
+                 not consented to it (the server should have refused it)",
+                crate::output::name(who.as_ref(), &from.account)
+            );
         }
         Event::Drained => return Ok(true),
         _ => {}

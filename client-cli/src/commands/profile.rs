@@ -50,3 +50,18 @@ pub async fn delete_account(ctx: &Context, yes: bool) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `parley profile set-name <name> | --clear`.
+pub async fn set_name(ctx: &Context, name: Option<String>) -> anyhow::Result<()> {
+    let client = start(ctx).await?;
+    let result = client.set_display_name(name.clone()).await;
+    client.stop().await;
+    result?;
+    let text = match &name {
+        Some(n) => format!("Display name set to \"{n}\"."),
+        None => "Display name cleared.".to_owned(),
+    };
+    ctx.out
+        .print(&text, json!({"type": "display_name", "display_name": name}));
+    Ok(())
+}

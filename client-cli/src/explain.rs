@@ -1,0 +1,43 @@
+//! What each refusal means for the person at the keyboard: one sentence per server
+//! error code that a command can meet, with the wait when the server gives one.
+
+use parley_protocol::wire::ErrorCode;
+use parley_sdk::SdkError;
+
+/// A sentence for `error`, when it is a refusal worth explaining; `None` otherwise.
+pub fn refusal(error: &anyhow::Error) -> Option<String> {
+    let SdkError::Refused {
+        code,
+        retry_after_ms,
+        ..
+    } = error.downcast_ref::<SdkError>()?
+    else {
+        return None;
+    };
+    let retry = retry_after_ms
+        .map(|ms| format!("; retry in {} s", ms.div_ceil(1000)))
+        .unwrap_or_default();
+    Some(match code {
+        ErrorCode::Refused => "not delivered: the recipient does not accept messages from you \
+                               in this category"
+            .to_owned(),
+        ErrorCode::ReachExhausted => {
+            format!("not sent: this business reached its daily limit of new recipients{retry}")
+        }
+        ErrorCode::RateLimited => format!("too many requests{retry}"),
+        ErrorCode::Suspended => {
+            "not sent: this business account is suspended; contact the server's operator".to_owned()
+        }
+        ErrorCode::CategoryNotAllowed => "not sent: a business must send with --category, \
+                                          in a category its certificate lists"
+            .to_owned(),
+        ErrorCode::InvalidConsent => "the server refused the consent record: forged, replayed, \
+                                      expired, dated in the future, or the account is not a \
+                                      verified business"
+            .to_owned(),
+        ErrorCode::NameReserved => "that name is reserved: it looks like a verified business's \
+                                    name or contains a check mark"
+            .to_owned(),
+        _ => return None,
+    })
+}

@@ -1,0 +1,152 @@
+//! How business things look in a terminal: cards (title, aligned fields, actions with
+//! their ids, expiry, category), the verified badge (only for a certificate checked on
+//! this machine), and dates.
+
+use parley_protocol::business::{BusinessCertificate, Category};
+use parley_protocol::e2e::content::Card;
+use serde_json::{json, Value};
+
+/// The badge after a sender's name: only for a verified business.
+pub fn badge(business: Option<&BusinessCertificate>) -> String {
+    match business {
+        Some(c) => format!(" [verified business: {}, {}]", c.display_name, c.domain),
+        None => String::new(),
+    }
+}
+
+/// A card as lines of text, to print under the sender line.
+pub fn card_text(card: &Card, category: Option<Category>, message_id: &str) -> String {
+    let width = card
+        .fields
+        .iter()
+        .map(|f| f.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = format!("  +-- {}\n", card.title);
+    for field in &card.fields {
+        let pad = width.saturating_sub(field.label.chars().count());
+        out.push_str(&format!(
+            "  |  {}{}  {}\n",
+            field.label,
+            " ".repeat(pad),
+            field.value
+        ));
+    }
+    if !card.actions.is_empty() {
+        let actions: Vec<String> = card
+            .actions
+            .iter()
+            .map(|a| format!("[{}] {}", a.id, a.label))
+            .collect();
+        out.push_str(&format!("  |  Actions: {}\n", actions.join("   ")));
+    }
+    if let Some(expiry) = card.expires_at_ms {
+        out.push_str(&format!("  |  Expires: {}\n", utc(expiry)));
+    }
+    if let Some(category) = category {
+        out.push_str(&format!("  |  Category: {category}\n"));
+    }
+    let example = card
+        .actions
+        .first()
+        .map(|a| a.id.as_str())
+        .unwrap_or("ACTION");
+    out.push_str(&format!(
+        "  +-- answer with: parley answer {} {example}",
+        &message_id[..message_id.len().min(12)]
+    ));
+    out
+}
+
+/// A card as JSON.
+pub fn card_json(card: &Card) -> Value {
+    json!({
+        "id": card.id.to_hex(),
+        "title": card.title,
+        "fields": card.fields.iter().map(|f| json!({"label": f.label, "value": f.value})).collect::<Vec<_>>(),
+        "actions": card.actions.iter().map(|a| json!({"id": a.id, "label": a.label})).collect::<Vec<_>>(),
+        "expires_at_ms": card.expires_at_ms,
+    })
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time in milliseconds.
+pub fn utc(ms: u64) -> String {
+    let seconds = ms / 1000;
+    let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        (seconds / 3600) % 24,
+        (seconds / 60) % 60
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+    use parley_protocol::e2e::content::{CardAction, CardField, CardId};
+
+    use super::*;
+
+    #[test]
+    fn dates_are_gregorian() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
+    }
+
+    #[test]
+    fn cards_align_fields_and_list_action_ids() {
+        let card = Card {
+            id: CardId([1; 16]),
+            title: "Did you make this purchase?".into(),
+            fields: vec![
+                CardField {
+                    label: "Amount".into(),
+                    value: "42.00 EUR".into(),
+                },
+                CardField {
+                    label: "Merchant".into(),
+                    value: "Shop".into(),
+                },
+            ],
+            actions: vec![
+                CardAction {
+                    id: "yes".into(),
+                    label: "Yes, it was me".into(),
+                },
+                CardAction {
+                    id: "no".into(),
+                    label: "No".into(),
+                },
+            ],
+            expires_at_ms: None,
+            category: None,
+        };
+        let text = card_text(&card, Some(Category::SecurityAlert), "00112233445566778899");
+        assert!(text.contains("|  Amount    42.00 EUR"), "{text}");
+        assert!(text.contains("|  Merchant  Shop"), "{text}");
+        assert!(text.contains("[yes] Yes, it was me   [no] No"), "{text}");
+        assert!(text.contains("Category: security_alert"), "{text}");
+        assert!(text.contains("parley answer 001122334455 yes"), "{text}");
+    }
+}
