@@ -94,7 +94,7 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
             ConsentCommand::Revoke { handle, categories } => {
                 commands::consent::revoke(&ctx, &handle, &categories).await
             }
-            ConsentCommand::List => commands::consent::list(&ctx).await,
+            ConsentCommand::List => commands::consent::list(&ctx),
             ConsentCommand::Export => commands::consent::export(&ctx).await,
             ConsentCommand::Verify { file } => commands::consent::verify(&ctx, &file),
         },

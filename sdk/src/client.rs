@@ -37,6 +37,10 @@ pub struct ClientConfig {
     /// The operator's verification authority key, when known out of band; `None` pins
     /// the key the server presents on first contact.
     pub authority: Option<AuthorityKey>,
+    /// Take deliveries (the default). A short-lived control command (consent, block,
+    /// report...) turns this off: what is queued stays on the relay for the next
+    /// receiving session, so a revocation purges it there instead of it being shown.
+    pub receive: bool,
     /// Test hook: the engine stops dead after storing a received message and before
     /// acknowledging it, as if the process were killed at the worst moment.
     #[doc(hidden)]
@@ -50,6 +54,7 @@ impl ClientConfig {
             server_url: server_url.into(),
             tls: crate::tls::TlsTrust::default(),
             authority: None,
+            receive: true,
             halt_before_ack: false,
         }
     }
@@ -158,6 +163,7 @@ impl Client {
             identity,
             me,
             authority: config.authority,
+            receive: config.receive,
             url: config.server_url.clone(),
             tls: config.tls.clone(),
             events: events_tx,

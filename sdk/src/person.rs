@@ -21,6 +21,7 @@ use crate::client::Client;
 use crate::consent;
 use crate::engine::{blocking, now_ms, Outgoing, Peer};
 use crate::error::SdkError;
+use crate::store::ClientStore;
 
 /// The outcome of a grant or revocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,31 +113,7 @@ impl Client {
     /// The businesses in the ledger and what each may send now.
     pub async fn consent_list(&self) -> Result<Vec<ConsentSummary>, SdkError> {
         let me = self.profile().account;
-        blocking(self.store(), move |s| {
-            let records = s.consent_records()?;
-            let mut businesses: Vec<AccountId> = Vec::new();
-            for r in records.iter().filter(|r| r.user() == me) {
-                if !businesses.contains(&r.business()) {
-                    businesses.push(r.business());
-                }
-            }
-            let now = now_ms();
-            businesses
-                .into_iter()
-                .map(|business| {
-                    Ok(ConsentSummary {
-                        business,
-                        handle: s.contact(&business)?.and_then(|c| c.handle),
-                        in_force: consent::in_force(&records, &me, &business, now),
-                        records: records
-                            .iter()
-                            .filter(|r| r.user() == me && r.business() == business)
-                            .count(),
-                    })
-                })
-                .collect()
-        })
-        .await
+        blocking(self.store(), move |s| consent_summaries(s, me)).await
     }
 
     /// The whole ledger as JSON (see [`consent::export`]); check it with
@@ -271,6 +248,35 @@ impl Client {
             copy_not_sent: copy.err().map(|e| e.to_string()),
         })
     }
+}
+
+/// The businesses `me` gave consent to, from the local ledger alone (no network).
+pub fn consent_summaries(
+    store: &ClientStore,
+    me: AccountId,
+) -> Result<Vec<ConsentSummary>, SdkError> {
+    let records = store.consent_records()?;
+    let mut businesses: Vec<AccountId> = Vec::new();
+    for r in records.iter().filter(|r| r.user() == me) {
+        if !businesses.contains(&r.business()) {
+            businesses.push(r.business());
+        }
+    }
+    let now = now_ms();
+    businesses
+        .into_iter()
+        .map(|business| {
+            Ok(ConsentSummary {
+                business,
+                handle: store.contact(&business)?.and_then(|c| c.handle),
+                in_force: consent::in_force(&records, &me, &business, now),
+                records: records
+                    .iter()
+                    .filter(|r| r.user() == me && r.business() == business)
+                    .count(),
+            })
+        })
+        .collect()
 }
 
 fn nonce() -> ConsentNonce {

@@ -8,6 +8,7 @@
 //! * [`business`]: the operator's business commands (the real binary), consent records,
 //!   business sends.
 //! * [`account`]: test identities with real keys and the frames to register or log in.
+//! * [`cli`]: the `parley` binary run as a process, one profile each.
 //! * [`client`]: a raw-frame client that can send what a well-behaved client never would.
 //! * [`server`]: an in-process server on `127.0.0.1:0`, and a server *process* that
 //!   tests can SIGKILL and restart.
@@ -20,6 +21,7 @@
 pub mod account;
 pub mod admin;
 pub mod business;
+pub mod cli;
 pub mod client;
 pub mod history;
 pub mod server;

@@ -3,48 +3,16 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 
-use parley_tests::server::workspace_binary;
+use parley_tests::cli::CliUser;
 use parley_tests::ServerProcess;
 use serde_json::Value;
 
-struct Person {
-    binary: PathBuf,
-    home: PathBuf,
-    profile: &'static str,
-    url: String,
-}
-
-impl Person {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .args(args)
-            .args(["--profile", self.profile, "--server", &self.url])
-            .arg("--home")
-            .arg(&self.home)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "parley {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// `inbox --json`: the messages' (from, text).
-    fn inbox(&self, extra: &[&str]) -> Vec<(Option<String>, String)> {
-        let mut args = vec!["inbox", "--json"];
-        args.extend_from_slice(extra);
-        messages(&self.run(&args))
-    }
+/// `inbox --json`: the messages' (from, text).
+fn inbox(user: &CliUser) -> Vec<(Option<String>, String)> {
+    messages(&user.run(&["inbox", "--json"]))
 }
 
 fn messages(out: &Output) -> Vec<(Option<String>, String)> {
@@ -81,13 +49,7 @@ fn two_people_chat_with_the_cli_through_a_server_process() {
     let home = tempfile::tempdir().unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = ServerProcess::start(data.path(), any, &[]).unwrap();
-    let binary = workspace_binary("parley-cli", "parley").unwrap();
-    let person = |profile| Person {
-        binary: binary.clone(),
-        home: home.path().to_owned(),
-        profile,
-        url: server.url(),
-    };
+    let person = |profile| CliUser::new(home.path(), profile, &server.url()).unwrap();
     let (alice, bob) = (person("alice"), person("bob"));
 
     alice.run(&["register", "alice"]);
@@ -96,16 +58,16 @@ fn two_people_chat_with_the_cli_through_a_server_process() {
     // Both ways; bob is offline when alice writes, and the other way round.
     alice.run(&["send", "bob", "canary-one: hello bob"]);
     assert_eq!(
-        bob.inbox(&[]),
+        inbox(&bob),
         vec![(Some("alice".into()), "canary-one: hello bob".into())]
     );
     bob.run(&["send", "@alice", "canary-two", "hi", "alice"]);
     assert_eq!(
-        alice.inbox(&[]),
+        inbox(&alice),
         vec![(Some("bob".into()), "canary-two hi alice".into())]
     );
     // Nothing twice.
-    assert_eq!(bob.inbox(&[]), vec![]);
+    assert_eq!(inbox(&bob), vec![]);
 
     // Online delivery: bob waits while alice writes.
     let waiting = bob
@@ -137,7 +99,7 @@ fn two_people_chat_with_the_cli_through_a_server_process() {
         "{warning}"
     );
     assert_eq!(
-        bob.inbox(&[]),
+        inbox(&bob),
         vec![(
             Some("alice".into()),
             "canary-four: is this still you?".into()

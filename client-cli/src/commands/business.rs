@@ -3,13 +3,13 @@
 use parley_sdk::{BusinessInfo, CertificateStatus, Peer};
 use serde_json::json;
 
-use super::{parse_handle, start, Context};
+use super::{parse_handle, start_quiet, Context};
 use crate::render::utc;
 
 /// `parley business show <handle>`.
 pub async fn show(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let handle = parse_handle(handle)?;
-    let client = start(ctx).await?;
+    let client = start_quiet(ctx).await?;
     let info = client.business_info(Peer::Handle(handle.clone())).await;
     client.stop().await;
     let info = info?;

@@ -3,7 +3,7 @@
 use parley_protocol::ids::MessageId;
 use serde_json::json;
 
-use super::{start, Context};
+use super::{start_quiet, Context};
 
 /// Shortest message id prefix accepted.
 const MIN_PREFIX: usize = 4;
@@ -11,7 +11,7 @@ const MIN_PREFIX: usize = 4;
 /// `parley answer <message> <action>`.
 pub async fn answer(ctx: &Context, message: &str, action: &str) -> anyhow::Result<()> {
     let id = find_card(ctx, message)?;
-    let client = start(ctx).await?;
+    let client = start_quiet(ctx).await?;
     let sent = client.answer_card(&id, action).await;
     client.stop().await;
     sent?;

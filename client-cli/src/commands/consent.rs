@@ -6,7 +6,7 @@ use parley_sdk::ConsentChange;
 use serde_json::json;
 
 use super::business::pin_notice;
-use super::{parse_handle, start, Context};
+use super::{parse_handle, start_quiet, Context};
 use crate::output::{name, now_ms};
 
 /// Parses `--category` values (each may be a comma-separated list); none means all.
@@ -35,7 +35,7 @@ pub async fn grant(
     let set = categories(values)?;
     let expiry =
         expires_in_days.map(|days| now_ms().saturating_add(days.saturating_mul(86_400_000)));
-    let client = start(ctx).await?;
+    let client = start_quiet(ctx).await?;
     let change = client.grant_consent(&handle, set, expiry).await;
     client.stop().await;
     let change = change?;
@@ -47,7 +47,7 @@ pub async fn grant(
 pub async fn revoke(ctx: &Context, handle: &str, values: &[String]) -> anyhow::Result<()> {
     let handle = parse_handle(handle)?;
     let set = categories(values)?;
-    let client = start(ctx).await?;
+    let client = start_quiet(ctx).await?;
     let change = client.revoke_consent(&handle, set).await;
     client.stop().await;
     let change = change?;
@@ -87,12 +87,15 @@ pub fn report(ctx: &Context, verb: &str, change: &ConsentChange, set: CategorySe
     );
 }
 
-/// `parley consent list`.
-pub async fn list(ctx: &Context) -> anyhow::Result<()> {
-    let client = start(ctx).await?;
-    let summaries = client.consent_list().await;
-    client.stop().await;
-    let summaries = summaries?;
+/// `parley consent list` (from the local ledger; no network).
+pub fn list(ctx: &Context) -> anyhow::Result<()> {
+    let me = ctx
+        .store
+        .identity()?
+        .ok_or(parley_sdk::SdkError::NotRegistered)?
+        .profile
+        .account;
+    let summaries = parley_sdk::person::consent_summaries(&ctx.store, me)?;
     if summaries.is_empty() && !ctx.out.json {
         println!("You have not given consent to any business.");
     }

@@ -44,6 +44,14 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Client> {
     Ok(Client::start(ctx.config.clone(), ctx.store.clone()).await?)
 }
 
+/// Starts the engine for a control command that takes no deliveries: the backlog stays
+/// on the relay for `inbox` or `chat` (and a revocation purges it there).
+pub async fn start_quiet(ctx: &Context) -> anyhow::Result<Client> {
+    let mut config = ctx.config.clone();
+    config.receive = false;
+    Ok(Client::start(config, ctx.store.clone()).await?)
+}
+
 /// Reacts to one engine event: warnings now, messages from the store (so that each is
 /// shown exactly once, even if it arrived while another command ran). Returns whether
 /// the backlog is drained.

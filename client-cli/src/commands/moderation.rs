@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{parse_handle, start, Context};
+use super::{parse_handle, start_quiet, Context};
 
 /// Which moderation request.
 #[derive(Clone, Copy, Debug)]
@@ -18,7 +18,7 @@ pub enum Action {
 /// `parley block|unblock|report <handle>`.
 pub async fn moderate(ctx: &Context, handle: &str, action: Action) -> anyhow::Result<()> {
     let handle = parse_handle(handle)?;
-    let client = start(ctx).await?;
+    let client = start_quiet(ctx).await?;
     let result = match action {
         Action::Block => client.block(&handle).await,
         Action::Unblock => client.unblock(&handle).await,

@@ -53,7 +53,7 @@ pub async fn delete_account(ctx: &Context, yes: bool) -> anyhow::Result<()> {
 
 /// `parley profile set-name <name> | --clear`.
 pub async fn set_name(ctx: &Context, name: Option<String>) -> anyhow::Result<()> {
-    let client = start(ctx).await?;
+    let client = super::start_quiet(ctx).await?;
     let result = client.set_display_name(name.clone()).await;
     client.stop().await;
     result?;

@@ -132,6 +132,11 @@ impl BusinessBot {
         self.client.next_event().await
     }
 
+    /// An event if one is ready, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.client.try_next_event()
+    }
+
     /// The underlying client (display name, business info, low-level sends).
     pub fn client(&self) -> &Client {
         &self.client

@@ -79,6 +79,8 @@ pub struct Engine {
     pub(crate) me: DeviceAddress,
     /// The configured verification authority key (`None`: pin on first contact).
     pub(crate) authority: Option<AuthorityKey>,
+    /// Whether to take deliveries (see [`crate::ClientConfig::receive`]).
+    pub(crate) receive: bool,
     pub(crate) url: String,
     pub(crate) tls: crate::tls::TlsTrust,
     pub(crate) events: mpsc::Sender<Event>,
@@ -207,7 +209,7 @@ impl Engine {
                         }
                     }
                 },
-                push = conn.next_push() => match push {
+                push = conn.next_push(), if self.receive => match push {
                     Ok(body) => match self.on_push(&mut conn, body).await {
                         Ok(true) => {}
                         Ok(false) => return Stop::Halted,

@@ -1,0 +1,122 @@
+//! People at the keyboard: the real `parley` binary run as a process, one profile each,
+//! against a server URL. Safe to call from async tests (the wait is moved off the
+//! runtime's workers).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::server::workspace_binary;
+
+/// One profile of the `parley` CLI.
+#[derive(Clone, Debug)]
+pub struct CliUser {
+    /// The `parley` binary.
+    pub binary: PathBuf,
+    /// `--home`.
+    pub home: PathBuf,
+    /// `--profile`.
+    pub profile: String,
+    /// `--server`.
+    pub url: String,
+}
+
+impl CliUser {
+    /// A profile named `profile` under `home`, talking to `url`.
+    pub fn new(home: &std::path::Path, profile: &str, url: &str) -> anyhow::Result<CliUser> {
+        Ok(CliUser {
+            binary: workspace_binary("parley-cli", "parley")?,
+            home: home.to_owned(),
+            profile: profile.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
+    /// The command with this profile's global options, stdin closed.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .args(["--profile", &self.profile, "--server", &self.url])
+            .arg("--home")
+            .arg(&self.home)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `parley ARGS` to the end.
+    pub fn output(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        blocking(move || command.output().expect("parley runs"))
+    }
+
+    /// Runs `parley ARGS` with `input` on standard input.
+    pub fn output_with_input(&self, args: &[&str], input: &str) -> Output {
+        let mut command = self.command(args);
+        let input = input.to_owned();
+        blocking(move || {
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("parley starts");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+            child.wait_with_output().expect("parley runs")
+        })
+    }
+
+    /// Runs `parley ARGS`, which must succeed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "parley {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `parley ARGS`, which must fail; returns its standard error.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            !out.status.success(),
+            "parley {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs `parley ARGS --json` (must succeed) and returns the JSON lines.
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        json_lines(&self.run(&with_json))
+    }
+}
+
+/// The JSON objects a `--json` command printed, one per line.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .collect()
+}
+
+/// Runs `f` without holding up an async runtime's worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
