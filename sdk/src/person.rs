@@ -234,7 +234,10 @@ impl Client {
         };
         let copy = self
             .send_content(Outgoing {
-                to: Peer::Account(business.account),
+                to: match &business.handle {
+                    Some(handle) => Peer::Handle(handle.clone()),
+                    None => Peer::Account(business.account),
+                },
                 content: Content::Consent(record.clone()),
                 category: None,
                 id: None,

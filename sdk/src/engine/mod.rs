@@ -165,6 +165,10 @@ impl Engine {
             return Stop::Lost(e);
         }
         let mut next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+        // Commands wait for the backlog: a session a peer started while we were away is
+        // then taken up before we send, instead of both sides starting one at once
+        // (each would replace the other's, and the next message would not decrypt).
+        let mut drained = !self.receive;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Stop::Shutdown,
@@ -177,7 +181,7 @@ impl Engine {
                     }
                     next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
                 }
-                command = commands.recv() => match command {
+                command = commands.recv(), if drained => match command {
                     None => return Stop::Shutdown,
                     Some(Command::Send { message, reply }) => {
                         let result = self.send_content(&mut conn, message).await;
@@ -209,14 +213,18 @@ impl Engine {
                         }
                     }
                 },
-                push = conn.next_push(), if self.receive => match push {
-                    Ok(body) => match self.on_push(&mut conn, body).await {
+                push = conn.next_push(), if self.receive => {
+                    let body = match push {
+                        Ok(body) => body,
+                        Err(e) => return Stop::Lost(e),
+                    };
+                    drained |= matches!(body, ServerBody::Drained(_));
+                    match self.on_push(&mut conn, body).await {
                         Ok(true) => {}
                         Ok(false) => return Stop::Halted,
                         Err(e) => return Stop::Lost(e),
-                    },
-                    Err(e) => return Stop::Lost(e),
-                },
+                    }
+                }
             }
         }
     }
