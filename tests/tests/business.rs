@@ -720,3 +720,98 @@ async fn statuses_only_move_forward() {
     paula.stop().await;
     bot.stop().await;
 }
+
+/// Regression: a bot started after the customer's consent copy was queued sent its card
+/// at once, on a second session of its own; each side then replaced the other's session
+/// and the customer's answer did not decrypt. Commands now wait for the backlog. (Which
+/// of the two came first was a coin toss: several customers make the test reliable.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_started_after_the_grant_reads_the_answer_to_its_first_card() {
+    let w = World::new(&[]).await;
+    for n in 0..5 {
+        let name = format!("customer{n}");
+        let customer = w.person(&name);
+        customer.run(&["consent", "grant", BANK, "--category", "security_alert"]);
+        let mut bot = w.bot().await;
+        let key = format!("fraud:late:{n}");
+        let sent = bot
+            .send_card(&handle(&name), fraud_card(), Category::SecurityAlert, &key)
+            .await
+            .unwrap();
+        let SendOutcome::Accepted { id } = sent else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(of_type(&customer.json(&["inbox"]), "card").len(), 1);
+        customer.run(&["answer", &id.to_hex(), "no"]);
+        let answer = wait_for(&mut bot, |e| match e {
+            Event::CardAnswered { answer, .. } => Some(answer),
+            Event::InvalidCardAnswer { reason, .. } => panic!("answer refused: {reason}"),
+            Event::Undecryptable { reason, .. } => panic!("{name}'s answer: {reason}"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(answer.action, "no");
+        bot.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authority_key_is_pinned_and_another_one_is_refused() {
+    let w = World::new(&[]).await;
+    let alice = w.person("alice");
+    let first = alice.json(&["business", "show", BANK]);
+    assert_eq!(first[0]["pinned_now"], true);
+
+    // The server comes back with another authority key: refused, not re-pinned.
+    let World {
+        server,
+        data,
+        bank_dir,
+        home,
+    } = w;
+    server.kill().unwrap();
+    std::fs::remove_file(data.path().join("authority.key")).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let w = World {
+        server: ServerProcess::start(data.path(), any, &[]).unwrap(),
+        data,
+        bank_dir,
+        home,
+    };
+    let alice = CliUser {
+        url: w.server.url(),
+        ..alice
+    };
+    let said = alice.fail(&["business", "show", BANK]);
+    assert!(said.contains("verification authority changed"), "{said}");
+    let said = alice.fail(&["consent", "grant", BANK, "--category", "security_alert"]);
+    assert!(said.contains("verification authority changed"), "{said}");
+
+    // A key configured by the person is used instead of a pin; a wrong one is refused.
+    verify_business(
+        w.data.path(),
+        BANK,
+        "Acme Bank",
+        "security_alert,transactional,marketing",
+    )
+    .unwrap();
+    let operator = admin(w.data.path(), &["authority"]).unwrap();
+    let key = operator
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("public key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let bob = w.person("bob");
+    let shown = bob.json(&["business", "show", BANK, "--authority", &key]);
+    assert_eq!(shown[0]["status"], "verified");
+    assert_eq!(shown[0]["pinned_now"], false);
+    let wrong = "00".repeat(32);
+    let said = bob.fail(&["business", "show", BANK, "--authority", &wrong]);
+    assert!(said.contains("verification authority changed"), "{said}");
+
+    // A revoked certificate earns no badge.
+    admin(w.data.path(), &["revoke-business", BANK]).unwrap();
+    let shown = bob.json(&["business", "show", BANK, "--authority", &key]);
+    assert_eq!(shown[0]["status"], "not a business");
+}
