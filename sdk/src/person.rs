@@ -26,8 +26,13 @@ use crate::store::ClientStore;
 /// The outcome of a grant or revocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsentChange {
-    /// The business.
-    pub business: BusinessInfo,
+    /// The business's account.
+    pub business: AccountId,
+    /// Its handle.
+    pub handle: Handle,
+    /// Its certificate as checked for this change (always for a grant; for a
+    /// revocation only when it could be checked: withdrawing consent never depends on it).
+    pub info: Option<BusinessInfo>,
     /// What the relay now lets it send (its answer).
     pub in_force: CategorySet,
     /// Queued envelopes the relay deleted (a revocation).
@@ -79,21 +84,24 @@ impl Client {
             .await?;
         // Kept only once the relay took it: a refused grant is not consent.
         self.keep(&record).await?;
-        self.finish_change(info, reply, record).await
+        self.finish_change(business, Some(info), reply, record)
+            .await
     }
 
     /// Withdraws `categories` (use [`CategorySet::ALL`] for everything) from `business`.
-    /// The local ledger stops admitting them at once, whatever the relay answers.
+    /// The local ledger stops admitting them at once, whatever the relay answers. Works
+    /// whatever the business's certificate (revoked, expired, unverifiable) says.
     pub async fn revoke_consent(
         &self,
         business: &Handle,
         categories: CategorySet,
     ) -> Result<ConsentChange, SdkError> {
-        let info = self.business_info(Peer::Handle(business.clone())).await?;
+        let account = self.resolve(business).await?;
+        let info = self.business_info(Peer::Account(account)).await.ok();
         let identity = self.identity().await?;
         let signed = ConsentRevocation {
             user: identity.account_id(),
-            business: info.account,
+            business: account,
             categories,
             issued_at_ms: now_ms(),
             nonce: nonce(),
@@ -107,7 +115,7 @@ impl Client {
                 revocation: signed,
             }))
             .await?;
-        self.finish_change(info, reply, record).await
+        self.finish_change(business, info, reply, record).await
     }
 
     /// The businesses in the ledger and what each may send now.
@@ -225,7 +233,8 @@ impl Client {
 
     async fn finish_change(
         &self,
-        business: BusinessInfo,
+        handle: &Handle,
+        info: Option<BusinessInfo>,
         reply: ServerBody,
         record: ConsentRecord,
     ) -> Result<ConsentChange, SdkError> {
@@ -234,17 +243,16 @@ impl Client {
         };
         let copy = self
             .send_content(Outgoing {
-                to: match &business.handle {
-                    Some(handle) => Peer::Handle(handle.clone()),
-                    None => Peer::Account(business.account),
-                },
+                to: Peer::Handle(handle.clone()),
                 content: Content::Consent(record.clone()),
                 category: None,
                 id: None,
             })
             .await;
         Ok(ConsentChange {
-            business,
+            business: record.business(),
+            handle: handle.clone(),
+            info,
             in_force: updated.categories,
             purged: updated.purged,
             record,

@@ -761,6 +761,7 @@ async fn the_authority_key_is_pinned_and_another_one_is_refused() {
     let alice = w.person("alice");
     let first = alice.json(&["business", "show", BANK]);
     assert_eq!(first[0]["pinned_now"], true);
+    alice.run(&["consent", "grant", BANK, "--category", "security_alert"]);
 
     // The server comes back with another authority key: refused, not re-pinned.
     let World {
@@ -784,8 +785,11 @@ async fn the_authority_key_is_pinned_and_another_one_is_refused() {
     };
     let said = alice.fail(&["business", "show", BANK]);
     assert!(said.contains("verification authority changed"), "{said}");
-    let said = alice.fail(&["consent", "grant", BANK, "--category", "security_alert"]);
+    let said = alice.fail(&["consent", "grant", BANK, "--category", "marketing"]);
     assert!(said.contains("verification authority changed"), "{said}");
+    // Withdrawing consent never depends on the certificate.
+    let revoked = alice.json(&["consent", "revoke", BANK]);
+    assert_eq!(revoked[0]["in_force"], serde_json::json!([]));
 
     // A key configured by the person is used instead of a pin; a wrong one is refused.
     verify_business(

@@ -57,8 +57,10 @@ pub async fn revoke(ctx: &Context, handle: &str, values: &[String]) -> anyhow::R
 
 /// Prints what a grant or revocation did.
 pub fn report(ctx: &Context, verb: &str, change: &ConsentChange, set: CategorySet) {
-    pin_notice(&change.business);
-    let who = name(change.business.handle.as_ref(), &change.business.account);
+    if let Some(info) = &change.info {
+        pin_notice(info);
+    }
+    let who = change.handle.to_string();
     let in_force = if change.in_force.is_empty() {
         "nothing (replies within 24 h of your own messages only)".to_owned()
     } else {
@@ -78,8 +80,8 @@ pub fn report(ctx: &Context, verb: &str, change: &ConsentChange, set: CategorySe
         &text,
         json!({
             "type": format!("consent_{verb}"),
-            "business": change.business.handle.as_ref().map(|h| h.as_str()),
-            "account": change.business.account.to_hex(),
+            "business": change.handle.as_str(),
+            "account": change.business.to_hex(),
             "categories": set.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "in_force": change.in_force.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "purged": change.purged,

@@ -1,4 +1,5 @@
-//! Receiving: decrypt, drop duplicates, store, then acknowledge.
+//! Receiving: decrypt, drop duplicates, screen business messages against the local
+//! consent ledger ([`super::business`]), store, then acknowledge.
 //!
 //! The order is the guarantee. A message is acknowledged only after the advanced
 //! session, the seen id and the message itself are committed together, so a client killed
