@@ -11,7 +11,7 @@ use parley_protocol::business::{
 use parley_protocol::e2e::content::{CardAnswer, Content};
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
 use parley_protocol::wire::client::{
-    Block, ClientBody, GrantConsent, Report, ResolveHandle, RevokeConsent, SetDisplayName, Unblock,
+    Block, ClientBody, GrantConsent, Report, RevokeConsent, SetDisplayName, Unblock,
 };
 use parley_protocol::wire::server::ServerBody;
 use rand_core::{OsRng, RngCore};
@@ -19,7 +19,7 @@ use rand_core::{OsRng, RngCore};
 use crate::business_info::BusinessInfo;
 use crate::client::Client;
 use crate::consent;
-use crate::engine::{blocking, now_ms, Outgoing, Peer};
+use crate::engine::{blocking, now_ms, resolve_request, resolved, Outgoing, Peer};
 use crate::error::SdkError;
 use crate::store::ClientStore;
 
@@ -200,20 +200,7 @@ impl Client {
 
     /// The account behind a handle.
     pub async fn resolve(&self, handle: &Handle) -> Result<AccountId, SdkError> {
-        match self
-            .request(ClientBody::ResolveHandle(ResolveHandle {
-                handle: handle.clone(),
-            }))
-            .await
-        {
-            Ok(ServerBody::Resolved(r)) => Ok(r.account),
-            Ok(other) => Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
-            Err(SdkError::Refused {
-                code: parley_protocol::wire::ErrorCode::NotFound,
-                ..
-            }) => Err(SdkError::NoSuchUser(handle.to_string())),
-            Err(e) => Err(e),
-        }
+        resolved(handle, self.request(resolve_request(handle)).await)
     }
 
     async fn verified_business(&self, business: &Handle) -> Result<BusinessInfo, SdkError> {

@@ -10,7 +10,7 @@ mod customer;
 mod receive;
 mod send;
 
-pub(crate) use send::now_ms;
+pub(crate) use send::{now_ms, resolve_request, resolved};
 pub use send::{Outgoing, Peer};
 
 use std::sync::Arc;

@@ -225,12 +225,22 @@ fn is_permanent(error: &SdkError, category: Option<Category>) -> bool {
 
 /// The account a handle names.
 pub(crate) async fn resolve(conn: &mut Connection, handle: &Handle) -> Result<AccountId, SdkError> {
-    match conn
-        .request(ClientBody::ResolveHandle(ResolveHandle {
-            handle: handle.clone(),
-        }))
-        .await
-    {
+    resolved(handle, conn.request(resolve_request(handle)).await)
+}
+
+/// The `resolve_handle` request for `handle`.
+pub(crate) fn resolve_request(handle: &Handle) -> ClientBody {
+    ClientBody::ResolveHandle(ResolveHandle {
+        handle: handle.clone(),
+    })
+}
+
+/// The account in the reply to [`resolve_request`]; `not_found` is [`SdkError::NoSuchUser`].
+pub(crate) fn resolved(
+    handle: &Handle,
+    reply: Result<ServerBody, SdkError>,
+) -> Result<AccountId, SdkError> {
+    match reply {
         Ok(ServerBody::Resolved(r)) => Ok(r.account),
         Ok(other) => Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
         Err(SdkError::Refused {
