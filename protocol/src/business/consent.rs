@@ -137,12 +137,7 @@ impl ConsentGrant {
     }
 
     fn check_shape(&self) -> Result<(), ConsentError> {
-        if self.categories.is_empty() {
-            return Err(ConsentError::NoCategories);
-        }
-        if self.user == self.business {
-            return Err(ConsentError::SelfConsent);
-        }
+        check_parties(&self.user, &self.business, self.categories)?;
         if self
             .expires_at_ms
             .is_some_and(|expiry| expiry <= self.issued_at_ms)
@@ -197,13 +192,7 @@ impl ConsentRevocation {
     }
 
     fn check_shape(&self) -> Result<(), ConsentError> {
-        if self.categories.is_empty() {
-            return Err(ConsentError::NoCategories);
-        }
-        if self.user == self.business {
-            return Err(ConsentError::SelfConsent);
-        }
-        Ok(())
+        check_parties(&self.user, &self.business, self.categories)
     }
 }
 
@@ -279,6 +268,21 @@ impl ConsentRecord {
         }
         rmp_serde::from_slice(bytes).ok()
     }
+}
+
+/// What grants and revocations share: some category, and two different accounts.
+fn check_parties(
+    user: &AccountId,
+    business: &AccountId,
+    categories: CategorySet,
+) -> Result<(), ConsentError> {
+    if categories.is_empty() {
+        return Err(ConsentError::NoCategories);
+    }
+    if user == business {
+        return Err(ConsentError::SelfConsent);
+    }
+    Ok(())
 }
 
 fn check_not_future(issued_at_ms: u64, now_ms: u64) -> Result<(), ConsentError> {
