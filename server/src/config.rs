@@ -94,6 +94,16 @@ pub struct Config {
     #[arg(long, env = "PARLEY_BUNDLE_FETCHES_PER_MINUTE", default_value_t = 120)]
     pub bundle_fetches_per_minute: u32,
 
+    /// Lookups of handles that do not exist (`resolve_handle` answered `not_found`)
+    /// allowed per account per minute; bounds how fast anyone can enumerate handles,
+    /// while lookups of existing handles (a bot addressing its customers) are free.
+    #[arg(
+        long,
+        env = "PARLEY_FAILED_HANDLE_LOOKUPS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub failed_handle_lookups_per_minute: u32,
+
     /// Prekey bundle fetches allowed per (requester, target device) per minute.
     #[arg(
         long,

@@ -27,6 +27,8 @@ pub struct Limiters {
     pub bundle_requester: RateLimiter<AccountId>,
     /// Bundle fetches per (requesting account, target device).
     pub bundle_target: RateLimiter<(AccountId, DeviceAddress)>,
+    /// Lookups of handles that do not exist, per account.
+    pub failed_handle_lookups: RateLimiter<AccountId>,
     /// Messages per second per business (checked by the store's send policy).
     pub business_sends: Arc<RateLimiter<AccountId>>,
 }
@@ -47,6 +49,11 @@ impl Limiters {
             ),
             bundle_target: RateLimiter::new(
                 config.bundle_fetches_per_target_per_minute,
+                Duration::from_secs(60),
+                RATE_LIMIT_MAX_KEYS,
+            ),
+            failed_handle_lookups: RateLimiter::new(
+                config.failed_handle_lookups_per_minute,
                 Duration::from_secs(60),
                 RATE_LIMIT_MAX_KEYS,
             ),

@@ -20,6 +20,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.prekeys_low_threshold = 0;
     config.registrations_per_ip_per_hour = 10_000;
     config.bundle_fetches_per_minute = 10_000;
+    config.failed_handle_lookups_per_minute = 10_000;
     config.bundle_fetches_per_target_per_minute = 10_000;
     config
 }
@@ -118,6 +119,8 @@ impl ServerProcess {
                 "--registrations-per-ip-per-hour",
                 "10000",
                 "--bundle-fetches-per-minute",
+                "10000",
+                "--failed-handle-lookups-per-minute",
                 "10000",
                 "--bundle-fetches-per-target-per-minute",
                 "10000",

@@ -457,3 +457,29 @@ async fn undelivered_envelopes_expire_after_the_retention_period() {
         Seq(2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_of_unknown_handles_are_rate_limited_per_account() {
+    let server = TestServer::start_with(|c| c.failed_handle_lookups_per_minute = 2)
+        .await
+        .unwrap();
+    let alice = TestAccount::new(Some("alice"), 1);
+    let mut a = Client::register(&server.url(), &alice).await.unwrap();
+    let lookup = |name: &str| {
+        ClientBody::ResolveHandle(ResolveHandle {
+            handle: Handle::parse(name).unwrap(),
+        })
+    };
+    for name in ["nobody", "noone"] {
+        let reply = a.request(lookup(name)).await.unwrap();
+        assert_eq!(Client::error_code(&reply), Some(ErrorCode::NotFound));
+    }
+    let error = a.request(lookup("someone")).await.unwrap().unwrap_err();
+    assert_eq!(error.code, ErrorCode::RateLimited);
+    assert!(error.retry_after_ms.unwrap() > 0);
+    // Existing handles still resolve.
+    for _ in 0..5 {
+        let reply = a.request(lookup("alice")).await.unwrap();
+        assert!(matches!(reply, Ok(ServerBody::Resolved(_))), "{reply:?}");
+    }
+}

@@ -158,11 +158,18 @@ async fn handle(
         ClientBody::Send(send) => send_envelope(shared, address, send).await?,
         ClientBody::FetchBundle(fetch) => fetch_bundle(shared, address, fetch).await?,
         ClientBody::ResolveHandle(resolve) => {
-            let (account, display_name) = shared
-                .store
-                .resolve_handle(resolve.handle.clone())
-                .await?
-                .ok_or(RequestError::NotFound("handle"))?;
+            let found = shared.store.resolve_handle(resolve.handle.clone()).await?;
+            let Some((account, display_name)) = found else {
+                shared
+                    .limiters
+                    .failed_handle_lookups
+                    .take(&address.account, 1, Instant::now())
+                    .map_err(|retry| RequestError::RateLimited {
+                        what: "lookups of unknown handles",
+                        retry_after: retry.0,
+                    })?;
+                return Err(RequestError::NotFound("handle"));
+            };
             ServerBody::Resolved(Resolved {
                 handle: resolve.handle,
                 account,
