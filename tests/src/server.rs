@@ -174,6 +174,29 @@ impl ServerProcess {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Log lines that report a panic (a panic anywhere in the server is a bug).
+    pub fn panics(&self) -> Vec<String> {
+        self.logs()
+            .into_iter()
+            .filter(|line| line.contains("panicked"))
+            .collect()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The resident set size, in KiB (from `/proc/PID/status`).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS line")
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(mut self) -> anyhow::Result<()> {
         self.child.kill()?;
