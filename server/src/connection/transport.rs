@@ -93,7 +93,14 @@ impl Transport {
     /// queues the pong; it goes out with the next write or flush). Cancel-safe.
     pub async fn recv(&mut self) -> Incoming {
         match self.ws.next().await {
-            None | Some(Ok(Message::Close(_))) => Incoming::Gone,
+            None => Incoming::Gone,
+            Some(Ok(Message::Close(_))) => {
+                // Complete the closing handshake: tungstenite has queued the answer (the
+                // client's code echoed, or 1002 for a code not allowed on the wire), and
+                // only a write or flush sends it.
+                let _ = tokio::time::timeout(self.write_timeout, self.ws.flush()).await;
+                Incoming::Gone
+            }
             Some(Ok(Message::Binary(bytes))) => match wire::decode_client(&bytes) {
                 Ok(frame) => {
                     self.metrics.frame_in(&frame.body);
