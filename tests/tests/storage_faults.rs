@@ -1,7 +1,9 @@
 //! Storage faults on a real file system: the data directory on a small tmpfs that fills
 //! up, or that is read-only. A full disk is answered with `storage_full`, never with a
 //! false `accepted`; what was accepted is still delivered; sends work again once space
-//! returns.
+//! returns. A read-only database stops the server at startup with a clear message (the
+//! runtime case cannot be staged: Linux refuses to remount a file system read-only
+//! while the server holds its database open for writing).
 //!
 //! These tests need to mount a tmpfs (root with CAP_SYS_ADMIN); elsewhere they print
 //! "SKIPPED" with the reason and pass.
@@ -10,12 +12,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
 use parley_tests::burst::message_id;
 use parley_tests::history::Verdict;
+use parley_tests::server::server_binary;
 use parley_tests::tmpfs::Tmpfs;
 use parley_tests::{Client, History, ServerProcess, TestAccount};
 
@@ -152,4 +156,59 @@ async fn a_full_disk_is_answered_with_storage_full_never_a_false_accept_and_reco
         }
     );
     assert!(server.panics().is_empty(), "{:?}", server.panics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_stops_the_server_at_startup_with_a_clear_message() {
+    let Some(fs) = Tmpfs::mount(FS_KIB) else {
+        return;
+    };
+    let data = fs.path.join("data");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = ServerProcess::start(&data, any, &[]).unwrap();
+    server.signal("TERM").unwrap();
+    assert!(server.wait_exit(Duration::from_secs(10)).unwrap());
+    fs.remount_read_only().unwrap();
+
+    let started = Instant::now();
+    let mut child = Command::new(server_binary().unwrap())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("the server kept running on a read-only database");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    println!(
+        "read-only startup: {status} after {took:?}: {}",
+        stderr.trim()
+    );
+    assert!(!status.success());
+    assert!(took < Duration::from_secs(2));
+    assert!(
+        stderr.to_ascii_lowercase().contains("read-only")
+            || stderr.to_ascii_lowercase().contains("readonly"),
+        "the message names the problem: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    fs.remount_read_write().unwrap();
 }
