@@ -19,6 +19,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::with_data_dir(data_dir);
     config.prekeys_low_threshold = 0;
     config.registrations_per_ip_per_hour = 10_000;
+    config.auth_failures_per_ip_per_hour = 1_000_000;
     config.bundle_fetches_per_minute = 10_000;
     config.bundle_fetches_per_target_per_minute = 10_000;
     config
@@ -117,6 +118,8 @@ impl ServerProcess {
                 "info",
                 "--registrations-per-ip-per-hour",
                 "10000",
+                "--auth-failures-per-ip-per-hour",
+                "1000000",
                 "--bundle-fetches-per-minute",
                 "10000",
                 "--bundle-fetches-per-target-per-minute",

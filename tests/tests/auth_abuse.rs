@@ -1,7 +1,8 @@
 //! Authentication under attack (plan B.3), beyond the basic cases of `auth.rs`: every
 //! single-bit flip of a valid signature, non-canonical `S` (S + L), small-order ("weak")
 //! keys that would verify any message under lax verification, signatures made for
-//! another domain, and uniform refusal timing (unknown account vs bad signature).
+//! another domain, uniform refusal timing (unknown account vs bad signature), and the
+//! per-address limit on failed authentications.
 //!
 //! Every refusal is the same `auth_failed` error and close 4001.
 
@@ -230,4 +231,36 @@ async fn unknown_accounts_and_bad_signatures_are_refused_in_the_same_time() {
          difference {difference:?}"
     );
     assert!(difference < Duration::from_millis(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_limited_per_address_and_other_addresses_are_not() {
+    use parley_tests::raw_ws::RawWs;
+    const LIMIT: u32 = 3;
+    let server = TestServer::start_with(|c| c.auth_failures_per_ip_per_hour = LIMIT)
+        .await
+        .unwrap();
+    let alice = TestAccount::new(Some("alice"), 1);
+    drop(Client::register(&server.url(), &alice).await.unwrap());
+    let bad = |c: &Client| {
+        let mut auth = signed_auth(&alice, c);
+        auth.signature.0[5] ^= 0x40;
+        ClientBody::Auth(auth)
+    };
+    for n in 0..LIMIT {
+        assert_eq!(refused(&server, bad).await, auth_failed(), "failure {n}");
+    }
+    // Past the limit, even a correct signature from this address is refused, unchecked.
+    let mut c = Client::connect(&server.url()).await.unwrap();
+    let body = alice.auth_body(&c.hello);
+    let error = c.request(body).await.unwrap().expect_err("rate limited");
+    assert_eq!(error.code, ErrorCode::RateLimited);
+    let retry = error.retry_after_ms.expect("retry_after_ms");
+    println!("after {LIMIT} failures: rate_limited, retry after {retry} ms");
+    assert!(retry > 0 && retry <= 3_600_000 / u64::from(LIMIT) + 1_000);
+    // Another client machine logs in normally.
+    let mut other = RawWs::connect_from(server.addr, Some("127.0.0.2".parse().unwrap()), "")
+        .await
+        .unwrap();
+    other.login(&alice).await.unwrap();
 }
