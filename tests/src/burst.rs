@@ -116,8 +116,12 @@ pub struct Drain {
     pub wire_deliveries: usize,
 }
 
-/// Logs `account` in, records every delivery in `history`, acks each, and returns at
-/// `drained`. Fails if seqs do not increase.
+/// Deliveries [`drain`] receives between two (cumulative) acks.
+pub const ACK_EVERY: usize = 64;
+
+/// Logs `account` in, records every delivery in `history`, acks cumulatively every
+/// [`ACK_EVERY`] deliveries and at `drained`, and returns at `drained`. Fails if seqs
+/// do not increase.
 pub async fn drain(
     url: &str,
     account: &TestAccount,
@@ -138,9 +142,16 @@ pub async fn drain(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .delivered(d.id);
-                client.ack(d.seq).await?;
+                if seen.wire_deliveries % ACK_EVERY == 0 {
+                    client.ack(d.seq).await?;
+                }
             }
-            ServerBody::Drained(_) => return Ok(seen),
+            ServerBody::Drained(_) => {
+                if last.0 > 0 {
+                    client.ack(last).await?;
+                }
+                return Ok(seen);
+            }
             ServerBody::PrekeysLow(_) => continue,
             other => bail!("unexpected {other:?}"),
         }
