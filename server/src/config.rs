@@ -90,6 +90,15 @@ pub struct Config {
     )]
     pub registrations_per_ip_per_hour: u32,
 
+    /// Failed authentications allowed per source IP address per hour; past it, `auth` from
+    /// that address is refused with `rate_limited` before any signature is checked.
+    #[arg(
+        long,
+        env = "PARLEY_AUTH_FAILURES_PER_IP_PER_HOUR",
+        default_value_t = 60
+    )]
+    pub auth_failures_per_ip_per_hour: u32,
+
     /// Prekey bundle fetches allowed per requesting account per minute.
     #[arg(long, env = "PARLEY_BUNDLE_FETCHES_PER_MINUTE", default_value_t = 120)]
     pub bundle_fetches_per_minute: u32,

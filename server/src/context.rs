@@ -23,6 +23,8 @@ pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
 pub struct Limiters {
     /// Registrations per source IP.
     pub registrations: RateLimiter<IpAddr>,
+    /// Failed authentications per source address.
+    pub auth_failures: RateLimiter<IpAddr>,
     /// Bundle fetches per requesting account.
     pub bundle_requester: RateLimiter<AccountId>,
     /// Bundle fetches per (requesting account, target device).
@@ -39,6 +41,11 @@ impl Limiters {
         Limiters {
             registrations: RateLimiter::new(
                 config.registrations_per_ip_per_hour,
+                Duration::from_secs(3600),
+                RATE_LIMIT_MAX_KEYS,
+            ),
+            auth_failures: RateLimiter::new(
+                config.auth_failures_per_ip_per_hour,
                 Duration::from_secs(3600),
                 RATE_LIMIT_MAX_KEYS,
             ),

@@ -45,6 +45,9 @@ pub enum ServerError {
     /// The store failed to open or close.
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    /// The data directory is on a read-only file system.
+    #[error("database is read-only: {} is on a read-only file system", .0.display())]
+    ReadOnly(std::path::PathBuf),
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),

@@ -78,6 +78,29 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     }
 }
 
+impl<K: Eq + Hash + Clone> RateLimiter<K> {
+    /// Whether `key` could take one token now, without taking it (for limits that charge
+    /// only failures: check before the work, [`RateLimiter::take`] after a failure).
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
+        let buckets = match self.buckets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens = refilled(bucket, now, self.burst, self.per_second);
+        if tokens >= 1.0 {
+            Ok(())
+        } else if self.per_second > 0.0 {
+            let wait = ((1.0 - tokens) / self.per_second).min(86_400.0 * 365.0);
+            Err(RetryAfter(Duration::from_secs_f64(wait)))
+        } else {
+            Err(RetryAfter(Duration::MAX))
+        }
+    }
+}
+
 fn refilled(bucket: &Bucket, now: Instant, burst: f64, per_second: f64) -> f64 {
     let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
     (bucket.tokens + elapsed * per_second).min(burst)
@@ -86,6 +109,20 @@ fn refilled(bucket: &Bucket, now: Instant, burst: f64, per_second: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_does_not_take() {
+        let limiter = RateLimiter::new(1, Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        assert_eq!(limiter.check(&"a", t0), Ok(()));
+        assert_eq!(limiter.check(&"a", t0), Ok(()));
+        assert_eq!(limiter.take(&"a", 1, t0), Ok(()));
+        let Err(RetryAfter(wait)) = limiter.check(&"a", t0) else {
+            panic!("an empty bucket fails the check");
+        };
+        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10));
+        assert_eq!(limiter.check(&"a", t0 + Duration::from_secs(10)), Ok(()));
+    }
 
     #[test]
     fn burst_then_refuse_then_refill() {

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub async fn run_with_admin(
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
+    check_not_read_only(&config.data_dir)?;
     if !config.test_clock_offset.is_zero() {
         tracing::warn!(
             offset = ?config.test_clock_offset,
@@ -182,6 +184,26 @@ async fn accept_loop(
             drop(ip_slot);
             drop(permit);
         });
+    }
+}
+
+/// Fails with [`ServerError::ReadOnly`] when the data directory exists on a read-only file
+/// system, which SQLite would only report as "unable to open database file". Other
+/// problems are left to the store, which reports them when it opens.
+fn check_not_read_only(data_dir: &Path) -> Result<(), ServerError> {
+    if !data_dir.is_dir() {
+        return Ok(());
+    }
+    let probe = data_dir.join(".parley-write-probe");
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            Err(ServerError::ReadOnly(data_dir.to_owned()))
+        }
+        Err(_) => Ok(()),
     }
 }
 

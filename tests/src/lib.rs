@@ -9,25 +9,42 @@
 //!   business sends.
 //! * [`account`]: test identities with real keys and the frames to register or log in.
 //! * [`cli`]: the `parley` binary run as a process, one profile each.
-//! * [`client`]: a raw-frame client that can send what a well-behaved client never would.
+//! * [`client`]: a Parley client that can also send wrong Parley frames.
+//! * [`raw_ws`]: a hand-built WebSocket client that sends what tungstenite never would
+//!   (reserved bits, unmasked frames, lying length fields, broken upgrades).
+//! * [`canary`]: a well-behaved client measuring round trips while others attack.
 //! * [`server`]: an in-process server on `127.0.0.1:0`, and a server *process* that
 //!   tests can SIGKILL and restart.
 //! * [`tls`]: a test certificate authority and a client connector that trusts it.
 //! * [`history`]: a recorder and checker for lost, duplicated and reordered messages.
+//! * [`tmpfs`]: a small tmpfs for disk-full and read-only tests.
+//! * [`burst`]: senders that retry through server faults, and the drain that checks them.
+//!
+//! Tests run in two tiers: the PR tier (every `cargo test`) and a longer tier, with more
+//! kills, bigger bursts and longer replays, when `PARLEY_LONG_TESTS=1` ([`long_tests`]).
 
 // A test kit: a panic here is a failed test, which is what it should be.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod account;
 pub mod admin;
+pub mod burst;
 pub mod business;
+pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod history;
+pub mod raw_ws;
 pub mod server;
 pub mod tls;
+pub mod tmpfs;
 
 pub use account::TestAccount;
 pub use client::Client;
 pub use history::History;
 pub use server::{ServerProcess, TestServer};
+
+/// Whether the long test tier was asked for (`PARLEY_LONG_TESTS=1`).
+pub fn long_tests() -> bool {
+    std::env::var_os("PARLEY_LONG_TESTS").is_some_and(|v| v == "1")
+}

@@ -19,6 +19,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::with_data_dir(data_dir);
     config.prekeys_low_threshold = 0;
     config.registrations_per_ip_per_hour = 10_000;
+    config.auth_failures_per_ip_per_hour = 1_000_000;
     config.bundle_fetches_per_minute = 10_000;
     config.failed_handle_lookups_per_minute = 10_000;
     config.bundle_fetches_per_target_per_minute = 10_000;
@@ -118,6 +119,8 @@ impl ServerProcess {
                 "info",
                 "--registrations-per-ip-per-hour",
                 "10000",
+                "--auth-failures-per-ip-per-hour",
+                "1000000",
                 "--bundle-fetches-per-minute",
                 "10000",
                 "--failed-handle-lookups-per-minute",
@@ -175,6 +178,29 @@ impl ServerProcess {
     /// The server's log lines so far (at most [`MAX_KEPT_LOG_LINES`]).
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Log lines that report a panic (a panic anywhere in the server is a bug).
+    pub fn panics(&self) -> Vec<String> {
+        self.logs()
+            .into_iter()
+            .filter(|line| line.contains("panicked"))
+            .collect()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The resident set size, in KiB (from `/proc/PID/status`).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS line")
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -170,10 +170,23 @@ async fn no_authentication_before_the_deadline_closes_with_4000() {
 async fn a_second_connection_of_the_same_device_displaces_the_first_with_4002() {
     let server = TestServer::start().await.unwrap();
     let (alice, mut first) = registered(&server, "alice").await;
-    let _second = Client::login(&server.url(), &alice).await.unwrap();
+    let mut second = Client::login(&server.url(), &alice).await.unwrap();
     assert_eq!(
         first.closed().await.unwrap(),
         Some(CloseCode::Displaced.code())
+    );
+    // The queue goes to the new connection.
+    let (_, mut bob) = registered(&server, "bob").await;
+    bob.send(
+        alice.address(),
+        MessageId([4; 16]),
+        b"to the new one".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second.next_deliver().await.unwrap().ciphertext,
+        b"to the new one"
     );
 }
 
@@ -246,4 +259,20 @@ async fn a_client_that_never_answers_pings_is_closed_with_4004() {
         silent.closed().await.unwrap(),
         Some(CloseCode::KeepaliveTimeout.code())
     );
+}
+
+/// Regression: a client's close frame was never answered (the server dropped the socket
+/// with tungstenite's queued reply unsent), and a forbidden close code got no 1002.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_close_is_answered_with_its_code_or_1002() {
+    use parley_tests::raw_ws::{opcode, Ending, RawFrame, RawWs};
+    let server = TestServer::start().await.unwrap();
+    for (code, expected) in [(1000u16, 1000u16), (4321, 4321), (5000, 1002), (1005, 1002)] {
+        let mut ws = RawWs::connect(server.addr).await.unwrap();
+        ws.send(&RawFrame::new(opcode::CLOSE, code.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        let (ending, _) = ws.ending(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(ending, Ending::Close(expected), "client close {code}");
+    }
 }

@@ -5,41 +5,26 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parley_protocol::ids::{MessageId, Seq};
-use parley_protocol::wire::server::ServerBody;
+use parley_tests::burst::{self, message_id as id};
 use parley_tests::history::Verdict;
-use parley_tests::{Client, History, ServerProcess, TestAccount};
+use parley_tests::{long_tests, Client, History, ServerProcess, TestAccount};
 
+/// Messages in the burst (PR tier; the long tier sends 10 000).
 const MESSAGES: usize = 2_000;
+/// SIGKILLs during the burst (PR tier; the long tier kills 20 times).
 const KILLS: usize = 5;
-
-fn id(n: usize) -> MessageId {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&(n as u64).to_be_bytes());
-    MessageId(bytes)
-}
-
-/// Logs in, retrying while the server is down (bounded).
-async fn login_when_up(url: &str, account: &TestAccount) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match Client::login(url, account).await {
-            Ok(client) => return client,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("server did not come back: {e:#}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
+    let (messages, kills) = if long_tests() {
+        (10_000, 20)
+    } else {
+        (MESSAGES, KILLS)
+    };
     let dir = tempfile::tempdir().unwrap();
     let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = ServerProcess::start(dir.path(), any_port, &[]).unwrap();
@@ -50,43 +35,17 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
     let bob = TestAccount::new(Some("bob"), 1);
     drop(Client::register(&url, &alice).await.unwrap());
     drop(Client::register(&url, &bob).await.unwrap());
-    let to = bob.address();
-
-    let history = Arc::new(Mutex::new(History::default()));
-    let progress = Arc::new(AtomicUsize::new(0));
-    let lost_connections = Arc::new(AtomicUsize::new(0));
 
     // The sender: in order, retrying each message (same id) until it is accepted.
-    let sender = {
-        let (url, alice, history, progress, lost_connections) = (
-            url.clone(),
-            alice.clone(),
-            history.clone(),
-            progress.clone(),
-            lost_connections.clone(),
-        );
-        tokio::spawn(async move {
-            let mut client: Option<Client> = None;
-            let mut n = 0;
-            while n < MESSAGES {
-                let c = match client.as_mut() {
-                    Some(c) => c,
-                    None => client.insert(login_when_up(&url, &alice).await),
-                };
-                match c.send(to, id(n), format!("message {n}").into_bytes()).await {
-                    Ok(_) => {
-                        history.lock().unwrap().accepted(id(n));
-                        n += 1;
-                        progress.store(n, Ordering::Release);
-                    }
-                    Err(_) => {
-                        lost_connections.fetch_add(1, Ordering::Relaxed);
-                        client = None;
-                    }
-                }
-            }
-        })
-    };
+    let history = Arc::new(Mutex::new(History::default()));
+    let (progress, sender) = burst::spawn_sender(
+        url.clone(),
+        alice,
+        bob.address(),
+        messages,
+        16,
+        history.clone(),
+    );
 
     // The killer: SIGKILL at evenly spaced points of the burst, restart on the same
     // address and data directory.
@@ -95,13 +54,9 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
         let data_dir = dir.path().to_owned();
         tokio::task::spawn_blocking(move || {
             let mut server = server;
-            for k in 1..=KILLS {
-                let at = k * MESSAGES / (KILLS + 1);
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while progress.load(Ordering::Acquire) < at {
-                    assert!(Instant::now() < deadline, "the burst stalled");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            for k in 1..=kills {
+                let at = k * messages / (kills + 1);
+                progress.wait_for(at, Duration::from_secs(120)).unwrap();
                 server.kill().unwrap();
                 server = ServerProcess::start(&data_dir, addr, &[]).unwrap();
             }
@@ -109,31 +64,16 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
         })
     };
     let server = killer.await.unwrap();
-    sender.await.unwrap();
+    sender.await.unwrap().unwrap();
 
     // The receiver: everything, in order, each once to the application.
-    let mut b = login_when_up(&url, &bob).await;
-    let mut last = Seq(0);
-    let mut wire_deliveries = 0;
-    loop {
-        match b.next_push().await.unwrap() {
-            ServerBody::Deliver(d) => {
-                wire_deliveries += 1;
-                assert!(d.seq > last, "seqs increase");
-                last = d.seq;
-                history.lock().unwrap().delivered(d.id);
-                b.ack(d.seq).await.unwrap();
-            }
-            ServerBody::Drained(_) => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let drained = burst::drain(&url, &bob, &history).await.unwrap();
     let history = history.lock().unwrap();
     assert!(
-        lost_connections.load(Ordering::Relaxed) >= KILLS,
+        progress.reconnects.load(Ordering::Relaxed) >= kills,
         "every kill interrupted the burst"
     );
-    assert_eq!(history.accepted_count(), MESSAGES);
+    assert_eq!(history.accepted_count(), messages);
     assert_eq!(
         history.check(),
         Verdict {
@@ -144,7 +84,7 @@ async fn sigkill_during_a_burst_loses_nothing_that_was_accepted() {
         }
     );
     assert_eq!(
-        wire_deliveries, MESSAGES,
+        drained.wire_deliveries, messages,
         "retries were deduplicated by the server"
     );
     drop(server);

@@ -4,7 +4,9 @@
 //! * `auth` succeeds only if the signature over the auth transcript (server id, this
 //!   connection's nonce, device) verifies and the device exists. Every failure is the
 //!   same `auth_failed` and closes the connection, so a prober learns nothing, and the
-//!   nonce dies with the connection: a captured signature cannot be replayed.
+//!   nonce dies with the connection: a captured signature cannot be replayed. Failures
+//!   are counted per source address; past `--auth-failures-per-ip-per-hour`, `auth` from
+//!   that address is answered `rate_limited` without checking anything.
 //! * `register` is limited per source address, verifies the identity, the prekey
 //!   signatures and a proof of possession over the register transcript, then creates the
 //!   account. A refused registration (taken handle...) may be retried on the same
@@ -76,7 +78,7 @@ pub async fn run(
         };
         let rid = frame.rid;
         let outcome = match frame.body {
-            ClientBody::Auth(auth) => authenticate(shared, &nonce, auth).await,
+            ClientBody::Auth(auth) => authenticate(shared, &nonce, peer, auth).await,
             ClientBody::Register(register) => create_account(shared, &nonce, peer, register).await,
             _ => Err(RequestError::NotAuthenticated),
         };
@@ -114,8 +116,30 @@ pub async fn run(
     }
 }
 
-/// Checks an `auth` answer. Every failure is the same [`RequestError::AuthFailed`].
-async fn authenticate(shared: &Shared, nonce: &Nonce, auth: Auth) -> Result<Session, RequestError> {
+/// Checks an `auth` answer. Every failure is the same [`RequestError::AuthFailed`], and
+/// counts against the source address; an address past its failure limit is refused with
+/// [`RequestError::RateLimited`] before any work.
+async fn authenticate(
+    shared: &Shared,
+    nonce: &Nonce,
+    peer: SocketAddr,
+    auth: Auth,
+) -> Result<Session, RequestError> {
+    let failures = &shared.limiters.auth_failures;
+    failures
+        .check(&peer.ip(), std::time::Instant::now())
+        .map_err(|retry| RequestError::RateLimited {
+            what: "failed authentications from this address",
+            retry_after: retry.0,
+        })?;
+    let outcome = verify_auth(shared, nonce, auth).await;
+    if matches!(outcome, Err(RequestError::AuthFailed)) {
+        let _ = failures.take(&peer.ip(), 1, std::time::Instant::now());
+    }
+    outcome
+}
+
+async fn verify_auth(shared: &Shared, nonce: &Nonce, auth: Auth) -> Result<Session, RequestError> {
     let transcript = auth_transcript(&shared.server_id, nonce, &auth.address);
     let verified = signature::verify(&auth.address.account, &transcript, &auth.signature);
     let record = shared.store.auth_record(auth.address).await?;

@@ -6,9 +6,12 @@
 //! its TCP window, then the buffer; the pending write then times out and the connection
 //! is dropped as a slow consumer. Nothing is lost: envelopes stay in the store until
 //! acknowledged.
+//!
+//! The inbound path bounds control frames: each ping costs a pong, so a connection gets
+//! [`MAX_CONTROL_FRAMES_PER_SECOND`] with bursts of [`CONTROL_FRAME_BURST`], then 1008.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use parley_protocol::limits::MAX_FRAME_BYTES;
@@ -39,6 +42,45 @@ pub fn websocket_config(max_write_buffer_bytes: usize) -> WebSocketConfig {
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .accept_unmasked_frames(false)
+}
+
+/// Control frames (pings and pongs) a client may send per second, sustained. A client
+/// needs a few per minute to prove it is alive; a flood costs the server a pong each.
+pub const MAX_CONTROL_FRAMES_PER_SECOND: f64 = 50.0;
+
+/// Control frames a client may send in a burst above that rate (2 s worth) before the
+/// connection is closed with 1008.
+pub const CONTROL_FRAME_BURST: f64 = 2.0 * MAX_CONTROL_FRAMES_PER_SECOND;
+
+/// A per-connection token bucket for control frames.
+#[derive(Debug)]
+struct ControlBudget {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl ControlBudget {
+    fn new() -> ControlBudget {
+        ControlBudget {
+            tokens: CONTROL_FRAME_BURST,
+            updated: Instant::now(),
+        }
+    }
+
+    /// Takes one frame's worth; false when the client is over its budget.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens =
+            (self.tokens + elapsed * MAX_CONTROL_FRAMES_PER_SECOND).min(CONTROL_FRAME_BURST);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What arrived from the client.
@@ -73,6 +115,7 @@ pub struct Transport {
     ws: WebSocketStream<ClientStream>,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
+    control: ControlBudget,
 }
 
 impl Transport {
@@ -86,14 +129,23 @@ impl Transport {
             ws,
             write_timeout,
             metrics,
+            control: ControlBudget::new(),
         }
     }
 
     /// The next Parley-level event. Pings and pongs are handled here (tungstenite
-    /// queues the pong; it goes out with the next write or flush). Cancel-safe.
+    /// queues the pong; it goes out with the next write or flush), within the control
+    /// frame budget ([`MAX_CONTROL_FRAMES_PER_SECOND`]; past it, 1008). Cancel-safe.
     pub async fn recv(&mut self) -> Incoming {
         match self.ws.next().await {
-            None | Some(Ok(Message::Close(_))) => Incoming::Gone,
+            None => Incoming::Gone,
+            Some(Ok(Message::Close(_))) => {
+                // Complete the closing handshake: tungstenite has queued the answer (the
+                // client's code echoed, or 1002 for a code not allowed on the wire), and
+                // only a write or flush sends it.
+                let _ = tokio::time::timeout(self.write_timeout, self.ws.flush()).await;
+                Incoming::Gone
+            }
             Some(Ok(Message::Binary(bytes))) => match wire::decode_client(&bytes) {
                 Ok(frame) => {
                     self.metrics.frame_in(&frame.body);
@@ -105,9 +157,14 @@ impl Transport {
                 }
             },
             Some(Ok(Message::Text(_))) => Incoming::Violation(CloseCode::UnsupportedData),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                Incoming::Heartbeat
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                if self.control.take() {
+                    Incoming::Heartbeat
+                } else {
+                    Incoming::Violation(CloseCode::PolicyViolation)
+                }
             }
+            Some(Ok(Message::Frame(_))) => Incoming::Heartbeat,
             Some(Err(tungstenite::Error::Capacity(_))) => {
                 Incoming::Violation(CloseCode::MessageTooBig)
             }

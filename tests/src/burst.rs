@@ -1,0 +1,196 @@
+//! Bursts of sends that survive server faults, and the drain that checks them.
+//!
+//! [`spawn_sender`] sends numbered messages in order, retrying each (same id) on a new
+//! connection until the server accepts it, and records every acceptance in a shared
+//! [`History`]. [`drain`] logs the recipient in, records every delivery, acks, and stops
+//! at `drained`. Between the two a test does whatever fault it is about (SIGKILL,
+//! SIGTERM, SIGSTOP...); the history checker then counts what was lost, duplicated or
+//! reordered.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
+use parley_protocol::wire::client::{ClientBody, Send};
+use parley_protocol::wire::server::ServerBody;
+use tokio::task::JoinHandle;
+
+use crate::client::Reply;
+use crate::{Client, History, TestAccount};
+
+/// How long [`login_when_up`] keeps retrying.
+pub const SERVER_RETURN_LIMIT: Duration = Duration::from_secs(60);
+
+/// The id of message `n` of a burst.
+pub fn message_id(n: usize) -> MessageId {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    MessageId(bytes)
+}
+
+/// Logs in, retrying while the server is down (at most [`SERVER_RETURN_LIMIT`]).
+pub async fn login_when_up(url: &str, account: &TestAccount) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + SERVER_RETURN_LIMIT;
+    loop {
+        match Client::login(url, account).await {
+            Ok(client) => return Ok(client),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => bail!("server did not come back: {e:#}"),
+        }
+    }
+}
+
+/// What a running sender shares with the test.
+#[derive(Clone, Debug, Default)]
+pub struct SenderProgress {
+    /// Messages accepted so far (the sender is in order, so also the next index).
+    pub accepted: Arc<AtomicUsize>,
+    /// Connections the sender lost and replaced.
+    pub reconnects: Arc<AtomicUsize>,
+}
+
+impl SenderProgress {
+    /// Waits until at least `n` messages were accepted (bounded by `limit`).
+    pub fn wait_for(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.accepted.load(Ordering::Acquire) < n {
+            if Instant::now() > deadline {
+                bail!("the burst stalled before {n} messages");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+/// Sends `count` messages of `size` bytes from `from` to `to`, in order, each retried
+/// until accepted; records acceptances in `history`.
+pub fn spawn_sender(
+    url: String,
+    from: Arc<TestAccount>,
+    to: DeviceAddress,
+    count: usize,
+    size: usize,
+    history: Arc<Mutex<History>>,
+) -> (SenderProgress, JoinHandle<anyhow::Result<()>>) {
+    let progress = SenderProgress::default();
+    let shared = progress.clone();
+    let task = tokio::spawn(async move {
+        let mut client: Option<Client> = None;
+        let mut n = 0;
+        while n < count {
+            let c = match client.as_mut() {
+                Some(c) => c,
+                None => client.insert(login_when_up(&url, &from).await?),
+            };
+            let mut body = format!("message {n} ").into_bytes();
+            body.resize(size.max(body.len()), b'.');
+            match c.send(to, message_id(n), body).await {
+                Ok(_) => {
+                    history
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .accepted(message_id(n));
+                    n += 1;
+                    shared.accepted.store(n, Ordering::Release);
+                }
+                Err(_) => {
+                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                    client = None;
+                }
+            }
+        }
+        Ok(())
+    });
+    (progress, task)
+}
+
+/// What [`drain`] saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Drain {
+    /// `deliver` frames received (wire duplicates included).
+    pub wire_deliveries: usize,
+}
+
+/// Deliveries [`drain`] receives between two (cumulative) acks.
+pub const ACK_EVERY: usize = 64;
+
+/// Logs `account` in, records every delivery in `history`, acks cumulatively every
+/// [`ACK_EVERY`] deliveries and at `drained`, and returns at `drained`. Fails if seqs
+/// do not increase.
+pub async fn drain(
+    url: &str,
+    account: &TestAccount,
+    history: &Mutex<History>,
+) -> anyhow::Result<Drain> {
+    let mut client = login_when_up(url, account).await?;
+    let mut last = Seq(0);
+    let mut seen = Drain::default();
+    loop {
+        match client.next_push().await? {
+            ServerBody::Deliver(d) => {
+                seen.wire_deliveries += 1;
+                if d.seq <= last {
+                    bail!("seq {} after {}", d.seq.0, last.0);
+                }
+                last = d.seq;
+                history
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delivered(d.id);
+                if seen.wire_deliveries % ACK_EVERY == 0 {
+                    client.ack(d.seq).await?;
+                }
+            }
+            ServerBody::Drained(_) => {
+                if last.0 > 0 {
+                    client.ack(last).await?;
+                }
+                return Ok(seen);
+            }
+            ServerBody::PrekeysLow(_) => continue,
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Sends `count` envelopes to `to`, pipelined `window` at a time, and returns each reply
+/// in order (ids from [`message_id`] starting at `first`).
+pub async fn send_pipelined(
+    client: &mut Client,
+    to: DeviceAddress,
+    first: usize,
+    count: usize,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Vec<Reply>> {
+    let mut replies = Vec::with_capacity(count);
+    let mut n = first;
+    while n < first + count {
+        let end = (n + window.max(1)).min(first + count);
+        let mut rids = Vec::with_capacity(end - n);
+        for i in n..end {
+            let mut ciphertext = format!("message {i} ").into_bytes();
+            ciphertext.resize(size.max(ciphertext.len()), b'.');
+            rids.push(
+                client
+                    .send_frame(ClientBody::Send(Send {
+                        to,
+                        id: message_id(i),
+                        ciphertext,
+                        category: None,
+                    }))
+                    .await?,
+            );
+        }
+        for rid in rids {
+            replies.push(client.reply_to(rid).await?);
+        }
+        n = end;
+    }
+    Ok(replies)
+}
