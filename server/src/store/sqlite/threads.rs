@@ -111,18 +111,24 @@ fn writer_loop(
     }
 }
 
+/// Runs a transaction-control statement through the statement cache, so the statements
+/// of every commit are compiled once, not per commit (`execute_batch` recompiles).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Runs every job in its own savepoint of one transaction, commits once, then answers.
 /// A job that cannot even start (no transaction, no savepoint) is dropped unrun, which
 /// answers its caller with [`StoreError::Unavailable`].
 fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics: &StoreMetrics) {
     let started = Instant::now();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "could not begin a write transaction");
         return;
     }
     let mut answers = Vec::new();
     for job in jobs {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
             tracing::warn!(error = %e, "could not open a savepoint");
             continue;
         }
@@ -137,16 +143,16 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics
             break;
         }
         let end = if executed.ok {
-            "RELEASE job"
+            run_cached(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job"))
         };
-        if let Err(e) = conn.execute_batch(end) {
+        if let Err(e) = end {
             tracing::warn!(error = %e, "could not end a savepoint");
         }
         answers.push(executed.answer);
     }
-    let committed = conn.execute_batch("COMMIT").map_err(sql_error);
+    let committed = run_cached(conn, "COMMIT").map_err(sql_error);
     match &committed {
         Ok(()) => {
             metrics.commit_seconds.observe(started.elapsed());
