@@ -36,8 +36,8 @@ use self::threads::{ReadJob, WriteJob, WriterMsg};
 use crate::metrics::StoreMetrics;
 use crate::store::{
     AuthRecord, BundleOutcome, BusinessRecord, ConsentChange, ConsentOutcome, EnqueueOutcome,
-    NewAccount, NewEnvelope, PrekeyUpload, RegisterOutcome, ReportOutcome, ReportPolicy, Store,
-    StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
+    NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome, ReportPolicy,
+    Store, StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// How durable a commit is.
@@ -143,13 +143,23 @@ impl SqliteStore {
         &self,
         job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.submit(job).await?.await
+    }
+
+    /// Queues `job` for the writer (waiting for room); the result comes after the commit.
+    async fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<Pending<T>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = threads::write_job(job, reply);
         self.writer
             .send(WriterMsg::Job(job))
             .await
             .map_err(|_| StoreError::Unavailable)?;
-        answer.await.map_err(|_| StoreError::Unavailable)?
+        Ok(Box::pin(async move {
+            answer.await.map_err(|_| StoreError::Unavailable)?
+        }))
     }
 
     async fn read<T: Send + 'static>(
@@ -238,6 +248,18 @@ impl Store for SqliteStore {
 
     fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome> {
         Box::pin(self.write(move |c| queries::enqueue(c, &envelope)))
+    }
+
+    fn submit_enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, Pending<EnqueueOutcome>> {
+        Box::pin(self.submit(move |c| queries::enqueue(c, &envelope)))
+    }
+
+    fn submit_ack_through(
+        &self,
+        device: DeviceAddress,
+        through: Seq,
+    ) -> StoreFuture<'_, Pending<u64>> {
+        Box::pin(self.submit(move |c| queries::ack_through(c, &device, through)))
     }
 
     fn page(
