@@ -412,17 +412,20 @@ pub(super) fn sweep(
     queue_cutoff_ms: u64,
     dedup_cutoff_ms: u64,
 ) -> Result<SweepReport, StoreError> {
+    // Both tables are appended in commit order, so their oldest rows have the lowest
+    // ids: look only at the first SWEEP_BATCH rows and delete the expired ones among them
+    // (no index on time needed). The caller repeats until nothing is deleted.
     let envelopes = conn
         .prepare_cached(
-            "DELETE FROM queue WHERE (recipient, seq) IN
-               (SELECT recipient, seq FROM queue WHERE accepted_at_ms < ?1 LIMIT ?2)",
+            "DELETE FROM queue WHERE id IN (SELECT id FROM queue ORDER BY id LIMIT ?2)
+               AND accepted_at_ms < ?1",
         )
         .and_then(|mut s| s.execute(params![to_i64(queue_cutoff_ms), SWEEP_BATCH]))
         .map_err(sql_error)?;
     let dedup_entries = conn
         .prepare_cached(
-            "DELETE FROM sent WHERE (sender, message_id) IN
-               (SELECT sender, message_id FROM sent WHERE accepted_at_ms < ?1 LIMIT ?2)",
+            "DELETE FROM sent WHERE id IN (SELECT id FROM sent ORDER BY id LIMIT ?2)
+               AND accepted_at_ms < ?1",
         )
         .and_then(|mut s| s.execute(params![to_i64(dedup_cutoff_ms), SWEEP_BATCH]))
         .map_err(sql_error)?;
