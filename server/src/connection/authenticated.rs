@@ -144,7 +144,7 @@ async fn serve(
             // Last, and not cancellable by the branches above: a page read once started
             // is written before the next frame is read.
             () = std::future::ready(()), if cursor.has_more() => {
-                match cursor.next_frames(shared.store.as_ref()).await {
+                match cursor.next_frames(shared.store.as_ref(), attachment).await {
                     Ok(frames) => {
                         if let Err(e) = transport.send_all(&frames).await {
                             return ending_for(e);
@@ -324,6 +324,7 @@ async fn submit_send<'a>(
             now_ms: now_ms(),
             category,
             policy: shared.send_policy(),
+            on_commit: shared.presence.clone(),
         })
         .await;
     let pending = match submitted {
@@ -332,7 +333,7 @@ async fn submit_send<'a>(
     };
     Box::pin(async move {
         let reply = match pending.await {
-            Ok(outcome) => accepted(shared, to, id, outcome),
+            Ok(outcome) => accepted(shared, id, outcome),
             Err(e) => Err(RequestError::Store(e)),
         };
         Some(match reply {
@@ -345,7 +346,6 @@ async fn submit_send<'a>(
 /// The reply to a committed `send`.
 fn accepted(
     shared: &Shared,
-    to: DeviceAddress,
     id: parley_protocol::ids::MessageId,
     outcome: EnqueueOutcome,
 ) -> Result<ServerBody, RequestError> {
@@ -355,7 +355,8 @@ fn accepted(
             if from_business {
                 shared.metrics.business_sends.inc("accepted");
             }
-            shared.presence.wake(&to);
+            // The recipient's connection, if any, already has it: the writer handed it
+            // to `shared.presence` right after the commit.
             seq
         }
         EnqueueOutcome::Duplicate(seq) => {

@@ -28,8 +28,8 @@ pub use business::{
     BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, SendPolicy,
 };
 pub use types::{
-    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
-    RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
+    PrekeyUpload, RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq};

@@ -152,7 +152,30 @@ impl SqliteStore {
         job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<Pending<T>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job: WriteJob = threads::write_job(job, reply);
+        self.submit_job(threads::write_job(job, reply), answer)
+            .await
+    }
+
+    /// Queues an envelope; once committed, its listener gets it (on the writer thread,
+    /// in commit order) before the outcome is answered.
+    async fn submit_envelope(
+        &self,
+        envelope: NewEnvelope,
+    ) -> Result<Pending<EnqueueOutcome>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = move |c: &Connection| {
+            let outcome = queries::enqueue(c, &envelope)?;
+            Ok((outcome, envelope))
+        };
+        self.submit_job(threads::write_job_then(job, announce, reply), answer)
+            .await
+    }
+
+    async fn submit_job<T: Send + 'static>(
+        &self,
+        job: WriteJob,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<Pending<T>, StoreError> {
         self.writer
             .send(WriterMsg::Job(job))
             .await
@@ -204,6 +227,34 @@ pub(super) fn open_connection(
     Ok(conn)
 }
 
+/// Hands a committed envelope to its listener; answers the outcome.
+fn announce((outcome, envelope): (EnqueueOutcome, NewEnvelope)) -> EnqueueOutcome {
+    if let EnqueueOutcome::Accepted { seq, from_business } = outcome {
+        let NewEnvelope {
+            from,
+            to,
+            id,
+            ciphertext,
+            now_ms,
+            category,
+            on_commit,
+            ..
+        } = envelope;
+        on_commit.committed(
+            to,
+            StoredEnvelope {
+                seq,
+                from,
+                id,
+                accepted_at_ms: now_ms,
+                ciphertext,
+                category: category.filter(|_| from_business),
+            },
+        );
+    }
+    outcome
+}
+
 /// Compiled statements kept per connection: every statement the server runs (about 80,
 /// with the business policy and the transaction control of the writer) stays compiled.
 const STATEMENT_CACHE: usize = 128;
@@ -247,11 +298,11 @@ impl Store for SqliteStore {
     }
 
     fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome> {
-        Box::pin(self.write(move |c| queries::enqueue(c, &envelope)))
+        Box::pin(async move { self.submit_envelope(envelope).await?.await })
     }
 
     fn submit_enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, Pending<EnqueueOutcome>> {
-        Box::pin(self.submit(move |c| queries::enqueue(c, &envelope)))
+        Box::pin(self.submit_envelope(envelope))
     }
 
     fn submit_ack_through(

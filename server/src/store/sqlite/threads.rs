@@ -37,12 +37,23 @@ pub(super) fn write_job<T: Send + 'static>(
     job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     reply: oneshot::Sender<Result<T, StoreError>>,
 ) -> WriteJob {
+    write_job_then(job, |result| result, reply)
+}
+
+/// Like [`write_job`], and once the commit succeeded (and the job did), `committed`
+/// turns the job's result into the answer. It runs on the writer thread, in the batch's
+/// job order, before the answer is sent.
+pub(super) fn write_job_then<T: Send + 'static, U: Send + 'static>(
+    job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    committed: impl FnOnce(T) -> U + Send + 'static,
+    reply: oneshot::Sender<Result<U, StoreError>>,
+) -> WriteJob {
     Box::new(move |conn: &Connection| {
         let result = job(conn);
         Executed {
             ok: result.is_ok(),
             answer: Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply.send(commit.and(result));
+                let _ = reply.send(commit.and(result).map(committed));
             }),
         }
     })
