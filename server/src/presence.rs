@@ -24,8 +24,10 @@ use crate::store::{CommitListener, StoredEnvelope};
 /// store instead (a recipient that far behind is reading pages anyway).
 pub const FRESH_MAX_ENVELOPES: usize = parley_protocol::limits::MAX_DELIVERY_PAGE;
 
-/// Most ciphertext bytes of fresh envelopes held for one connection (same rule).
-pub const FRESH_MAX_BYTES: usize = 256 * 1024;
+/// Most ciphertext bytes of fresh envelopes held for one connection (same rule). Small:
+/// it adds to the write buffer (`--write-buffer-bytes`) of a connection that is slow to
+/// take them, across every connected device; a full page of 200-byte envelopes fits.
+pub const FRESH_MAX_BYTES: usize = 64 * 1024;
 
 /// Envelopes committed for a connected device and not yet taken by its connection.
 #[derive(Debug, Default)]
