@@ -1,19 +1,23 @@
-//! Load-test identities: real Ed25519/X25519 keys and correctly signed `register` and
-//! `auth` bodies. No one-time prekeys: the relay path does not need them.
+//! Load-test identities: real Ed25519/X25519 keys and correctly signed `register`,
+//! `auth` and `grant_consent` bodies. No one-time prekeys: the relay path does not need
+//! them.
 
+use anyhow::Context;
 use parley_protocol::auth::{auth_transcript, register_transcript};
+use parley_protocol::business::{CategorySet, ConsentGrant, ConsentNonce, SignedGrant};
 use parley_protocol::identity::IdentityKeyPair;
-use parley_protocol::ids::{DeviceAddress, DeviceId, PrekeyId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, PrekeyId};
 use parley_protocol::prekeys::PrekeySecret;
 use parley_protocol::wire::client::{Auth, ClientBody, Register};
 use parley_protocol::wire::server::Hello;
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore};
 
 /// An account the generator controls.
 #[derive(Debug)]
 pub struct Account {
     identity: IdentityKeyPair,
     signed_prekey: PrekeySecret,
+    handle: Option<Handle>,
 }
 
 impl Account {
@@ -22,7 +26,14 @@ impl Account {
         Account {
             identity: IdentityKeyPair::generate(&mut OsRng),
             signed_prekey: PrekeySecret::generate(PrekeyId(1), &mut OsRng),
+            handle: None,
         }
+    }
+
+    /// The same account, registering with `handle`.
+    pub fn with_handle(mut self, handle: &str) -> anyhow::Result<Account> {
+        self.handle = Some(Handle::parse(handle).with_context(|| format!("handle {handle}"))?);
+        Ok(self)
     }
 
     /// The account's only device.
@@ -36,11 +47,16 @@ impl Account {
     /// A signed `register` for the challenge in `hello`.
     pub fn register_body(&self, hello: &Hello) -> ClientBody {
         let identity = self.identity.public();
-        let transcript = register_transcript(&hello.server_id, &hello.nonce, &identity, None);
+        let transcript = register_transcript(
+            &hello.server_id,
+            &hello.nonce,
+            &identity,
+            self.handle.as_ref(),
+        );
         ClientBody::Register(Register {
             signature: self.identity.sign(&transcript),
             identity,
-            handle: None,
+            handle: self.handle.clone(),
             signed_prekey: self.signed_prekey.signed_by(&self.identity),
             kem_prekey: None,
             one_time_prekeys: Vec::new(),
@@ -55,5 +71,30 @@ impl Account {
             address,
             signature: self.identity.sign(&transcript),
         })
+    }
+
+    /// This account's signed grant of `categories` to `business`, issued now, without
+    /// expiry, with a fresh nonce.
+    pub fn consent_grant(
+        &self,
+        business: AccountId,
+        categories: CategorySet,
+    ) -> anyhow::Result<SignedGrant> {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let issued_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        ConsentGrant {
+            user: self.identity.account_id(),
+            business,
+            categories,
+            issued_at_ms,
+            expires_at_ms: None,
+            nonce: ConsentNonce(nonce),
+        }
+        .sign(&self.identity)
+        .map_err(|e| anyhow::anyhow!("signing a consent grant: {e:?}"))
     }
 }

@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 pub const READY_PREFIX: &str = "baseline-server ready listen=";
 
 /// `transport::READ_BUFFER_BYTES` in the server.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// `transport::WRITE_BATCH_BYTES` in the server.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
 /// The server's default `--write-buffer-bytes`.

@@ -4,7 +4,7 @@
 //! Each scenario starts its servers as child processes on a temporary data directory
 //! (the server pinned to the last CPU, the generator to the others, when `taskset` is
 //! available), runs for a bounded time, and prints a table, or with `--json` one JSON
-//! object as the last line of stdout. See `docs/benchmarks-loadtest.md`.
+//! object as the last line of stdout. See `docs/benchmarks.md`.
 
 mod account;
 mod baseline;
@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::report::Report;
 use crate::scenario::connect::ConnectArgs;
+use crate::scenario::fanout::FanoutArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::offline::OfflineArgs;
 use crate::scenario::relay::RelayArgs;
@@ -57,8 +58,9 @@ enum Command {
     Connect(ConnectArgs),
     /// S6 (short form): idle connections plus pairs at a fixed rate; RSS and fd drift.
     Soak(SoakArgs),
-    /// S4: business fan-out. Not available yet: the server has no business accounts.
-    Fanout,
+    /// S4: business fan-out: one verified business sends to K opted-in online users;
+    /// per-user delivery latency from the intended send time.
+    Fanout(FanoutArgs),
     /// The bare relay used as the baseline (started by the scenarios themselves).
     #[command(hide = true)]
     BaselineServer {
@@ -76,7 +78,8 @@ impl Command {
             Command::Offline(a) => Some(&a.common),
             Command::Connect(a) => Some(&a.common),
             Command::Soak(a) => Some(&a.common),
-            Command::Fanout | Command::BaselineServer { .. } => None,
+            Command::Fanout(a) => Some(&a.common),
+            Command::BaselineServer { .. } => None,
         }
     }
 }
@@ -85,9 +88,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let common = match &cli.command {
         Command::BaselineServer { listen } => return baseline::serve(*listen),
-        Command::Fanout => bail!(
-            "fanout needs business accounts (one sender to K opted-in users), which the server does not have yet; it will be added with the business-messaging issue"
-        ),
         other => other.common().context("scenario without options")?.clone(),
     };
     let cpus = sys::cpu_count();
@@ -138,7 +138,8 @@ async fn run(command: &Command, launch: &server_proc::Launch) -> anyhow::Result<
         Command::Offline(args) => Ok((scenario::offline::run(args, launch).await?, Vec::new())),
         Command::Connect(args) => scenario::connect::run(args, launch).await,
         Command::Soak(args) => scenario::soak::run(args, launch).await,
-        Command::Fanout | Command::BaselineServer { .. } => bail!("not a scenario"),
+        Command::Fanout(args) => scenario::fanout::run(args, launch).await,
+        Command::BaselineServer { .. } => bail!("not a scenario"),
     }
 }
 

@@ -136,6 +136,11 @@ impl ServerProcess {
         })
     }
 
+    /// The product's data directory (the harness owns it; `None` for the baseline).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(TempDir::path)
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -177,9 +177,22 @@ fn soak_loses_nothing() -> anyhow::Result<()> {
 }
 
 #[test]
-fn fanout_says_why_it_is_missing() -> anyhow::Result<()> {
-    let output = Command::new(loadtest()).arg("fanout").output()?;
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("business"));
+fn fanout_reaches_every_opted_in_user() -> anyhow::Result<()> {
+    let report = run(&[
+        "fanout", "--users", "20", "--rounds", "2", "--rate", "400", "--pause", "100ms",
+    ])?;
+    assert_eq!(report["scenario"], "fanout");
+    assert_eq!(report["product"]["sent"].as_u64(), Some(40), "{report}");
+    assert_eq!(report["product"]["refused"].as_u64(), Some(0), "{report}");
+    assert_eq!(
+        report["product"]["delivered"].as_u64(),
+        Some(40),
+        "{report}"
+    );
+    assert_eq!(lost(&report["product"]), Some(0), "{report}");
+    assert!(
+        report["product"]["latency"]["p99_us"].is_number(),
+        "{report}"
+    );
     Ok(())
 }

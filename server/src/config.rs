@@ -54,6 +54,18 @@ pub struct Config {
     #[arg(long, env = "PARLEY_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
+    /// Requests (`send`, `ack`) one connection may have waiting for their commit while
+    /// the server keeps reading its frames; at this depth it stops reading that socket
+    /// until a commit answers some. Lets one group commit carry many envelopes of one
+    /// sender. Also bounds the memory one connection holds in the writer's queue.
+    #[arg(long, env = "PARLEY_PIPELINE_DEPTH", default_value_t = 64)]
+    pub pipeline_depth: usize,
+
+    /// Read buffer per connection, allocated when the WebSocket opens: most of an idle
+    /// connection's memory. Larger frames are still accepted (read in more steps).
+    #[arg(long, env = "PARLEY_READ_BUFFER_BYTES", default_value_t = crate::connection::transport::READ_BUFFER_BYTES)]
+    pub read_buffer_bytes: usize,
+
     /// Bytes of outgoing frames buffered per connection before writes wait for the socket.
     #[arg(long, env = "PARLEY_WRITE_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub write_buffer_bytes: usize,
@@ -295,6 +307,8 @@ impl Config {
             ("db-readers", self.db_readers),
             ("db-queue-capacity", self.db_queue_capacity),
             ("write-buffer-bytes", self.write_buffer_bytes),
+            ("read-buffer-bytes", self.read_buffer_bytes),
+            ("pipeline-depth", self.pipeline_depth),
             (
                 "business-sends-per-second",
                 usize::try_from(self.business_sends_per_second).unwrap_or(usize::MAX),

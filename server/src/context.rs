@@ -80,8 +80,8 @@ pub struct Shared {
     pub config: Config,
     /// Durable state.
     pub store: Arc<dyn Store>,
-    /// Connected devices.
-    pub presence: Presence,
+    /// Connected devices (also told of every committed envelope).
+    pub presence: Arc<Presence>,
     /// Rate limiters.
     pub limiters: Limiters,
     /// This deployment's identity, bound into auth signatures.

@@ -95,7 +95,7 @@ pub async fn run_with_admin(
         limiters: Limiters::new(&config),
         config,
         store: store.clone(),
-        presence: Presence::default(),
+        presence: Arc::new(Presence::default()),
         server_id,
         metrics,
         tls,

@@ -2,14 +2,26 @@
 //! delivers its queue.
 //!
 //! One loop, in priority order: shutdown, displacement by a newer connection of the same
-//! device, the client's frames, wake-ups from the delivery registry, keepalive, and
-//! writing the next page of the queue. Requests are answered in order; each `send` is
-//! answered `accepted` only after the store committed it.
+//! device, replies whose commit completed, the client's frames, wake-ups from the
+//! delivery registry, keepalive, and writing the next page of the queue.
+//!
+//! `send` and `ack` are **pipelined**: each is handed to the store's writer in the order
+//! read, and the loop goes on reading while it waits for the commit, so one group commit
+//! carries many envelopes of one connection. Their replies go out in request order, each
+//! `accepted` only after the store committed it. At most `--pipeline-depth` of them wait
+//! per connection; beyond that the loop stops reading the socket (TCP backpressure).
+//! Any other request first waits for the pipelined ones (and writes their replies), then
+//! runs alone, so it never overtakes an earlier request or is overtaken by a later one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
-use parley_protocol::ids::{DeviceAddress, RequestId};
-use parley_protocol::wire::client::{Ack, ClientBody, FetchBundle, Send, UploadPrekeys};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+
+use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
+use parley_protocol::wire::client::{ClientBody, FetchBundle, Send, UploadPrekeys};
 use parley_protocol::wire::server::{
     Accepted, AccountDeleted, PrekeysLow, PrekeysStored, Resolved, ServerBody,
 };
@@ -57,6 +69,8 @@ async fn serve(
         }
     }
     let interval = shared.config.keepalive_interval;
+    let depth = shared.config.pipeline_depth.max(1);
+    let mut in_flight = Pipeline::default();
     let mut last_heard = Instant::now();
     let mut next_ping = tokio::time::Instant::now() + interval;
     loop {
@@ -64,7 +78,20 @@ async fn serve(
             biased;
             _ = shutdown.cancelled() => return Ending::Closed(CloseCode::GoingAway),
             _ = attachment.displaced.cancelled() => return Ending::Closed(CloseCode::Displaced),
-            incoming = transport.recv() => {
+            Some(reply) = in_flight.next(), if in_flight.len() > 0 => {
+                // Every reply of the same commit is ready now: write them in one batch.
+                let mut frames: Vec<ServerFrame> = reply.into_iter().collect();
+                while let Some(more) = in_flight.next_ready() {
+                    frames.extend(more);
+                }
+                in_flight.release_if_empty();
+                if !frames.is_empty() {
+                    if let Err(e) = transport.send_all(&frames).await {
+                        return ending_for(e);
+                    }
+                }
+            }
+            incoming = transport.recv(), if in_flight.len() < depth => {
                 last_heard = Instant::now();
                 let frame = match incoming {
                     Incoming::Frame(frame) => frame,
@@ -73,39 +100,28 @@ async fn serve(
                     Incoming::Violation(code) => return Ending::Closed(code),
                     Incoming::Malformed(e) => {
                         tracing::debug!(device = %address, error = %e, "malformed frame");
+                        let _ = Box::pin(finish(transport, &mut in_flight)).await;
                         let _ = transport.send(&error_frame(None, &request_error_for(&e))).await;
                         return Ending::Closed(close_code_for(&e));
                     }
                 };
                 let rid = frame.rid;
-                let reply = match frame.body {
+                // The request paths are boxed: their state is allocated only while a
+                // request is served, not held in every idle connection's task.
+                match frame.body {
+                    ClientBody::Send(send) => {
+                        in_flight.push(Box::pin(submit_send(shared, address, rid, send)).await);
+                    }
                     ClientBody::Ack(ack) => {
-                        match acknowledge(shared, address, &cursor, ack).await {
-                            Ok(()) => continue,
-                            Err(e) => error_frame(Some(rid), &e),
+                        let through = ack.through.min(cursor.last_sent());
+                        in_flight.push(Box::pin(submit_ack(shared, address, rid, through)).await);
+                    }
+                    body => {
+                        let served = serve_alone(transport, shared, address, rid, body, &mut in_flight);
+                        if let Err(ending) = Box::pin(served).await {
+                            return ending;
                         }
                     }
-                    ClientBody::DeleteAccount(_) => {
-                        match shared.store.delete_account(address.account).await {
-                            Ok(_) => {
-                                tracing::info!(device = %address, "account deleted");
-                                let done = ServerFrame::reply(
-                                    rid,
-                                    ServerBody::AccountDeleted(AccountDeleted {}),
-                                );
-                                let _ = transport.send(&done).await;
-                                return Ending::Closed(CloseCode::Normal);
-                            }
-                            Err(e) => error_frame(Some(rid), &RequestError::Store(e)),
-                        }
-                    }
-                    body => match handle(shared, address, rid, body).await {
-                        Ok(reply) => reply,
-                        Err(e) => error_frame(Some(rid), &e),
-                    },
-                };
-                if let Err(e) = transport.send(&reply).await {
-                    return ending_for(e);
                 }
             }
             _ = attachment.wake.notified() => {
@@ -128,7 +144,7 @@ async fn serve(
             // Last, and not cancellable by the branches above: a page read once started
             // is written before the next frame is read.
             () = std::future::ready(()), if cursor.has_more() => {
-                match cursor.next_frames(shared.store.as_ref()).await {
+                match cursor.next_frames(shared.store.as_ref(), attachment).await {
                     Ok(frames) => {
                         if let Err(e) = transport.send_all(&frames).await {
                             return ending_for(e);
@@ -144,7 +160,36 @@ async fn serve(
     }
 }
 
-/// Answers one request (everything but `ack`).
+/// Serves a request that is not pipelined: first waits for the pipelined ones (and
+/// writes their replies), then answers it. `Err` ends the connection.
+async fn serve_alone(
+    transport: &mut Transport,
+    shared: &Shared,
+    address: DeviceAddress,
+    rid: RequestId,
+    body: ClientBody,
+    in_flight: &mut Pipeline<'_>,
+) -> Result<(), Ending> {
+    finish(transport, in_flight).await.map_err(ending_for)?;
+    let reply = match body {
+        ClientBody::DeleteAccount(_) => match shared.store.delete_account(address.account).await {
+            Ok(_) => {
+                tracing::info!(device = %address, "account deleted");
+                let done = ServerFrame::reply(rid, ServerBody::AccountDeleted(AccountDeleted {}));
+                let _ = transport.send(&done).await;
+                return Err(Ending::Closed(CloseCode::Normal));
+            }
+            Err(e) => error_frame(Some(rid), &RequestError::Store(e)),
+        },
+        body => match handle(shared, address, rid, body).await {
+            Ok(reply) => reply,
+            Err(e) => error_frame(Some(rid), &e),
+        },
+    };
+    transport.send(&reply).await.map_err(ending_for)
+}
+
+/// Answers one request (everything but `send`, `ack` and `delete_account`).
 async fn handle(
     shared: &Shared,
     address: DeviceAddress,
@@ -155,7 +200,6 @@ async fn handle(
         ClientBody::Auth(_) | ClientBody::Register(_) => {
             return Err(RequestError::AlreadyAuthenticated)
         }
-        ClientBody::Send(send) => send_envelope(shared, address, send).await?,
         ClientBody::FetchBundle(fetch) => fetch_bundle(shared, address, fetch).await?,
         ClientBody::ResolveHandle(resolve) => {
             let found = shared.store.resolve_handle(resolve.handle.clone()).await?;
@@ -194,7 +238,7 @@ async fn handle(
         ClientBody::SetDisplayName(n) => {
             business::set_display_name(shared, address.account, n).await?
         }
-        ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
+        ClientBody::Send(_) | ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
             return Err(RequestError::Malformed(
                 "handled by the connection loop".into(),
             ))
@@ -203,24 +247,83 @@ async fn handle(
     Ok(ServerFrame::reply(rid, reply))
 }
 
-async fn send_envelope(
-    shared: &Shared,
+/// A reply still waiting for its commit; `None` when the request has no reply.
+type PendingReply<'a> = Pin<Box<dyn Future<Output = Option<ServerFrame>> + std::marker::Send + 'a>>;
+
+fn ready_reply<'a>(reply: Option<ServerFrame>) -> PendingReply<'a> {
+    Box::pin(std::future::ready(reply))
+}
+
+/// The pipelined requests of a connection, in request order. Allocated on first use and
+/// released when empty, so an idle connection holds nothing for it.
+#[derive(Default)]
+struct Pipeline<'a>(Option<FuturesOrdered<PendingReply<'a>>>);
+
+impl<'a> Pipeline<'a> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn push(&mut self, reply: PendingReply<'a>) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(reply);
+    }
+
+    /// The next reply in order (`Some(None)`: a request without reply completed).
+    async fn next(&mut self) -> Option<Option<ServerFrame>> {
+        match &mut self.0 {
+            Some(replies) => replies.next().await,
+            None => None,
+        }
+    }
+
+    /// The next reply if it is ready now.
+    fn next_ready(&mut self) -> Option<Option<ServerFrame>> {
+        self.0.as_mut()?.next().now_or_never().flatten()
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.len() == 0 {
+            self.0 = None;
+        }
+    }
+}
+
+/// Waits for every pipelined request and writes their replies.
+async fn finish(transport: &mut Transport, in_flight: &mut Pipeline<'_>) -> Result<(), SendError> {
+    let mut frames = Vec::new();
+    while let Some(reply) = in_flight.next().await {
+        frames.extend(reply);
+    }
+    in_flight.release_if_empty();
+    if frames.is_empty() {
+        return Ok(());
+    }
+    transport.send_all(&frames).await
+}
+
+/// Hands a `send` to the store's writer (in order) and returns its reply-to-be.
+async fn submit_send<'a>(
+    shared: &'a Shared,
     address: DeviceAddress,
+    rid: RequestId,
     send: Send,
-) -> Result<ServerBody, RequestError> {
+) -> PendingReply<'a> {
     let limit = shared.config.max_envelope_bytes;
     if send.ciphertext.len() > limit {
-        return Err(RequestError::TooLarge {
+        let e = RequestError::TooLarge {
             size: send.ciphertext.len(),
             limit,
-        });
+        };
+        return ready_reply(Some(error_frame(Some(rid), &e)));
     }
     let to = send.to;
     let id = send.id;
     let category = send.category;
-    let outcome = shared
+    let submitted = shared
         .store
-        .enqueue(NewEnvelope {
+        .submit_enqueue(NewEnvelope {
             from: address,
             to,
             id,
@@ -228,15 +331,39 @@ async fn send_envelope(
             now_ms: now_ms(),
             category,
             policy: shared.send_policy(),
+            on_commit: shared.presence.clone(),
         })
-        .await?;
+        .await;
+    let pending = match submitted {
+        Ok(pending) => pending,
+        Err(e) => return ready_reply(Some(error_frame(Some(rid), &RequestError::Store(e)))),
+    };
+    Box::pin(async move {
+        let reply = match pending.await {
+            Ok(outcome) => accepted(shared, id, outcome),
+            Err(e) => Err(RequestError::Store(e)),
+        };
+        Some(match reply {
+            Ok(body) => ServerFrame::reply(rid, body),
+            Err(e) => error_frame(Some(rid), &e),
+        })
+    })
+}
+
+/// The reply to a committed `send`.
+fn accepted(
+    shared: &Shared,
+    id: parley_protocol::ids::MessageId,
+    outcome: EnqueueOutcome,
+) -> Result<ServerBody, RequestError> {
     let seq = match outcome {
         EnqueueOutcome::Accepted { seq, from_business } => {
             shared.metrics.envelopes_accepted.inc();
             if from_business {
                 shared.metrics.business_sends.inc("accepted");
             }
-            shared.presence.wake(&to);
+            // The recipient's connection, if any, already has it: the writer handed it
+            // to `shared.presence` right after the commit.
             seq
         }
         EnqueueOutcome::Duplicate(seq) => {
@@ -356,20 +483,31 @@ async fn upload_prekeys(
     }
 }
 
-/// Deletes what the client acknowledged, never beyond what this connection delivered.
-async fn acknowledge(
-    shared: &Shared,
+/// Hands an `ack` to the store's writer: deletes what the client acknowledged, never
+/// beyond what this connection delivered (`through` is already clamped to that). No
+/// reply unless it fails.
+async fn submit_ack<'a>(
+    shared: &'a Shared,
     address: DeviceAddress,
-    cursor: &Cursor,
-    ack: Ack,
-) -> Result<(), RequestError> {
-    let through = ack.through.min(cursor.last_sent());
+    rid: RequestId,
+    through: Seq,
+) -> PendingReply<'a> {
     if through.0 == 0 {
-        return Ok(());
+        return ready_reply(None);
     }
-    let deleted = shared.store.ack_through(address, through).await?;
-    shared.metrics.envelopes_acknowledged.add(deleted);
-    Ok(())
+    let pending = match shared.store.submit_ack_through(address, through).await {
+        Ok(pending) => pending,
+        Err(e) => return ready_reply(Some(error_frame(Some(rid), &RequestError::Store(e)))),
+    };
+    Box::pin(async move {
+        match pending.await {
+            Ok(deleted) => {
+                shared.metrics.envelopes_acknowledged.add(deleted);
+                None
+            }
+            Err(e) => Some(error_frame(Some(rid), &RequestError::Store(e))),
+        }
+    })
 }
 
 fn prekeys_low(remaining: u32) -> ServerFrame {

@@ -69,7 +69,10 @@ pub async fn serve(
             }
         },
     };
-    let config = transport::websocket_config(shared.config.write_buffer_bytes);
+    let config = transport::websocket_config(
+        shared.config.read_buffer_bytes,
+        shared.config.write_buffer_bytes,
+    );
     let upgrade = tokio_tungstenite::accept_async_with_config(stream, Some(config));
     let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,

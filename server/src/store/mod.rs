@@ -28,8 +28,8 @@ pub use business::{
     BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, SendPolicy,
 };
 pub use types::{
-    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
-    RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
+    PrekeyUpload, RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq};
@@ -50,6 +50,10 @@ pub enum StoreError {
 
 /// A boxed future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A write that has its place in the writer's order but is not committed yet: it
+/// resolves after the commit (see [`Store::submit_enqueue`]).
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// The durable state of a relay.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -79,6 +83,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Durably appends an envelope to its recipient's queue (or finds the earlier result
     /// of the same `(sender, id)`).
     fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome>;
+
+    /// [`Store::enqueue`] in two steps, so that a connection can pipeline its sends: the
+    /// returned future completes once the envelope is queued for the writer behind every
+    /// write submitted before it (waiting while the writer's queue is full), and yields
+    /// the outcome as a [`Pending`] that resolves after the commit. Envelopes submitted
+    /// one after the other are stored in that order.
+    fn submit_enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, Pending<EnqueueOutcome>>;
+
+    /// [`Store::ack_through`] in two steps, like [`Store::submit_enqueue`].
+    fn submit_ack_through(
+        &self,
+        device: DeviceAddress,
+        through: Seq,
+    ) -> StoreFuture<'_, Pending<u64>>;
 
     /// Up to `limit` queued envelopes of `device` with `seq > after`, in order.
     fn page(

@@ -90,6 +90,16 @@ pub enum BundleOutcome {
     NotFound,
 }
 
+/// Told about each envelope right after its commit, so an online recipient gets it
+/// without reading the store back (see `crate::presence`).
+///
+/// Called on the store's writer thread, in commit order, so for one recipient in `seq`
+/// order, before the sender's `accepted` is answered. Must be quick and never block.
+pub trait CommitListener: Send + Sync + std::fmt::Debug {
+    /// `envelope` was durably queued for `to`.
+    fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope);
+}
+
 /// An envelope to queue.
 #[derive(Clone, Debug)]
 pub struct NewEnvelope {
@@ -107,6 +117,8 @@ pub struct NewEnvelope {
     pub category: Option<Category>,
     /// The rules a business send must pass.
     pub policy: SendPolicy,
+    /// Told once it is committed (not if it was refused or a duplicate).
+    pub on_commit: std::sync::Arc<dyn CommitListener>,
 }
 
 /// Result of [`super::Store::enqueue`].

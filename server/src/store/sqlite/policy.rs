@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::AccountId;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::queries::to_i64;
 use super::sql_error;
@@ -72,15 +72,16 @@ pub(super) fn check(
     let refuse = |outcome| Ok(Verdict::Refuse(outcome));
     let sender = e.from.account;
     let user = e.to.account;
-    let Some(business) = standing(conn, &sender, e.now_ms)? else {
+    let facts = facts(conn, &sender, &user, e.now_ms)?;
+    let Some(business) = facts.sender else {
         // A person.
         if !recipient_exists {
             return refuse(EnqueueOutcome::UnknownRecipient);
         }
-        if blocks(conn, &user, &sender)? {
+        if facts.blocked {
             return refuse(EnqueueOutcome::Blocked);
         }
-        if is_business(conn, &user)? {
+        if facts.recipient_is_business {
             open_care_window(conn, &sender, &user, e.now_ms)?;
         }
         return Ok(Verdict::FromPerson);
@@ -94,7 +95,7 @@ pub(super) fn check(
     if category != Category::Conversation && !business.categories.contains(category) {
         return refuse(EnqueueOutcome::CategoryNotAllowed);
     }
-    if !recipient_exists || blocks(conn, &user, &sender)? {
+    if !recipient_exists || facts.blocked {
         return refuse(EnqueueOutcome::Refused);
     }
     let allowed = if category == Category::Conversation {
@@ -121,37 +122,62 @@ pub(super) fn check(
     Ok(Verdict::FromBusiness)
 }
 
-fn standing(
+/// What every send's policy needs, read with one statement (it runs once per envelope
+/// on the writer thread): the sender's standing if it is a business, whether the
+/// recipient blocked the sender, and whether the recipient is a business.
+struct Facts {
+    sender: Option<Standing>,
+    blocked: bool,
+    recipient_is_business: bool,
+}
+
+fn facts(
     conn: &Connection,
-    account: &AccountId,
+    sender: &AccountId,
+    recipient: &AccountId,
     now_ms: u64,
-) -> Result<Option<Standing>, StoreError> {
+) -> Result<Facts, StoreError> {
     conn.prepare_cached(
-        "SELECT categories, tier, suspended_at_ms IS NOT NULL,
-                revoked_at_ms IS NULL AND expires_at_ms > ?2
-         FROM businesses WHERE account = ?1",
+        "SELECT b.categories, b.tier, b.suspended_at_ms IS NOT NULL,
+                b.revoked_at_ms IS NULL AND b.expires_at_ms > ?3,
+                EXISTS (SELECT 1 FROM blocks WHERE user = ?2 AND blocked = ?1),
+                EXISTS (SELECT 1 FROM businesses WHERE account = ?2)
+         FROM (SELECT 1) LEFT JOIN businesses AS b ON b.account = ?1",
     )
     .and_then(|mut s| {
         s.query_row(
-            params![account.as_bytes().as_slice(), to_i64(now_ms)],
+            params![
+                sender.as_bytes().as_slice(),
+                recipient.as_bytes().as_slice(),
+                to_i64(now_ms)
+            ],
             |r| {
-                let bits: i64 = r.get(0)?;
-                let valid: bool = r.get(3)?;
-                Ok(Standing {
-                    categories: if valid {
-                        u8::try_from(bits)
-                            .ok()
-                            .and_then(CategorySet::from_bits)
-                            .unwrap_or(CategorySet::EMPTY)
-                    } else {
-                        CategorySet::EMPTY
-                    },
-                    tier: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    suspended: r.get(2)?,
+                let sender = match r.get::<_, Option<i64>>(0)? {
+                    None => None,
+                    Some(bits) => {
+                        let valid: bool = r.get::<_, Option<bool>>(3)?.unwrap_or(false);
+                        Some(Standing {
+                            categories: if valid {
+                                u8::try_from(bits)
+                                    .ok()
+                                    .and_then(CategorySet::from_bits)
+                                    .unwrap_or(CategorySet::EMPTY)
+                            } else {
+                                CategorySet::EMPTY
+                            },
+                            tier: u32::try_from(r.get::<_, Option<i64>>(1)?.unwrap_or(0))
+                                .unwrap_or(0),
+                            suspended: r.get(2)?,
+                        })
+                    }
+                };
+                Ok(Facts {
+                    sender,
+                    blocked: r.get(4)?,
+                    recipient_is_business: r.get(5)?,
                 })
             },
         )
-        .optional()
     })
     .map_err(sql_error)
 }
@@ -160,17 +186,6 @@ fn standing(
 pub(super) fn is_business(conn: &Connection, account: &AccountId) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT 1 FROM businesses WHERE account = ?1")
         .and_then(|mut s| s.exists(params![account.as_bytes().as_slice()]))
-        .map_err(sql_error)
-}
-
-fn blocks(conn: &Connection, user: &AccountId, sender: &AccountId) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM blocks WHERE user = ?1 AND blocked = ?2")
-        .and_then(|mut s| {
-            s.exists(params![
-                user.as_bytes().as_slice(),
-                sender.as_bytes().as_slice()
-            ])
-        })
         .map_err(sql_error)
 }
 

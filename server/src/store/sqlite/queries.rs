@@ -244,22 +244,39 @@ pub(super) fn resolve_handle(
 }
 
 pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutcome, StoreError> {
-    let Some(sender) = device_key(conn, &e.from)? else {
-        return Err(StoreError::Database("sender device vanished".into()));
-    };
-    let earlier = conn
-        .prepare_cached("SELECT seq FROM sent WHERE sender = ?1 AND message_id = ?2")
+    // One statement (it runs for every envelope): the sender's device key, the seq of
+    // an earlier envelope with the same id, the recipient's device key.
+    let (sender, earlier, recipient) = conn
+        .prepare_cached(
+            "SELECT d.id,
+                    (SELECT seq FROM sent WHERE sender = d.id AND message_id = ?3),
+                    (SELECT id FROM devices WHERE account = ?4 AND device = ?5)
+             FROM devices AS d WHERE d.account = ?1 AND d.device = ?2",
+        )
         .and_then(|mut s| {
-            s.query_row(params![sender, e.id.as_bytes().as_slice()], |r| {
-                r.get::<_, i64>(0)
-            })
+            s.query_row(
+                params![
+                    e.from.account.as_bytes().as_slice(),
+                    e.from.device.0,
+                    e.id.as_bytes().as_slice(),
+                    e.to.account.as_bytes().as_slice(),
+                    e.to.device.0,
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
             .optional()
         })
-        .map_err(sql_error)?;
+        .map_err(sql_error)?
+        .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
     if let Some(seq) = earlier {
         return Ok(EnqueueOutcome::Duplicate(Seq(to_u64(seq))));
     }
-    let recipient = device_key(conn, &e.to)?;
     let from_business = match policy::check(conn, e, recipient.is_some())? {
         policy::Verdict::Refuse(outcome) => return Ok(outcome),
         policy::Verdict::FromPerson => false,
@@ -412,17 +429,20 @@ pub(super) fn sweep(
     queue_cutoff_ms: u64,
     dedup_cutoff_ms: u64,
 ) -> Result<SweepReport, StoreError> {
+    // Both tables are appended in commit order, so their oldest rows have the lowest
+    // ids: look only at the first SWEEP_BATCH rows and delete the expired ones among them
+    // (no index on time needed). The caller repeats until nothing is deleted.
     let envelopes = conn
         .prepare_cached(
-            "DELETE FROM queue WHERE (recipient, seq) IN
-               (SELECT recipient, seq FROM queue WHERE accepted_at_ms < ?1 LIMIT ?2)",
+            "DELETE FROM queue WHERE id IN (SELECT id FROM queue ORDER BY id LIMIT ?2)
+               AND accepted_at_ms < ?1",
         )
         .and_then(|mut s| s.execute(params![to_i64(queue_cutoff_ms), SWEEP_BATCH]))
         .map_err(sql_error)?;
     let dedup_entries = conn
         .prepare_cached(
-            "DELETE FROM sent WHERE (sender, message_id) IN
-               (SELECT sender, message_id FROM sent WHERE accepted_at_ms < ?1 LIMIT ?2)",
+            "DELETE FROM sent WHERE id IN (SELECT id FROM sent ORDER BY id LIMIT ?2)
+               AND accepted_at_ms < ?1",
         )
         .and_then(|mut s| s.execute(params![to_i64(dedup_cutoff_ms), SWEEP_BATCH]))
         .map_err(sql_error)?;

@@ -5,7 +5,9 @@
 //! in one transaction. A database from a newer server is refused rather than guessed at.
 //!
 //! Devices get a compact integer key (`devices.id`) so that the hot tables (`queue`,
-//! `sent`) index 8-byte integers instead of 36-byte addresses.
+//! `sent`) index 8-byte integers instead of 36-byte addresses. Since migration 3 both hot
+//! tables are append-only rowid tables: rows go in commit order, retention deletes from
+//! the lowest id, and no index on time is kept.
 
 use rusqlite::Connection;
 
@@ -160,6 +162,49 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, reporter)
     ) WITHOUT ROWID;
     "#,
+    // 3: append-only queue and dedup tables, without the accepted_at_ms indexes.
+    //
+    // Rows are appended in commit order (`id`), so the oldest rows are those with the
+    // lowest ids, and the retention sweeps delete from there; `queue_by_age` and
+    // `sent_by_age` cost a page write per envelope each and are dropped. The payload rows
+    // no longer live in a B-tree keyed by recipient (where each recipient's last leaf is
+    // rewritten, and split, for every envelope): new rows share the table's last pages,
+    // and only a small `(recipient, seq)` index entry goes to a per-recipient page.
+    r#"
+    CREATE TABLE queue_v3 (
+        id             INTEGER PRIMARY KEY,  -- commit order
+        recipient      INTEGER NOT NULL,     -- devices.id
+        seq            INTEGER NOT NULL,
+        sender_account BLOB NOT NULL,
+        sender_device  INTEGER NOT NULL,
+        message_id     BLOB NOT NULL,
+        accepted_at_ms INTEGER NOT NULL,
+        ciphertext     BLOB NOT NULL,
+        category       INTEGER
+    );
+    INSERT INTO queue_v3 (recipient, seq, sender_account, sender_device, message_id,
+                          accepted_at_ms, ciphertext, category)
+        SELECT recipient, seq, sender_account, sender_device, message_id,
+               accepted_at_ms, ciphertext, category
+        FROM queue ORDER BY accepted_at_ms, recipient, seq;
+    DROP TABLE queue;
+    ALTER TABLE queue_v3 RENAME TO queue;
+    CREATE UNIQUE INDEX queue_by_recipient ON queue (recipient, seq);
+
+    CREATE TABLE sent_v3 (
+        id             INTEGER PRIMARY KEY,  -- commit order
+        sender         INTEGER NOT NULL,     -- devices.id
+        message_id     BLOB NOT NULL,
+        seq            INTEGER NOT NULL,
+        accepted_at_ms INTEGER NOT NULL
+    );
+    INSERT INTO sent_v3 (sender, message_id, seq, accepted_at_ms)
+        SELECT sender, message_id, seq, accepted_at_ms FROM sent
+        ORDER BY accepted_at_ms, sender, message_id;
+    DROP TABLE sent;
+    ALTER TABLE sent_v3 RENAME TO sent;
+    CREATE UNIQUE INDEX sent_by_message ON sent (sender, message_id);
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.
@@ -190,6 +235,42 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migration_3_keeps_queued_envelopes_and_dedup_entries() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.execute_batch(
+            "INSERT INTO queue VALUES (7, 2, x'01', 1, x'02', 200, x'aa', NULL);
+             INSERT INTO queue VALUES (7, 1, x'01', 1, x'03', 100, x'bb', 4);
+             INSERT INTO sent VALUES (3, x'02', 2, 200);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, i64, i64, Option<i64>)> = conn
+            .prepare("SELECT id, seq, accepted_at_ms, category FROM queue ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![(1, 1, 100, Some(4)), (2, 2, 200, None)]);
+        let seq: i64 = conn
+            .query_row(
+                "SELECT seq FROM sent WHERE sender = 3 AND message_id = x'02'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(seq, 2);
+        let duplicate = conn.execute("INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id, accepted_at_ms, ciphertext) VALUES (7, 2, x'01', 1, x'04', 300, x'cc')", []);
+        assert!(duplicate.is_err(), "(recipient, seq) stays unique");
+    }
 
     #[test]
     fn migrating_twice_is_a_no_op_and_newer_schemas_are_refused() {

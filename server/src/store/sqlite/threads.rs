@@ -37,12 +37,23 @@ pub(super) fn write_job<T: Send + 'static>(
     job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     reply: oneshot::Sender<Result<T, StoreError>>,
 ) -> WriteJob {
+    write_job_then(job, |result| result, reply)
+}
+
+/// Like [`write_job`], and once the commit succeeded (and the job did), `committed`
+/// turns the job's result into the answer. It runs on the writer thread, in the batch's
+/// job order, before the answer is sent.
+pub(super) fn write_job_then<T: Send + 'static, U: Send + 'static>(
+    job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    committed: impl FnOnce(T) -> U + Send + 'static,
+    reply: oneshot::Sender<Result<U, StoreError>>,
+) -> WriteJob {
     Box::new(move |conn: &Connection| {
         let result = job(conn);
         Executed {
             ok: result.is_ok(),
             answer: Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply.send(commit.and(result));
+                let _ = reply.send(commit.and(result).map(committed));
             }),
         }
     })
@@ -111,18 +122,24 @@ fn writer_loop(
     }
 }
 
+/// Runs a transaction-control statement through the statement cache, so the statements
+/// of every commit are compiled once, not per commit (`execute_batch` recompiles).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Runs every job in its own savepoint of one transaction, commits once, then answers.
 /// A job that cannot even start (no transaction, no savepoint) is dropped unrun, which
 /// answers its caller with [`StoreError::Unavailable`].
 fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics: &StoreMetrics) {
     let started = Instant::now();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "could not begin a write transaction");
         return;
     }
     let mut answers = Vec::new();
     for job in jobs {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
             tracing::warn!(error = %e, "could not open a savepoint");
             continue;
         }
@@ -137,16 +154,16 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics
             break;
         }
         let end = if executed.ok {
-            "RELEASE job"
+            run_cached(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job"))
         };
-        if let Err(e) = conn.execute_batch(end) {
+        if let Err(e) = end {
             tracing::warn!(error = %e, "could not end a savepoint");
         }
         answers.push(executed.answer);
     }
-    let committed = conn.execute_batch("COMMIT").map_err(sql_error);
+    let committed = run_cached(conn, "COMMIT").map_err(sql_error);
     match &committed {
         Ok(()) => {
             metrics.commit_seconds.observe(started.elapsed());
