@@ -75,6 +75,9 @@ pub enum RequestError {
     /// A business send without a category, or in one its certificate does not allow.
     #[error("category missing or not allowed by this business's certificate")]
     CategoryNotAllowed,
+    /// The sender already used this message id for another recipient or other bytes.
+    #[error("this message id was already used for another message; use a fresh id")]
+    IdReused,
     /// A consent grant or revocation was refused.
     #[error("invalid consent: {0}")]
     InvalidConsent(&'static str),
@@ -110,6 +113,7 @@ impl RequestError {
             RequestError::Suspended => ErrorCode::Suspended,
             RequestError::CategoryNotAllowed => ErrorCode::CategoryNotAllowed,
             RequestError::InvalidConsent(_) => ErrorCode::InvalidConsent,
+            RequestError::IdReused => ErrorCode::IdReused,
             RequestError::NameReserved => ErrorCode::NameReserved,
             RequestError::ShuttingDown => ErrorCode::Unavailable,
             RequestError::Store(StoreError::Full) => ErrorCode::StorageFull,

@@ -330,6 +330,40 @@ async fn a_retry_with_the_same_message_id_returns_the_first_result_and_stores_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_reused_for_another_recipient_or_other_bytes_is_refused() {
+    let server = TestServer::start().await.unwrap();
+    let alice = TestAccount::new(Some("alice"), 1);
+    let bob = TestAccount::new(Some("bob"), 1);
+    let carol = TestAccount::new(Some("carol"), 1);
+    let mut a = Client::register(&server.url(), &alice).await.unwrap();
+    drop(Client::register(&server.url(), &bob).await.unwrap());
+    drop(Client::register(&server.url(), &carol).await.unwrap());
+    let send = |to, bytes: &[u8]| {
+        ClientBody::Send(parley_protocol::wire::client::Send {
+            to,
+            id: id(7),
+            ciphertext: bytes.to_vec(),
+            category: None,
+        })
+    };
+    let first = a.send(bob.address(), id(7), b"x".to_vec()).await.unwrap();
+    let reply = a.request(send(carol.address(), b"x")).await.unwrap();
+    assert_eq!(Client::error_code(&reply), Some(ErrorCode::IdReused));
+    let reply = a.request(send(bob.address(), b"other")).await.unwrap();
+    assert_eq!(Client::error_code(&reply), Some(ErrorCode::IdReused));
+    // The genuine retry still gets the first result.
+    assert_eq!(
+        a.send(bob.address(), id(7), b"x".to_vec()).await.unwrap(),
+        first
+    );
+    let mut c = Client::login(&server.url(), &carol).await.unwrap();
+    assert!(
+        matches!(c.next_push().await.unwrap(), ServerBody::Drained(d) if d.through == Seq(0)),
+        "nothing was queued for carol"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_to_an_unknown_device_or_too_much_is_refused() {
     let server = TestServer::start_with(|c| c.max_envelope_bytes = 1000)
         .await

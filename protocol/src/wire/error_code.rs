@@ -56,6 +56,9 @@ pub enum ErrorCode {
     /// The display name or handle is confusable with a verified business's name, or
     /// imitates the verified badge.
     NameReserved,
+    /// A `send` reused a message id this device already used for another recipient or
+    /// other bytes; nothing was stored. Message ids must be unique per sending device.
+    IdReused,
 }
 
 impl ErrorCode {
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::CategoryNotAllowed => "category_not_allowed",
             ErrorCode::InvalidConsent => "invalid_consent",
             ErrorCode::NameReserved => "name_reserved",
+            ErrorCode::IdReused => "id_reused",
         }
     }
 }

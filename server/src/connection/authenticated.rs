@@ -407,6 +407,7 @@ fn refusal_error(outcome: EnqueueOutcome) -> RequestError {
             retry_after: ms(retry),
         },
         EnqueueOutcome::UnknownRecipient => RequestError::NotFound("recipient"),
+        EnqueueOutcome::IdReused => RequestError::IdReused,
         EnqueueOutcome::Refused
         | EnqueueOutcome::Blocked
         | EnqueueOutcome::Accepted { .. }

@@ -133,6 +133,9 @@ pub enum EnqueueOutcome {
     },
     /// A retry: the first attempt was queued at this position; nothing new was stored.
     Duplicate(Seq),
+    /// The sender used this message id for another recipient or other bytes; nothing was
+    /// stored.
+    IdReused,
     /// The recipient device does not exist (the sender is not a business).
     UnknownRecipient,
     /// Uniform refusal of a business send: unknown recipient, no consent or care

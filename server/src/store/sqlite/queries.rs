@@ -244,14 +244,15 @@ pub(super) fn resolve_handle(
 }
 
 pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutcome, StoreError> {
-    // One statement (it runs for every envelope): the sender's device key, the seq of
-    // an earlier envelope with the same id, the recipient's device key.
-    let (sender, earlier, recipient) = conn
+    // One statement (it runs for every envelope): the sender's device key, the seq and
+    // recipient of an earlier envelope with the same id, the recipient's device key.
+    let (sender, earlier, earlier_recipient, earlier_digest, recipient) = conn
         .prepare_cached(
-            "SELECT d.id,
-                    (SELECT seq FROM sent WHERE sender = d.id AND message_id = ?3),
+            "SELECT d.id, s.seq, s.recipient, s.digest,
                     (SELECT id FROM devices WHERE account = ?4 AND device = ?5)
-             FROM devices AS d WHERE d.account = ?1 AND d.device = ?2",
+             FROM devices AS d
+             LEFT JOIN sent AS s ON s.sender = d.id AND s.message_id = ?3
+             WHERE d.account = ?1 AND d.device = ?2",
         )
         .and_then(|mut s| {
             s.query_row(
@@ -267,6 +268,8 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
                         r.get::<_, i64>(0)?,
                         r.get::<_, Option<i64>>(1)?,
                         r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
                     ))
                 },
             )
@@ -274,7 +277,15 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
         })
         .map_err(sql_error)?
         .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
+    let digest = ciphertext_digest(&e.ciphertext);
     if let Some(seq) = earlier {
+        // A retry sends the same bytes to the same recipient. Rows from before schema 4
+        // have neither: they are taken as the same.
+        let other_recipient = earlier_recipient.is_some_and(|r| Some(r) != recipient);
+        let other_bytes = earlier_digest.is_some_and(|d| d.as_slice() != digest.as_slice());
+        if other_recipient || other_bytes {
+            return Ok(EnqueueOutcome::IdReused);
+        }
         return Ok(EnqueueOutcome::Duplicate(Seq(to_u64(seq))));
     }
     let from_business = match policy::check(conn, e, recipient.is_some())? {
@@ -313,14 +324,32 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
     })
     .map_err(sql_error)?;
     conn.prepare_cached(
-        "INSERT INTO sent (sender, message_id, seq, accepted_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO sent (sender, message_id, seq, accepted_at_ms, recipient, digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .and_then(|mut s| s.execute(params![sender, e.id.as_bytes().as_slice(), seq, now]))
+    .and_then(|mut s| {
+        s.execute(params![
+            sender,
+            e.id.as_bytes().as_slice(),
+            seq,
+            now,
+            recipient,
+            digest.as_slice()
+        ])
+    })
     .map_err(sql_error)?;
     Ok(EnqueueOutcome::Accepted {
         seq: Seq(to_u64(seq)),
         from_business,
     })
+}
+
+/// What the dedup index keeps of a ciphertext: the first 16 bytes of its SHA-256.
+fn ciphertext_digest(ciphertext: &[u8]) -> [u8; 16] {
+    let full = <sha2::Sha256 as sha2::Digest>::digest(ciphertext);
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&full[..16]);
+    digest
 }
 
 pub(super) fn page(

@@ -205,6 +205,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sent_v3 RENAME TO sent;
     CREATE UNIQUE INDEX sent_by_message ON sent (sender, message_id);
     "#,
+    // 4: the recipient and a digest of the ciphertext of each sent id, so that an id
+    // reused for another recipient or other bytes is refused instead of answered with the
+    // first envelope's seq. NULL for older rows.
+    r#"
+    ALTER TABLE sent ADD COLUMN recipient INTEGER;
+    ALTER TABLE sent ADD COLUMN digest BLOB;      -- first 16 bytes of SHA-256(ciphertext)
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.
