@@ -629,3 +629,76 @@ async fn a_business_message_delivered_after_opt_out_is_dropped_by_the_client() {
     alice.stop().await;
     assert!(server.panics().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_verified_contact_whose_handle_names_another_account_is_not_written_to() {
+    let w = World::start().await;
+    let mut alice = w.person("alice").await;
+    let mut bob = w.person("bob").await;
+    let mallory = w.person("mallory").await;
+    let (bob_addr, mallory_addr) = (primary(&bob), primary(&mallory));
+
+    alice.send_text(&handle("bob"), "hi bob").await.unwrap();
+    until_text(&mut bob, "hi bob").await;
+    // Alice compared safety numbers with Bob and marked him verified.
+    let mut contact = alice.store().contact(&bob_addr.account).unwrap().unwrap();
+    contact.verified = true;
+    alice.store().save_contact(&contact).unwrap();
+
+    // The relay now says @bob is Mallory's account: the send is refused before anything
+    // is encrypted or stored, and Alice is warned.
+    w.mitm
+        .redirect_handle(handle("bob"), Some(mallory_addr.account));
+    let refused = alice.send_text(&handle("bob"), "for bob only").await;
+    assert!(
+        matches!(
+            refused,
+            Err(SdkError::Crypto(E2eError::IdentityChanged { previous, presented }))
+                if previous == bob_addr.account && presented == mallory_addr.account
+        ),
+        "{refused:?}"
+    );
+    let events = quiet(&mut alice).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::IdentityChanged { account, .. } if *account == mallory_addr.account
+        )),
+        "{events:?}"
+    );
+    assert!(w.mitm.deliveries_to(mallory_addr).is_empty());
+    assert!(alice
+        .store()
+        .contact(&mallory_addr.account)
+        .unwrap()
+        .is_none());
+    assert!(alice.store().session(&mallory_addr).unwrap().is_none());
+    assert!(
+        alice
+            .store()
+            .contact(&bob_addr.account)
+            .unwrap()
+            .unwrap()
+            .verified
+    );
+
+    // Honest again, Bob gets the next message; the block was about the handle's new
+    // account only.
+    w.mitm.redirect_handle(handle("bob"), None);
+    alice.send_text(&handle("bob"), "for bob").await.unwrap();
+    let events = until_text(&mut bob, "for bob").await;
+    assert_eq!(texts(&events), ["for bob"]);
+
+    // Accepting the change is the user's act: once Bob is no longer marked verified, a
+    // send to the account the handle names goes out (with the warning).
+    w.mitm
+        .redirect_handle(handle("bob"), Some(mallory_addr.account));
+    let mut contact = alice.store().contact(&bob_addr.account).unwrap().unwrap();
+    contact.verified = false;
+    alice.store().save_contact(&contact).unwrap();
+    alice
+        .send_text(&handle("bob"), "accepted change")
+        .await
+        .unwrap();
+    assert_eq!(w.mitm.deliveries_to(mallory_addr).len(), 1);
+}
