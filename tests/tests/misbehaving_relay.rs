@@ -702,3 +702,27 @@ async fn regression_a_verified_contact_whose_handle_names_another_account_is_not
         .unwrap();
     assert_eq!(w.mitm.deliveries_to(mallory_addr).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_explains_the_refusal_and_unverify_accepts_the_change() {
+    let w = World::start().await;
+    let mut bob = w.person("bob").await;
+    let mallory = w.person("mallory").await;
+    let mallory_addr = primary(&mallory);
+    let home = tempfile::tempdir().unwrap();
+    let alice = parley_tests::cli::CliUser::new(home.path(), "alice", &w.mitm.url()).unwrap();
+    alice.run(&["register", "alice"]);
+    alice.run(&["send", "bob", "hi bob"]);
+    until_text(&mut bob, "hi bob").await;
+    alice.run(&["verify", "bob"]);
+
+    w.mitm
+        .redirect_handle(handle("bob"), Some(mallory_addr.account));
+    let refused = alice.fail(&["send", "bob", "for bob only"]);
+    assert!(refused.contains("parley unverify"), "{refused}");
+    assert!(w.mitm.deliveries_to(mallory_addr).is_empty());
+
+    alice.run(&["unverify", "bob"]);
+    alice.run(&["send", "bob", "accepted change"]);
+    assert_eq!(w.mitm.deliveries_to(mallory_addr).len(), 1);
+}
