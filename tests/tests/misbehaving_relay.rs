@@ -496,7 +496,8 @@ async fn a_handle_resolved_to_another_account_raises_identity_changed() {
     // weakness, docs/threat-model.md), so this message went to the account the relay
     // named. If the SDK starts refusing instead, update the threat model.
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(w.mitm.deliveries_to(mallory_addr).len(), 1);
+    let to_mallory = w.mitm.wait_deliveries(mallory_addr, 1, WAIT).await.unwrap();
+    assert_eq!(to_mallory.len(), 1);
     // Bob's session was not touched.
     w.mitm.redirect_handle(handle("bob"), None);
     assert!(alice.store().session(&bob_addr).unwrap().is_some());
@@ -700,7 +701,8 @@ async fn regression_a_verified_contact_whose_handle_names_another_account_is_not
         .send_text(&handle("bob"), "accepted change")
         .await
         .unwrap();
-    assert_eq!(w.mitm.deliveries_to(mallory_addr).len(), 1);
+    let to_mallory = w.mitm.wait_deliveries(mallory_addr, 1, WAIT).await.unwrap();
+    assert_eq!(to_mallory.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,5 +726,6 @@ async fn the_cli_explains_the_refusal_and_unverify_accepts_the_change() {
 
     alice.run(&["unverify", "bob"]);
     alice.run(&["send", "bob", "accepted change"]);
-    assert_eq!(w.mitm.deliveries_to(mallory_addr).len(), 1);
+    let to_mallory = w.mitm.wait_deliveries(mallory_addr, 1, WAIT).await.unwrap();
+    assert_eq!(to_mallory.len(), 1);
 }
