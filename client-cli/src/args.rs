@@ -97,6 +97,12 @@ pub enum Command {
         /// The contact.
         handle: String,
     },
+    /// Take the verified mark off a contact: after its identity changed, to write to the
+    /// account its handle now names.
+    Unverify {
+        /// The contact.
+        handle: String,
+    },
     /// Verified businesses: show an account's certificate, checked on this machine.
     #[command(subcommand)]
     Business(BusinessCommand),

@@ -1,11 +1,21 @@
 //! What each refusal means for the person at the keyboard: one sentence per server
-//! error code that a command can meet, with the wait when the server gives one.
+//! error code that a command can meet, with the wait when the server gives one, and
+//! for a send the client itself refused (a verified contact's identity changed).
 
+use parley_protocol::e2e::E2eError;
 use parley_protocol::wire::ErrorCode;
 use parley_sdk::SdkError;
 
 /// A sentence for `error`, when it is a refusal worth explaining; `None` otherwise.
 pub fn refusal(error: &anyhow::Error) -> Option<String> {
+    if let Some(SdkError::Crypto(E2eError::IdentityChanged { .. })) = error.downcast_ref() {
+        return Some(
+            "not sent: you verified this contact, but the server now names another account \
+             for the handle. Compare safety numbers (parley safety-number); to write to the \
+             new account anyway, run: parley unverify HANDLE"
+                .to_owned(),
+        );
+    }
     let SdkError::Refused {
         code,
         retry_after_ms,

@@ -21,6 +21,7 @@ fn help_lists_commands_and_global_options() {
         "contacts",
         "safety-number",
         "verify",
+        "unverify",
         "business",
         "consent",
         "block",

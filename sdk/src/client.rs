@@ -183,6 +183,11 @@ impl Client {
     }
 
     /// Encrypts and sends `text` to `to`; returns once the server stored it.
+    ///
+    /// When `to` belonged to a contact marked verified and the server now names another
+    /// account for it, nothing is sent: `SdkError::Crypto(E2eError::IdentityChanged)`
+    /// (and an [`Event::IdentityChanged`]). Taking the mark off (`verified = false`, with
+    /// [`ClientStore::save_contact`]) lets the next send go to the new account.
     pub async fn send_text(&self, to: &Handle, text: &str) -> Result<MessageId, SdkError> {
         self.send_content(Outgoing {
             to: Peer::Handle(to.clone()),

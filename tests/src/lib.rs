@@ -9,6 +9,9 @@
 //!   business sends.
 //! * [`account`]: test identities with real keys and the frames to register or log in.
 //! * [`cli`]: the `parley` binary run as a process, one profile each.
+//! * [`mitm`]: a misbehaving relay, a WebSocket man-in-the-middle between real clients
+//!   and a real server that replays, tampers with, re-addresses and withholds deliveries
+//!   and substitutes prekey bundles and handle lookups.
 //! * [`client`]: a Parley client that can also send wrong Parley frames.
 //! * [`raw_ws`]: a hand-built WebSocket client that sends what tungstenite never would
 //!   (reserved bits, unmasked frames, lying length fields, broken upgrades).
@@ -34,6 +37,7 @@ pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod history;
+pub mod mitm;
 pub mod raw_ws;
 pub mod server;
 pub mod tls;

@@ -1,4 +1,4 @@
-//! `contacts`, `safety-number`, `verify`.
+//! `contacts`, `safety-number`, `verify`, `unverify`.
 
 use serde_json::json;
 
@@ -64,6 +64,28 @@ pub fn verify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     ctx.out.print(
         &format!("{who} is now marked as verified."),
         json!({"type": "verified", "handle": c.handle.as_ref().map(|h| h.as_str())}),
+    );
+    Ok(())
+}
+
+/// `parley unverify <handle>`: every contact under the handle loses the verified mark, so
+/// a send to the account the handle names now goes out (with a warning).
+pub fn unverify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
+    let handle = parse_handle(handle)?;
+    let mut found = false;
+    for mut c in ctx.store.contacts()? {
+        if c.handle.as_ref() == Some(&handle) {
+            found = true;
+            c.verified = false;
+            ctx.store.save_contact(&c)?;
+        }
+    }
+    if !found {
+        anyhow::bail!("no contact {handle}");
+    }
+    ctx.out.print(
+        &format!("{handle} is no longer marked as verified."),
+        json!({"type": "unverified", "handle": handle.as_str()}),
     );
     Ok(())
 }

@@ -11,7 +11,7 @@ mod profile;
 
 pub use cards::answer;
 pub use chat::chat;
-pub use contacts::{contacts, safety_number, verify};
+pub use contacts::{contacts, safety_number, unverify, verify};
 pub use messaging::{inbox, send};
 pub use profile::{delete_account, register, set_name, whoami};
 

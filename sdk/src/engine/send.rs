@@ -5,7 +5,7 @@
 
 use parley_protocol::business::Category;
 use parley_protocol::e2e::content::Content;
-use parley_protocol::e2e::{self, Session};
+use parley_protocol::e2e::{self, E2eError, Session};
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
 use parley_protocol::wire::client::{ClientBody, FetchBundle, ResolveHandle, Send};
 use parley_protocol::wire::server::ServerBody;
@@ -151,7 +151,9 @@ impl Engine {
     }
 
     /// The stored session with `peer`, or a new one from its prekey bundle. Warns when the
-    /// handle now names another account, or the account shows another identity.
+    /// handle now names another account, or the account shows another identity; refuses
+    /// (`IdentityChanged`) when the handle belonged to a verified contact with another
+    /// account.
     async fn session_for(
         &self,
         conn: &mut Connection,
@@ -167,6 +169,22 @@ impl Engine {
                     handle: Some(handle.clone()),
                 })
                 .await;
+            }
+            // A contact the user verified is not replaced behind their back: nothing is
+            // encrypted to the handle's new account until they take the mark away.
+            let h = handle.clone();
+            let verified = self
+                .stored(move |s| {
+                    Ok(s.contacts()?
+                        .into_iter()
+                        .find(|c| c.verified && c.handle.as_ref() == Some(&h)))
+                })
+                .await?;
+            if let Some(old) = verified.filter(|old| old.account != peer.account) {
+                return Err(SdkError::Crypto(E2eError::IdentityChanged {
+                    previous: old.account,
+                    presented: peer.account,
+                }));
             }
         }
         if let Some(record) = self.stored(move |s| s.session(&peer)).await? {
