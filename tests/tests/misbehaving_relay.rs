@@ -257,6 +257,38 @@ async fn tampered_deliveries_are_not_shown_and_leave_the_session_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_an_authentic_envelope_behind_a_tampered_copy_is_still_shown() {
+    let w = World::start().await;
+    let mut alice = w.person("alice").await;
+    let mut bob = w.person("bob").await;
+    let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
+    alice.send_text(&handle("bob"), "one").await.unwrap();
+    until_text(&mut bob, "one").await;
+    bob.send_text(&handle("alice"), "reply").await.unwrap();
+    until_text(&mut alice, "reply").await;
+
+    // The relay delivers a tampered copy first, then the authentic envelope (same id).
+    let mut armed = true;
+    w.mitm.on_deliver(move |to, d| {
+        if armed && to == bob_addr {
+            armed = false;
+            let last = d.ciphertext.len() - 1;
+            d.ciphertext[last] ^= 0x01;
+        }
+        Verdict::Forward
+    });
+    alice.send_text(&handle("bob"), "held back").await.unwrap();
+    let events = events_until(&mut bob, |e| matches!(e, Event::Undecryptable { .. })).await;
+    assert_eq!(undecryptable(&events), [alice_addr]);
+    w.mitm.honest_deliveries();
+    let authentic = w.mitm.deliveries_to(bob_addr).last().cloned().unwrap();
+    w.mitm.inject(bob_addr, authentic).await.unwrap();
+    let events = until_text(&mut bob, "held back").await;
+    assert_eq!(texts(&events), ["held back"], "{events:?}");
+    assert_eq!(inbox_texts(&bob), ["one", "held back"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_addressed_deliveries_are_rejected() {
     let w = World::start().await;
     let mut alice = w.person("alice").await;

@@ -71,7 +71,8 @@ impl Engine {
                     })
                     .await;
                 }
-                self.commit_seen_only(from, id).await?;
+                // Not recorded as seen: an authentic envelope with the same id (which a
+                // relay could hold back behind a tampered copy) must still be opened.
                 ack(conn, seq).await?;
                 return Ok(true);
             }
@@ -325,26 +326,6 @@ impl Engine {
             identity,
             verified,
         })
-    }
-
-    async fn commit_seen_only(
-        &self,
-        from: DeviceAddress,
-        id: parley_protocol::ids::MessageId,
-    ) -> Result<(), SdkError> {
-        self.stored(move |s| {
-            s.commit_receive(&ReceiveCommit {
-                from,
-                id,
-                session: None,
-                guard: None,
-                used_one_time_prekey: None,
-                inbox: None,
-                contact: None,
-            })
-        })
-        .await
-        .map(|_| ())
     }
 
     /// Generates, stores, then uploads a batch of one-time prekeys.
