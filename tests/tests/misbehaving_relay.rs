@@ -761,3 +761,49 @@ async fn the_cli_explains_the_refusal_and_unverify_accepts_the_change() {
     let to_mallory = w.mitm.wait_deliveries(mallory_addr, 1, WAIT).await.unwrap();
     assert_eq!(to_mallory.len(), 1);
 }
+
+/// Not an attack, but a relay that holds the first messages back stages it reliably: both
+/// people start a session with each other at the same time. Each then takes the other's
+/// session and keeps its own as the previous one; a message written on either still
+/// opens, and the conversation goes on both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_started_by_both_sides_at_once_still_carry_the_conversation() {
+    let w = World::start().await;
+    let mut alice = w.person("alice").await;
+    let mut bob = w.person("bob").await;
+    let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
+
+    w.mitm.on_deliver(|_, _| Verdict::Withhold);
+    alice.send_text(&handle("bob"), "from alice").await.unwrap();
+    bob.send_text(&handle("alice"), "from bob").await.unwrap();
+    let limit = std::time::Duration::from_secs(10);
+    let to_bob = w.mitm.wait_deliveries(bob_addr, 1, limit).await.unwrap();
+    let to_alice = w.mitm.wait_deliveries(alice_addr, 1, limit).await.unwrap();
+    w.mitm.honest_deliveries();
+    w.mitm.inject(bob_addr, to_bob[0].clone()).await.unwrap();
+    w.mitm
+        .inject(alice_addr, to_alice[0].clone())
+        .await
+        .unwrap();
+    until_text(&mut bob, "from alice").await;
+    until_text(&mut alice, "from bob").await;
+
+    for round in 0..2 {
+        let text = format!("alice, round {round}");
+        alice.send_text(&handle("bob"), &text).await.unwrap();
+        let events = until_text(&mut bob, &text).await;
+        assert!(undecryptable(&events).is_empty(), "{events:?}");
+        let text = format!("bob, round {round}");
+        bob.send_text(&handle("alice"), &text).await.unwrap();
+        let events = until_text(&mut alice, &text).await;
+        assert!(undecryptable(&events).is_empty(), "{events:?}");
+    }
+    assert_eq!(
+        inbox_texts(&bob),
+        ["from alice", "alice, round 0", "alice, round 1"]
+    );
+    assert_eq!(
+        inbox_texts(&alice),
+        ["from bob", "bob, round 0", "bob, round 1"]
+    );
+}

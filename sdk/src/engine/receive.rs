@@ -29,6 +29,8 @@ struct Opened {
     plaintext: Vec<u8>,
     guard: Option<HandshakeGuard>,
     used_one_time_prekey: Option<PrekeyId>,
+    /// The session replaces the current one (which becomes the previous one).
+    replaces_current: bool,
 }
 
 impl Engine {
@@ -155,11 +157,13 @@ impl Engine {
         let record = opened.session.to_record();
         let guard = opened.guard.as_ref().map(HandshakeGuard::to_bytes);
         let used = opened.used_one_time_prekey;
+        let replaces_current = opened.replaces_current;
         self.stored(move |s| {
             s.commit_receive(&ReceiveCommit {
                 from,
                 id,
                 session: Some(&record),
+                replaces_current,
                 guard: guard.as_deref(),
                 used_one_time_prekey: used,
                 inbox,
@@ -224,16 +228,30 @@ impl Engine {
         let from = d.from;
         let existing = self.stored(move |s| s.session(&from)).await?;
         let is_prekey = matches!(E2eMessage::decode(&d.ciphertext), Ok(E2eMessage::Prekey(_)));
+        let had_session = existing.is_some();
         if let Some(record) = existing {
             let mut session = Session::from_record(&record).map_err(corrupt("session record"))?;
             if !is_prekey || session.belongs(&d.ciphertext) {
-                let plaintext = session.decrypt(&d.ciphertext, now_ms())?;
-                return Ok(Opened {
-                    session,
-                    plaintext,
-                    guard: None,
-                    used_one_time_prekey: None,
-                });
+                let failure = match session.decrypt(&d.ciphertext, now_ms()) {
+                    Ok(plaintext) => {
+                        return Ok(Opened {
+                            session,
+                            plaintext,
+                            guard: None,
+                            used_one_time_prekey: None,
+                            replaces_current: false,
+                        })
+                    }
+                    Err(e) => e,
+                };
+                // When both sides started a session at once, each took the other's and
+                // kept its own as the previous one: the peer may still write on that.
+                if !is_prekey && !failure.is_replay() {
+                    if let Some(opened) = self.open_with_previous(d).await? {
+                        return Ok(opened);
+                    }
+                }
+                return Err(failure.into());
             }
         }
         let records: PrekeyRecords = self.stored(|s| s.prekeys()).await?;
@@ -261,7 +279,28 @@ impl Engine {
             plaintext: accepted.plaintext,
             guard: Some(guard),
             used_one_time_prekey: accepted.used_one_time_prekey,
+            replaces_current: had_session,
         })
+    }
+
+    /// Opens `d` with the previous session, if there is one and it can; that session
+    /// becomes the current one again (both sides then write on it).
+    async fn open_with_previous(&self, d: &Deliver) -> Result<Option<Opened>, SdkError> {
+        let from = d.from;
+        let Some(record) = self.stored(move |s| s.previous_session(&from)).await? else {
+            return Ok(None);
+        };
+        let mut session = Session::from_record(&record).map_err(corrupt("session record"))?;
+        Ok(session
+            .decrypt(&d.ciphertext, now_ms())
+            .ok()
+            .map(|plaintext| Opened {
+                session,
+                plaintext,
+                guard: None,
+                used_one_time_prekey: None,
+                replaces_current: true,
+            }))
     }
 
     /// The sender's handle, if a stored contact or the sender's claim checks out.

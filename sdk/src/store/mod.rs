@@ -129,6 +129,9 @@ pub struct ReceiveCommit<'a> {
     pub id: MessageId,
     /// The advanced (or new) session record, if the message decrypted.
     pub session: Option<&'a [u8]>,
+    /// Whether `session` replaces the current session, which is then kept as the
+    /// previous one (a session the peer started, or the previous one promoted back).
+    pub replaces_current: bool,
     /// The handshake guard, if a session was accepted.
     pub guard: Option<&'a [u8]>,
     /// The one-time prekey the setup consumed.
@@ -362,6 +365,22 @@ impl ClientStore {
             .map_err(db)
     }
 
+    /// The session with `peer` that the current one replaced, if any.
+    pub fn previous_session(
+        &self,
+        peer: &DeviceAddress,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SdkError> {
+        self.lock()
+            .query_row(
+                "SELECT previous FROM sessions WHERE account = ?1 AND device = ?2",
+                params![peer.account.as_bytes().as_slice(), peer.device.0],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()
+            .map(|r| r.flatten().map(Zeroizing::new))
+            .map_err(db)
+    }
+
     /// The handshake guard.
     pub fn guard(&self) -> Result<Option<Vec<u8>>, SdkError> {
         self.get("guard")
@@ -371,7 +390,7 @@ impl ClientStore {
     pub fn commit_send(&self, session: &[u8], entry: &OutboxEntry) -> Result<(), SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
-        put_session(&tx, &entry.to, session)?;
+        put_session(&tx, &entry.to, session, false)?;
         tx.execute(
             "INSERT INTO outbox (message_id, account, device, ciphertext, category)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -468,7 +487,7 @@ impl ClientStore {
             return Ok(false);
         }
         if let Some(session) = commit.session {
-            put_session(&tx, &commit.from, session)?;
+            put_session(&tx, &commit.from, session, commit.replaces_current)?;
         }
         if let Some(guard) = commit.guard {
             tx.execute(
@@ -693,10 +712,25 @@ fn insert_prekeys(conn: &Connection, prekeys: &PrekeyRecords) -> Result<(), SdkE
     Ok(())
 }
 
-fn put_session(conn: &Connection, peer: &DeviceAddress, record: &[u8]) -> Result<(), SdkError> {
+/// Stores `record` as the session with `peer`; with `replaces_current`, the session it
+/// replaces is kept as the previous one.
+fn put_session(
+    conn: &Connection,
+    peer: &DeviceAddress,
+    record: &[u8],
+    replaces_current: bool,
+) -> Result<(), SdkError> {
     conn.execute(
-        "INSERT OR REPLACE INTO sessions (account, device, record) VALUES (?1, ?2, ?3)",
-        params![peer.account.as_bytes().as_slice(), peer.device.0, record],
+        "INSERT INTO sessions (account, device, record) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account, device) DO UPDATE SET
+           previous = CASE WHEN ?4 THEN sessions.record ELSE sessions.previous END,
+           record = excluded.record",
+        params![
+            peer.account.as_bytes().as_slice(),
+            peer.device.0,
+            record,
+            replaces_current
+        ],
     )
     .map(|_| ())
     .map_err(db)

@@ -38,6 +38,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE sent_status (message_id BLOB PRIMARY KEY, account BLOB NOT NULL,
                               status INTEGER NOT NULL);
 "#,
+    // The session a newer one replaced, kept to open messages still in flight on it
+    // (both sides started a session at the same time).
+    r#"
+    ALTER TABLE sessions ADD COLUMN previous BLOB;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
