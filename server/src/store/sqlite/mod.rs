@@ -2,10 +2,12 @@
 //!
 //! Threads, never async workers, touch the database:
 //! * one **writer** thread owns the only write connection. It takes the first pending
-//!   job, then every job already waiting (up to `group_commit_max`), runs each inside its
-//!   own savepoint of one transaction, commits once (`synchronous=FULL` by default: the
-//!   commit is on disk when `COMMIT` returns), and only then answers all of them. This is
-//!   group commit: one fsync for many envelopes, and no reply before durability.
+//!   job, then every job already waiting (up to `group_commit_max`), runs them all in one
+//!   transaction, commits once (`synchronous=FULL` by default: the commit is on disk when
+//!   `COMMIT` returns), and only then answers all of them. This is group commit: one fsync
+//!   for many envelopes, and no reply before durability. A job that fails (an exceptional
+//!   store error; refusals are values) rolls the whole batch back, and every job of it is
+//!   answered with that error.
 //! * `readers` reader threads, each with a read-only connection, serve lookups and queue
 //!   pages. WAL lets them read committed data while the writer writes.
 //!
