@@ -115,6 +115,15 @@ async fn until_text(client: &mut Client, text: &str) -> Vec<Event> {
     .await
 }
 
+/// Alice writes "one" to Bob and Bob answers "reply": after this, Alice's messages are
+/// normal ratchet messages (an initiator sends prekey messages until it decrypts a reply).
+async fn talk_both_ways(alice: &mut Client, bob: &mut Client) {
+    alice.send_text(&handle("bob"), "one").await.unwrap();
+    until_text(bob, "one").await;
+    bob.send_text(&handle("alice"), "reply").await.unwrap();
+    until_text(alice, "reply").await;
+}
+
 /// Every event in the next [`QUIET`].
 async fn quiet(client: &mut Client) -> Vec<Event> {
     let deadline = tokio::time::Instant::now() + QUIET;
@@ -204,12 +213,7 @@ async fn tampered_deliveries_are_not_shown_and_leave_the_session_unchanged() {
     let mut bob = w.person("bob").await;
     let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
 
-    // A conversation both ways, so that Alice's next messages are normal ratchet
-    // messages (an initiator sends prekey messages until it decrypts a reply).
-    alice.send_text(&handle("bob"), "one").await.unwrap();
-    until_text(&mut bob, "one").await;
-    bob.send_text(&handle("alice"), "reply").await.unwrap();
-    until_text(&mut alice, "reply").await;
+    talk_both_ways(&mut alice, &mut bob).await;
     alice.send_text(&handle("bob"), "two").await.unwrap();
     until_text(&mut bob, "two").await;
 
@@ -262,10 +266,7 @@ async fn regression_an_authentic_envelope_behind_a_tampered_copy_is_still_shown(
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
-    alice.send_text(&handle("bob"), "one").await.unwrap();
-    until_text(&mut bob, "one").await;
-    bob.send_text(&handle("alice"), "reply").await.unwrap();
-    until_text(&mut alice, "reply").await;
+    talk_both_ways(&mut alice, &mut bob).await;
 
     // The relay delivers a tampered copy first, then the authentic envelope (same id).
     let mut armed = true;
