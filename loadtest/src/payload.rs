@@ -48,7 +48,8 @@ impl Envelopes {
         bytes
     }
 
-    /// A Parley `send` frame carrying a stamped envelope.
+    /// A Parley `send` frame carrying a stamped envelope, with a message id made the way
+    /// the SDK makes one.
     pub fn product_frame(
         &self,
         rid: u32,
@@ -56,12 +57,9 @@ impl Envelopes {
         intended_ns: u64,
         seq: u64,
     ) -> anyhow::Result<Vec<u8>> {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&seq.to_le_bytes());
-        id[8..].copy_from_slice(&intended_ns.to_le_bytes());
         let body = ClientBody::Send(Send {
             to,
-            id: MessageId(id),
+            id: client_message_id(),
             ciphertext: self.stamped(intended_ns, seq),
             category: None,
         });
@@ -140,6 +138,12 @@ pub fn parse_baseline(bytes: &[u8]) -> anyhow::Result<u64> {
         bail!("baseline message too short");
     }
     Ok(read_stamp(&bytes[4..])?.0)
+}
+
+/// A message id as `parley-sdk` makes one for each send (time-ordered, random low half),
+/// so the server's dedup index sees what real clients give it.
+pub fn client_message_id() -> MessageId {
+    MessageId::time_ordered(crate::sys::now_micros(), &mut rand_core::OsRng)
 }
 
 #[cfg(test)]

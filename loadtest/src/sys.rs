@@ -79,6 +79,19 @@ fn kib_field(text: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// Wall-clock time, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    now_micros() / 1000
+}
+
+/// Wall-clock time, µs since the Unix epoch.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The one-minute load average.
 pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

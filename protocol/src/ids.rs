@@ -32,6 +32,21 @@ fixed_bytes!(
     16
 );
 
+impl MessageId {
+    /// A new id whose first 8 bytes are `unix_micros` (big-endian) and whose last 8 are
+    /// random. Ids of one sender then sort in the order they were made, so the server's
+    /// retry-dedup index gets each new entry next to the sender's previous one instead of
+    /// on a random page (the server's store measured 36-42 % faster with such ids than
+    /// with fully random ones; docs/benchmarks.md). The server treats ids as opaque: any
+    /// 16 bytes work, and uniqueness per sender comes from the random half.
+    pub fn time_ordered(unix_micros: u64, rng: &mut impl rand_core::CryptoRngCore) -> MessageId {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&unix_micros.to_be_bytes());
+        rng.fill_bytes(&mut id[8..]);
+        MessageId(id)
+    }
+}
+
 fixed_bytes!(
     /// The random 32-byte identity of a server deployment, bound into every
     /// authentication signature so a signature for one server is useless at another.
@@ -178,5 +193,21 @@ mod tests {
         assert_eq!(Handle::parse("ab-c"), Err(HandleError::Character));
         assert_eq!(Handle::parse("abc\u{200b}"), Err(HandleError::Character));
         assert_eq!(Handle::parse("@@abc"), Err(HandleError::FirstCharacter));
+    }
+
+    #[test]
+    fn time_ordered_ids_sort_by_time_and_differ_within_one_microsecond() {
+        let mut rng = rand_core::OsRng;
+        let earlier = MessageId::time_ordered(1_700_000_000_000_000, &mut rng);
+        let later = MessageId::time_ordered(1_700_000_000_000_001, &mut rng);
+        assert!(earlier.as_bytes() < later.as_bytes());
+        let same_time: std::collections::HashSet<[u8; 16]> = (0..1000)
+            .map(|_| MessageId::time_ordered(7, &mut rng).0)
+            .collect();
+        assert_eq!(same_time.len(), 1000, "the random half keeps ids apart");
+        assert_eq!(
+            &later.as_bytes()[..8],
+            &1_700_000_000_000_001u64.to_be_bytes()
+        );
     }
 }

@@ -28,7 +28,7 @@ use anyhow::{bail, Context};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use parley_protocol::business::{Category, CategorySet};
-use parley_protocol::ids::{DeviceAddress, MessageId, RequestId, Seq};
+use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, GrantConsent, Send};
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::{self, ClientFrame};
@@ -194,12 +194,9 @@ pub async fn run(
             ))
             .await;
             let seq = (r * args.users + i) as u64;
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&seq.to_le_bytes());
-            id[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
             let body = ClientBody::Send(Send {
                 to: *to,
-                id: MessageId(id),
+                id: crate::payload::client_message_id(),
                 ciphertext: envelopes.stamped(intended_ns, seq),
                 category: Some(Category::Transactional),
             });

@@ -10,7 +10,7 @@ use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId
 use parley_protocol::wire::client::{ClientBody, FetchBundle, ResolveHandle, Send};
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 
 use super::Engine;
 use crate::connection::Connection;
@@ -74,11 +74,9 @@ impl Engine {
         }
         let plaintext = out.content.encode()?;
         let ciphertext = session.encrypt(&plaintext, &mut OsRng, now_ms())?;
-        let id = out.id.unwrap_or_else(|| {
-            let mut id = [0u8; 16];
-            OsRng.fill_bytes(&mut id);
-            MessageId(id)
-        });
+        let id = out
+            .id
+            .unwrap_or_else(|| MessageId::time_ordered(now_micros(), &mut OsRng));
         let entry = OutboxEntry {
             id,
             to: peer,
@@ -271,8 +269,13 @@ pub(crate) fn resolved(
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
+    now_micros() / 1000
+}
+
+/// Microseconds since the Unix epoch (0 for a clock before it).
+fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
