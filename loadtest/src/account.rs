@@ -10,6 +10,7 @@ use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, PrekeyId}
 use parley_protocol::prekeys::PrekeySecret;
 use parley_protocol::wire::client::{Auth, ClientBody, Register};
 use parley_protocol::wire::server::Hello;
+use parley_server::store::NewAccount;
 use rand_core::{OsRng, RngCore};
 
 /// An account the generator controls.
@@ -64,6 +65,19 @@ impl Account {
     }
 
     /// A signed `auth` for the challenge in `hello`.
+    /// The account as the server stores it at registration (for the in-process store
+    /// scenario, which skips the network and the signature checks).
+    pub fn new_account(&self) -> NewAccount {
+        NewAccount {
+            identity: self.identity.public(),
+            handle: self.handle.clone(),
+            signed_prekey: self.signed_prekey.signed_by(&self.identity),
+            kem_prekey: None,
+            one_time_prekeys: Vec::new(),
+            now_ms: crate::sys::now_ms(),
+        }
+    }
+
     pub fn auth_body(&self, hello: &Hello) -> ClientBody {
         let address = self.address();
         let transcript = auth_transcript(&hello.server_id, &hello.nonce, &address);
@@ -82,10 +96,7 @@ impl Account {
     ) -> anyhow::Result<SignedGrant> {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
-        let issued_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let issued_at_ms = crate::sys::now_ms();
         ConsentGrant {
             user: self.identity.account_id(),
             business,

@@ -30,6 +30,7 @@ use crate::scenario::idle::IdleArgs;
 use crate::scenario::offline::OfflineArgs;
 use crate::scenario::relay::RelayArgs;
 use crate::scenario::soak::SoakArgs;
+use crate::scenario::store::StoreArgs;
 use crate::scenario::Common;
 
 /// Load tests for the Parley relay, with a same-run bare-relay baseline.
@@ -61,6 +62,9 @@ enum Command {
     /// S4: business fan-out: one verified business sends to K opted-in online users;
     /// per-user delivery latency from the intended send time.
     Fanout(FanoutArgs),
+    /// The storage floor: the server's SQLite store driven in-process (no network), to
+    /// show how much of the relay's cost is storage.
+    Store(StoreArgs),
     /// The bare relay used as the baseline (started by the scenarios themselves).
     #[command(hide = true)]
     BaselineServer {
@@ -79,6 +83,7 @@ impl Command {
             Command::Connect(a) => Some(&a.common),
             Command::Soak(a) => Some(&a.common),
             Command::Fanout(a) => Some(&a.common),
+            Command::Store(a) => Some(&a.common),
             Command::BaselineServer { .. } => None,
         }
     }
@@ -107,9 +112,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let launch = common.launch(pinned)?;
     let loadavg_before = sys::load_average();
-    let (mut report, plots) = runtime.block_on(run(&cli.command, &launch))?;
+    let (mut report, plots) = runtime.block_on(run(&cli.command, &common, pinned))?;
     report.loadavg_before = loadavg_before;
     if loadavg_before > 0.5 {
         report.notes.push(format!(
@@ -131,14 +135,17 @@ fn main() -> anyhow::Result<()> {
 
 type Plots = Vec<(String, stats::Latency)>;
 
-async fn run(command: &Command, launch: &server_proc::Launch) -> anyhow::Result<(Report, Plots)> {
+async fn run(command: &Command, common: &Common, pinned: bool) -> anyhow::Result<(Report, Plots)> {
+    // Every scenario but `store` starts servers (and needs their binary).
+    let launch = || common.launch(pinned);
     match command {
-        Command::Idle(args) => Ok((scenario::idle::run(args, launch).await?, Vec::new())),
-        Command::Relay(args) => scenario::relay::run(args, launch).await,
-        Command::Offline(args) => Ok((scenario::offline::run(args, launch).await?, Vec::new())),
-        Command::Connect(args) => scenario::connect::run(args, launch).await,
-        Command::Soak(args) => scenario::soak::run(args, launch).await,
-        Command::Fanout(args) => scenario::fanout::run(args, launch).await,
+        Command::Idle(args) => Ok((scenario::idle::run(args, &launch()?).await?, Vec::new())),
+        Command::Relay(args) => scenario::relay::run(args, &launch()?).await,
+        Command::Offline(args) => Ok((scenario::offline::run(args, &launch()?).await?, Vec::new())),
+        Command::Connect(args) => scenario::connect::run(args, &launch()?).await,
+        Command::Soak(args) => scenario::soak::run(args, &launch()?).await,
+        Command::Fanout(args) => scenario::fanout::run(args, &launch()?).await,
+        Command::Store(args) => scenario::store::run(args).await,
         Command::BaselineServer { .. } => bail!("not a scenario"),
     }
 }

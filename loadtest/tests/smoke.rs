@@ -130,6 +130,30 @@ fn offline_stores_and_drains_everything() -> anyhow::Result<()> {
 }
 
 #[test]
+fn store_floor_accounts_for_every_envelope() -> anyhow::Result<()> {
+    let report = run(&[
+        "store",
+        "--senders",
+        "4",
+        "--window",
+        "8",
+        "--ack-every",
+        "16",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ])?;
+    assert_eq!(report["scenario"], "store");
+    let product = &report["product"];
+    let accepted = product["accepted_total"].as_u64().unwrap_or(0);
+    assert!(accepted > 0, "{report}");
+    assert!(product["acked_total"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert_eq!(lost(product), Some(0), "{report}");
+    Ok(())
+}
+
+#[test]
 fn connect_has_no_failures() -> anyhow::Result<()> {
     let report = run(&[
         "connect",

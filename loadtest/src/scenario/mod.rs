@@ -8,6 +8,7 @@ pub mod offline;
 mod phase;
 pub mod relay;
 pub mod soak;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
