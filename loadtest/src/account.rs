@@ -64,7 +64,6 @@ impl Account {
         })
     }
 
-    /// A signed `auth` for the challenge in `hello`.
     /// The account as the server stores it at registration (for the in-process store
     /// scenario, which skips the network and the signature checks).
     pub fn new_account(&self) -> NewAccount {
@@ -78,6 +77,7 @@ impl Account {
         }
     }
 
+    /// A signed `auth` for the challenge in `hello`.
     pub fn auth_body(&self, hello: &Hello) -> ClientBody {
         let address = self.address();
         let transcript = auth_transcript(&hello.server_id, &hello.nonce, &address);

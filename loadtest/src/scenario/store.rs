@@ -93,10 +93,13 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
     if args.senders == 0 || args.window == 0 {
         bail!("--senders and --window must be at least 1");
     }
-    if args.common.compare_baseline || !args.common.server_args.is_empty() {
+    if args.common.compare_baseline
+        || !args.common.server_args.is_empty()
+        || args.common.server_bin.is_some()
+    {
         bail!(
             "the store scenario starts no server and has no baseline: \
-             --compare-baseline and --server-arg do not apply"
+             --compare-baseline, --server-bin and --server-arg do not apply"
         );
     }
     let config = parley_server::Config::try_parse_from([
