@@ -113,6 +113,7 @@ impl SqliteStore {
             conn,
             writer_rx,
             options.group_commit_max.max(1),
+            threads::Answerer::start(),
             options.metrics.clone(),
         )?;
         let mut readers = Vec::new();

@@ -41,8 +41,8 @@ pub(super) fn write_job<T: Send + 'static>(
 }
 
 /// Like [`write_job`], and once the commit succeeded (and the job did), `committed`
-/// turns the job's result into the answer. It runs on the writer thread, in the batch's
-/// job order, before the answer is sent.
+/// turns the job's result into the answer. It runs where the answers are delivered (see
+/// [`Answerer`]), in commit order and the batch's job order, before the answer is sent.
 pub(super) fn write_job_then<T: Send + 'static, U: Send + 'static>(
     job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     committed: impl FnOnce(T) -> U + Send + 'static,
@@ -59,15 +59,62 @@ pub(super) fn write_job_then<T: Send + 'static, U: Send + 'static>(
     })
 }
 
+/// Most committed batches waiting for the [`Answerer`]'s task; the writer waits when
+/// they are all taken.
+const ANSWER_BATCHES: usize = 64;
+
+/// Answering a batch's jobs after its commit means waking the tasks that wait for them.
+/// From the writer thread every wake may unpark a tokio worker (an `eventfd` write and,
+/// on a busy core, a context switch per job: a quarter of the writer's time in a profile
+/// of `parley-loadtest store`). So the writer hands each batch's answers, in commit
+/// order, to one task on the runtime, which wakes them from inside it: one cross-thread
+/// wake per batch.
+pub(super) enum Answerer {
+    /// A task on the runtime the store was opened in runs the answers.
+    Task(mpsc::Sender<Box<dyn FnOnce() + Send>>),
+    /// No runtime (a store opened outside one): the writer answers itself.
+    Inline,
+}
+
+impl Answerer {
+    /// Starts the answering task on the current runtime, if there is one.
+    pub(super) fn start() -> Answerer {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Answerer::Inline;
+        };
+        let (batches, mut to_answer) = mpsc::channel::<Box<dyn FnOnce() + Send>>(ANSWER_BATCHES);
+        runtime.spawn(async move {
+            while let Some(answer_all) = to_answer.recv().await {
+                answer_all();
+            }
+        });
+        Answerer::Task(batches)
+    }
+
+    /// Runs `answer_all` on the answering task, after the batches before it; on the
+    /// writer thread if that task is gone (the runtime shuts down).
+    fn deliver(&self, answer_all: Box<dyn FnOnce() + Send>) {
+        match self {
+            Answerer::Task(batches) => {
+                if let Err(mpsc::error::SendError(answer_all)) = batches.blocking_send(answer_all) {
+                    answer_all();
+                }
+            }
+            Answerer::Inline => answer_all(),
+        }
+    }
+}
+
 pub(super) fn spawn_writer(
     conn: Connection,
     jobs: mpsc::Receiver<WriterMsg>,
     group_commit_max: usize,
+    answerer: Answerer,
     metrics: Arc<StoreMetrics>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("parley-db-writer".into())
-        .spawn(move || writer_loop(conn, jobs, group_commit_max, &metrics))
+        .spawn(move || writer_loop(conn, jobs, group_commit_max, &answerer, &metrics))
         .map(|_| ())
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))
 }
@@ -92,6 +139,7 @@ fn writer_loop(
     conn: Connection,
     mut jobs: mpsc::Receiver<WriterMsg>,
     group_commit_max: usize,
+    answerer: &Answerer,
     metrics: &StoreMetrics,
 ) {
     let mut batch = Vec::with_capacity(group_commit_max);
@@ -110,7 +158,7 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, batch.drain(..), metrics);
+            commit_batch(&conn, batch.drain(..), answerer, metrics);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -118,7 +166,10 @@ fn writer_loop(
     }
     drop(conn);
     if let Some(done) = close {
-        let _ = done.send(());
+        // After the answers of the last batches.
+        answerer.deliver(Box::new(move || {
+            let _ = done.send(());
+        }));
     }
 }
 
@@ -128,7 +179,7 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// Runs the jobs in one transaction, commits once, then answers them all.
+/// Runs the jobs in one transaction, commits once, then has them all answered.
 ///
 /// Store operations report refusals as values; an error is exceptional (disk full, I/O
 /// error, a corrupt row). A job that fails may have written half of what it meant to, so
@@ -136,7 +187,12 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// (jobs not yet run are dropped, which answers them `Unavailable`); nothing of the batch
 /// is stored, and the clients retry. Without a savepoint per job, each job's writes are not
 /// first copied to a statement journal, which cost a tenth of the server's time.
-fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics: &StoreMetrics) {
+fn commit_batch(
+    conn: &Connection,
+    jobs: impl Iterator<Item = WriteJob>,
+    answerer: &Answerer,
+    metrics: &StoreMetrics,
+) {
     let started = Instant::now();
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "could not begin a write transaction");
@@ -176,7 +232,9 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = WriteJob>, metrics
             }
         }
     }
-    for answer in answers {
-        answer(committed.clone());
-    }
+    answerer.deliver(Box::new(move || {
+        for answer in answers {
+            answer(committed.clone());
+        }
+    }));
 }
