@@ -99,14 +99,21 @@ fn main() -> anyhow::Result<()> {
     let pinned = !common.no_pin && cpus >= 2 && sys::have_taskset();
     if pinned {
         // Before the runtime exists, so every worker thread inherits it.
-        let generator_cpus = if cpus == 2 {
+        let generator_cpus = if matches!(cli.command, Command::Store(_)) {
+            // The store runs in this process: one CPU, the one a server would get.
+            (cpus - 1).to_string()
+        } else if cpus == 2 {
             "0".to_owned()
         } else {
             format!("0-{}", cpus - 2)
         };
         sys::pin_self(&generator_cpus)?;
     }
-    let workers = if pinned { cpus - 1 } else { cpus };
+    let workers = match (pinned, &cli.command) {
+        (true, Command::Store(_)) => 1,
+        (true, _) => cpus - 1,
+        (false, _) => cpus,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()

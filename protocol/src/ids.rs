@@ -36,8 +36,8 @@ impl MessageId {
     /// A new id whose first 8 bytes are `unix_micros` (big-endian) and whose last 8 are
     /// random. Ids of one sender then sort in the order they were made, so the server's
     /// retry-dedup index gets each new entry next to the sender's previous one instead of
-    /// on a random page (the server's store measured 36-42 % faster with such ids than
-    /// with fully random ones; docs/benchmarks.md). The server treats ids as opaque: any
+    /// on a random page (with fully random ids the server's store measured 35-43 %
+    /// slower; docs/benchmarks.md). The server treats ids as opaque: any
     /// 16 bytes work, and uniqueness per sender comes from the random half.
     pub fn time_ordered(unix_micros: u64, rng: &mut impl rand_core::CryptoRngCore) -> MessageId {
         let mut id = [0u8; 16];

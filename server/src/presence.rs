@@ -3,7 +3,8 @@
 //!
 //! A registration is a [`Attachment`]: a coalescing wake-up (`Notify`), a displacement
 //! token, a flag for "your one-time prekeys run low", and the **fresh envelopes**: the
-//! store's writer hands every committed envelope to [`Presence::committed`], which keeps
+//! store hands every committed envelope, in commit order, to [`Presence::committed`]
+//! (from its answering task, see `store::sqlite::threads::Answerer`), which keeps
 //! it in the recipient's attachment (bounded by [`FRESH_MAX_ENVELOPES`] and
 //! [`FRESH_MAX_BYTES`]) and wakes it. The connection then writes them without reading
 //! the store back, as long as they continue its last delivered seq without a gap and

@@ -10,8 +10,9 @@
 //! clients do, so the figure covers store + dedup + delete. `--ack-every 0` stores for
 //! offline recipients (S3).
 //!
-//! The store's threads run in this process, which is pinned like a generator: the CPU per
-//! envelope is this whole process's (writer, readers and the driving tasks).
+//! The store's threads run in this process, which is pinned to one CPU (the one a server
+//! gets): the CPU per envelope is this whole process's (writer, readers and the driving
+//! tasks).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -176,8 +177,13 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
     if not_accepted > 0 {
         bail!("{not_accepted} envelopes were refused or taken for duplicates; the floor is void");
     }
-    // Every accepted envelope is either acknowledged or still queued.
-    let lost = accepted_total.saturating_sub(acked_total + queued);
+    // Every accepted envelope is either acknowledged or still queued; more than that
+    // would be an accounting error of this scenario, not a figure.
+    let accounted = acked_total + queued;
+    if accounted > accepted_total {
+        bail!("{accounted} envelopes acknowledged or queued but only {accepted_total} accepted");
+    }
+    let lost = accepted_total - accounted;
     let mut parameters = args.common.parameters();
     parameters["senders"] = json!(args.senders);
     parameters["window"] = json!(args.window);
@@ -189,6 +195,7 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
         "time-ordered, as the SDK makes them"
     });
     parameters["group_commit_max"] = json!(config.group_commit_max);
+    parameters["db_queue_capacity"] = json!(config.db_queue_capacity);
     let mut report = Report::new("store", parameters);
     let seconds = wall.as_secs_f64().max(1e-9);
     report.product = json!({
@@ -206,7 +213,7 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
     report.ratio_meaning = "none: the storage floor has no baseline of its own";
     report.envelopes = "opaque random bytes, handed to the store in-process (no network)";
     report.notes.push(format!(
-        "in-process: the server's SqliteStore with its default settings (durability {}, group commit ≤ {}), no WebSocket, no protocol, no hand-off to recipients; CPU is this whole process's",
+        "in-process: the server's SqliteStore with its default settings (and any PARLEY_* environment variables, as the server would read them; durability {}, group commit ≤ {}), no WebSocket, no protocol, no hand-off to recipients; CPU is this whole process's, pinned to one CPU",
         args.common.durability, config.group_commit_max
     ));
     if args.ack_every == 0 {

@@ -93,8 +93,10 @@ pub enum BundleOutcome {
 /// Told about each envelope right after its commit, so an online recipient gets it
 /// without reading the store back (see `crate::presence`).
 ///
-/// Called on the store's writer thread, in commit order, so for one recipient in `seq`
-/// order, before the sender's `accepted` is answered. Must be quick and never block.
+/// Called in commit order, so for one recipient in `seq` order, before the sender's
+/// `accepted` is answered: on a tokio worker (the store's answering task) when the store
+/// runs on a multi-thread runtime, else on its writer thread. Must be quick and never
+/// block.
 pub trait CommitListener: Send + Sync + std::fmt::Debug {
     /// `envelope` was durably queued for `to`.
     fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope);

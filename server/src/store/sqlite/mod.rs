@@ -159,8 +159,8 @@ impl SqliteStore {
             .await
     }
 
-    /// Queues an envelope; once committed, its listener gets it (on the writer thread,
-    /// in commit order) before the outcome is answered.
+    /// Queues an envelope; once committed, its listener gets it (in commit order, where
+    /// the answers are delivered: `threads::Answerer`) before the outcome is answered.
     async fn submit_envelope(
         &self,
         envelope: NewEnvelope,

@@ -60,8 +60,10 @@ pub(super) fn write_job_then<T: Send + 'static, U: Send + 'static>(
 }
 
 /// Most committed batches waiting for the [`Answerer`]'s task; the writer waits when
-/// they are all taken.
-const ANSWER_BATCHES: usize = 64;
+/// they are all taken. One wake of the task answers every batch waiting, so a few are
+/// enough; each holds at most `--group-commit-max` answers, and an accepted envelope's
+/// answer keeps its ciphertext for the hand-off (4 × 512 × 64 KiB = 128 MiB at worst).
+const ANSWER_BATCHES: usize = 4;
 
 /// Answering a batch's jobs after its commit means waking the tasks that wait for them.
 /// From the writer thread every wake may unpark a tokio worker (an `eventfd` write and,
@@ -69,19 +71,29 @@ const ANSWER_BATCHES: usize = 64;
 /// of `parley-loadtest store`). So the writer hands each batch's answers, in commit
 /// order, to one task on the runtime, which wakes them from inside it: one cross-thread
 /// wake per batch.
+///
+/// Only on a multi-thread runtime, whose workers run the task whatever else the program
+/// does; a store opened elsewhere (a current-thread runtime, or none) answers on the
+/// writer thread as before. Answers run on a tokio worker, so a [`CommitListener`] must
+/// not block.
+///
+/// [`CommitListener`]: crate::store::CommitListener
 pub(super) enum Answerer {
     /// A task on the runtime the store was opened in runs the answers.
     Task(mpsc::Sender<Box<dyn FnOnce() + Send>>),
-    /// No runtime (a store opened outside one): the writer answers itself.
+    /// The writer answers itself.
     Inline,
 }
 
 impl Answerer {
-    /// Starts the answering task on the current runtime, if there is one.
+    /// Starts the answering task on the current runtime if it is a multi-thread one.
     pub(super) fn start() -> Answerer {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Answerer::Inline;
         };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Answerer::Inline;
+        }
         let (batches, mut to_answer) = mpsc::channel::<Box<dyn FnOnce() + Send>>(ANSWER_BATCHES);
         runtime.spawn(async move {
             while let Some(answer_all) = to_answer.recv().await {
@@ -92,11 +104,19 @@ impl Answerer {
     }
 
     /// Runs `answer_all` on the answering task, after the batches before it; on the
-    /// writer thread if that task is gone (the runtime shuts down).
+    /// writer thread if that task is gone. It goes with its runtime (at shutdown the
+    /// batches it held are dropped, which answers their jobs `Unavailable`; the clients
+    /// retry and the retries are deduplicated) or with a panicking answer.
     fn deliver(&self, answer_all: Box<dyn FnOnce() + Send>) {
         match self {
             Answerer::Task(batches) => {
                 if let Err(mpsc::error::SendError(answer_all)) = batches.blocking_send(answer_all) {
+                    if !TASK_GONE_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the store's answering task is gone (runtime shutting down?); \
+                             the writer answers by itself from now on"
+                        );
+                    }
                     answer_all();
                 }
             }
@@ -104,6 +124,9 @@ impl Answerer {
         }
     }
 }
+
+/// Whether [`Answerer::deliver`] said that its task is gone (once per process).
+static TASK_GONE_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(super) fn spawn_writer(
     conn: Connection,
