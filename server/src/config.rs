@@ -10,6 +10,8 @@ use clap::Parser;
 use parley_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_STORED_ONE_TIME_PREKEYS};
 
 use crate::store::sqlite::{Durability, SqliteOptions};
+pub use crate::store::ReachTiers;
+use crate::store::SendPolicy;
 
 /// Parley relay: carries end-to-end encrypted envelopes between accounts over WebSockets,
 /// storing them durably (SQLite) until the recipient acknowledges them.
@@ -237,45 +239,6 @@ impl std::fmt::Display for AdminListen {
     }
 }
 
-/// The daily reach of each business tier: `250,2000,10000,100000`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReachTiers(pub Vec<u32>);
-
-impl ReachTiers {
-    /// Unique recipients per 24 h for `tier`; `None` when unlimited.
-    pub fn reach(&self, tier: u32) -> Option<u32> {
-        usize::try_from(tier)
-            .ok()
-            .and_then(|t| self.0.get(t))
-            .copied()
-    }
-}
-
-impl std::str::FromStr for ReachTiers {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let tiers = text
-            .split(',')
-            .map(|t| t.trim().parse::<u32>())
-            .collect::<Result<Vec<u32>, _>>()
-            .map_err(|_| {
-                format!("'{text}' is not a list of recipient counts (e.g. 250,2000,10000)")
-            })?;
-        if tiers.windows(2).any(|w| w[0] > w[1]) {
-            return Err(format!("'{text}': tiers must not decrease"));
-        }
-        Ok(ReachTiers(tiers))
-    }
-}
-
-impl std::fmt::Display for ReachTiers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list: Vec<String> = self.0.iter().map(u32::to_string).collect();
-        f.write_str(&list.join(","))
-    }
-}
-
 /// How logs are written to standard error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -378,7 +341,15 @@ impl Config {
             group_commit_max: self.group_commit_max,
             readers: self.db_readers,
             queue_capacity: self.db_queue_capacity,
-            metrics: Default::default(),
+        }
+    }
+
+    /// The rules every send is checked against (given to the store when it opens).
+    pub fn send_policy(&self) -> SendPolicy {
+        SendPolicy {
+            care_window_ms: u64::try_from(self.care_window.as_millis()).unwrap_or(u64::MAX),
+            reach_tiers: self.business_reach_tiers.clone(),
+            business_sends_per_second: self.business_sends_per_second,
         }
     }
 }

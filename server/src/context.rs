@@ -2,9 +2,8 @@
 //! rate limiters, the metrics, and the server's identity.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parley_protocol::business::AuthorityKey;
 use parley_protocol::ids::{AccountId, DeviceAddress, ServerId};
@@ -13,7 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rate_limit::RateLimiter;
-use crate::store::{ReportPolicy, SendPolicy, Store};
+use crate::store::{ReportPolicy, Store};
 
 /// Most distinct keys each rate limiter tracks.
 pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
@@ -31,8 +30,6 @@ pub struct Limiters {
     pub bundle_target: RateLimiter<(AccountId, DeviceAddress)>,
     /// Lookups of handles that do not exist, per account.
     pub failed_handle_lookups: RateLimiter<AccountId>,
-    /// Messages per second per business (checked by the store's send policy).
-    pub business_sends: Arc<RateLimiter<AccountId>>,
 }
 
 impl Limiters {
@@ -64,11 +61,6 @@ impl Limiters {
                 Duration::from_secs(60),
                 RATE_LIMIT_MAX_KEYS,
             ),
-            business_sends: Arc::new(RateLimiter::new(
-                config.business_sends_per_second,
-                Duration::from_secs(1),
-                RATE_LIMIT_MAX_KEYS,
-            )),
         }
     }
 }
@@ -95,15 +87,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The business send rules, from the configuration.
-    pub fn send_policy(&self) -> SendPolicy {
-        SendPolicy {
-            care_window_ms: duration_ms(self.config.care_window),
-            reach_tiers: self.config.business_reach_tiers.clone(),
-            business_rate: self.limiters.business_sends.clone(),
-        }
-    }
-
     /// The automatic suspension rule, from the configuration.
     pub fn report_policy(&self) -> ReportPolicy {
         ReportPolicy {
@@ -117,20 +100,4 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Milliseconds added to the system clock (`--test-clock-offset`; 0 in production).
-static CLOCK_OFFSET_MS: AtomicU64 = AtomicU64::new(0);
-
-/// Shifts [`now_ms`] by `offset` for the rest of the process (`--test-clock-offset`).
-pub fn set_clock_offset(offset: Duration) {
-    let ms = u64::try_from(offset.as_millis()).unwrap_or(u64::MAX);
-    CLOCK_OFFSET_MS.store(ms, Ordering::Relaxed);
-}
-
-/// Milliseconds since the Unix epoch, by the server's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-        .saturating_add(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
-}
+pub use crate::clock::{now_ms, set_clock_offset};

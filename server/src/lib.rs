@@ -11,7 +11,7 @@
 //! * [`cli`]: subcommands, the configuration file and `print-config`.
 //! * [`metrics`]: counters and histograms in the Prometheus text format.
 //! * [`tls`]: rustls for `wss://`.
-//! * [`rate_limit`], [`config`], [`error`], [`housekeeping`].
+//! * [`rate_limit`], [`config`], [`clock`], [`error`], [`housekeeping`].
 //!
 //! `main.rs` only parses the configuration and calls [`run`]. Tests do the same on
 //! `127.0.0.1:0` with a temporary data directory.
@@ -20,6 +20,7 @@ pub mod admin;
 pub mod authority;
 pub mod business_commands;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod context;

@@ -26,7 +26,7 @@ use crate::housekeeping;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreHooks};
 use crate::{admin, connection, ServerError};
 
 /// Longest pause after repeated accept errors.
@@ -69,12 +69,15 @@ pub async fn run_with_admin(
     let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
-    let mut options = config.sqlite_options();
-    options.metrics = metrics.store.clone();
+    let presence = Arc::new(Presence::default());
+    let hooks = StoreHooks::new(config.send_policy())
+        .with_listener(presence.clone())
+        .with_metrics(metrics.store.clone());
     let store = SqliteStore::open(
         &config.data_dir,
-        &options,
+        &config.sqlite_options(),
         parley_protocol::ids::ServerId(server_id),
+        hooks,
     )?;
     let admin_addr = admin
         .as_ref()
@@ -95,7 +98,7 @@ pub async fn run_with_admin(
         limiters: Limiters::new(&config),
         config,
         store: store.clone(),
-        presence: Arc::new(Presence::default()),
+        presence,
         server_id,
         metrics,
         tls,

@@ -21,6 +21,8 @@
 //! * [`tls`]: a test certificate authority and a client connector that trusts it.
 //! * [`history`]: a recorder and checker for lost, duplicated and reordered messages.
 //! * [`tmpfs`]: a small tmpfs for disk-full and read-only tests.
+//! * [`store_contract`]: the rules every `Store` implementation keeps, as one suite of
+//!   cases run against each store.
 //! * [`burst`]: senders that retry through server faults, and the drain that checks them.
 //!
 //! Tests run in two tiers: the PR tier (every `cargo test`) and a longer tier, with more
@@ -40,6 +42,7 @@ pub mod history;
 pub mod mitm;
 pub mod raw_ws;
 pub mod server;
+pub mod store_contract;
 pub mod tls;
 pub mod tmpfs;
 

@@ -16,18 +16,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use parley_protocol::ids::{DeviceAddress, MessageId, ServerId};
-use parley_server::rate_limit::RateLimiter;
 use parley_server::store::sqlite::SqliteStore;
 use parley_server::store::{
-    CommitListener, EnqueueOutcome, NewEnvelope, Pending, RegisterOutcome, SendPolicy, Store,
-    StoredEnvelope,
+    EnqueueOutcome, NewEnvelope, Pending, RegisterOutcome, Store, StoreHooks,
 };
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
@@ -60,14 +58,6 @@ pub struct StoreArgs {
     pub random_ids: bool,
     #[command(flatten)]
     pub common: super::Common,
-}
-
-/// The relay's hand-off to online recipients is not part of the floor.
-#[derive(Debug)]
-struct Nobody;
-
-impl CommitListener for Nobody {
-    fn committed(&self, _to: DeviceAddress, _envelope: StoredEnvelope) {}
 }
 
 /// What the senders counted while `recording` was set.
@@ -116,16 +106,10 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
         dir.path(),
         &config.sqlite_options(),
         ServerId(server_id),
+        // The relay's hand-off to online recipients is not part of the floor: nobody
+        // listens to commits.
+        StoreHooks::new(config.send_policy()),
     )?);
-    let policy = SendPolicy {
-        care_window_ms: u64::try_from(config.care_window.as_millis()).unwrap_or(u64::MAX),
-        reach_tiers: config.business_reach_tiers.clone(),
-        business_rate: Arc::new(RateLimiter::new(
-            config.business_sends_per_second,
-            Duration::from_secs(1),
-            1024,
-        )),
-    };
     let mut pairs = Vec::with_capacity(args.senders);
     for _ in 0..args.senders {
         pairs.push((register(&*store).await?, register(&*store).await?));
@@ -140,8 +124,6 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
             store: store.clone(),
             from,
             to,
-            policy: policy.clone(),
-            listener: Arc::new(Nobody),
             payload: args.payload,
             window: args.window,
             ack_every: args.ack_every,
@@ -237,8 +219,6 @@ struct Sender {
     store: Arc<SqliteStore>,
     from: DeviceAddress,
     to: DeviceAddress,
-    policy: SendPolicy,
-    listener: Arc<Nobody>,
     payload: usize,
     window: usize,
     ack_every: u64,
@@ -278,8 +258,6 @@ impl Sender {
                     ciphertext: ciphertext.clone(),
                     now_ms: sys::now_ms(),
                     category: None,
-                    policy: self.policy.clone(),
-                    on_commit: self.listener.clone(),
                 };
                 let sent = Instant::now();
                 let pending = self.store.submit_enqueue(envelope).await?;

@@ -330,8 +330,6 @@ async fn submit_send<'a>(
             ciphertext: send.ciphertext,
             now_ms: now_ms(),
             category,
-            policy: shared.send_policy(),
-            on_commit: shared.presence.clone(),
         })
         .await;
     let pending = match submitted {

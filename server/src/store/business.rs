@@ -1,24 +1,7 @@
 //! What the store takes and returns for business accounts, consent, blocks and reports
-//! (the SQL is in `sqlite/business.rs` and `sqlite/policy.rs`).
-
-use std::sync::Arc;
+//! (the rules of a send are in `policy.rs`; the SQL in each store).
 
 use parley_protocol::business::{CategorySet, SignedCertificate, SignedGrant, SignedRevocation};
-use parley_protocol::ids::AccountId;
-
-use crate::config::ReachTiers;
-use crate::rate_limit::RateLimiter;
-
-/// The rules a business send is checked against, from the configuration.
-#[derive(Clone, Debug)]
-pub struct SendPolicy {
-    /// How long after a person's message the business may reply in `conversation`.
-    pub care_window_ms: u64,
-    /// Daily reach per tier.
-    pub reach_tiers: ReachTiers,
-    /// Messages per second per business.
-    pub business_rate: Arc<RateLimiter<AccountId>>,
-}
 
 /// A consent grant or revocation to store.
 #[derive(Clone, Debug)]

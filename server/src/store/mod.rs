@@ -18,18 +18,19 @@
 //!   in force for every send committed after it.
 
 mod business;
+pub mod policy;
+pub mod retry;
 pub mod sqlite;
 mod types;
 
 use std::future::Future;
 use std::pin::Pin;
 
-pub use business::{
-    BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, SendPolicy,
-};
+pub use business::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy};
+pub use policy::{ReachTiers, SendPolicy};
 pub use types::{
     AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
-    PrekeyUpload, RegisterOutcome, StoredEnvelope, SweepReport, UploadOutcome,
+    PrekeyUpload, RegisterOutcome, StoreHooks, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq};
@@ -121,8 +122,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         dedup_cutoff_ms: u64,
     ) -> StoreFuture<'_, SweepReport>;
 
-    /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
-    /// For readiness checks.
     /// Stores a consent grant or revocation signed by `user` (already verified), after
     /// checking its nonce, its order against revocations, and that the business exists.
     fn change_consent(
@@ -165,6 +164,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// care windows, expired consents), in a bounded batch; returns the rows deleted.
     fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64>;
 
+    /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
+    /// For readiness checks.
     fn check_writable(&self) -> StoreFuture<'_, ()>;
 
     /// Envelopes waiting in all queues. For metrics; may cost a scan.

@@ -1,11 +1,14 @@
 //! Values that cross the [`super::Store`] interface.
 
+use std::sync::Arc;
+
 use parley_protocol::business::Category;
 use parley_protocol::identity::IdentityPublic;
 use parley_protocol::ids::{DeviceAddress, Handle, MessageId, Seq};
 use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, SignedPrekey};
 
-use super::SendPolicy;
+use super::policy::SendPolicy;
+use crate::metrics::StoreMetrics;
 
 /// A verified registration.
 #[derive(Clone, Debug)]
@@ -117,10 +120,49 @@ pub struct NewEnvelope {
     pub now_ms: u64,
     /// The business category it claims (`None` between people).
     pub category: Option<Category>,
-    /// The rules a business send must pass.
-    pub policy: SendPolicy,
-    /// Told once it is committed (not if it was refused or a duplicate).
-    pub on_commit: std::sync::Arc<dyn CommitListener>,
+}
+
+/// What the server gives a store once, when it opens it: the rules every send is checked
+/// against, who is told of each committed envelope, and where to count.
+#[derive(Clone, Debug)]
+pub struct StoreHooks {
+    /// The send policy, decided inside the storing transaction.
+    pub send_policy: SendPolicy,
+    /// Told of every committed envelope (not of refusals or duplicates).
+    pub on_commit: Arc<dyn CommitListener>,
+    /// Commit latencies, batch sizes and failures.
+    pub metrics: Arc<StoreMetrics>,
+}
+
+impl StoreHooks {
+    /// `send_policy`, nobody told of commits, fresh metrics (for tools and tests).
+    pub fn new(send_policy: SendPolicy) -> StoreHooks {
+        StoreHooks {
+            send_policy,
+            on_commit: Arc::new(NobodyListens),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// The same, telling `listener` of every commit.
+    pub fn with_listener(mut self, listener: Arc<dyn CommitListener>) -> StoreHooks {
+        self.on_commit = listener;
+        self
+    }
+
+    /// The same, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<StoreMetrics>) -> StoreHooks {
+        self.metrics = metrics;
+        self
+    }
+}
+
+/// A [`CommitListener`] for a store nobody is connected to (tools, tests).
+#[derive(Debug)]
+struct NobodyListens;
+
+impl CommitListener for NobodyListens {
+    fn committed(&self, _to: DeviceAddress, _envelope: StoredEnvelope) {}
 }
 
 /// Result of [`super::Store::enqueue`].

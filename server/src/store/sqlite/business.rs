@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::queries::{corrupt, to_i64, SWEEP_BATCH};
 use super::{policy, sql_error};
+use crate::store::policy::{category_code, REACH_WINDOW_MS};
 use crate::store::{
     BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, StoreError,
 };
@@ -99,7 +100,7 @@ pub(super) fn change_consent(
                     s.execute(params![
                         u,
                         b,
-                        policy::category_code(category),
+                        category_code(category),
                         g.grant.expires_at_ms.map(to_i64),
                         to_i64(now_ms),
                     ])
@@ -320,7 +321,7 @@ pub(super) fn sweep(
         (
             "DELETE FROM reach WHERE (business, recipient) IN
                (SELECT business, recipient FROM reach WHERE first_sent_ms <= ?1 LIMIT ?2)",
-            now_ms.saturating_sub(policy::REACH_WINDOW_MS),
+            now_ms.saturating_sub(REACH_WINDOW_MS),
         ),
         (
             "DELETE FROM care_windows WHERE (user, business) IN

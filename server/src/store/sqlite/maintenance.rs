@@ -206,14 +206,19 @@ fn file_size(path: &Path) -> u64 {
 mod tests {
     use super::*;
     use crate::store::sqlite::{SqliteOptions, SqliteStore};
-    use crate::store::Store;
+    use crate::store::{SendPolicy, Store, StoreHooks};
     use parley_protocol::ids::ServerId;
 
     #[tokio::test]
     async fn backup_of_a_live_store_is_complete_and_never_overwrites() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            SqliteStore::open(dir.path(), &SqliteOptions::default(), ServerId([7; 32])).unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            &SqliteOptions::default(),
+            ServerId([7; 32]),
+            StoreHooks::new(SendPolicy::default()),
+        )
+        .unwrap();
         store.check_writable().await.unwrap();
         let out = dir.path().join("copy.db");
         let report = backup(dir.path(), &out).unwrap();
@@ -226,6 +231,7 @@ mod tests {
             restored.path(),
             &SqliteOptions::default(),
             ServerId([9; 32]),
+            StoreHooks::new(SendPolicy::default()),
         )
         .unwrap();
         assert_eq!(copy.server_id(), ServerId([7; 32]), "server id travels");

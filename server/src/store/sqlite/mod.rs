@@ -34,12 +34,13 @@ pub use self::business_admin::{
     BusinessListing, Verification,
 };
 pub use self::maintenance::{backup, stats, BackupReport, DatabaseStats};
+use self::policy::SendRules;
 use self::threads::{ReadJob, WriteJob, WriterMsg};
-use crate::metrics::StoreMetrics;
 use crate::store::{
-    AuthRecord, BundleOutcome, BusinessRecord, ConsentChange, ConsentOutcome, EnqueueOutcome,
-    NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome, ReportPolicy,
-    Store, StoreError, StoreFuture, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, BusinessRecord, CommitListener, ConsentChange, ConsentOutcome,
+    EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome,
+    ReportPolicy, Store, StoreError, StoreFuture, StoreHooks, StoredEnvelope, SweepReport,
+    UploadOutcome,
 };
 
 /// How durable a commit is.
@@ -63,8 +64,6 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Capacity of each job queue.
     pub queue_capacity: usize,
-    /// Where the writer reports commit latencies.
-    pub metrics: Arc<StoreMetrics>,
 }
 
 impl Default for SqliteOptions {
@@ -74,7 +73,6 @@ impl Default for SqliteOptions {
             group_commit_max: 512,
             readers: 2,
             queue_capacity: 4096,
-            metrics: Arc::default(),
         }
     }
 }
@@ -87,6 +85,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriterMsg>,
     readers: Vec<mpsc::Sender<Option<ReadJob>>>,
     next_reader: AtomicUsize,
+    rules: Arc<SendRules>,
+    on_commit: Arc<dyn CommitListener>,
 }
 
 /// The database file inside a data directory.
@@ -94,11 +94,13 @@ pub const DATABASE_FILE: &str = "parley.db";
 
 impl SqliteStore {
     /// Opens (creating if needed) `parley.db` in `data_dir`, applies migrations and starts
-    /// the database threads. `new_server_id` is used only when the database is new.
+    /// the database threads. `new_server_id` is used only when the database is new;
+    /// `hooks` are the send policy, the commit listener and the metrics.
     pub fn open(
         data_dir: &Path,
         options: &SqliteOptions,
         new_server_id: ServerId,
+        hooks: StoreHooks,
     ) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Database(format!("cannot create {}: {e}", data_dir.display()))
@@ -114,7 +116,7 @@ impl SqliteStore {
             writer_rx,
             options.group_commit_max.max(1),
             threads::Answerer::start(),
-            options.metrics.clone(),
+            hooks.metrics,
         )?;
         let mut readers = Vec::new();
         for index in 0..options.readers.max(1) {
@@ -129,6 +131,8 @@ impl SqliteStore {
             writer,
             readers,
             next_reader: AtomicUsize::new(0),
+            rules: Arc::new(SendRules::new(hooks.send_policy)),
+            on_commit: hooks.on_commit,
         })
     }
 
@@ -166,11 +170,14 @@ impl SqliteStore {
         envelope: NewEnvelope,
     ) -> Result<Pending<EnqueueOutcome>, StoreError> {
         let (reply, answer) = oneshot::channel();
+        let rules = self.rules.clone();
         let job = move |c: &Connection| {
-            let outcome = queries::enqueue(c, &envelope)?;
+            let outcome = queries::enqueue(c, &envelope, &rules)?;
             Ok((outcome, envelope))
         };
-        self.submit_job(threads::write_job_then(job, announce, reply), answer)
+        let listener = self.on_commit.clone();
+        let committed = move |(outcome, envelope)| announce(outcome, envelope, &*listener);
+        self.submit_job(threads::write_job_then(job, committed, reply), answer)
             .await
     }
 
@@ -230,8 +237,12 @@ pub(super) fn open_connection(
     Ok(conn)
 }
 
-/// Hands a committed envelope to its listener; answers the outcome.
-fn announce((outcome, envelope): (EnqueueOutcome, NewEnvelope)) -> EnqueueOutcome {
+/// Hands a committed envelope to the listener; answers the outcome.
+fn announce(
+    outcome: EnqueueOutcome,
+    envelope: NewEnvelope,
+    listener: &dyn CommitListener,
+) -> EnqueueOutcome {
     if let EnqueueOutcome::Accepted { seq, from_business } = outcome {
         let NewEnvelope {
             from,
@@ -240,10 +251,8 @@ fn announce((outcome, envelope): (EnqueueOutcome, NewEnvelope)) -> EnqueueOutcom
             ciphertext,
             now_ms,
             category,
-            on_commit,
-            ..
         } = envelope;
-        on_commit.committed(
+        listener.committed(
             to,
             StoredEnvelope {
                 seq,
@@ -389,7 +398,7 @@ impl Store for SqliteStore {
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {
-        let now = crate::context::now_ms();
+        let now = crate::clock::now_ms();
         Box::pin(self.write(move |c| maintenance::probe_write(c, now)))
     }
 

@@ -1,10 +1,10 @@
-//! The business send policy, run by the writer inside the transaction that stores the
-//! envelope (see docs/protocol.md §14, "What a business may send").
+//! The send policy in SQLite: the writer reads an envelope's [`SendFacts`] in the
+//! transaction that will store it, [`policy::decide`] decides, and the writer writes the
+//! decision's [`Effects`] in the same transaction.
 //!
-//! An account with a row in `businesses` is a business, whatever the state of its
-//! certificate: while the certificate is revoked or expired it may still answer people in
-//! `conversation`, but nothing else. Refusals that would tell a business whether a person
-//! uses Parley, opted in, or blocked it all return [`EnqueueOutcome::Refused`].
+//! The business rate limit is a token bucket in this process: the writer is the only
+//! one to check and take it, so checking before the decision and taking after it is one
+//! step.
 
 use std::time::Instant;
 
@@ -12,174 +12,192 @@ use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::AccountId;
 use rusqlite::{params, Connection};
 
-use super::queries::to_i64;
+use super::queries::{to_i64, to_u64};
 use super::sql_error;
-use crate::store::{EnqueueOutcome, NewEnvelope, StoreError};
+use crate::rate_limit::RateLimiter;
+use crate::store::policy::{
+    self, category_code, Consent, Decision, Effects, Reach, SendFacts, SendPolicy, Standing,
+};
+use crate::store::{NewEnvelope, StoreError};
 
-/// The rolling window of the daily reach.
-pub(super) const REACH_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// Most businesses whose messages-per-second bucket is tracked at once.
+const RATE_BUCKETS_MAX: usize = 100_000;
 
-/// Code of `conversation` in `queue.category` (grantable categories use their bit).
-const CONVERSATION_CODE: i64 = 16;
+/// The send policy with the state this store keeps for it.
+#[derive(Debug)]
+pub(super) struct SendRules {
+    policy: SendPolicy,
+    business_rate: RateLimiter<AccountId>,
+}
 
-/// How a category is stored in `queue.category`.
-pub(super) fn category_code(category: Category) -> i64 {
-    match category {
-        Category::Conversation => CONVERSATION_CODE,
-        c => i64::from(CategorySet::of([c]).bits()),
+impl SendRules {
+    pub(super) fn new(policy: SendPolicy) -> SendRules {
+        SendRules {
+            business_rate: RateLimiter::new(
+                policy.business_sends_per_second,
+                std::time::Duration::from_secs(1),
+                RATE_BUCKETS_MAX,
+            ),
+            policy,
+        }
     }
 }
 
-/// The category a `queue.category` code names.
-pub(super) fn category_from_code(code: i64) -> Option<Category> {
-    if code == CONVERSATION_CODE {
-        return Some(Category::Conversation);
-    }
-    let bits = u8::try_from(code).ok()?;
-    let set = CategorySet::from_bits(bits)?;
-    let mut one = set.iter();
-    match (one.next(), one.next()) {
-        (Some(c), None) => Some(c),
-        _ => None,
-    }
-}
-
-/// What the relay knows of a sending business.
-struct Standing {
-    /// Categories its certificate allows, empty while revoked or expired.
-    categories: CategorySet,
-    tier: u32,
-    suspended: bool,
-}
-
-/// What the policy decided about a send.
-pub(super) enum Verdict {
-    /// Refused with this outcome; store nothing.
-    Refuse(EnqueueOutcome),
-    /// From a person: store it without a category.
-    FromPerson,
-    /// From a business: store it with its category.
-    FromBusiness,
-}
-
-/// Checks `e` against the policy. `recipient_exists` says whether the recipient device is
-/// registered.
+/// Decides `e` and, when it is accepted, writes the decision's effects.
 pub(super) fn check(
     conn: &Connection,
     e: &NewEnvelope,
     recipient_exists: bool,
-) -> Result<Verdict, StoreError> {
-    let refuse = |outcome| Ok(Verdict::Refuse(outcome));
+    rules: &SendRules,
+) -> Result<Decision, StoreError> {
     let sender = e.from.account;
-    let user = e.to.account;
-    let facts = facts(conn, &sender, &user, e.now_ms)?;
-    let Some(business) = facts.sender else {
-        // A person.
-        if !recipient_exists {
-            return refuse(EnqueueOutcome::UnknownRecipient);
-        }
-        if facts.blocked {
-            return refuse(EnqueueOutcome::Blocked);
-        }
-        if facts.recipient_is_business {
-            open_care_window(conn, &sender, &user, e.now_ms)?;
-        }
-        return Ok(Verdict::FromPerson);
-    };
-    if business.suspended {
-        return refuse(EnqueueOutcome::Suspended);
+    let mut facts = facts(conn, e, recipient_exists)?;
+    let now = Instant::now();
+    if facts.sender_business.is_some() {
+        facts.rate_limited_for_ms = rules
+            .business_rate
+            .check(&sender, now)
+            .err()
+            .map(|retry| u64::try_from(retry.0.as_millis()).unwrap_or(u64::MAX));
     }
-    let Some(category) = e.category else {
-        return refuse(EnqueueOutcome::CategoryNotAllowed);
-    };
-    if category != Category::Conversation && !business.categories.contains(category) {
-        return refuse(EnqueueOutcome::CategoryNotAllowed);
+    let decision = policy::decide(&facts, e.category, e.now_ms, &rules.policy);
+    if let Decision::Accept { effects, .. } = decision {
+        apply(conn, e, effects, rules, now)?;
     }
-    if !recipient_exists || facts.blocked {
-        return refuse(EnqueueOutcome::Refused);
-    }
-    let allowed = if category == Category::Conversation {
-        in_care_window(conn, &user, &sender, e.now_ms, e.policy.care_window_ms)?
-    } else {
-        consents(conn, &user, &sender, category, e.now_ms)?
-    };
-    if !allowed {
-        return refuse(EnqueueOutcome::Refused);
-    }
-    if let Err(retry) = e.policy.business_rate.take(&sender, 1, Instant::now()) {
-        let ms = u64::try_from(retry.0.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        return refuse(EnqueueOutcome::RateLimited(ms));
-    }
-    if category != Category::Conversation {
-        if let Some(limit) = e.policy.reach_tiers.reach(business.tier) {
-            if let Some(retry_ms) = take_reach(conn, &sender, &user, limit, e.now_ms)? {
-                return refuse(EnqueueOutcome::ReachExhausted(retry_ms));
-            }
-        }
-    }
-    Ok(Verdict::FromBusiness)
+    Ok(decision)
 }
 
-/// What every send's policy needs, read with one statement (it runs once per envelope
-/// on the writer thread): the sender's standing if it is a business, whether the
-/// recipient blocked the sender, and whether the recipient is a business.
-struct Facts {
-    sender: Option<Standing>,
-    blocked: bool,
-    recipient_is_business: bool,
-}
-
+/// Reads every fact with one statement (it runs once per envelope on the writer
+/// thread). The business-only facts are guarded by `CASE`, which SQLite evaluates
+/// lazily, so a send between people costs two index lookups as before.
+///
+/// Columns: the sender's certificate categories, tier, suspension and validity (NULL for
+/// a person); block; recipient is a business; care window; consent expiry (NULL: no
+/// consent, -1: until revoked); recipient already counted in the reach; recipients in
+/// the reach window and the oldest of them.
 fn facts(
     conn: &Connection,
-    sender: &AccountId,
-    recipient: &AccountId,
-    now_ms: u64,
-) -> Result<Facts, StoreError> {
-    conn.prepare_cached(
+    e: &NewEnvelope,
+    recipient_exists: bool,
+) -> Result<SendFacts, StoreError> {
+    let counted = "SELECT 1 FROM reach WHERE business = ?1 AND recipient = ?2
+                   AND first_sent_ms > ?5";
+    let reach_needed = "b.account IS NOT NULL AND ?4 IS NOT NULL AND ?4 <> ?6";
+    let sql = format!(
         "SELECT b.categories, b.tier, b.suspended_at_ms IS NOT NULL,
                 b.revoked_at_ms IS NULL AND b.expires_at_ms > ?3,
                 EXISTS (SELECT 1 FROM blocks WHERE user = ?2 AND blocked = ?1),
-                EXISTS (SELECT 1 FROM businesses WHERE account = ?2)
-         FROM (SELECT 1) LEFT JOIN businesses AS b ON b.account = ?1",
-    )
-    .and_then(|mut s| {
-        s.query_row(
-            params![
-                sender.as_bytes().as_slice(),
-                recipient.as_bytes().as_slice(),
-                to_i64(now_ms)
-            ],
-            |r| {
-                let sender = match r.get::<_, Option<i64>>(0)? {
-                    None => None,
-                    Some(bits) => {
-                        let valid: bool = r.get::<_, Option<bool>>(3)?.unwrap_or(false);
-                        Some(Standing {
-                            categories: if valid {
-                                u8::try_from(bits)
-                                    .ok()
-                                    .and_then(CategorySet::from_bits)
-                                    .unwrap_or(CategorySet::EMPTY)
-                            } else {
-                                CategorySet::EMPTY
-                            },
-                            tier: u32::try_from(r.get::<_, Option<i64>>(1)?.unwrap_or(0))
-                                .unwrap_or(0),
-                            suspended: r.get(2)?,
-                        })
-                    }
-                };
-                Ok(Facts {
-                    sender,
-                    blocked: r.get(4)?,
-                    recipient_is_business: r.get(5)?,
-                })
-            },
+                EXISTS (SELECT 1 FROM businesses WHERE account = ?2),
+                CASE WHEN b.account IS NOT NULL THEN
+                  (SELECT last_message_ms FROM care_windows WHERE user = ?2 AND business = ?1)
+                END,
+                CASE WHEN b.account IS NOT NULL AND ?4 IS NOT NULL THEN
+                  (SELECT COALESCE(expires_at_ms, -1) FROM consents
+                   WHERE user = ?2 AND business = ?1 AND category = ?4)
+                END,
+                CASE WHEN {reach_needed} THEN EXISTS ({counted}) ELSE 0 END,
+                CASE WHEN {reach_needed} AND NOT EXISTS ({counted}) THEN
+                  (SELECT COUNT(*) FROM reach WHERE business = ?1 AND first_sent_ms > ?5)
+                END,
+                CASE WHEN {reach_needed} AND NOT EXISTS ({counted}) THEN
+                  (SELECT MIN(first_sent_ms) FROM reach WHERE business = ?1 AND first_sent_ms > ?5)
+                END
+         FROM (SELECT 1) LEFT JOIN businesses AS b ON b.account = ?1"
+    );
+    let conversation = category_code(Category::Conversation);
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    e.from.account.as_bytes().as_slice(),
+                    e.to.account.as_bytes().as_slice(),
+                    to_i64(e.now_ms),
+                    e.category.map(category_code),
+                    to_i64(policy::reach_window_start(e.now_ms)),
+                    conversation,
+                ],
+                |r| {
+                    let sender_business = match r.get::<_, Option<i64>>(0)? {
+                        None => None,
+                        Some(bits) => {
+                            let valid: bool = r.get::<_, Option<bool>>(3)?.unwrap_or(false);
+                            Some(Standing {
+                                categories: if valid {
+                                    u8::try_from(bits)
+                                        .ok()
+                                        .and_then(CategorySet::from_bits)
+                                        .unwrap_or(CategorySet::EMPTY)
+                                } else {
+                                    CategorySet::EMPTY
+                                },
+                                tier: u32::try_from(r.get::<_, Option<i64>>(1)?.unwrap_or(0))
+                                    .unwrap_or(0),
+                                suspended: r.get(2)?,
+                            })
+                        }
+                    };
+                    let consent = match r.get::<_, Option<i64>>(7)? {
+                        None => Consent::Absent,
+                        Some(-1) => Consent::Granted {
+                            expires_at_ms: None,
+                        },
+                        Some(at) => Consent::Granted {
+                            expires_at_ms: Some(to_u64(at)),
+                        },
+                    };
+                    Ok(SendFacts {
+                        recipient_exists,
+                        sender_business,
+                        blocked: r.get(4)?,
+                        recipient_is_business: r.get(5)?,
+                        care_window_last_ms: r.get::<_, Option<i64>>(6)?.map(to_u64),
+                        consent,
+                        rate_limited_for_ms: None,
+                        reach: Reach {
+                            already_counted: r.get(8)?,
+                            recipients: u32::try_from(r.get::<_, Option<i64>>(9)?.unwrap_or(0))
+                                .unwrap_or(u32::MAX),
+                            oldest_ms: r.get::<_, Option<i64>>(10)?.map(to_u64),
+                        },
+                    })
+                },
+            )
+        })
+        .map_err(sql_error)
+}
+
+/// Writes what an accepted send changes besides the queue.
+fn apply(
+    conn: &Connection,
+    e: &NewEnvelope,
+    effects: Effects,
+    rules: &SendRules,
+    now: Instant,
+) -> Result<(), StoreError> {
+    let sender = e.from.account.as_bytes().as_slice();
+    let recipient = e.to.account.as_bytes().as_slice();
+    if effects.open_care_window {
+        conn.prepare_cached(
+            "INSERT INTO care_windows (user, business, last_message_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user, business) DO UPDATE SET last_message_ms = excluded.last_message_ms",
         )
-    })
-    .map_err(sql_error)
+        .and_then(|mut s| s.execute(params![sender, recipient, to_i64(e.now_ms)]))
+        .map_err(sql_error)?;
+    }
+    if effects.count_reach {
+        conn.prepare_cached(
+            "INSERT INTO reach (business, recipient, first_sent_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (business, recipient) DO UPDATE SET first_sent_ms = excluded.first_sent_ms",
+        )
+        .and_then(|mut s| s.execute(params![sender, recipient, to_i64(e.now_ms)]))
+        .map_err(sql_error)?;
+    }
+    if effects.take_rate_token {
+        // Checked above by the same thread, so this succeeds (or the bucket table is
+        // full, which `check` already let through).
+        let _ = rules.business_rate.take(&e.from.account, 1, now);
+    }
+    Ok(())
 }
 
 /// Whether `account` is a business (any row in `businesses`).
@@ -187,129 +205,4 @@ pub(super) fn is_business(conn: &Connection, account: &AccountId) -> Result<bool
     conn.prepare_cached("SELECT 1 FROM businesses WHERE account = ?1")
         .and_then(|mut s| s.exists(params![account.as_bytes().as_slice()]))
         .map_err(sql_error)
-}
-
-fn open_care_window(
-    conn: &Connection,
-    user: &AccountId,
-    business: &AccountId,
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO care_windows (user, business, last_message_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (user, business) DO UPDATE SET last_message_ms = excluded.last_message_ms",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            user.as_bytes().as_slice(),
-            business.as_bytes().as_slice(),
-            to_i64(now_ms)
-        ])
-    })
-    .map(|_| ())
-    .map_err(sql_error)
-}
-
-fn in_care_window(
-    conn: &Connection,
-    user: &AccountId,
-    business: &AccountId,
-    now_ms: u64,
-    window_ms: u64,
-) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "SELECT 1 FROM care_windows WHERE user = ?1 AND business = ?2 AND last_message_ms > ?3",
-    )
-    .and_then(|mut s| {
-        s.exists(params![
-            user.as_bytes().as_slice(),
-            business.as_bytes().as_slice(),
-            to_i64(now_ms.saturating_sub(window_ms))
-        ])
-    })
-    .map_err(sql_error)
-}
-
-fn consents(
-    conn: &Connection,
-    user: &AccountId,
-    business: &AccountId,
-    category: Category,
-    now_ms: u64,
-) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "SELECT 1 FROM consents WHERE user = ?1 AND business = ?2 AND category = ?3
-           AND (expires_at_ms IS NULL OR expires_at_ms > ?4)",
-    )
-    .and_then(|mut s| {
-        s.exists(params![
-            user.as_bytes().as_slice(),
-            business.as_bytes().as_slice(),
-            category_code(category),
-            to_i64(now_ms)
-        ])
-    })
-    .map_err(sql_error)
-}
-
-/// Counts `recipient` in the business's daily reach. `Some(ms)` when the reach is
-/// exhausted: the oldest recipient of the window leaves it in `ms`.
-fn take_reach(
-    conn: &Connection,
-    business: &AccountId,
-    recipient: &AccountId,
-    limit: u32,
-    now_ms: u64,
-) -> Result<Option<u64>, StoreError> {
-    let since = to_i64(now_ms.saturating_sub(REACH_WINDOW_MS));
-    let b = business.as_bytes().as_slice();
-    let already = conn
-        .prepare_cached(
-            "SELECT 1 FROM reach WHERE business = ?1 AND recipient = ?2 AND first_sent_ms > ?3",
-        )
-        .and_then(|mut s| s.exists(params![b, recipient.as_bytes().as_slice(), since]))
-        .map_err(sql_error)?;
-    if already {
-        return Ok(None);
-    }
-    let (count, oldest): (i64, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), MIN(first_sent_ms) FROM reach
-             WHERE business = ?1 AND first_sent_ms > ?2",
-        )
-        .and_then(|mut s| s.query_row(params![b, since], |r| Ok((r.get(0)?, r.get(1)?))))
-        .map_err(sql_error)?;
-    if count >= i64::from(limit) {
-        let frees_at = u64::try_from(oldest.unwrap_or(0))
-            .unwrap_or(0)
-            .saturating_add(REACH_WINDOW_MS);
-        return Ok(Some(frees_at.saturating_sub(now_ms).max(1)));
-    }
-    conn.prepare_cached(
-        "INSERT INTO reach (business, recipient, first_sent_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (business, recipient) DO UPDATE SET first_sent_ms = excluded.first_sent_ms",
-    )
-    .and_then(|mut s| s.execute(params![b, recipient.as_bytes().as_slice(), to_i64(now_ms)]))
-    .map(|_| None)
-    .map_err(sql_error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn category_codes_round_trip() {
-        for c in [
-            Category::SecurityAlert,
-            Category::Transactional,
-            Category::Authentication,
-            Category::Marketing,
-            Category::Conversation,
-        ] {
-            assert_eq!(category_from_code(category_code(c)), Some(c));
-        }
-        assert_eq!(category_from_code(3), None);
-        assert_eq!(category_from_code(-1), None);
-    }
 }

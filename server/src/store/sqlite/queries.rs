@@ -9,7 +9,10 @@ use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, Sig
 use parley_protocol::signature::Signature;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{business, policy, sql_error};
+use super::policy::{self, SendRules};
+use super::{business, sql_error};
+use crate::store::policy::{category_code, category_from_code, Decision};
+use crate::store::retry::{answer_retry, ciphertext_digest, EarlierSend};
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
@@ -243,7 +246,11 @@ pub(super) fn resolve_handle(
     .transpose()
 }
 
-pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutcome, StoreError> {
+pub(super) fn enqueue(
+    conn: &Connection,
+    e: &NewEnvelope,
+    rules: &SendRules,
+) -> Result<EnqueueOutcome, StoreError> {
     // One statement (it runs for every envelope): the sender's device key, the seq and
     // recipient of an earlier envelope with the same id, the recipient's device key.
     let (sender, earlier, earlier_recipient, earlier_digest, recipient) = conn
@@ -279,19 +286,15 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
         .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
     let digest = ciphertext_digest(&e.ciphertext);
     if let Some(seq) = earlier {
-        // A retry sends the same bytes to the same recipient. Rows from before schema 4
-        // have neither: they are taken as the same.
-        let other_recipient = earlier_recipient.is_some_and(|r| Some(r) != recipient);
-        let other_bytes = earlier_digest.is_some_and(|d| d.as_slice() != digest.as_slice());
-        if other_recipient || other_bytes {
-            return Ok(EnqueueOutcome::IdReused);
-        }
-        return Ok(EnqueueOutcome::Duplicate(Seq(to_u64(seq))));
+        return Ok(answer_retry(EarlierSend {
+            seq: Seq(to_u64(seq)),
+            same_recipient: earlier_recipient.map(|r| Some(r) == recipient),
+            same_bytes: earlier_digest.map(|d| d.as_slice() == digest.as_slice()),
+        }));
     }
-    let from_business = match policy::check(conn, e, recipient.is_some())? {
-        policy::Verdict::Refuse(outcome) => return Ok(outcome),
-        policy::Verdict::FromPerson => false,
-        policy::Verdict::FromBusiness => true,
+    let from_business = match policy::check(conn, e, recipient.is_some(), rules)? {
+        Decision::Refuse(outcome) => return Ok(outcome),
+        Decision::Accept { from_business, .. } => from_business,
     };
     let Some(recipient) = recipient else {
         return Ok(EnqueueOutcome::UnknownRecipient);
@@ -317,9 +320,7 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
             e.id.as_bytes().as_slice(),
             now,
             e.ciphertext.as_slice(),
-            e.category
-                .filter(|_| from_business)
-                .map(policy::category_code),
+            e.category.filter(|_| from_business).map(category_code),
         ])
     })
     .map_err(sql_error)?;
@@ -342,14 +343,6 @@ pub(super) fn enqueue(conn: &Connection, e: &NewEnvelope) -> Result<EnqueueOutco
         seq: Seq(to_u64(seq)),
         from_business,
     })
-}
-
-/// What the dedup index keeps of a ciphertext: the first 16 bytes of its SHA-256.
-fn ciphertext_digest(ciphertext: &[u8]) -> [u8; 16] {
-    let full = <sha2::Sha256 as sha2::Digest>::digest(ciphertext);
-    let mut digest = [0u8; 16];
-    digest.copy_from_slice(&full[..16]);
-    digest
 }
 
 pub(super) fn page(
@@ -404,7 +397,7 @@ pub(super) fn page(
             id: MessageId::from_slice(&id).ok_or_else(|| corrupt("queue.message_id"))?,
             accepted_at_ms: to_u64(at),
             ciphertext,
-            category: category.and_then(policy::category_from_code),
+            category: category.and_then(category_from_code),
         });
     }
     Ok(out)

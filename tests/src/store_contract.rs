@@ -1,0 +1,712 @@
+//! The store contract: what every implementation of `parley_server::store::Store` must do,
+//! as one suite of cases that `tests/store_contract.rs` runs against each store.
+//!
+//! A case takes an [`OpenStore`], opens a fresh, empty store with the send policy it
+//! needs, and checks one rule of the `Store` documentation (dense per-recipient seqs,
+//! retry dedup, one-time prekeys served once, the send policy inside the storing
+//! transaction, revocation purging in the same transaction, commit listener order,
+//! sweeps). The operator's business commands differ per store, so the opener also hands
+//! out a [`StoreAdmin`].
+//!
+//! [`store_contract_cases!`](crate::store_contract_cases) expands to one `#[tokio::test]`
+//! per case for an opener, so a new store gets the whole suite with one line.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, ensure, Context};
+use parley_protocol::business::{Category, CategorySet};
+use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId, Seq};
+use parley_server::store::{
+    BundleOutcome, CommitListener, ConsentChange, ConsentOutcome, EnqueueOutcome, NewAccount,
+    NewEnvelope, RegisterOutcome, SendPolicy, Store, StoredEnvelope,
+};
+use rand_core::{OsRng, RngCore};
+
+use crate::account::TestAccount;
+use crate::business::{grant, now_ms, revocation};
+
+/// A fresh store for one case.
+#[derive(Debug)]
+pub struct Subject {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Everything its listener was told, in order.
+    pub commits: Arc<Commits>,
+    /// The operator's business commands on it.
+    pub admin: Box<dyn StoreAdmin>,
+    /// Whatever must live as long as the store (a directory, a database server).
+    pub _keep: Box<dyn std::fmt::Debug + Send + Sync>,
+}
+
+/// A boxed future of the kit.
+pub type KitFuture<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
+/// Opens fresh stores of one implementation.
+pub trait OpenStore: Sync {
+    /// A new, empty store checking sends against `policy` and telling `commits` of every
+    /// commit; `None` when this implementation cannot run here (the opener said why).
+    fn open(&self, policy: SendPolicy, commits: Arc<Commits>) -> KitFuture<'_, Option<Subject>>;
+}
+
+/// The operator's business commands, per store.
+pub trait StoreAdmin: std::fmt::Debug + Send + Sync {
+    /// Verifies the account with `handle` as a business allowed `categories`.
+    fn verify_business(&self, handle: &Handle, categories: CategorySet) -> anyhow::Result<()>;
+    /// Suspends or restores the business `handle`.
+    fn set_suspended(&self, handle: &Handle, suspended: bool) -> anyhow::Result<()>;
+    /// Sets the reach tier of the business `handle`.
+    fn set_tier(&self, handle: &Handle, tier: u32) -> anyhow::Result<()>;
+}
+
+/// A commit listener that remembers what it was told.
+#[derive(Debug, Default)]
+pub struct Commits(Mutex<Vec<(DeviceAddress, Seq, MessageId)>>);
+
+impl Commits {
+    /// Every commit so far: recipient, seq, message id.
+    pub fn seen(&self) -> Vec<(DeviceAddress, Seq, MessageId)> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+}
+
+impl CommitListener for Commits {
+    fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .push((to, envelope.seq, envelope.id));
+    }
+}
+
+/// Expands to one `#[tokio::test]` per contract case, each opening its store with
+/// `$open` (an expression of a type implementing [`OpenStore`]).
+#[macro_export]
+macro_rules! store_contract_cases {
+    ($open:expr) => {
+        $crate::store_contract_cases!(@cases $open;
+            registration_is_unique_by_identity_and_handle,
+            seqs_are_dense_per_recipient_and_acks_are_cumulative,
+            retries_get_the_first_seq_and_reused_ids_are_refused,
+            the_listener_hears_each_commit_once_in_seq_order,
+            one_time_prekeys_are_served_once_under_concurrency,
+            people_reach_people_unless_blocked,
+            a_business_needs_consent_and_a_revocation_purges_its_queue,
+            a_business_answers_within_the_care_window,
+            the_daily_reach_accepts_exactly_the_tier,
+            a_suspended_business_is_refused,
+            sweeps_delete_expired_envelopes,
+            deleting_an_account_frees_its_handle,
+        );
+    };
+    (@cases $open:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() -> anyhow::Result<()> {
+                $crate::store_contract::$case(&$open).await
+            }
+        )*
+    };
+}
+
+/// Opens a subject, or `None` to skip (the opener printed why).
+async fn open(
+    opener: &dyn OpenStore,
+    policy: SendPolicy,
+) -> anyhow::Result<Option<(Subject, Arc<Commits>)>> {
+    let commits = Arc::new(Commits::default());
+    Ok(opener
+        .open(policy, commits.clone())
+        .await?
+        .map(|s| (s, commits)))
+}
+
+/// Registers `account` (its prekeys included) and returns its device.
+pub async fn register(store: &dyn Store, account: &TestAccount) -> anyhow::Result<DeviceAddress> {
+    match store.register(new_account(account)).await? {
+        RegisterOutcome::Created { address, .. } => Ok(address),
+        other => bail!("registering {:?} gave {other:?}", account.handle),
+    }
+}
+
+fn new_account(account: &TestAccount) -> NewAccount {
+    NewAccount {
+        identity: account.identity.public(),
+        handle: account.handle.clone(),
+        signed_prekey: account.signed_prekey.signed_by(&account.identity),
+        kem_prekey: None,
+        one_time_prekeys: account.one_time.iter().map(|p| p.one_time()).collect(),
+        now_ms: now_ms(),
+    }
+}
+
+/// A fresh random message id.
+fn message_id() -> MessageId {
+    let mut id = [0u8; 16];
+    OsRng.fill_bytes(&mut id);
+    MessageId(id)
+}
+
+fn envelope(
+    from: DeviceAddress,
+    to: DeviceAddress,
+    id: MessageId,
+    body: &[u8],
+    category: Option<Category>,
+) -> NewEnvelope {
+    NewEnvelope {
+        from,
+        to,
+        id,
+        ciphertext: body.to_vec(),
+        now_ms: now_ms(),
+        category,
+    }
+}
+
+async fn send(
+    store: &dyn Store,
+    from: DeviceAddress,
+    to: DeviceAddress,
+    category: Option<Category>,
+) -> anyhow::Result<EnqueueOutcome> {
+    Ok(store
+        .enqueue(envelope(from, to, message_id(), b"ciphertext", category))
+        .await?)
+}
+
+fn seq_of(outcome: EnqueueOutcome) -> anyhow::Result<Seq> {
+    match outcome {
+        EnqueueOutcome::Accepted { seq, .. } => Ok(seq),
+        other => bail!("expected accepted, got {other:?}"),
+    }
+}
+
+fn handle(name: &str) -> Handle {
+    Handle::parse(name).expect("test handles are valid")
+}
+
+/// Unique handles per case, so that cases sharing a database server never collide.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", OsRng.next_u32())
+}
+
+/// `register` refuses a second account with the same identity or handle.
+pub async fn registration_is_unique_by_identity_and_handle(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let name = unique("ann");
+    let ann = TestAccount::new(Some(&name), 2);
+    let address = register(&*s.store, &ann).await?;
+    assert_eq!(address.device, DeviceId::PRIMARY);
+    assert_eq!(
+        s.store.register(new_account(&ann)).await?,
+        RegisterOutcome::AccountExists
+    );
+    let other = TestAccount::new(Some(&name), 0);
+    assert_eq!(
+        s.store.register(new_account(&other)).await?,
+        RegisterOutcome::HandleTaken
+    );
+    let (account, _) = s
+        .store
+        .resolve_handle(handle(&name))
+        .await?
+        .context("the handle resolves")?;
+    assert_eq!(account, ann.identity.account_id());
+    let auth = s.store.auth_record(address).await?.context("auth record")?;
+    assert_eq!(auth.one_time_prekeys, 2);
+    assert!(s
+        .store
+        .resolve_handle(handle(&unique("nobody")))
+        .await?
+        .is_none());
+    Ok(())
+}
+
+/// Seqs start at 1 and are dense per recipient; `page` reads after a seq in order;
+/// `ack_through` deletes up to a seq.
+pub async fn seqs_are_dense_per_recipient_and_acks_are_cumulative(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let c = register(store, &TestAccount::new(None, 0)).await?;
+    // Pipelined from two senders at once: every recipient's seqs stay dense.
+    let mut pending = Vec::new();
+    for i in 0..40u8 {
+        let (from, to) = if i % 2 == 0 { (a, b) } else { (c, b) };
+        let e = envelope(from, to, message_id(), &[i], None);
+        pending.push(store.submit_enqueue(e).await?);
+    }
+    let mut seqs = Vec::new();
+    for p in pending {
+        seqs.push(seq_of(p.await?)?.0);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "dense from 1");
+    assert_eq!(
+        seq_of(send(store, b, a, None).await?)?,
+        Seq(1),
+        "per recipient"
+    );
+
+    let page = store.page(b, Seq(0), 25).await?;
+    assert_eq!(page.len(), 25);
+    assert!(page.windows(2).all(|w| w[0].seq.0 + 1 == w[1].seq.0));
+    let rest = store.page(b, Seq(25), 100).await?;
+    assert_eq!(rest.first().map(|e| e.seq), Some(Seq(26)));
+    assert_eq!(rest.len(), 15);
+
+    assert_eq!(store.ack_through(b, Seq(30)).await?, 30);
+    assert_eq!(store.page(b, Seq(0), 100).await?.len(), 10);
+    assert_eq!(
+        store.ack_through(b, Seq(30)).await?,
+        0,
+        "acks are idempotent"
+    );
+    let next = seq_of(send(store, a, b, None).await?)?;
+    assert_eq!(next, Seq(41), "acks never make seqs reused");
+    Ok(())
+}
+
+/// A retry (same id, bytes and recipient) gets the first seq and stores nothing; the
+/// same id with other bytes or for another recipient is refused.
+pub async fn retries_get_the_first_seq_and_reused_ids_are_refused(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let c = register(store, &TestAccount::new(None, 0)).await?;
+    let id = message_id();
+    let first = seq_of(store.enqueue(envelope(a, b, id, b"one", None)).await?)?;
+    assert_eq!(
+        store.enqueue(envelope(a, b, id, b"one", None)).await?,
+        EnqueueOutcome::Duplicate(first)
+    );
+    assert_eq!(
+        store.enqueue(envelope(a, b, id, b"two", None)).await?,
+        EnqueueOutcome::IdReused
+    );
+    assert_eq!(
+        store.enqueue(envelope(a, c, id, b"one", None)).await?,
+        EnqueueOutcome::IdReused
+    );
+    assert_eq!(store.page(b, Seq(0), 10).await?.len(), 1);
+    assert!(store.page(c, Seq(0), 10).await?.is_empty());
+    // Still a retry after the envelope was delivered and acknowledged.
+    store.ack_through(b, first).await?;
+    assert_eq!(
+        store.enqueue(envelope(a, b, id, b"one", None)).await?,
+        EnqueueOutcome::Duplicate(first)
+    );
+    // Another sender may use the same id.
+    assert!(matches!(
+        store.enqueue(envelope(c, b, id, b"one", None)).await?,
+        EnqueueOutcome::Accepted { .. }
+    ));
+    assert_eq!(
+        commits.seen().len(),
+        2,
+        "duplicates and refusals are not announced"
+    );
+    Ok(())
+}
+
+/// The commit listener hears each accepted envelope once, per recipient in seq order,
+/// before its `accepted` is answered.
+pub async fn the_listener_hears_each_commit_once_in_seq_order(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let mut pending = Vec::new();
+    for i in 0..50u8 {
+        pending.push(
+            store
+                .submit_enqueue(envelope(a, b, message_id(), &[i], None))
+                .await?,
+        );
+    }
+    for p in pending {
+        let seq = seq_of(p.await?)?;
+        assert!(
+            commits
+                .seen()
+                .iter()
+                .any(|(to, s, _)| *to == b && *s == seq),
+            "seq {seq:?} was announced before it was answered"
+        );
+    }
+    let seen: Vec<u64> = commits.seen().iter().map(|(_, s, _)| s.0).collect();
+    assert_eq!(seen, (1..=50).collect::<Vec<u64>>());
+    Ok(())
+}
+
+/// Concurrent bundle fetches get distinct one-time prekeys, each once; then bundles come
+/// without one.
+pub async fn one_time_prekeys_are_served_once_under_concurrency(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let target = register(&*s.store, &TestAccount::new(None, 15)).await?;
+    let mut fetches = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = s.store.clone();
+        fetches.spawn(async move { store.take_bundle(target).await });
+    }
+    let mut served = Vec::new();
+    let mut without = 0;
+    while let Some(fetched) = fetches.join_next().await {
+        match fetched?? {
+            BundleOutcome::Found { bundle, .. } => match bundle.one_time_prekey {
+                Some(key) => served.push(key.id),
+                None => without += 1,
+            },
+            BundleOutcome::NotFound => bail!("the device exists"),
+        }
+    }
+    let mut distinct = served.clone();
+    distinct.sort_unstable_by_key(|id| id.0);
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        served.len(),
+        "a one-time prekey was served twice"
+    );
+    assert_eq!(served.len(), 15);
+    assert_eq!(without, 5);
+    let record = s.store.auth_record(target).await?.context("exists")?;
+    assert_eq!(record.one_time_prekeys, 0);
+    Ok(())
+}
+
+/// People write to any registered device unless it blocks them.
+pub async fn people_reach_people_unless_blocked(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let nobody = DeviceAddress {
+        account: TestAccount::new(None, 0).identity.account_id(),
+        device: DeviceId::PRIMARY,
+    };
+    assert_eq!(
+        send(store, a, nobody, None).await?,
+        EnqueueOutcome::UnknownRecipient
+    );
+    seq_of(send(store, a, b, None).await?)?;
+    store
+        .set_blocked(b.account, a.account, true, now_ms())
+        .await?;
+    assert_eq!(send(store, a, b, None).await?, EnqueueOutcome::Blocked);
+    seq_of(send(store, b, a, None).await?).context("a block is one-way")?;
+    store
+        .set_blocked(b.account, a.account, false, now_ms())
+        .await?;
+    seq_of(send(store, a, b, None).await?).context("unblocked")?;
+    Ok(())
+}
+
+/// A business with `categories`, and a person.
+struct BusinessWorld {
+    business: DeviceAddress,
+    business_handle: Handle,
+    person: TestAccount,
+    person_address: DeviceAddress,
+}
+
+async fn business_world(s: &Subject, categories: CategorySet) -> anyhow::Result<BusinessWorld> {
+    let name = unique("bank");
+    let business = register(&*s.store, &TestAccount::new(Some(&name), 0)).await?;
+    let business_handle = handle(&name);
+    s.admin.verify_business(&business_handle, categories)?;
+    let person = TestAccount::new(None, 0);
+    let person_address = register(&*s.store, &person).await?;
+    Ok(BusinessWorld {
+        business,
+        business_handle,
+        person,
+        person_address,
+    })
+}
+
+/// A business send needs a grant for its category; a revocation refuses the next send
+/// and purges what was queued in that category, in one transaction.
+pub async fn a_business_needs_consent_and_a_revocation_purges_its_queue(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let alerts = CategorySet::of([Category::SecurityAlert, Category::Transactional]);
+    let w = business_world(&s, alerts).await?;
+    let alert = Some(Category::SecurityAlert);
+    assert_eq!(
+        send(store, w.business, w.person_address, alert).await?,
+        EnqueueOutcome::Refused,
+        "no consent yet"
+    );
+    assert_eq!(
+        send(
+            store,
+            w.business,
+            w.person_address,
+            Some(Category::Marketing)
+        )
+        .await?,
+        EnqueueOutcome::CategoryNotAllowed
+    );
+    assert_eq!(
+        send(store, w.business, w.person_address, None).await?,
+        EnqueueOutcome::CategoryNotAllowed
+    );
+    let granted = store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Grant(grant(&w.person, w.business.account, alerts)),
+            now_ms(),
+        )
+        .await?;
+    assert!(matches!(granted, ConsentOutcome::Updated { .. }));
+    for _ in 0..3 {
+        match send(store, w.business, w.person_address, alert).await? {
+            EnqueueOutcome::Accepted { from_business, .. } => assert!(from_business),
+            other => bail!("consented send refused: {other:?}"),
+        }
+    }
+    seq_of(
+        send(
+            store,
+            w.business,
+            w.person_address,
+            Some(Category::Transactional),
+        )
+        .await?,
+    )?;
+    let queued = store.page(w.person_address, Seq(0), 10).await?;
+    assert_eq!(queued.len(), 4);
+    assert!(queued.iter().all(|e| e.category.is_some()));
+
+    let revoked = store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Revoke(revocation(
+                &w.person,
+                w.business.account,
+                CategorySet::of([Category::SecurityAlert]),
+            )),
+            now_ms(),
+        )
+        .await?;
+    assert_eq!(
+        revoked,
+        ConsentOutcome::Updated {
+            categories: CategorySet::of([Category::Transactional]),
+            purged: 3
+        }
+    );
+    assert_eq!(
+        send(store, w.business, w.person_address, alert).await?,
+        EnqueueOutcome::Refused
+    );
+    let left = store.page(w.person_address, Seq(0), 10).await?;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].category, Some(Category::Transactional));
+    Ok(())
+}
+
+/// `conversation` is allowed only within the care window after the person wrote.
+pub async fn a_business_answers_within_the_care_window(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let w = business_world(&s, CategorySet::of([Category::SecurityAlert])).await?;
+    let conversation = Some(Category::Conversation);
+    assert_eq!(
+        send(store, w.business, w.person_address, conversation).await?,
+        EnqueueOutcome::Refused
+    );
+    seq_of(send(store, w.person_address, w.business, None).await?)?;
+    seq_of(send(store, w.business, w.person_address, conversation).await?)?;
+    // Outside the window: the same facts, judged a window later.
+    let late = NewEnvelope {
+        now_ms: now_ms() + SendPolicy::default().care_window_ms + 1000,
+        ..envelope(
+            w.business,
+            w.person_address,
+            message_id(),
+            b"x",
+            conversation,
+        )
+    };
+    assert_eq!(store.enqueue(late).await?, EnqueueOutcome::Refused);
+    Ok(())
+}
+
+/// A business of tier 0 reaches exactly the tier's number of distinct people a day;
+/// people already reached cost nothing.
+pub async fn the_daily_reach_accepts_exactly_the_tier(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let policy = SendPolicy {
+        reach_tiers: "3,10".parse().map_err(anyhow::Error::msg)?,
+        ..SendPolicy::default()
+    };
+    let Some((s, _)) = open(opener, policy).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let alerts = CategorySet::of([Category::SecurityAlert]);
+    let w = business_world(&s, alerts).await?;
+    let mut people = vec![(w.person, w.person_address)];
+    for _ in 0..4 {
+        let p = TestAccount::new(None, 0);
+        let address = register(store, &p).await?;
+        people.push((p, address));
+    }
+    let mut outcomes = Vec::new();
+    for (person, address) in &people {
+        store
+            .change_consent(
+                address.account,
+                ConsentChange::Grant(grant(person, w.business.account, alerts)),
+                now_ms(),
+            )
+            .await?;
+        outcomes.push(send(store, w.business, *address, Some(Category::SecurityAlert)).await?);
+    }
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, EnqueueOutcome::Accepted { .. }))
+        .count();
+    assert_eq!(accepted, 3, "{outcomes:?}");
+    assert!(matches!(outcomes[3], EnqueueOutcome::ReachExhausted(ms) if ms > 0));
+    seq_of(
+        send(
+            store,
+            w.business,
+            people[0].1,
+            Some(Category::SecurityAlert),
+        )
+        .await?,
+    )
+    .context("someone already reached costs nothing")?;
+    s.admin.set_tier(&w.business_handle, 1)?;
+    seq_of(
+        send(
+            store,
+            w.business,
+            people[4].1,
+            Some(Category::SecurityAlert),
+        )
+        .await?,
+    )
+    .context("a higher tier reaches more")?;
+    Ok(())
+}
+
+/// A suspended business is refused until restored.
+pub async fn a_suspended_business_is_refused(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let alerts = CategorySet::of([Category::SecurityAlert]);
+    let w = business_world(&s, alerts).await?;
+    store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Grant(grant(&w.person, w.business.account, alerts)),
+            now_ms(),
+        )
+        .await?;
+    let alert = Some(Category::SecurityAlert);
+    seq_of(send(store, w.business, w.person_address, alert).await?)?;
+    s.admin.set_suspended(&w.business_handle, true)?;
+    assert_eq!(
+        send(store, w.business, w.person_address, alert).await?,
+        EnqueueOutcome::Suspended
+    );
+    s.admin.set_suspended(&w.business_handle, false)?;
+    seq_of(send(store, w.business, w.person_address, alert).await?)?;
+    Ok(())
+}
+
+/// `sweep_expired` deletes envelopes accepted before the cutoff and keeps the rest.
+pub async fn sweeps_delete_expired_envelopes(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let now = now_ms();
+    let old = NewEnvelope {
+        now_ms: now - 10_000,
+        ..envelope(a, b, message_id(), b"old", None)
+    };
+    seq_of(store.enqueue(old).await?)?;
+    let fresh = seq_of(send(store, a, b, None).await?)?;
+    let report = store.sweep_expired(now - 5_000, now - 5_000).await?;
+    assert_eq!(report.envelopes, 1);
+    let left = store.page(b, Seq(0), 10).await?;
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![fresh]);
+    Ok(())
+}
+
+/// Deleting an account removes its devices and queue and frees its handle.
+pub async fn deleting_an_account_frees_its_handle(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let name = unique("gone");
+    let gone = TestAccount::new(Some(&name), 1);
+    let address = register(store, &gone).await?;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    seq_of(send(store, a, address, None).await?)?;
+    assert!(store.delete_account(address.account).await?);
+    assert!(!store.delete_account(address.account).await?);
+    assert!(store.auth_record(address).await?.is_none());
+    assert!(store.resolve_handle(handle(&name)).await?.is_none());
+    assert!(store.page(address, Seq(0), 10).await?.is_empty());
+    assert_eq!(
+        send(store, a, address, None).await?,
+        EnqueueOutcome::UnknownRecipient
+    );
+    ensure!(
+        matches!(
+            store
+                .register(new_account(&TestAccount::new(Some(&name), 0)))
+                .await?,
+            RegisterOutcome::Created { .. }
+        ),
+        "the handle is free again"
+    );
+    Ok(())
+}
