@@ -73,7 +73,7 @@ pub struct Shared {
     /// Durable state.
     pub store: Arc<dyn Store>,
     /// Connected devices (also told of every committed envelope).
-    pub presence: Arc<Presence>,
+    pub presence: Arc<dyn Presence>,
     /// Rate limiters.
     pub limiters: Limiters,
     /// This deployment's identity, bound into auth signatures.

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::context::{Limiters, Shared};
 use crate::housekeeping;
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+use crate::presence::{LocalPresence, Presence};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreHooks};
 use crate::{admin, connection, ServerError};
@@ -69,7 +69,7 @@ pub async fn run_with_admin(
     let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
-    let presence = Arc::new(Presence::default());
+    let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let hooks = StoreHooks::new(config.send_policy())
         .with_listener(presence.clone())
         .with_metrics(metrics.store.clone());

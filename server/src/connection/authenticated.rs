@@ -47,7 +47,7 @@ pub async fn run(
 ) -> Ending {
     let address = session.address;
     let _session = shared.metrics.sessions.track();
-    let attachment = shared.presence.attach(address);
+    let attachment = shared.presence.attach(address, now_ms()).await;
     let ending = serve(transport, shared, session, shutdown, &attachment).await;
     shared.presence.detach(&address, &attachment);
     ending

@@ -1,0 +1,61 @@
+//! Presence: which devices are connected, where, and how to nudge them.
+//!
+//! [`Presence`] is what connections and the store see. Two implementations:
+//! * [`LocalPresence`], the in-process registry: the embedded default, where every
+//!   device is connected to this one process.
+//! * `NatsPresence` (cluster mode, `--bus nats://…`): the local registry for this node's
+//!   own connections, plus NATS core subjects to wake the node that holds a device, to
+//!   tell another node's prekeys-low, and to displace a duplicate connection of a device
+//!   on another node.
+//!
+//! The rules both keep: a wake-up is a hint that may be lost. A connection reads the
+//! store from its last delivered seq whenever its [`Attachment`] says it is stale, and an
+//! attachment made before the connection's first read of the store (subscribe, then
+//! read) never misses a commit after that read. Of two connections of one device, the
+//! later one (by authentication time, then node id) stays; the other is closed with 4002
+//! "device connected elsewhere".
+
+mod attachment;
+mod local;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use parley_protocol::ids::DeviceAddress;
+
+pub use attachment::{Attachment, Taken, FRESH_MAX_BYTES, FRESH_MAX_ENVELOPES};
+pub use local::LocalPresence;
+
+use crate::store::CommitListener;
+
+/// A boxed future of a [`Presence::attach`].
+pub type PresenceFuture<'a> = Pin<Box<dyn Future<Output = Arc<Attachment>> + Send + 'a>>;
+
+/// Which devices are connected, and how to reach them. As a [`CommitListener`] it is
+/// told of every envelope the store commits, in commit order, and hands it to the
+/// recipient's connection wherever that is.
+pub trait Presence: CommitListener {
+    /// Registers a connection of `device` that authenticated at `auth_time_ms`,
+    /// displacing any other connection of it (here or, in a cluster, on another node).
+    /// Resolves once commits for the device after this point will reach the attachment,
+    /// so the connection reads the store only after it.
+    fn attach(&self, device: DeviceAddress, auth_time_ms: u64) -> PresenceFuture<'_>;
+
+    /// Removes `attachment` if it is still the registered one for `device`.
+    fn detach(&self, device: &DeviceAddress, attachment: &Attachment);
+
+    /// Tells `device`, wherever it is connected, to read its queue from the store.
+    fn wake(&self, device: &DeviceAddress);
+
+    /// Tells `device`, wherever it is connected, that it has `remaining` one-time prekeys.
+    fn prekeys_low(&self, device: &DeviceAddress, remaining: u32);
+
+    /// Devices connected to this process.
+    fn len(&self) -> usize;
+
+    /// Whether no device is connected to this process.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
