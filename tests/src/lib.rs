@@ -23,6 +23,11 @@
 //! * [`tmpfs`]: a small tmpfs for disk-full and read-only tests.
 //! * [`store_contract`]: the rules every `Store` implementation keeps, as one suite of
 //!   cases run against each store.
+//! * [`postgres`]: a throwaway PostgreSQL server of the test's own (from the installed
+//!   binaries) that the test can stop, SIGKILL, pause and restart on the same port.
+//! * [`nats`]: the same for a `nats-server`.
+//! * [`services`]: what those two share, including the rule for a service that is not
+//!   installed: `SKIPPED: ...` and a pass, or a failure when `PARLEY_REQUIRE_SERVICES=1`.
 //! * [`burst`]: senders that retry through server faults, and the drain that checks them.
 //!
 //! Tests run in two tiers: the PR tier (every `cargo test`) and a longer tier, with more
@@ -40,8 +45,11 @@ pub mod cli;
 pub mod client;
 pub mod history;
 pub mod mitm;
+pub mod nats;
+pub mod postgres;
 pub mod raw_ws;
 pub mod server;
+pub mod services;
 pub mod store_contract;
 pub mod tls;
 pub mod tmpfs;
