@@ -281,6 +281,23 @@ fn check_value(arg: &clap::Arg, text: &str) -> Result<(), String> {
         })
 }
 
+/// Settings whose value is a URL that may hold a password.
+const URL_SETTINGS: [&str; 2] = ["store", "bus"];
+
+/// Settings never shown at all.
+const SECRET_SETTINGS: [&str; 1] = ["cluster_key"];
+
+/// How `print-config` shows a setting's value: secrets hidden, passwords in URLs replaced.
+fn shown(key: &str, value: String) -> String {
+    if SECRET_SETTINGS.contains(&key) && !value.is_empty() {
+        "(not shown)".to_owned()
+    } else if URL_SETTINGS.contains(&key) {
+        crate::topology::redact_url(&value)
+    } else {
+        value
+    }
+}
+
 /// Every server setting's effective value and source.
 fn settings(
     command: &clap::Command,
@@ -315,6 +332,7 @@ fn settings(
                 _ => Source::Default,
             }
         };
+        let value = shown(key, value);
         let bare = value.parse::<u64>().is_ok() || value == "true" || value == "false";
         out.push(Setting {
             key: key.to_owned(),
@@ -328,7 +346,9 @@ fn settings(
 
 impl Loaded {
     /// The effective configuration as a TOML file, each line saying where its value came
-    /// from. Holds no secrets (the TLS key is a path; its contents are never read here).
+    /// from. Holds no secrets: the TLS key is a path (its contents are never read here),
+    /// passwords in the store and bus URLs are replaced by `***`, and the cluster key is
+    /// not shown.
     pub fn print_config(&self) -> String {
         let mut out = String::from(
             "# parley-server: effective configuration\n\
@@ -396,6 +416,48 @@ mod tests {
             printed.contains("listen = \"127.0.0.1:7878\"  # default\n"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn print_config_never_shows_passwords_or_the_cluster_key() {
+        let loaded = with_file(
+            "store = \"postgres://parley:hunter2@db:5432/parley\"\n\
+             bus = \"nats://node:natsecret@nats:4222\"\n\
+             cluster_key = \"0123456789abcdef-secret\"\n\
+             node_id = \"n1\"\n",
+            &[],
+        )
+        .unwrap();
+        let config = &loaded.cli.config;
+        assert!(config.store.is_postgres());
+        assert!(config.validate().is_ok());
+        let printed = loaded.print_config();
+        for secret in ["hunter2", "natsecret", "0123456789abcdef-secret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(
+            printed.contains("store = \"postgres://parley:***@db:5432/parley\""),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("cluster_key = \"(not shown)\""),
+            "{printed}"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_and_a_cluster_key() {
+        let loaded = with_file("bus = \"nats://nats:4222\"\n", &[]).unwrap();
+        let err = loaded.cli.config.validate().unwrap_err().to_string();
+        assert!(err.contains("store") && err.contains("postgres"), "{err}");
+        let loaded = with_file(
+            "bus = \"nats://nats:4222\"\nstore = \"postgres://db/parley\"\n",
+            &[],
+        )
+        .unwrap();
+        let err = loaded.cli.config.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster_key"), "{err}");
     }
 
     #[test]

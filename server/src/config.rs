@@ -12,6 +12,7 @@ use parley_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_STORED_ONE_TIME_PREKEYS};
 use crate::store::sqlite::{Durability, SqliteOptions};
 pub use crate::store::ReachTiers;
 use crate::store::SendPolicy;
+use crate::topology::{BusLocation, ClusterKey, StoreLocation};
 
 /// Parley relay: carries end-to-end encrypted envelopes between accounts over WebSockets,
 /// storing them durably (SQLite) until the recipient acknowledges them.
@@ -30,6 +31,58 @@ pub struct Config {
         global = true
     )]
     pub data_dir: PathBuf,
+
+    /// Where durable state lives: `sqlite` (parley.db in --data-dir), `sqlite:DIR`, or
+    /// `postgres://user:password@host:port/database` for cluster mode. A password in the
+    /// URL is never printed or logged (prefer the PARLEY_STORE variable for it).
+    #[arg(
+        long,
+        env = "PARLEY_STORE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    pub store: StoreLocation,
+
+    /// How the nodes of a cluster wake each other: `local` (one node) or
+    /// `nats://host:4222` (NATS core, no JetStream; commas between the servers of one
+    /// NATS cluster). Cluster mode needs --store postgres://… and --cluster-key.
+    #[arg(
+        long,
+        env = "PARLEY_BUS",
+        default_value = "local",
+        hide_env_values = true
+    )]
+    pub bus: BusLocation,
+
+    /// This node's name in a cluster (logs, metrics, and the tie-break between two
+    /// connections of one device); a random `node-xxxxxxxx` when not set.
+    #[arg(long, env = "PARLEY_NODE_ID", value_parser = crate::topology::parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// A secret every node of a cluster shares (at least 16 characters, e.g. `openssl
+    /// rand -hex 32`): bus subjects are an HMAC of each device id under it. Required with
+    /// --bus nats://…; never printed.
+    #[arg(long, env = "PARLEY_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<ClusterKey>,
+
+    /// Cluster mode: messages to other nodes (wakes, announcements) waiting for the NATS
+    /// client; when full, wakes are dropped and every node reads its devices' queues
+    /// again.
+    #[arg(long, env = "PARLEY_BUS_QUEUE_CAPACITY", default_value_t = 65_536)]
+    pub bus_queue_capacity: usize,
+
+    /// Cluster mode: messages the NATS client buffers per connected device before it
+    /// reports a slow consumer (this node then reads its devices' queues again).
+    #[arg(
+        long,
+        env = "PARLEY_BUS_SUBSCRIPTION_CAPACITY",
+        default_value_t = 1_024
+    )]
+    pub bus_subscription_capacity: usize,
+
+    /// The node id when --node-id is not set: chosen once, when the configuration is made.
+    #[arg(skip = crate::topology::random_node_id())]
+    random_node_id: String,
 
     /// Most simultaneous connections; further clients wait in the kernel's backlog.
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 16_384)]
@@ -253,6 +306,13 @@ pub enum LogFormat {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+impl ConfigError {
+    /// An invalid configuration, explained.
+    pub fn new(message: String) -> ConfigError {
+        ConfigError(message)
+    }
+}
+
 impl Config {
     /// The defaults, as if no flag or variable were given, with `data_dir` set.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
@@ -272,6 +332,8 @@ impl Config {
             ("write-buffer-bytes", self.write_buffer_bytes),
             ("read-buffer-bytes", self.read_buffer_bytes),
             ("pipeline-depth", self.pipeline_depth),
+            ("bus-queue-capacity", self.bus_queue_capacity),
+            ("bus-subscription-capacity", self.bus_subscription_capacity),
             (
                 "business-sends-per-second",
                 usize::try_from(self.business_sends_per_second).unwrap_or(usize::MAX),
@@ -331,7 +393,54 @@ impl Config {
                 )));
             }
         }
+        if let BusLocation::Nats(_) = self.bus {
+            if !self.store.is_postgres() {
+                return Err(ConfigError(format!(
+                    "{} = nats://… joins a cluster, whose nodes share one database: \
+                     set {} = postgres://… (SQLite is one machine's database)",
+                    setting("bus"),
+                    setting("store")
+                )));
+            }
+            if self.cluster_key.is_none() {
+                return Err(ConfigError(format!(
+                    "{} = nats://… needs {}: a secret every node shares, which names \
+                     the bus subjects (e.g. PARLEY_CLUSTER_KEY=$(openssl rand -hex 32))",
+                    setting("bus"),
+                    setting("cluster-key")
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The SQLite database's directory: `--store sqlite:DIR`, else `--data-dir`.
+    pub fn sqlite_dir(&self) -> &std::path::Path {
+        match &self.store {
+            StoreLocation::Sqlite(Some(dir)) => dir,
+            _ => &self.data_dir,
+        }
+    }
+
+    /// The bus, for logs (never with a password).
+    pub fn bus_description(&self) -> String {
+        match &self.bus {
+            BusLocation::Local => "local".to_owned(),
+            BusLocation::Nats(url) => url.redacted(),
+        }
+    }
+
+    /// Settings of the bus between nodes.
+    pub fn bus_options(&self) -> crate::presence::nats::BusOptions {
+        crate::presence::nats::BusOptions {
+            outgoing_capacity: self.bus_queue_capacity,
+            subscription_capacity: self.bus_subscription_capacity,
+        }
+    }
+
+    /// This node's id: `--node-id`, else a random one chosen once per configuration.
+    pub fn node_id(&self) -> &str {
+        self.node_id.as_deref().unwrap_or(&self.random_node_id)
     }
 
     /// Store options derived from this configuration.

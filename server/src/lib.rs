@@ -11,6 +11,7 @@
 //! * [`cli`]: subcommands, the configuration file and `print-config`.
 //! * [`metrics`]: counters and histograms in the Prometheus text format.
 //! * [`tls`]: rustls for `wss://`.
+//! * [`topology`]: where state lives and how nodes meet (`--store`, `--bus`, `--node-id`).
 //! * [`rate_limit`], [`config`], [`clock`], [`error`], [`housekeeping`].
 //!
 //! `main.rs` only parses the configuration and calls [`run`]. Tests do the same on
@@ -33,6 +34,7 @@ pub mod ready;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod topology;
 
 pub use config::Config;
 pub use server::{run, run_with_admin};
@@ -49,6 +51,9 @@ pub enum ServerError {
     /// The data directory is on a read-only file system.
     #[error("database is read-only: {} is on a read-only file system", .0.display())]
     ReadOnly(std::path::PathBuf),
+    /// The bus between nodes could not be set up.
+    #[error(transparent)]
+    Bus(#[from] presence::nats::BusError),
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),

@@ -160,6 +160,28 @@ pub struct StoreMetrics {
     pub failed_commits: Counter,
 }
 
+/// What the bus between nodes reports (cluster mode; all zero on one node). Shared with
+/// the bus's tasks, so it lives in its own `Arc`.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// 1 while connected to the bus (NATS), else 0; 1 on one node.
+    pub connected: Gauge,
+    /// Wakes published for committed envelopes.
+    pub wakes_sent: Counter,
+    /// Wakes received for devices connected here.
+    pub wakes_received: Counter,
+    /// Wakes not published because the bus's outgoing queue was full (every node then
+    /// resyncs).
+    pub wakes_dropped: Counter,
+    /// Times every local device was told to read its queue again (reconnect, slow
+    /// consumer, a node's dropped wakes, safety poll while disconnected).
+    pub resyncs: Counter,
+    /// Local connections closed because the same device connected on another node.
+    pub displacements: Counter,
+    /// Times the NATS client dropped messages for this node (a slow consumer).
+    pub slow_consumer_events: Counter,
+}
+
 /// The kinds of client frames, in the order of [`client_kind`].
 pub const CLIENT_FRAME_KINDS: [&str; 16] = [
     "auth",
@@ -313,6 +335,8 @@ pub struct Metrics {
     pub business_rows_expired: Counter,
     /// The store's writer.
     pub store: Arc<StoreMetrics>,
+    /// The bus between nodes.
+    pub bus: Arc<BusMetrics>,
 }
 
 impl Default for Metrics {
@@ -344,6 +368,7 @@ impl Default for Metrics {
             business_suspensions: Counter::default(),
             business_rows_expired: Counter::default(),
             store: Arc::default(),
+            bus: Arc::default(),
         }
     }
 }
@@ -573,6 +598,45 @@ impl Metrics {
             "Group commits that failed.",
             self.store.failed_commits.get(),
         );
+        out.gauge(
+            "parley_bus_connected",
+            "1 while this node is connected to the bus between nodes (always 1 on one node).",
+            &[(&[], self.bus.connected.get() as f64)],
+        );
+        for (name, help, counter) in [
+            (
+                "parley_bus_wakes_sent_total",
+                "Wakes published to other nodes for committed envelopes.",
+                &self.bus.wakes_sent,
+            ),
+            (
+                "parley_bus_wakes_received_total",
+                "Wakes received from other nodes for devices connected here.",
+                &self.bus.wakes_received,
+            ),
+            (
+                "parley_bus_wakes_dropped_total",
+                "Wakes not published because the outgoing bus queue was full.",
+                &self.bus.wakes_dropped,
+            ),
+            (
+                "parley_bus_resyncs_total",
+                "Times every local device was told to read its queue from the store again.",
+                &self.bus.resyncs,
+            ),
+            (
+                "parley_bus_displacements_total",
+                "Local connections closed because their device connected on another node.",
+                &self.bus.displacements,
+            ),
+            (
+                "parley_bus_slow_consumer_events_total",
+                "Times the bus client dropped messages for this node (then it resyncs).",
+                &self.bus.slow_consumer_events,
+            ),
+        ] {
+            out.counter(name, help, counter.get());
+        }
         out.text
     }
 }

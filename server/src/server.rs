@@ -24,10 +24,12 @@ use crate::config::Config;
 use crate::context::{Limiters, Shared};
 use crate::housekeeping;
 use crate::metrics::Metrics;
-use crate::presence::{LocalPresence, Presence};
+use crate::presence::{LocalPresence, NatsPresence, Presence};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreHooks};
+use crate::topology::{BusLocation, StoreLocation};
 use crate::{admin, connection, ServerError};
+use parley_protocol::ids::ServerId;
 
 /// Longest pause after repeated accept errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -69,16 +71,11 @@ pub async fn run_with_admin(
     let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut server_id);
-    let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
+    let presence = open_presence(&config, &metrics).await?;
     let hooks = StoreHooks::new(config.send_policy())
         .with_listener(presence.clone())
         .with_metrics(metrics.store.clone());
-    let store = SqliteStore::open(
-        &config.data_dir,
-        &config.sqlite_options(),
-        parley_protocol::ids::ServerId(server_id),
-        hooks,
-    )?;
+    let (store, server_id, database) = open_store(&config, ServerId(server_id), hooks).await?;
     let admin_addr = admin
         .as_ref()
         .and_then(|a| a.local_addr().ok())
@@ -87,13 +84,13 @@ pub async fn run_with_admin(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin_addr,
         tls = tls.is_some(),
-        database = %store.path().display(),
-        server_id = %store.server_id(),
+        database = %database,
+        bus = %config.bus_description(),
+        node = %config.node_id(),
+        server_id = %server_id,
         "{}",
         crate::ready::READY_MESSAGE
     );
-    let server_id = store.server_id();
-    let store: Arc<dyn Store> = Arc::new(store);
     let shared = Arc::new(Shared {
         limiters: Limiters::new(&config),
         config,
@@ -133,6 +130,58 @@ pub async fn run_with_admin(
     }
     tracing::info!("parley-server stopped");
     Ok(())
+}
+
+/// The presence of this node: the in-process registry, or NATS in a cluster.
+async fn open_presence(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Presence>, ServerError> {
+    match (&config.bus, &config.cluster_key) {
+        (BusLocation::Nats(url), Some(key)) => {
+            let presence = NatsPresence::connect(
+                url,
+                key.clone(),
+                config.node_id().to_owned(),
+                config.bus_options(),
+                metrics.bus.clone(),
+            )
+            .await?;
+            Ok(Arc::new(presence))
+        }
+        _ => {
+            metrics.bus.connected.set(1);
+            Ok(Arc::new(LocalPresence::default()))
+        }
+    }
+}
+
+/// Opens the store the configuration names; returns it, the deployment's server id and
+/// a description of where it is (for the log; never with a password).
+async fn open_store(
+    config: &Config,
+    new_server_id: ServerId,
+    hooks: StoreHooks,
+) -> Result<(Arc<dyn Store>, ServerId, String), ServerError> {
+    match &config.store {
+        StoreLocation::Sqlite(_) => {
+            if config.sqlite_dir() != config.data_dir {
+                check_not_read_only(config.sqlite_dir())?;
+            }
+            let store = SqliteStore::open(
+                config.sqlite_dir(),
+                &config.sqlite_options(),
+                new_server_id,
+                hooks,
+            )?;
+            let described = store.path().display().to_string();
+            let server_id = store.server_id();
+            Ok((Arc::new(store), server_id, described))
+        }
+        StoreLocation::Postgres(url) => Err(ServerError::Config(crate::config::ConfigError::new(
+            format!("--store {url}: this build has no PostgreSQL store yet; use --store sqlite"),
+        ))),
+    }
 }
 
 async fn accept_loop(

@@ -3,7 +3,7 @@
 //! [`Presence`] is what connections and the store see. Two implementations:
 //! * [`LocalPresence`], the in-process registry: the embedded default, where every
 //!   device is connected to this one process.
-//! * `NatsPresence` (cluster mode, `--bus nats://…`): the local registry for this node's
+//! * [`NatsPresence`] (cluster mode, `--bus nats://…`): the local registry for this node's
 //!   own connections, plus NATS core subjects to wake the node that holds a device, to
 //!   tell another node's prekeys-low, and to displace a duplicate connection of a device
 //!   on another node.
@@ -17,6 +17,7 @@
 
 mod attachment;
 mod local;
+pub mod nats;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use parley_protocol::ids::DeviceAddress;
 
 pub use attachment::{Attachment, Taken, FRESH_MAX_BYTES, FRESH_MAX_ENVELOPES};
 pub use local::LocalPresence;
+pub use nats::NatsPresence;
 
 use crate::store::CommitListener;
 

@@ -1,0 +1,117 @@
+//! Bus subject names: never a raw device id.
+//!
+//! NATS monitoring (`/subsz`, `/connz?subs=1`) shows every subject, so a device's subject
+//! is an HMAC of its address under the cluster key:
+//!
+//! ```text
+//! parley.<cluster>.d.<device>     one device: wakes, "connected", prekeys low
+//! parley.<cluster>.ctl.resync     every node: read every local device's queue again
+//!
+//! <cluster> = hex(HMAC-SHA256(key, "parley/v1/bus/cluster"))[..16]
+//! <device>  = hex(HMAC-SHA256(key, "parley/v1/bus/device" || account (32) || device (4, BE)))[..32]
+//! ```
+//!
+//! The labels keep the two uses of the key apart; the cluster part keeps two clusters on
+//! one NATS from hearing each other.
+
+use hmac::{Hmac, Mac};
+use parley_protocol::ids::DeviceAddress;
+use sha2::Sha256;
+
+use crate::topology::ClusterKey;
+
+const CLUSTER_LABEL: &[u8] = b"parley/v1/bus/cluster";
+const DEVICE_LABEL: &[u8] = b"parley/v1/bus/device";
+
+/// Names the subjects of one cluster.
+#[derive(Clone)]
+pub struct Subjects {
+    key: ClusterKey,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Subjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subjects")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subjects {
+    /// The subjects of the cluster keyed by `key`.
+    pub fn new(key: ClusterKey) -> Subjects {
+        let cluster = hmac_hex(&key, &[CLUSTER_LABEL], 16);
+        Subjects {
+            key,
+            prefix: format!("parley.{cluster}"),
+        }
+    }
+
+    /// The subject of one device.
+    pub fn device(&self, device: &DeviceAddress) -> String {
+        let id = hmac_hex(
+            &self.key,
+            &[
+                DEVICE_LABEL,
+                device.account.as_bytes(),
+                &device.device.0.to_be_bytes(),
+            ],
+            32,
+        );
+        format!("{}.d.{id}", self.prefix)
+    }
+
+    /// The subject every node listens on for "resync every device".
+    pub fn resync_all(&self) -> String {
+        format!("{}.ctl.resync", self.prefix)
+    }
+}
+
+fn hmac_hex(key: &ClusterKey, parts: &[&[u8]], hex_digits: usize) -> String {
+    // HMAC takes keys of any length, so `new_from_slice` cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    let mut text = hex::encode(mac.finalize().into_bytes());
+    text.truncate(hex_digits);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::ids::{AccountId, DeviceId};
+
+    fn key(text: &str) -> ClusterKey {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn subjects_hide_the_device_and_differ_per_cluster() {
+        let device = DeviceAddress {
+            account: AccountId([0xab; 32]),
+            device: DeviceId(1),
+        };
+        let a = Subjects::new(key("cluster-a-secret-key"));
+        let b = Subjects::new(key("cluster-b-secret-key"));
+        let subject = a.device(&device);
+        assert!(!subject.contains("abab"), "{subject}");
+        assert_eq!(subject.split('.').count(), 4);
+        assert!(subject
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.'));
+        assert_ne!(subject, b.device(&device));
+        assert_ne!(a.resync_all(), b.resync_all());
+        let other = DeviceAddress {
+            device: DeviceId(2),
+            ..device
+        };
+        assert_ne!(subject, a.device(&other));
+        assert_eq!(subject, a.device(&device), "stable");
+    }
+}

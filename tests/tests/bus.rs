@@ -1,0 +1,270 @@
+//! The bus between nodes (`NatsPresence`) against a real `nats-server` of the test's own:
+//! wakes cross nodes, the newer connection of a device wins across nodes, and lost hints
+//! (a NATS restart, a slow consumer) end in a resync of every local device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
+use parley_server::metrics::BusMetrics;
+use parley_server::presence::nats::BusOptions;
+use parley_server::presence::{Attachment, NatsPresence, Presence};
+use parley_server::store::{CommitListener, StoredEnvelope};
+use parley_server::topology::SecretUrl;
+use parley_tests::nats::TestNats;
+use tokio::time::{timeout, Instant};
+
+const KEY: &str = "a-test-cluster-key-of-some-length";
+
+/// A node of a test cluster: its presence and its bus metrics.
+struct Node {
+    presence: NatsPresence,
+    metrics: Arc<BusMetrics>,
+}
+
+async fn node(nats: &TestNats, name: &str, key: &str, options: BusOptions) -> anyhow::Result<Node> {
+    let metrics = Arc::new(BusMetrics::default());
+    let url: SecretUrl = parse_url(&nats.url())?;
+    let presence = NatsPresence::connect(
+        &url,
+        key.parse().map_err(anyhow::Error::msg)?,
+        name.into(),
+        options,
+        metrics.clone(),
+    )
+    .await?;
+    wait_until("connected to NATS", Duration::from_secs(5), || {
+        presence.is_connected()
+    })
+    .await?;
+    Ok(Node { presence, metrics })
+}
+
+fn parse_url(url: &str) -> anyhow::Result<SecretUrl> {
+    match url.parse::<parley_server::topology::BusLocation>() {
+        Ok(parley_server::topology::BusLocation::Nats(url)) => Ok(url),
+        other => bail!("not a NATS url: {other:?}"),
+    }
+}
+
+fn device(n: u8) -> DeviceAddress {
+    DeviceAddress {
+        account: AccountId([n; 32]),
+        device: DeviceId::PRIMARY,
+    }
+}
+
+fn envelope(seq: u64, size: usize) -> StoredEnvelope {
+    StoredEnvelope {
+        seq: Seq(seq),
+        from: device(99),
+        id: MessageId([seq as u8; 16]),
+        accepted_at_ms: 1,
+        ciphertext: vec![7; size],
+        category: None,
+    }
+}
+
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        if Instant::now() >= deadline {
+            bail!("not within {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Waits until the attachment is woken and returns what it takes then.
+async fn woken(
+    attachment: &Attachment,
+    limit: Duration,
+) -> anyhow::Result<parley_server::presence::Taken> {
+    timeout(limit, attachment.wake.notified())
+        .await
+        .context("the attachment was not woken")?;
+    Ok(attachment.take_fresh())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_one_node_reaches_the_device_on_another() -> anyhow::Result<()> {
+    let Some(nats) = TestNats::start()? else {
+        return Ok(());
+    };
+    let a = node(&nats, "a", KEY, BusOptions::default()).await?;
+    let b = node(&nats, "b", KEY, BusOptions::default()).await?;
+    let attachment = a.presence.attach(device(1), 100).await;
+    b.presence.committed(device(1), envelope(1, 200));
+    let taken = woken(&attachment, Duration::from_secs(2)).await?;
+    assert!(!taken.stale);
+    assert_eq!(
+        taken.envelopes.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![Seq(1)]
+    );
+    assert_eq!(
+        taken.envelopes[0],
+        envelope(1, 200),
+        "the envelope rides with its wake"
+    );
+
+    // Too big to ride along: the wake says "read the store".
+    b.presence.committed(device(1), envelope(2, 9 * 1024));
+    let taken = woken(&attachment, Duration::from_secs(2)).await?;
+    assert!(taken.stale && taken.envelopes.is_empty());
+
+    // Prekeys low crosses too.
+    b.presence.prekeys_low(&device(1), 2);
+    wait_until("prekeys low", Duration::from_secs(2), || {
+        attachment.take_prekeys_low() == Some(2)
+    })
+    .await?;
+    assert!(a.metrics.wakes_received.get() >= 2);
+    assert!(b.metrics.wakes_sent.get() >= 2);
+
+    // After detach, the node no longer hears the device.
+    a.presence.detach(&device(1), &attachment);
+    assert_eq!(a.presence.len(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newer_connection_wins_across_nodes() -> anyhow::Result<()> {
+    let Some(nats) = TestNats::start()? else {
+        return Ok(());
+    };
+    let a = node(&nats, "a", KEY, BusOptions::default()).await?;
+    let b = node(&nats, "b", KEY, BusOptions::default()).await?;
+    let older = a.presence.attach(device(1), 100).await;
+    let newer = b.presence.attach(device(1), 200).await;
+    timeout(Duration::from_secs(1), older.displaced.cancelled())
+        .await
+        .context("the older connection was not displaced within 1 s")?;
+    assert!(!newer.displaced.is_cancelled());
+    assert_eq!(a.metrics.displacements.get(), 1);
+
+    // A late announcement of an older connection (a node paused meanwhile) loses too:
+    // the newer one answers, and the older one closes.
+    let stale = a.presence.attach(device(2), 100).await;
+    let fresh = b.presence.attach(device(2), 300).await;
+    timeout(Duration::from_secs(1), stale.displaced.cancelled())
+        .await
+        .context("displaced")?;
+    let late = a.presence.attach(device(2), 250).await;
+    timeout(Duration::from_secs(1), late.displaced.cancelled())
+        .await
+        .context("an older connection attaching later is displaced by the answer")?;
+    assert!(!fresh.displaced.is_cancelled());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_with_other_keys_do_not_hear_each_other() -> anyhow::Result<()> {
+    let Some(nats) = TestNats::start()? else {
+        return Ok(());
+    };
+    let a = node(&nats, "a", KEY, BusOptions::default()).await?;
+    let other = node(
+        &nats,
+        "x",
+        "another-cluster-key-entirely",
+        BusOptions::default(),
+    )
+    .await?;
+    let attachment = a.presence.attach(device(1), 100).await;
+    let _theirs = other.presence.attach(device(1), 200).await;
+    other.presence.committed(device(1), envelope(1, 10));
+    assert!(
+        timeout(Duration::from_millis(500), attachment.wake.notified())
+            .await
+            .is_err(),
+        "a wake crossed clusters"
+    );
+    assert!(!attachment.displaced.is_cancelled());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_nats_restarts_every_device_reads_its_queue_and_wakes_flow_again(
+) -> anyhow::Result<()> {
+    let Some(nats) = TestNats::start()? else {
+        return Ok(());
+    };
+    let a = node(&nats, "a", KEY, BusOptions::default()).await?;
+    let b = node(&nats, "b", KEY, BusOptions::default()).await?;
+    let attachment = a.presence.attach(device(1), 100).await;
+    let resyncs = a.metrics.resyncs.get();
+    nats.stop()?;
+    wait_until("a saw NATS go", Duration::from_secs(5), || {
+        !a.presence.is_connected()
+    })
+    .await?;
+    nats.start_again()?;
+    wait_until("a reconnected", Duration::from_secs(10), || {
+        a.presence.is_connected()
+    })
+    .await?;
+    wait_until("b reconnected", Duration::from_secs(10), || {
+        b.presence.is_connected()
+    })
+    .await?;
+    wait_until("a resynced its devices", Duration::from_secs(2), || {
+        a.metrics.resyncs.get() > resyncs
+    })
+    .await?;
+    assert!(
+        attachment.take_fresh().stale,
+        "the device reads its queue again"
+    );
+    // The subscription came back with the connection.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seq = 10;
+    loop {
+        b.presence.committed(device(1), envelope(seq, 10));
+        if let Ok(()) = timeout(Duration::from_millis(200), attachment.wake.notified()).await {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("no wake crossed within 2 s after NATS came back");
+        }
+        seq += 1;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_resyncs_its_devices() -> anyhow::Result<()> {
+    let Some(nats) = TestNats::start()? else {
+        return Ok(());
+    };
+    let tiny = BusOptions {
+        subscription_capacity: 1,
+        ..BusOptions::default()
+    };
+    let a = node(&nats, "a", KEY, tiny).await?;
+    let b = node(&nats, "b", KEY, BusOptions::default()).await?;
+    let attachment = a.presence.attach(device(1), 100).await;
+    let resyncs = a.metrics.resyncs.get();
+    // A burst larger than the subscription's buffer: NATS's client drops some and
+    // reports a slow consumer.
+    for seq in 1..=5_000 {
+        b.presence.committed(device(1), envelope(seq, 100));
+    }
+    wait_until(
+        "a slow consumer was reported",
+        Duration::from_secs(5),
+        || a.metrics.slow_consumer_events.get() > 0,
+    )
+    .await?;
+    wait_until("a resynced after it", Duration::from_secs(2), || {
+        a.metrics.resyncs.get() > resyncs
+    })
+    .await?;
+    assert!(attachment.take_fresh().stale, "the device reads its queue");
+    Ok(())
+}
