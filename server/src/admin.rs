@@ -3,7 +3,7 @@
 //! | path | answers |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process serves (liveness) |
-//! | `GET /readyz` | `200 ready` if a tiny write commits within [`READY_TIMEOUT`], else `503` (readiness: the database is writable) |
+//! | `GET /readyz` | `200 ready` if the bus to the other nodes is up (cluster mode) and a tiny write commits within [`READY_TIMEOUT`], else `503` (readiness: the database is writable, the node can wake the others) |
 //! | `GET /metrics` | every [`crate::metrics`] value, Prometheus text format 0.0.4 |
 //!
 //! A deliberately small HTTP/1.1 server: one request per connection (`Connection:
@@ -144,6 +144,9 @@ async fn route(path: &str, shared: &Shared) -> Response {
     match path {
         "/healthz" => Response::text("200 OK", "ok\n"),
         "/readyz" => {
+            if let Some(why) = shared.presence.unreachable() {
+                return Response::text("503 Service Unavailable", format!("not ready: {why}\n"));
+            }
             match tokio::time::timeout(READY_TIMEOUT, shared.store.check_writable()).await {
                 Ok(Ok(())) => Response::text("200 OK", "ready\n"),
                 Ok(Err(e)) => {

@@ -39,7 +39,8 @@ pub struct Config {
         long,
         env = "PARLEY_STORE",
         default_value = "sqlite",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub store: StoreLocation,
 

@@ -28,6 +28,8 @@
 //! * [`nats`]: the same for a `nats-server`.
 //! * [`services`]: what those two share, including the rule for a service that is not
 //!   installed: `SKIPPED: ...` and a pass, or a failure when `PARLEY_REQUIRE_SERVICES=1`.
+//! * [`cluster`]: several `parley-server` processes on one [`postgres`] and one [`nats`]
+//!   of the test's own, any of which a test can SIGKILL, pause or restart.
 //! * [`burst`]: senders that retry through server faults, and the drain that checks them.
 //!
 //! Tests run in two tiers: the PR tier (every `cargo test`) and a longer tier, with more
@@ -43,6 +45,7 @@ pub mod business;
 pub mod canary;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod mitm;
 pub mod nats;

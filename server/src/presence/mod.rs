@@ -56,6 +56,12 @@ pub trait Presence: CommitListener {
     /// Devices connected to this process.
     fn len(&self) -> usize;
 
+    /// Why this node cannot reach the other nodes right now, if it cannot (for
+    /// `/readyz`); `None` on one node.
+    fn unreachable(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether no device is connected to this process.
     fn is_empty(&self) -> bool {
         self.len() == 0

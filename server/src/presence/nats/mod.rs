@@ -446,4 +446,8 @@ impl Presence for NatsPresence {
     fn len(&self) -> usize {
         self.inner.local.len()
     }
+
+    fn unreachable(&self) -> Option<&'static str> {
+        (!self.is_connected()).then_some("the bus (NATS) is unreachable")
+    }
 }
