@@ -67,6 +67,29 @@ impl SenderProgress {
     }
 }
 
+/// Logs in through the first of `urls` (from `*next`, round robin) that answers,
+/// retrying for at most [`SERVER_RETURN_LIMIT`]; leaves `*next` after the one used.
+pub async fn login_to_any(
+    urls: &[String],
+    next: &mut usize,
+    account: &TestAccount,
+) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + SERVER_RETURN_LIMIT;
+    loop {
+        let Some(url) = urls.get(*next % urls.len().max(1)) else {
+            bail!("no server URL");
+        };
+        *next += 1;
+        match Client::login(url, account).await {
+            Ok(client) => return Ok(client),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => bail!("no server came back: {e:#}"),
+        }
+    }
+}
+
 /// Sends `count` messages of `size` bytes from `from` to `to`, in order, each retried
 /// until accepted; records acceptances in `history`.
 pub fn spawn_sender(
@@ -77,15 +100,29 @@ pub fn spawn_sender(
     size: usize,
     history: Arc<Mutex<History>>,
 ) -> (SenderProgress, JoinHandle<anyhow::Result<()>>) {
+    spawn_sender_across(vec![url], from, to, count, size, history)
+}
+
+/// [`spawn_sender`] through several servers of one deployment: after a failure it
+/// reconnects to the next URL (round robin), as a client of a cluster does.
+pub fn spawn_sender_across(
+    urls: Vec<String>,
+    from: Arc<TestAccount>,
+    to: DeviceAddress,
+    count: usize,
+    size: usize,
+    history: Arc<Mutex<History>>,
+) -> (SenderProgress, JoinHandle<anyhow::Result<()>>) {
     let progress = SenderProgress::default();
     let shared = progress.clone();
     let task = tokio::spawn(async move {
         let mut client: Option<Client> = None;
+        let mut next = 0;
         let mut n = 0;
         while n < count {
             let c = match client.as_mut() {
                 Some(c) => c,
-                None => client.insert(login_when_up(&url, &from).await?),
+                None => client.insert(login_to_any(&urls, &mut next, &from).await?),
             };
             let mut body = format!("message {n} ").into_bytes();
             body.resize(size.max(body.len()), b'.');
@@ -156,6 +193,52 @@ pub async fn drain(
             other => bail!("unexpected {other:?}"),
         }
     }
+}
+
+/// Receives for `account` until `stop` is cancelled, through any of `urls` (round robin
+/// after a failure, as a client of a cluster does): records every delivery in
+/// `history` and acks every [`ACK_EVERY`] deliveries. Returns the reconnects it made.
+/// Stopping leaves unacked deliveries queued; a [`drain`] afterwards gets them again.
+pub fn spawn_receiver_across(
+    urls: Vec<String>,
+    account: Arc<TestAccount>,
+    history: Arc<Mutex<History>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> JoinHandle<anyhow::Result<usize>> {
+    tokio::spawn(async move {
+        let mut next = 1;
+        let mut reconnects = 0;
+        'connections: while !stop.is_cancelled() {
+            let mut client = tokio::select! {
+                () = stop.cancelled() => break,
+                client = login_to_any(&urls, &mut next, &account) => client?,
+            };
+            let mut delivered = 0usize;
+            loop {
+                let push = tokio::select! {
+                    () = stop.cancelled() => break 'connections,
+                    push = client.next_push() => push,
+                };
+                match push {
+                    Ok(ServerBody::Deliver(d)) => {
+                        history
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .delivered(d.id);
+                        delivered += 1;
+                        if delivered % ACK_EVERY == 0 && client.ack(d.seq).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    // The node went away (or the read timed out on a quiet connection).
+                    Err(_) => break,
+                }
+            }
+            reconnects += 1;
+        }
+        Ok(reconnects)
+    })
 }
 
 /// Sends `count` envelopes to `to`, pipelined `window` at a time, and returns each reply
