@@ -44,21 +44,25 @@ pub fn verify_business(
     display_name: &str,
     categories: &str,
 ) -> anyhow::Result<String> {
-    admin(
-        data_dir,
-        &[
-            "verify-business",
-            handle,
-            "--legal-name",
-            &format!("{display_name} Ltd"),
-            "--display-name",
-            display_name,
-            "--domain",
-            &format!("{handle}.example"),
-            "--categories",
-            categories,
-        ],
-    )
+    let args = verify_business_args(handle, display_name, categories);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    admin(data_dir, &args)
+}
+
+/// The arguments of `admin verify-business` for [`verify_business`].
+pub fn verify_business_args(handle: &str, display_name: &str, categories: &str) -> Vec<String> {
+    vec![
+        "verify-business".into(),
+        handle.into(),
+        "--legal-name".into(),
+        format!("{display_name} Ltd"),
+        "--display-name".into(),
+        display_name.into(),
+        "--domain".into(),
+        format!("{handle}.example"),
+        "--categories".into(),
+        categories.into(),
+    ]
 }
 
 /// Milliseconds since the Unix epoch.

@@ -30,6 +30,8 @@
 //!   installed: `SKIPPED: ...` and a pass, or a failure when `PARLEY_REQUIRE_SERVICES=1`.
 //! * [`cluster`]: several `parley-server` processes on one [`postgres`] and one [`nats`]
 //!   of the test's own, any of which a test can SIGKILL, pause or restart.
+//! * [`deployment`]: one switch that runs an end-to-end test against one server or a
+//!   two-node cluster.
 //! * [`burst`]: senders that retry through server faults, and the drain that checks them.
 //!
 //! Tests run in two tiers: the PR tier (every `cargo test`) and a longer tier, with more
@@ -46,6 +48,7 @@ pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod deployment;
 pub mod history;
 pub mod mitm;
 pub mod nats;

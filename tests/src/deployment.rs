@@ -1,0 +1,129 @@
+//! One switch for end-to-end tests: the same test runs against one server process or
+//! against a two-node cluster (PostgreSQL and NATS of its own, [`TestCluster`]).
+//!
+//! A test starts a [`Deployment`] instead of a [`ServerProcess`] and gives each party the
+//! URL of [`Deployment::url_for`] its index: on one server every party gets the same URL;
+//! on a cluster consecutive parties land on different nodes, so every conversation
+//! crosses nodes. Operator commands go through [`Deployment::admin`].
+//!
+//! The switch ([`on_cluster`]): `PARLEY_TEST_CLUSTER=1`, or a test binary whose name
+//! ends in `_on_cluster` (a target in `tests/Cargo.toml` that includes a test file
+//! with `#[path]`, so the default run covers both without a copy of any test).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::cluster::TestCluster;
+use crate::server::ServerProcess;
+
+/// Nodes of the cluster a switched test runs against.
+pub const CLUSTER_NODES: usize = 2;
+
+/// Whether end-to-end tests run against a cluster (see the module documentation).
+pub fn on_cluster() -> bool {
+    if std::env::var_os("PARLEY_TEST_CLUSTER").is_some_and(|v| v == "1") {
+        return true;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .is_some_and(|name| {
+            // Cargo names test binaries `<target>-<hash>`.
+            name.rsplit_once('-')
+                .map_or(name.as_str(), |(target, _)| target)
+                .ends_with("_on_cluster")
+        })
+}
+
+/// One server, or a cluster of [`CLUSTER_NODES`].
+#[derive(Debug)]
+pub enum Deployment {
+    /// A single `parley-server` process on a SQLite data directory.
+    Single {
+        /// The process.
+        server: ServerProcess,
+        /// Its data directory.
+        data_dir: PathBuf,
+    },
+    /// Nodes on PostgreSQL and NATS.
+    Cluster(TestCluster),
+}
+
+impl Deployment {
+    /// Starts what the switch says, each server with the kit's usual arguments plus
+    /// `extra`; a single server uses `data_dir`. `Ok(None)` when the cluster's services
+    /// are not installed (the test then passes as skipped, saying so).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Option<Deployment>> {
+        if on_cluster() {
+            return Ok(TestCluster::start_with(CLUSTER_NODES, extra)?.map(Deployment::Cluster));
+        }
+        let any: SocketAddr = "127.0.0.1:0".parse()?;
+        let server = ServerProcess::start(data_dir, any, extra)?;
+        Ok(Some(Deployment::Single {
+            server,
+            data_dir: data_dir.to_path_buf(),
+        }))
+    }
+
+    /// The first server's URL.
+    pub fn url(&self) -> String {
+        self.url_for(0)
+    }
+
+    /// The URL party `index` connects to: on a cluster, node `index % nodes`.
+    pub fn url_for(&self, index: usize) -> String {
+        match self {
+            Deployment::Single { server, .. } => server.url(),
+            Deployment::Cluster(cluster) => cluster.url(index % cluster.len().max(1)),
+        }
+    }
+
+    /// Every server's URL.
+    pub fn urls(&self) -> Vec<String> {
+        match self {
+            Deployment::Single { server, .. } => vec![server.url()],
+            Deployment::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// The data directory operator commands use (on a cluster, node 0's: it holds the
+    /// authority key every node shares).
+    pub fn data_dir(&self) -> anyhow::Result<&Path> {
+        match self {
+            Deployment::Single { data_dir, .. } => Ok(data_dir),
+            Deployment::Cluster(cluster) => cluster.data_dir(0),
+        }
+    }
+
+    /// Runs `parley-server admin ARGS` on this deployment's store.
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        match self {
+            Deployment::Single { data_dir, .. } => crate::business::admin(data_dir, args),
+            Deployment::Cluster(cluster) => cluster.admin(args),
+        }
+    }
+
+    /// Verifies the account `handle` as a business (see
+    /// [`crate::business::verify_business`]).
+    pub fn verify_business(
+        &self,
+        handle: &str,
+        display_name: &str,
+        categories: &str,
+    ) -> anyhow::Result<String> {
+        let args = crate::business::verify_business_args(handle, display_name, categories);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.admin(&args)
+            .with_context(|| format!("verify-business {handle}"))
+    }
+
+    /// Log lines of every server that report a panic.
+    pub fn panics(&self) -> Vec<String> {
+        match self {
+            Deployment::Single { server, .. } => server.panics(),
+            Deployment::Cluster(cluster) => cluster.panics(),
+        }
+    }
+}
