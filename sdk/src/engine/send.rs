@@ -74,6 +74,7 @@ impl Engine {
                 return Ok(());
             }
             Err(e) if e.is_connection_error() => {
+                tracing::debug!(error = %e, "send interrupted before it was stored: runs again");
                 waiting.unstored(out, reply);
                 return Err(e);
             }
@@ -85,6 +86,7 @@ impl Engine {
         let id = entry.id;
         let result = match self.deliver_outbox_entry(conn, entry).await {
             Err(e) if e.is_connection_error() => {
+                tracing::debug!(error = %e, "send interrupted unanswered: waits for its retry");
                 waiting.stored(id, reply);
                 return Err(e);
             }
