@@ -83,10 +83,10 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        Err(failover::unreachable(
-            servers,
-            last.unwrap_or_else(|| SdkError::InvalidInput("no server URL given".into())),
-        ))
+        Err(match last {
+            Some(last) => failover::unreachable(servers, &last),
+            None => SdkError::InvalidInput("no server URL given".into()),
+        })
     }
 
     /// Logs in as `identity`'s primary device.

@@ -12,7 +12,7 @@
 //! failed in a row does it pause, [`Failover::first_pause`] doubling each round up to
 //! [`Failover::max_pause`]. An answer from a server (`rate_limited`, `unavailable`,
 //! `auth_failed`...) is not a connection error: the client stays with that server and
-//! pauses. What happens to sends that were under way is the engine's business; this
+//! pauses, on the same schedule up to [`REFUSED_MAX_PAUSE`]. What happens to sends that were under way is the engine's business; this
 //! module does not know about messages.
 
 use std::fmt;
@@ -127,6 +127,13 @@ pub struct Failover {
 pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// See [`Failover::max_pause`].
 pub const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// The shortest pause, even if [`Failover`] is configured with less: a client with
+/// every server down must not spin.
+pub const MIN_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause before asking a server again that answered but refused the login
+/// (`auth_failed`, `rate_limited`, `unavailable`...): it is up, and asking every
+/// [`MAX_PAUSE`] would not change its answer, only add to its load.
+pub const REFUSED_MAX_PAUSE: Duration = Duration::from_secs(30);
 /// See [`Failover::give_up_after`]: long enough for a node to be restarted or a load
 /// balancer to notice, short enough for an interactive `parley send` (30 s) to report.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(20);
@@ -145,14 +152,21 @@ impl Default for Failover {
 impl Failover {
     /// The pause after `round` complete rounds in which every server failed (1 is the
     /// first): `first_pause × 2^(round-1)`, at most `max_pause`; zero for round 0.
+    /// Never below [`MIN_PAUSE`], whatever the configuration says.
     pub fn pause(&self, round: u32) -> Duration {
+        self.pause_up_to(round, self.max_pause)
+    }
+
+    /// The same schedule up to `cap`.
+    fn pause_up_to(&self, round: u32, cap: Duration) -> Duration {
         if round == 0 {
             return Duration::ZERO;
         }
         let exponent = (round - 1).min(31);
         self.first_pause
             .saturating_mul(1u32 << exponent)
-            .min(self.max_pause)
+            .min(cap)
+            .max(MIN_PAUSE)
     }
 
     /// `pause` shortened by a random share of up to half (`random` is uniform over
@@ -198,11 +212,12 @@ impl Rotation {
     }
 
     /// The current server answered but would not let us in (a refusal, not a
-    /// connection error): stay with it, and pause as if the round had failed.
+    /// connection error): stay with it, and pause as if the round had failed, on the
+    /// same schedule but up to [`REFUSED_MAX_PAUSE`].
     pub fn refused(&mut self, policy: &Failover) -> Duration {
         let rounds = self.rounds().saturating_add(1);
         self.failed_in_a_row = rounds.saturating_mul(self.servers_u32());
-        policy.pause(rounds)
+        policy.pause_up_to(rounds, REFUSED_MAX_PAUSE.max(policy.max_pause))
     }
 
     /// The connection to the current server ended after `lasted`: a failure like any
@@ -232,14 +247,11 @@ impl Rotation {
     }
 }
 
-/// The error for "no server of `servers` answered", from the last one's.
-pub(crate) fn unreachable(servers: &ServerList, last: SdkError) -> SdkError {
-    if servers.count() == 1 {
-        return last;
-    }
+/// The error for "no server of `servers` answered", naming them all, with the reason
+/// of the `last` failure.
+pub(crate) fn unreachable(servers: &ServerList, last: &SdkError) -> SdkError {
     let reason = match last {
-        SdkError::Unreachable { reason, .. } => reason,
-        SdkError::ConnectionLost(reason) => reason,
+        SdkError::Unreachable { reason, .. } | SdkError::ConnectionLost(reason) => reason.clone(),
         other => other.to_string(),
     };
     SdkError::Unreachable {
@@ -312,6 +324,12 @@ mod tests {
             ]
         );
         assert_eq!(policy.pause(u32::MAX), ms(2000), "no overflow");
+        let spinning = Failover {
+            first_pause: Duration::ZERO,
+            max_pause: Duration::ZERO,
+            give_up_after: Duration::ZERO,
+        };
+        assert_eq!(spinning.pause(1), MIN_PAUSE, "never a busy loop");
     }
 
     #[test]
@@ -358,6 +376,9 @@ mod tests {
         let mut r = Rotation::new(2, 1);
         assert_eq!((r.refused(&policy), r.current()), (ms(100), 1));
         assert_eq!((r.refused(&policy), r.current()), (ms(200), 1));
+        // Refusals go on growing past max_pause, to REFUSED_MAX_PAUSE.
+        let longest = (0..12).map(|_| r.refused(&policy)).max().unwrap();
+        assert_eq!(longest, REFUSED_MAX_PAUSE);
         // One server alone pauses after every failure.
         let mut alone = Rotation::new(1, 0);
         assert_eq!((alone.failed(&policy), alone.current()), (ms(100), 0));
@@ -372,16 +393,13 @@ mod tests {
             reason: "refused".into(),
         };
         assert_eq!(
-            unreachable(&list, last).to_string(),
+            unreachable(&list, &last).to_string(),
             "server unreachable at ws://a, ws://b: refused"
         );
         let one: ServerList = "ws://a".parse().unwrap();
-        let last = SdkError::Unreachable {
-            url: "ws://a".into(),
-            reason: "refused".into(),
-        };
+        let last = SdkError::ConnectionLost("refused".into());
         assert_eq!(
-            unreachable(&one, last).to_string(),
+            unreachable(&one, &last).to_string(),
             "server unreachable at ws://a: refused"
         );
     }

@@ -269,14 +269,7 @@ impl Engine {
 
     /// "No server answers", naming them all.
     fn unreachable(&self, why: &SdkError) -> SdkError {
-        SdkError::Unreachable {
-            url: self.servers.to_string(),
-            reason: match why {
-                SdkError::Unreachable { reason, .. } => reason.clone(),
-                SdkError::ConnectionLost(reason) => reason.clone(),
-                other => other.to_string(),
-            },
-        }
+        failover::unreachable(&self.servers, why)
     }
 
     /// Tells the application it is disconnected, and when the next attempt comes.
@@ -311,10 +304,10 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        Err(failover::unreachable(
-            &self.servers,
-            last.unwrap_or_else(|| SdkError::InvalidInput("no server URL given".into())),
-        ))
+        Err(match last {
+            Some(last) => failover::unreachable(&self.servers, &last),
+            None => SdkError::InvalidInput("no server URL given".into()),
+        })
     }
 
     async fn serve(
