@@ -220,14 +220,14 @@ impl Rotation {
         policy.pause_up_to(rounds, REFUSED_MAX_PAUSE.max(policy.max_pause))
     }
 
-    /// The connection to the current server ended after `lasted`: a failure like any
-    /// other, but one that lasted [`Failover::max_pause`] first worked, so the
-    /// schedule starts afresh.
-    pub fn lost(&mut self, lasted: Duration, policy: &Failover) -> Duration {
+    /// The connection to the current server ended after `lasted`; [`Rotation::failed`]
+    /// or [`Rotation::refused`] (by why it ended) follows. One that lasted
+    /// [`Failover::max_pause`] worked, so the schedule starts afresh; a shorter one is
+    /// part of the failures in a row.
+    pub fn ended(&mut self, lasted: Duration, policy: &Failover) {
         if lasted >= policy.max_pause {
             self.failed_in_a_row = 0;
         }
-        self.failed(policy)
     }
 
     fn pause_if_round_complete(&self, policy: &Failover) -> Duration {
@@ -363,11 +363,16 @@ mod tests {
         assert_eq!(r.failed(&policy), ms(0));
         assert_eq!(r.failed(&policy), ms(100));
         // Connected to 0; it drops at once: still the schedule's third failure...
-        assert_eq!((r.lost(ms(10), &policy), r.current()), (ms(0), 1));
+        r.ended(ms(10), &policy);
+        assert_eq!((r.failed(&policy), r.current()), (ms(0), 1));
         assert_eq!(r.failed(&policy), ms(200));
         // ...while one that lasted moves to the next server without a pause.
-        assert_eq!((r.lost(ms(2000), &policy), r.current()), (ms(0), 1));
+        r.ended(ms(2000), &policy);
+        assert_eq!((r.failed(&policy), r.current()), (ms(0), 1));
         assert_eq!(r.failed(&policy), ms(100));
+        // A lasting connection ended by a refusal stays, and pauses from the start.
+        r.ended(ms(2000), &policy);
+        assert_eq!((r.refused(&policy), r.current()), (ms(100), 0));
     }
 
     #[test]

@@ -138,7 +138,14 @@ impl Engine {
                 error = %e,
                 "connection lost"
             );
-            let pause = rotation.lost(lasted, &self.failover);
+            // A refusal (say, the outbox flush answered `storage_full`) is not the
+            // server's absence: stay with it.
+            rotation.ended(lasted, &self.failover);
+            let pause = if e.is_connection_error() {
+                rotation.failed(&self.failover)
+            } else {
+                rotation.refused(&self.failover)
+            };
             let reason = e.to_string();
             // A connection that lasted ended the last outage; one that did not is part
             // of it, and its deadline stands.

@@ -166,7 +166,14 @@ impl Engine {
                     tracing::debug!(error = %e, "queued message refused");
                     waiting.settle(&id, Err(e));
                 }
-                Err(e) => return Err(e),
+                // Its caller waits on for the next connection.
+                Err(e) if e.is_connection_error() => return Err(e),
+                // The server answered, but not `accepted`: the caller hears so now, as
+                // for any send, and the message stays first in the outbox.
+                Err(e) => {
+                    waiting.settle(&id, Err(SdkError::Queued(e.to_string())));
+                    return Err(e);
+                }
                 Ok(id) => waiting.settle(&id, Ok(id)),
             }
         }
