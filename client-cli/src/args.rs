@@ -11,14 +11,16 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "parley", version, about, long_about)]
 pub struct Args {
-    /// Server URL.
+    /// Server URL; repeat the option or give a comma-separated list for the nodes of one
+    /// deployment, and parley fails over to the next whenever a server cannot be reached.
     #[arg(
         long,
         global = true,
         env = "PARLEY_SERVER",
-        default_value = "ws://127.0.0.1:7878"
+        default_value = "ws://127.0.0.1:7878",
+        value_name = "URL[,URL...]"
     )]
-    pub server: String,
+    pub server: Vec<String>,
 
     /// PEM file of CA certificates to trust for a wss:// server instead of the web PKI
     /// roots (for a private CA or a test certificate).

@@ -11,9 +11,10 @@ mod render;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Parser;
 use parley_sdk::store::ClientStore;
-use parley_sdk::{ClientConfig, TlsTrust};
+use parley_sdk::{ClientConfig, ServerList, TlsTrust};
 
 use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand};
 use commands::moderation::Action;
@@ -60,9 +61,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, out: Output) -> anyhow::Result<()> {
+    let servers = ServerList::new(&args.server).context("--server")?;
     let path = paths::profile_database(args.home, &args.profile)?;
     let store = Arc::new(ClientStore::open(&path)?);
-    let mut config = ClientConfig::new(args.server);
+    let mut config = ClientConfig::with_servers(servers);
     config.authority = out.authority;
     if let Some(ca_file) = &args.ca_file {
         config.tls = TlsTrust::ca_file(ca_file)?;

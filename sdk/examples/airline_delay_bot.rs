@@ -2,8 +2,8 @@
 //! (category `transactional`) to the passengers of a delayed flight who opted in.
 //!
 //! ```text
-//! airline_delay_bot <server-url> <profile-dir> --register <bot-handle>   # once
-//! airline_delay_bot <server-url> <profile-dir> [--delay <flight> --passengers a,b,c]
+//! airline_delay_bot <server-urls> <profile-dir> --register <bot-handle>   # once
+//! airline_delay_bot <server-urls> <profile-dir> [--delay <flight> --passengers a,b,c]
 //!                   [--serve SECS]
 //! ```
 //!
@@ -20,7 +20,7 @@ use parley_protocol::ids::Handle;
 use parley_sdk::bot::{BotMessage, Pacing, SendOutcome};
 use parley_sdk::Event;
 
-const USAGE: &str = "airline_delay_bot <server-url> <profile-dir> (--register <bot-handle> | \
+const USAGE: &str = "airline_delay_bot <server-urls> <profile-dir> (--register <bot-handle> | \
                      [--delay <flight> --passengers a,b,c] [--serve SECS])";
 
 /// The operations system's view of a few flights (simulated).

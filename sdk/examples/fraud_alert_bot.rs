@@ -3,8 +3,8 @@
 //! act on the signed answer.
 //!
 //! ```text
-//! fraud_alert_bot <server-url> <profile-dir> --register <bot-handle>   # once
-//! fraud_alert_bot <server-url> <profile-dir> --customer <handle> [--wait SECS]
+//! fraud_alert_bot <server-urls> <profile-dir> --register <bot-handle>   # once
+//! fraud_alert_bot <server-urls> <profile-dir> --customer <handle> [--wait SECS]
 //! ```
 //!
 //! The customer must have granted `security_alert` first
@@ -21,7 +21,7 @@ use parley_protocol::e2e::content::{Card, CardAction, CardField, CardId};
 use parley_sdk::bot::{BusinessBot, SendOutcome};
 use parley_sdk::Event;
 
-const USAGE: &str = "fraud_alert_bot <server-url> <profile-dir> \
+const USAGE: &str = "fraud_alert_bot <server-urls> <profile-dir> \
                      (--register <bot-handle> | --customer <handle> [--wait SECS])";
 
 #[tokio::main]

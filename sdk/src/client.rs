@@ -20,6 +20,7 @@ use crate::connection::Connection;
 use crate::engine::{blocking, Command, Engine, Outgoing, Peer};
 use crate::error::SdkError;
 use crate::events::Event;
+use crate::failover::{Failover, ServerList};
 use crate::keys::{generate_identity, register_body};
 use crate::store::{ClientStore, Contact, Profile};
 
@@ -30,8 +31,11 @@ pub const QUEUE_CAPACITY: usize = 256;
 /// How to reach the server.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `ws://host:port` or `wss://host:port` of the server.
-    pub server_url: String,
+    /// The servers of the deployment (`ws://host:port` or `wss://host:port`); the
+    /// engine fails over from one to the next (see [`crate::failover`]).
+    pub servers: ServerList,
+    /// When to pause between servers and when to tell waiting callers it gave up.
+    pub failover: Failover,
     /// Certificates trusted for a `wss://` server (default: the web PKI roots).
     pub tls: crate::tls::TlsTrust,
     /// The operator's verification authority key, when known out of band; `None` pins
@@ -48,10 +52,19 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A configuration for `server_url`.
+    /// A configuration for one server URL, or several as a comma-separated list
+    /// (`"ws://a:7878,ws://b:7878"`). Text that is not a list of `ws://`/`wss://` URLs
+    /// is kept as one URL, and connecting to it fails with an error that names it; use
+    /// [`ClientConfig::with_servers`] with a parsed [`ServerList`] to refuse it earlier.
     pub fn new(server_url: impl Into<String>) -> ClientConfig {
+        ClientConfig::with_servers(ServerList::lenient(server_url.into()))
+    }
+
+    /// A configuration for the servers of one deployment, tried in this order first.
+    pub fn with_servers(servers: ServerList) -> ClientConfig {
         ClientConfig {
-            server_url: server_url.into(),
+            servers,
+            failover: Failover::default(),
             tls: crate::tls::TlsTrust::default(),
             authority: None,
             receive: true,
@@ -109,7 +122,7 @@ impl Client {
             }
         };
         let records = blocking(&store, |s| s.prekeys()).await?;
-        let mut conn = Connection::open(&config.server_url, &config.tls).await?;
+        let (_, mut conn) = Connection::open_first(&config.servers, &config.tls).await?;
         let mut body = None;
         let registered = conn
             .register(|hello| {
@@ -129,7 +142,7 @@ impl Client {
                 code: parley_protocol::wire::ErrorCode::AccountExists,
                 ..
             }) => {
-                let mut conn = Connection::open(&config.server_url, &config.tls).await?;
+                let (_, mut conn) = Connection::open_first(&config.servers, &config.tls).await?;
                 conn.login(&identity).await?
             }
             Err(e) => return Err(e),
@@ -143,7 +156,9 @@ impl Client {
     }
 
     /// Connects and logs in with the stored identity, then runs the engine in the
-    /// background. Fails at once if the server cannot be reached.
+    /// background. Tries each server once, in order; fails at once if none can be
+    /// reached (or one refuses the login). Once running, the engine fails over on its
+    /// own ([`crate::failover`]).
     pub async fn start(config: ClientConfig, store: Arc<ClientStore>) -> Result<Client, SdkError> {
         let stored = blocking(&store, |s| s.identity())
             .await?
@@ -164,14 +179,15 @@ impl Client {
             me,
             authority: config.authority,
             receive: config.receive,
-            url: config.server_url.clone(),
+            servers: config.servers.clone(),
+            failover: config.failover,
             tls: config.tls.clone(),
             events: events_tx,
             halt_before_ack: config.halt_before_ack,
             stop: stop.clone(),
         };
-        let conn = engine.connect().await?;
-        let task = tokio::spawn(engine.run(conn, commands_rx));
+        let (at, conn) = engine.connect_first().await?;
+        let task = tokio::spawn(engine.run(conn, at, commands_rx));
         Ok(Client {
             commands,
             events,
@@ -183,6 +199,12 @@ impl Client {
     }
 
     /// Encrypts and sends `text` to `to`; returns once the server stored it.
+    ///
+    /// If the connection breaks before the server answers, the engine fails over and
+    /// sends the same stored envelope (same message id) on the next connection, and this
+    /// call returns that answer; if no server answers within
+    /// [`Failover::give_up_after`], it returns [`SdkError::Queued`] and the message is
+    /// still resent on the next connection.
     ///
     /// When `to` belonged to a contact marked verified and the server now names another
     /// account for it, nothing is sent: `SdkError::Crypto(E2eError::IdentityChanged)`

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::SdkError;
+use crate::failover::{self, ServerList};
 
 /// Longest wait for the WebSocket upgrade and for any reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -66,6 +67,26 @@ impl Connection {
             other => return Err(SdkError::Protocol(format!("expected hello, got {other:?}"))),
         }
         Ok(conn)
+    }
+
+    /// Opens a connection to the first of `servers` that answers, trying each once in
+    /// order; returns its index in the list too.
+    pub async fn open_first(
+        servers: &ServerList,
+        tls: &crate::tls::TlsTrust,
+    ) -> Result<(usize, Connection), SdkError> {
+        let mut last = None;
+        for (index, url) in servers.urls().iter().enumerate() {
+            match Connection::open(url, tls).await {
+                Ok(conn) => return Ok((index, conn)),
+                Err(e) if e.is_connection_error() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match last {
+            Some(last) => failover::unreachable(servers, &last),
+            None => SdkError::InvalidInput("no server URL given".into()),
+        })
     }
 
     /// Logs in as `identity`'s primary device.

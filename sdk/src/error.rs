@@ -75,6 +75,18 @@ pub enum SdkError {
     Stopped,
 }
 
+impl SdkError {
+    /// Whether the connection itself failed (refused, reset, closed, timed out), as
+    /// opposed to an answer from the server: the engine then tries the next server, and
+    /// a send under way is retried there with the same message id.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            SdkError::Unreachable { .. } | SdkError::ConnectionLost(_)
+        )
+    }
+}
+
 impl From<ErrorBody> for SdkError {
     fn from(e: ErrorBody) -> SdkError {
         SdkError::Refused {

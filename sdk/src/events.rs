@@ -111,10 +111,17 @@ pub enum Event {
 pub enum ConnectionState {
     /// Authenticated and receiving.
     Connected,
-    /// Lost; reconnecting after this many milliseconds.
+    /// Lost; reconnecting after this many milliseconds (0: to the next server at once).
     Reconnecting {
         /// Delay before the next attempt.
         in_ms: u64,
+        /// Why the last attempt or connection failed.
+        reason: String,
+    },
+    /// No server answered within [`crate::Failover::give_up_after`]: sends that were
+    /// waiting got [`crate::SdkError::Queued`], and commands fail at once until a server
+    /// answers again. The engine keeps trying.
+    Unreachable {
         /// Why the last attempt or connection failed.
         reason: String,
     },

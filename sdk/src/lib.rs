@@ -14,6 +14,8 @@
 //! * [`business_info`]: checking a business certificate against the pinned authority.
 //! * [`bot`]: [`bot::BusinessBot`], the business side: categorised, idempotent sends
 //!   with typed outcomes, broadcasts paced within the relay's limits.
+//! * [`failover`]: several servers of one deployment ([`ServerList`]) and how the
+//!   engine moves between them ([`Failover`]).
 //!
 //! Two clients talking through a real server:
 //!
@@ -61,6 +63,7 @@ pub mod consent;
 mod engine;
 pub mod error;
 pub mod events;
+pub mod failover;
 pub mod keys;
 pub mod person;
 pub mod store;
@@ -71,5 +74,6 @@ pub use client::{safety_number, Client, ClientConfig};
 pub use engine::{Outgoing, Peer};
 pub use error::SdkError;
 pub use events::{ConnectionState, Event};
+pub use failover::{Failover, ServerList};
 pub use person::{ConsentChange, ConsentSummary};
 pub use tls::TlsTrust;

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use parley_protocol::ids::Handle;
 use parley_sdk::bot::BusinessBot;
 use parley_sdk::store::ClientStore;
-use parley_sdk::{Client, ClientConfig};
+use parley_sdk::{Client, ClientConfig, ServerList};
 
 /// A boxed error for `main`.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// `<server-url> <profile-dir>` then `--name value` options and bare flags.
+/// `<server-urls> <profile-dir>` then `--name value` options and bare flags.
 #[derive(Debug)]
 pub struct Args {
-    /// The relay, e.g. `ws://127.0.0.1:7878`.
-    pub server: String,
+    /// The relay, e.g. `ws://127.0.0.1:7878`, or the nodes of one deployment as a
+    /// comma-separated list (`ws://a:7878,ws://b:7878`) for the bot to fail over
+    /// between.
+    pub servers: ServerList,
     /// Where the bot keeps its identity and state (`bot.db`).
     pub profile_dir: PathBuf,
     options: Vec<(String, Option<String>)>,
@@ -41,7 +43,7 @@ impl Args {
             options.push((name.to_owned(), value));
         }
         Ok(Args {
-            server,
+            servers: server.parse()?,
             profile_dir: PathBuf::from(profile_dir),
             options,
         })
@@ -74,7 +76,7 @@ impl Args {
 /// Opens the bot's profile; with `--register HANDLE`, registers it first and says what
 /// the operator must do before the bot may send.
 pub async fn open_bot(args: &Args, categories: &str) -> Result<Option<BusinessBot>, Error> {
-    let config = ClientConfig::new(args.server.clone());
+    let config = ClientConfig::with_servers(args.servers.clone());
     let store = Arc::new(ClientStore::open(&args.profile_dir.join("bot.db"))?);
     if let Some(handle) = args.handle("register")? {
         let profile = Client::register(&config, store, Some(handle.clone())).await?;

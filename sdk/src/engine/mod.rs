@@ -2,17 +2,23 @@
 //!
 //! It connects and logs in, resends whatever the outbox holds, then serves commands from
 //! the [`crate::Client`] handle and frames from the server until the connection breaks;
-//! then it reconnects with exponential backoff and jitter. Commands wait while it is
-//! disconnected; a message already encrypted stays in the outbox and is resent.
+//! then it fails over: the next server at once, a pause (with jitter) after each round
+//! in which every server failed ([`crate::failover`]). Commands wait while it is
+//! disconnected; a message already encrypted stays in the outbox and is resent, and a
+//! send interrupted by the break waits for that resend's answer ([`waiting`]). After
+//! [`crate::Failover::give_up_after`] without a server, waiting callers get an error
+//! and new commands fail at once, while the engine keeps trying.
 
 mod business;
 mod customer;
 mod receive;
 mod send;
+mod waiting;
 
 pub(crate) use send::{now_ms, resolve_request, resolved};
 pub use send::{Outgoing, Peer};
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,18 +29,16 @@ use parley_protocol::wire::client::{ClientBody, DeleteAccount};
 use parley_protocol::wire::server::ServerBody;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::business_info::BusinessInfo;
 use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::{ConnectionState, Event};
+use crate::failover::{self, Failover, Rotation, ServerList};
 use crate::store::ClientStore;
-
-/// Shortest and longest pause between reconnection attempts.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
-/// See [`BACKOFF_MIN`].
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+use waiting::WaitingSends;
 
 /// How often the engine pings an otherwise quiet server; a server silent for two
 /// intervals is considered gone and the engine reconnects.
@@ -81,7 +85,8 @@ pub struct Engine {
     pub(crate) authority: Option<AuthorityKey>,
     /// Whether to take deliveries (see [`crate::ClientConfig::receive`]).
     pub(crate) receive: bool,
-    pub(crate) url: String,
+    pub(crate) servers: ServerList,
+    pub(crate) failover: Failover,
     pub(crate) tls: crate::tls::TlsTrust,
     pub(crate) events: mpsc::Sender<Event>,
     /// Test hook: stop dead after storing a message and before acknowledging it, as if
@@ -102,66 +107,225 @@ enum Stop {
     Lost(SdkError),
 }
 
+/// An outage: since the last connection that lasted, no server has worked.
+#[derive(Debug)]
+struct Outage {
+    /// When waiting callers are told.
+    give_up_at: Instant,
+    /// Whether they were: commands then fail at once while disconnected.
+    gave_up: bool,
+    /// Why the last connection or attempt failed.
+    why: SdkError,
+}
+
 impl Engine {
-    /// Runs until the client handle is dropped. `conn` is an already logged-in connection.
-    pub async fn run(self, conn: Connection, mut commands: mpsc::Receiver<Command>) {
-        let mut conn = Some(conn);
-        let mut failures: u32 = 0;
+    /// Runs until the client handle is dropped. `conn` is an already logged-in
+    /// connection to server number `at`.
+    pub async fn run(self, conn: Connection, at: usize, mut commands: mpsc::Receiver<Command>) {
+        let mut rotation = Rotation::new(self.servers.count(), at);
+        let mut waiting = WaitingSends::default();
+        let mut outage: Option<Outage> = None;
+        let mut conn = conn;
         loop {
-            if self.stop.is_cancelled() {
-                return;
-            }
-            let current = match conn.take() {
-                Some(c) => c,
-                None => match tokio::select! {
-                    _ = self.stop.cancelled() => return,
-                    attempt = self.connect() => attempt,
-                } {
-                    Ok(c) => c,
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        self.pause(failures, &e).await;
-                        continue;
-                    }
+            let opened = Instant::now();
+            let e = match self.serve(conn, &mut commands, &mut waiting).await {
+                Stop::Shutdown | Stop::Halted => return,
+                Stop::Lost(e) => e,
+            };
+            let lasted = opened.elapsed();
+            tracing::debug!(
+                server = self.servers.url(rotation.current()),
+                error = %e,
+                "connection lost"
+            );
+            // A refusal (say, the outbox flush answered `storage_full`) is not the
+            // server's absence: stay with it.
+            rotation.ended(lasted, &self.failover);
+            let pause = if e.is_connection_error() {
+                rotation.failed(&self.failover)
+            } else {
+                rotation.refused(&self.failover)
+            };
+            let reason = e.to_string();
+            // A connection that lasted ended the last outage; one that did not is part
+            // of it, and its deadline stands.
+            let current = match outage.take() {
+                Some(mut o) if lasted < self.failover.max_pause => {
+                    o.why = e;
+                    o
+                }
+                _ => Outage {
+                    give_up_at: Instant::now() + self.failover.give_up_after,
+                    gave_up: false,
+                    why: e,
                 },
             };
-            match self.serve(current, &mut commands).await {
-                Stop::Shutdown | Stop::Halted => return,
-                Stop::Lost(e) => {
-                    tracing::debug!(error = %e, "connection lost");
-                    // The connection worked: start the backoff afresh.
-                    failures = 1;
-                    self.pause(failures, &e).await;
+            let o = outage.insert(current);
+            self.announce(pause, reason).await;
+            if self
+                .while_down(self.pause(pause), o, &mut commands, &mut waiting)
+                .await
+                .is_none()
+            {
+                return;
+            }
+            conn = match self
+                .reconnect(&mut rotation, o, &mut commands, &mut waiting)
+                .await
+            {
+                Some(c) => c,
+                None => return,
+            };
+        }
+    }
+
+    /// Tries the servers in turn (pausing after each round in which all failed) until
+    /// one logs us in; `None` once stopped.
+    async fn reconnect(
+        &self,
+        rotation: &mut Rotation,
+        outage: &mut Outage,
+        commands: &mut mpsc::Receiver<Command>,
+        waiting: &mut WaitingSends,
+    ) -> Option<Connection> {
+        loop {
+            let url = self.servers.url(rotation.current());
+            match self
+                .while_down(self.connect(url), outage, commands, waiting)
+                .await?
+            {
+                Ok(conn) => return Some(conn),
+                Err(e) => {
+                    let pause = if e.is_connection_error() {
+                        rotation.failed(&self.failover)
+                    } else {
+                        rotation.refused(&self.failover)
+                    };
+                    tracing::debug!(server = url, error = %e, "connecting failed");
+                    outage.why = e;
+                    if !pause.is_zero() {
+                        self.announce(pause, outage.why.to_string()).await;
+                        self.while_down(self.pause(pause), outage, commands, waiting)
+                            .await?;
+                    }
                 }
             }
         }
     }
 
-    /// Tells the application why it is disconnected, then waits out the backoff.
-    async fn pause(&self, failures: u32, why: &SdkError) {
-        let delay = backoff(failures);
-        self.emit(Event::Connection(ConnectionState::Reconnecting {
-            in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            reason: why.to_string(),
-        }))
-        .await;
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            _ = tokio::time::sleep(delay) => {}
+    /// Runs `step` while disconnected: stops with the engine (`None`), tells waiting
+    /// callers at the outage's deadline, and from then on answers new commands at once
+    /// with the error.
+    async fn while_down<T>(
+        &self,
+        step: impl Future<Output = T>,
+        outage: &mut Outage,
+        commands: &mut mpsc::Receiver<Command>,
+        waiting: &mut WaitingSends,
+    ) -> Option<T> {
+        tokio::pin!(step);
+        loop {
+            if outage.gave_up {
+                // Also whatever a short-lived connection left waiting since.
+                self.give_up(outage, waiting);
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                done = &mut step => return Some(done),
+                _ = tokio::time::sleep_until(outage.give_up_at), if !outage.gave_up => {
+                    outage.gave_up = true;
+                    tracing::debug!(error = %outage.why, "no server answered in time");
+                    self.emit(Event::Connection(ConnectionState::Unreachable {
+                        reason: outage.why.to_string(),
+                    }))
+                    .await;
+                }
+                command = commands.recv(), if outage.gave_up => match command {
+                    None => return None,
+                    Some(command) => self.refuse(command, &outage.why),
+                },
+            }
         }
     }
 
-    /// Opens a connection and logs in.
-    pub async fn connect(&self) -> Result<Connection, SdkError> {
-        let mut conn = Connection::open(&self.url, &self.tls).await?;
+    /// Tells the callers waiting through the outage that it lasted too long.
+    fn give_up(&self, outage: &Outage, waiting: &mut WaitingSends) {
+        let reason = outage.why.to_string();
+        waiting.give_up(&reason, || self.unreachable(&outage.why));
+    }
+
+    /// Answers a command that arrived during an outage past its deadline.
+    fn refuse(&self, command: Command, why: &SdkError) {
+        // The caller may have stopped waiting; that is its choice.
+        let error = self.unreachable(why);
+        match command {
+            Command::Send { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Request { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Business { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::DeleteAccount { reply } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// "No server answers", naming them all.
+    fn unreachable(&self, why: &SdkError) -> SdkError {
+        failover::unreachable(&self.servers, why)
+    }
+
+    /// Tells the application it is disconnected, and when the next attempt comes.
+    async fn announce(&self, pause: Duration, reason: String) {
+        self.emit(Event::Connection(ConnectionState::Reconnecting {
+            in_ms: u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            reason,
+        }))
+        .await;
+    }
+
+    /// Sleeps `pause` less a random share of up to half (see [`Failover::jitter`]).
+    async fn pause(&self, pause: Duration) {
+        tokio::time::sleep(Failover::jitter(pause, OsRng.next_u32())).await;
+    }
+
+    /// Opens a connection to `url` and logs in.
+    pub async fn connect(&self, url: &str) -> Result<Connection, SdkError> {
+        let mut conn = Connection::open(url, &self.tls).await?;
         conn.login(&self.identity).await?;
         Ok(conn)
     }
 
-    async fn serve(&self, mut conn: Connection, commands: &mut mpsc::Receiver<Command>) -> Stop {
+    /// Connects to the first server that lets us in, trying each once in order; fails
+    /// at once on a refusal. Returns the server's index too.
+    pub async fn connect_first(&self) -> Result<(usize, Connection), SdkError> {
+        let mut last = None;
+        for (index, url) in self.servers.urls().iter().enumerate() {
+            match self.connect(url).await {
+                Ok(conn) => return Ok((index, conn)),
+                Err(e) if e.is_connection_error() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match last {
+            Some(last) => failover::unreachable(&self.servers, &last),
+            None => SdkError::InvalidInput("no server URL given".into()),
+        })
+    }
+
+    async fn serve(
+        &self,
+        mut conn: Connection,
+        commands: &mut mpsc::Receiver<Command>,
+        waiting: &mut WaitingSends,
+    ) -> Stop {
         self.emit(Event::Connection(ConnectionState::Connected))
             .await;
-        if let Err(e) = self.flush_outbox(&mut conn).await {
+        if let Err(e) = self.flush_outbox(&mut conn, waiting).await {
             return Stop::Lost(e);
         }
         let mut next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
@@ -181,12 +345,12 @@ impl Engine {
                     }
                     next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
                 }
-                command = commands.recv(), if drained => match command {
+                // A send the last connection interrupted goes first.
+                command = next_command(waiting, commands), if drained => match command {
                     None => return Stop::Shutdown,
                     Some(Command::Send { message, reply }) => {
-                        let result = self.send_content(&mut conn, message).await;
-                        if let Some(stop) = answer(reply, result) {
-                            return stop;
+                        if let Err(e) = self.serve_send(&mut conn, message, reply, waiting).await {
+                            return Stop::Lost(e);
                         }
                     }
                     Some(Command::Request { body, reply }) => {
@@ -275,25 +439,14 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| SdkError::Storage(format!("storage task failed: {e}")))?
 }
 
-/// Exponential backoff with ±50 % jitter, so many clients do not reconnect in lockstep.
-fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let base = BACKOFF_MIN
-        .saturating_mul(1u32 << exponent)
-        .min(BACKOFF_MAX);
-    let jitter = 0.5 + f64::from(OsRng.next_u32()) / f64::from(u32::MAX);
-    base.mul_f64(jitter).min(BACKOFF_MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= BACKOFF_MIN.mul_f64(1.5));
-        assert!(backoff(1) >= BACKOFF_MIN.mul_f64(0.5));
-        assert!(backoff(4) >= BACKOFF_MIN * 4);
-        assert!(backoff(100) <= BACKOFF_MAX);
+/// The send the last connection interrupted, if any, else the next command (cancel-safe:
+/// the first is ready at once, and `recv` loses nothing when dropped).
+async fn next_command(
+    waiting: &mut WaitingSends,
+    commands: &mut mpsc::Receiver<Command>,
+) -> Option<Command> {
+    match waiting.take_unstored() {
+        Some(command) => Some(command),
+        None => commands.recv().await,
     }
 }

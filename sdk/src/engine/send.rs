@@ -2,6 +2,11 @@
 //! and the ciphertext together, send, and forget the ciphertext once the server accepted
 //! it. A business send carries its category on the wire and inside the content; a send
 //! with a caller-chosen id that was already accepted is not sent again.
+//!
+//! The outbox is the one retry mechanism: whatever it holds is sent again, the same
+//! bytes under the same message id, before anything newer, on every connection (the
+//! server answers a retry of an accepted send with its first `accepted`). A caller whose
+//! send a connection error interrupted waits for that retry ([`super::waiting`]).
 
 use parley_protocol::business::Category;
 use parley_protocol::e2e::content::Content;
@@ -11,7 +16,9 @@ use parley_protocol::wire::client::{ClientBody, FetchBundle, ResolveHandle, Send
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
 use rand_core::OsRng;
+use tokio::sync::oneshot;
 
+use super::waiting::WaitingSends;
 use super::Engine;
 use crate::connection::Connection;
 use crate::error::SdkError;
@@ -40,24 +47,76 @@ pub struct Outgoing {
     pub id: Option<MessageId>,
 }
 
+/// What preparing a send came to.
+enum Prepared {
+    /// Sent before under this idempotency key: the relay has it already.
+    Sent(MessageId),
+    /// Encrypted and stored in the outbox: from here a failure only delays it.
+    Stored(OutboxEntry),
+}
+
 impl Engine {
-    /// Sends `out`; returns once the server has it durably.
-    pub(crate) async fn send_content(
+    /// Sends `out` for a caller and answers `reply` once the server has it durably.
+    /// A connection error leaves the caller waiting in `waiting` (the send is retried
+    /// on the next connection, with the same message id once it has one) and is
+    /// returned, to end this connection.
+    pub(crate) async fn serve_send(
         &self,
         conn: &mut Connection,
         out: Outgoing,
-    ) -> Result<MessageId, SdkError> {
+        reply: oneshot::Sender<Result<MessageId, SdkError>>,
+        waiting: &mut WaitingSends,
+    ) -> Result<(), SdkError> {
+        let entry = match self.prepare(conn, &out, waiting).await {
+            Ok(Prepared::Stored(entry)) => entry,
+            Ok(Prepared::Sent(id)) => {
+                let _ = reply.send(Ok(id));
+                return Ok(());
+            }
+            Err(e) if e.is_connection_error() => {
+                tracing::debug!(error = %e, "send interrupted before it was stored: runs again");
+                waiting.unstored(out, reply);
+                return Err(e);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return Ok(());
+            }
+        };
+        let id = entry.id;
+        let result = match self.deliver_outbox_entry(conn, entry).await {
+            Err(e) if e.is_connection_error() => {
+                tracing::debug!(error = %e, "send interrupted unanswered: waits for its retry");
+                waiting.stored(id, reply);
+                return Err(e);
+            }
+            Err(e) if is_permanent(&e, out.category) => Err(e),
+            Err(e) => Err(SdkError::Queued(e.to_string())),
+            Ok(id) => Ok(id),
+        };
+        let _ = reply.send(result);
+        Ok(())
+    }
+
+    /// Flushes older messages, then encrypts `out` and stores it in the outbox.
+    async fn prepare(
+        &self,
+        conn: &mut Connection,
+        out: &Outgoing,
+        waiting: &mut WaitingSends,
+    ) -> Result<Prepared, SdkError> {
         // Older queued messages go first, so the recipient sees them in order.
-        self.flush_outbox(conn).await?;
+        self.flush_outbox(conn, waiting).await?;
         if let Some(id) = out.id {
             // Sent before under this idempotency key: the relay has it already.
             if self.stored(move |s| s.send_status(&id)).await?.is_some() {
-                return Ok(id);
+                return Ok(Prepared::Sent(id));
             }
         }
-        let (account, handle) = match out.to {
-            Peer::Handle(handle) => (resolve(conn, &handle).await?, Some(handle)),
+        let (account, handle) = match &out.to {
+            Peer::Handle(handle) => (resolve(conn, handle).await?, Some(handle.clone())),
             Peer::Account(account) => {
+                let account = *account;
                 let known = self.stored(move |s| s.contact(&account)).await?;
                 (account, known.and_then(|c| c.handle))
             }
@@ -87,27 +146,35 @@ impl Engine {
         let stored = entry.clone();
         self.stored(move |s| s.commit_send(&record, &stored))
             .await?;
-        // From here the message is safe in the outbox: a failure only delays it.
-        match self.deliver_outbox_entry(conn, entry).await {
-            Err(e) if is_permanent(&e, out.category) => Err(e),
-            Err(e) => Err(SdkError::Queued(e.to_string())),
-            Ok(id) => Ok(id),
-        }
+        Ok(Prepared::Stored(entry))
     }
 
-    /// Resends everything still in the outbox, in order (after a reconnect or restart).
-    pub(crate) async fn flush_outbox(&self, conn: &mut Connection) -> Result<(), SdkError> {
+    /// Resends everything still in the outbox, in order (after a reconnect or restart),
+    /// and answers the callers in `waiting` as their messages are answered.
+    pub(crate) async fn flush_outbox(
+        &self,
+        conn: &mut Connection,
+        waiting: &mut WaitingSends,
+    ) -> Result<(), SdkError> {
         let pending = self.stored(|s| s.outbox()).await?;
         for entry in pending {
-            let category = entry.category;
+            let (id, category) = (entry.id, entry.category);
             match self.deliver_outbox_entry(conn, entry).await {
-                // Dropped from the outbox; whoever sent it heard about it (or, after a
+                // Dropped from the outbox; whoever sent it hears about it (after a
                 // restart, nobody is waiting): the next messages go on.
                 Err(e) if is_permanent(&e, category) => {
                     tracing::debug!(error = %e, "queued message refused");
+                    waiting.settle(&id, Err(e));
                 }
-                Err(e) => return Err(e),
-                Ok(_) => {}
+                // Its caller waits on for the next connection.
+                Err(e) if e.is_connection_error() => return Err(e),
+                // The server answered, but not `accepted`: the caller hears so now, as
+                // for any send, and the message stays first in the outbox.
+                Err(e) => {
+                    waiting.settle(&id, Err(SdkError::Queued(e.to_string())));
+                    return Err(e);
+                }
+                Ok(id) => waiting.settle(&id, Ok(id)),
             }
         }
         Ok(())
