@@ -17,15 +17,18 @@
 //!   same transaction that stores the envelope, so a revocation, block or suspension is
 //!   in force for every send committed after it.
 
+pub mod admin;
 mod business;
 pub mod policy;
 pub mod retry;
 pub mod sqlite;
 mod types;
+pub(crate) mod values;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use admin::{AdminError, BusinessListing, Verification};
 pub use business::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy};
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{

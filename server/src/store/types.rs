@@ -157,6 +157,37 @@ impl StoreHooks {
     }
 }
 
+/// Hands an envelope to the listener if `outcome` says it was committed; answers the
+/// outcome. Every store calls it after its commit, before answering the sender.
+pub(crate) fn announce(
+    outcome: EnqueueOutcome,
+    envelope: NewEnvelope,
+    listener: &dyn CommitListener,
+) -> EnqueueOutcome {
+    if let EnqueueOutcome::Accepted { seq, from_business } = outcome {
+        let NewEnvelope {
+            from,
+            to,
+            id,
+            ciphertext,
+            now_ms,
+            category,
+        } = envelope;
+        listener.committed(
+            to,
+            StoredEnvelope {
+                seq,
+                from,
+                id,
+                accepted_at_ms: now_ms,
+                ciphertext,
+                category: category.filter(|_| from_business),
+            },
+        );
+    }
+    outcome
+}
+
 /// A [`CommitListener`] for a store nobody is connected to (tools, tests).
 #[derive(Debug)]
 struct NobodyListens;

@@ -12,12 +12,12 @@ use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::AccountId;
 use rusqlite::{params, Connection};
 
-use super::queries::{to_i64, to_u64};
 use super::sql_error;
 use crate::rate_limit::RateLimiter;
 use crate::store::policy::{
     self, category_code, Consent, Decision, Effects, Reach, SendFacts, SendPolicy, Standing,
 };
+use crate::store::values::{to_i64, to_u64};
 use crate::store::{NewEnvelope, StoreError};
 
 /// Most businesses whose messages-per-second bucket is tracked at once.

@@ -13,6 +13,7 @@ use super::policy::{self, SendRules};
 use super::{business, sql_error};
 use crate::store::policy::{category_code, category_from_code, Decision};
 use crate::store::retry::{answer_retry, ciphertext_digest, EarlierSend};
+use crate::store::values::{corrupt, to_i64, to_u64};
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
@@ -565,16 +566,4 @@ fn put_one_time_prekeys(
             .map_err(sql_error)?;
     }
     Ok(())
-}
-
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Database(format!("corrupt value in {what}"))
-}
-
-pub(super) fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
