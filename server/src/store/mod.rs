@@ -18,6 +18,7 @@
 //!   in force for every send committed after it.
 
 pub mod admin;
+mod bundle;
 mod business;
 pub mod policy;
 pub mod retry;
