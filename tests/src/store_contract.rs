@@ -21,7 +21,7 @@ use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId, Seq};
 use parley_server::store::{
     BundleOutcome, CommitListener, ConsentChange, ConsentOutcome, EnqueueOutcome, NewAccount,
-    NewEnvelope, RegisterOutcome, SendPolicy, Store, StoreError, StoredEnvelope,
+    NewEnvelope, Pending, RegisterOutcome, SendPolicy, Store, StoreError, StoredEnvelope,
 };
 use rand_core::{OsRng, RngCore};
 
@@ -190,6 +190,31 @@ fn seq_of(outcome: EnqueueOutcome) -> anyhow::Result<Seq> {
     }
 }
 
+/// Submits `count` envelopes from `from` to `to` one after the other without waiting
+/// for their commits (as a connection pipelines them); their outcomes, in order.
+async fn pipeline(
+    store: &dyn Store,
+    from: DeviceAddress,
+    to: DeviceAddress,
+    count: u8,
+) -> anyhow::Result<Vec<Pending<EnqueueOutcome>>> {
+    let mut pending = Vec::with_capacity(usize::from(count));
+    for i in 0..count {
+        let e = envelope(from, to, message_id(), &[i], None);
+        pending.push(store.submit_enqueue(e).await?);
+    }
+    Ok(pending)
+}
+
+/// The seqs of pipelined envelopes that must all be accepted.
+async fn accepted_seqs(pending: Vec<Pending<EnqueueOutcome>>) -> anyhow::Result<Vec<u64>> {
+    let mut seqs = Vec::with_capacity(pending.len());
+    for p in pending {
+        seqs.push(seq_of(p.await?)?.0);
+    }
+    Ok(seqs)
+}
+
 fn handle(name: &str) -> Handle {
     Handle::parse(name).expect("test handles are valid")
 }
@@ -254,10 +279,7 @@ pub async fn seqs_are_dense_per_recipient_and_acks_are_cumulative(
         let e = envelope(from, to, message_id(), &[i], None);
         pending.push(store.submit_enqueue(e).await?);
     }
-    let mut seqs = Vec::new();
-    for p in pending {
-        seqs.push(seq_of(p.await?)?.0);
-    }
+    let mut seqs = accepted_seqs(pending).await?;
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "dense from 1");
     assert_eq!(
@@ -343,15 +365,7 @@ pub async fn the_listener_hears_each_commit_once_in_seq_order(
     let store = &*s.store;
     let a = register(store, &TestAccount::new(None, 0)).await?;
     let b = register(store, &TestAccount::new(None, 0)).await?;
-    let mut pending = Vec::new();
-    for i in 0..50u8 {
-        pending.push(
-            store
-                .submit_enqueue(envelope(a, b, message_id(), &[i], None))
-                .await?,
-        );
-    }
-    for p in pending {
+    for p in pipeline(store, a, b, 50).await? {
         let seq = seq_of(p.await?)?;
         assert!(
             commits
@@ -734,16 +748,8 @@ pub async fn concurrent_senders_to_one_recipient_stay_dense(
         let store = s.store.clone();
         let from = register(&*store, &TestAccount::new(None, 0)).await?;
         senders.spawn(async move {
-            let mut pending = Vec::new();
-            for i in 0..EACH {
-                let e = envelope(from, to, message_id(), &[i], None);
-                pending.push(store.submit_enqueue(e).await?);
-            }
-            let mut seqs = Vec::new();
-            for p in pending {
-                seqs.push(seq_of(p.await?)?.0);
-            }
-            anyhow::Ok((from, seqs))
+            let pending = pipeline(&*store, from, to, EACH).await?;
+            anyhow::Ok((from, accepted_seqs(pending).await?))
         });
     }
     let mut all = Vec::new();
@@ -817,7 +823,27 @@ const AFTER: usize = 40;
 
 /// What a racing stream sent: each outcome, with whether the racing change had returned
 /// when the send was submitted.
-type Raced = Vec<(bool, EnqueueOutcome)>;
+#[derive(Debug, Default)]
+struct Raced(Vec<(bool, EnqueueOutcome)>);
+
+impl Raced {
+    /// Sends accepted.
+    fn accepted(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|(_, o)| matches!(o, EnqueueOutcome::Accepted { .. }))
+            .count()
+    }
+
+    /// Outcomes of the sends submitted after the change returned.
+    fn after(&self) -> Vec<EnqueueOutcome> {
+        self.0
+            .iter()
+            .filter(|(after, _)| *after)
+            .map(|(_, o)| *o)
+            .collect()
+    }
+}
 
 /// Sends from `from` to `to` (a business's in `category`), pipelined a few at a time;
 /// says on `warmed_up` when [`WARM_UP`] were accepted, and stops [`AFTER`] sends after
@@ -831,7 +857,7 @@ async fn stream_of_sends(
     const WINDOW: usize = 8;
     const MOST: u32 = 50_000;
     let mut warmed_up = Some(warmed_up);
-    let mut outcomes: Raced = Vec::new();
+    let mut outcomes = Raced::default();
     let mut window = std::collections::VecDeque::new();
     let mut accepted = 0;
     let mut sent_after = 0;
@@ -853,7 +879,7 @@ async fn stream_of_sends(
             if matches!(outcome, EnqueueOutcome::Accepted { .. }) {
                 accepted += 1;
             }
-            outcomes.push((flag, outcome));
+            outcomes.0.push((flag, outcome));
         }
         if accepted >= WARM_UP {
             if let Some(warmed_up) = warmed_up.take() {
@@ -862,7 +888,7 @@ async fn stream_of_sends(
         }
     }
     for (flag, pending) in window {
-        outcomes.push((flag, pending.await?));
+        outcomes.0.push((flag, pending.await?));
     }
     Ok(outcomes)
 }
@@ -920,25 +946,13 @@ pub async fn a_revocation_racing_business_sends_leaves_nothing_queued(
     let ConsentOutcome::Updated { purged, .. } = outcome else {
         bail!("the revocation was refused: {outcome:?}");
     };
-    let accepted = outcomes
-        .iter()
-        .filter(|(_, o)| matches!(o, EnqueueOutcome::Accepted { .. }))
-        .count();
-    assert!(accepted >= WARM_UP);
+    assert!(outcomes.accepted() >= WARM_UP);
     assert_eq!(
-        purged as usize, accepted,
+        purged as usize,
+        outcomes.accepted(),
         "every accepted send was purged by the revocation, none committed after it"
     );
-    let after: Vec<EnqueueOutcome> = outcomes
-        .iter()
-        .filter(|(after, _)| *after)
-        .map(|(_, o)| *o)
-        .collect();
-    assert_eq!(
-        after,
-        vec![EnqueueOutcome::Refused; AFTER],
-        "sends after it"
-    );
+    assert_eq!(outcomes.after(), vec![EnqueueOutcome::Refused; AFTER]);
     assert!(s.store.page(w.person_address, Seq(0), 10).await?.is_empty());
     Ok(())
 }
@@ -960,21 +974,11 @@ pub async fn a_block_is_in_force_for_every_send_after_it(
         .await?;
     blocked.store(true, Ordering::SeqCst);
     let outcomes = stream.await??;
-    let accepted = outcomes
-        .iter()
-        .filter(|(_, o)| matches!(o, EnqueueOutcome::Accepted { .. }))
-        .count();
-    let after: Vec<EnqueueOutcome> = outcomes
-        .iter()
-        .filter(|(after, _)| *after)
-        .map(|(_, o)| *o)
-        .collect();
+    assert_eq!(outcomes.after(), vec![EnqueueOutcome::Blocked; AFTER]);
     assert_eq!(
-        after,
-        vec![EnqueueOutcome::Blocked; AFTER],
-        "sends after it"
+        s.store.page(b, Seq(0), 1000).await?.len(),
+        outcomes.accepted()
     );
-    assert_eq!(s.store.page(b, Seq(0), 1000).await?.len(), accepted);
     Ok(())
 }
 
@@ -1013,20 +1017,12 @@ pub async fn closing_finishes_pending_writes_then_refuses(
     let store = &*s.store;
     let a = register(store, &TestAccount::new(None, 0)).await?;
     let b = register(store, &TestAccount::new(None, 0)).await?;
-    let mut pending = Vec::new();
-    for i in 0..30u8 {
-        pending.push(
-            store
-                .submit_enqueue(envelope(a, b, message_id(), &[i], None))
-                .await?,
-        );
-    }
+    let pending = pipeline(store, a, b, 30).await?;
     store.close().await?;
-    let mut seqs = Vec::new();
-    for p in pending {
-        seqs.push(seq_of(p.await?)?.0);
-    }
-    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
+    assert_eq!(
+        accepted_seqs(pending).await?,
+        (1..=30).collect::<Vec<u64>>()
+    );
     assert_eq!(
         store
             .enqueue(envelope(a, b, message_id(), b"late", None))
