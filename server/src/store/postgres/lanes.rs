@@ -30,7 +30,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use parley_protocol::ids::{DeviceAddress, Seq};
 use tokio::sync::{mpsc, oneshot};
 
@@ -251,18 +251,43 @@ async fn commit_batch(context: &LaneContext, mut jobs: Vec<LaneJob>) {
 async fn run_batch(context: &LaneContext, jobs: &[LaneJob]) -> Result<Vec<Done>, Failure> {
     let mut client = context.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await?;
-    let statements = EnqueueStatements::prepare(&tx).await?;
+    let done = run_jobs(&tx, context, jobs).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Runs the jobs in order in `tx`. Each envelope's writes go out with the next
+/// envelope's reads (see `queue::enqueue`), and are confirmed before an ack and before
+/// the commit.
+async fn run_jobs(
+    tx: &Transaction<'_>,
+    context: &LaneContext,
+    jobs: &[LaneJob],
+) -> Result<Vec<Done>, Failure> {
+    let statements = EnqueueStatements::prepare(tx).await?;
     let mut done = Vec::with_capacity(jobs.len());
+    let mut writes = None;
     for job in jobs {
         done.push(match job {
             LaneJob::Enqueue { envelope, .. } => {
-                Done::Enqueued(queue::enqueue(&tx, &statements, &context.rules, envelope).await?)
+                let (outcome, next) =
+                    queue::enqueue(tx, &statements, &context.rules, envelope, writes.take())
+                        .await?;
+                writes = next;
+                Done::Enqueued(outcome)
             }
             LaneJob::Ack {
                 device, through, ..
-            } => Done::Acked(queue::ack_through(&tx, device, *through).await?),
+            } => {
+                if let Some(writes) = writes.take() {
+                    writes.await?;
+                }
+                Done::Acked(queue::ack_through(tx, device, *through).await?)
+            }
         });
     }
-    tx.commit().await?;
+    if let Some(writes) = writes {
+        writes.await?;
+    }
     Ok(done)
 }

@@ -1,5 +1,5 @@
 //! The send policy in PostgreSQL: the lane reads an envelope's [`SendFacts`] in the
-//! transaction that will store it, [`policy::decide`] decides, and the lane writes the
+//! transaction that will store it, [`decide`](crate::store::policy::decide) decides, and the lane writes the
 //! decision's [`Effects`] in the same transaction. Only the SQL is here.
 //!
 //! Locks make the facts hold until the commit, on every node:
@@ -54,7 +54,6 @@ impl SendRules {
 /// The statements of the policy, prepared once per batch (from each connection's cache).
 #[derive(Debug)]
 pub(super) struct PolicyStatements {
-    people: Statement,
     standing: Statement,
     consent: Statement,
     care_window: Statement,
@@ -69,12 +68,6 @@ pub(super) struct PolicyStatements {
 impl PolicyStatements {
     pub(super) async fn prepare(tx: &Transaction<'_>) -> Result<PolicyStatements, Failure> {
         Ok(PolicyStatements {
-            people: tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM blocks WHERE person = $2 AND blocked = $1),
-                            EXISTS (SELECT 1 FROM businesses WHERE account = $2)",
-                )
-                .await?,
             standing: tx
                 .prepare_cached(
                     "SELECT categories, revoked_at_ms IS NULL AND expires_at_ms > $2, tier,
@@ -149,29 +142,25 @@ impl PolicyStatements {
     }
 }
 
-/// The facts every send needs (block, whether the recipient is a business, the sender's
-/// standing as a business), read by two statements that the caller pipelines after
-/// taking the recipient's seq. `recipient_exists` is filled in by the caller.
-pub(super) async fn read_people_facts(
-    tx: &Transaction<'_>,
-    st: &PolicyStatements,
-    e: &NewEnvelope,
-) -> Result<SendFacts, Failure> {
-    let from = e.from.account.as_bytes().as_slice();
-    let to = e.to.account.as_bytes().as_slice();
-    let now = to_i64(e.now_ms);
-    let (people, standing) = try_join(
-        tx.query_one(&st.people, &[&from, &to]),
-        tx.query_opt(&st.standing, &[&from, &now]),
-    )
-    .await?;
-    let sender_business = standing.map(|row| standing_of(&row)).transpose()?;
-    Ok(SendFacts {
-        blocked: people.try_get(0)?,
-        recipient_is_business: people.try_get(1)?,
-        sender_business,
+/// The columns of the facts every send needs, for the caller's statement that also reads
+/// the sender's dedup entry (one statement, run after the recipient's seq was taken):
+/// whether the recipient (`$4`) blocks the sender (`$1`), whether the recipient is a
+/// business, whether the sender is one. Decoded by [`people_facts`].
+pub(super) const PEOPLE_FACTS: &str = "
+    EXISTS (SELECT 1 FROM blocks WHERE person = $4 AND blocked = $1),
+    EXISTS (SELECT 1 FROM businesses WHERE account = $4),
+    EXISTS (SELECT 1 FROM businesses WHERE account = $1)";
+
+/// The facts of [`PEOPLE_FACTS`], read from `row` from column `first` on, and whether
+/// the sender is a business (then [`read_business_facts`] reads its standing).
+/// `recipient_exists` is for the caller to fill in.
+pub(super) fn people_facts(row: &Row, first: usize) -> Result<(SendFacts, bool), Failure> {
+    let facts = SendFacts {
+        blocked: row.try_get(first)?,
+        recipient_is_business: row.try_get(first + 1)?,
         ..SendFacts::between_people()
-    })
+    };
+    Ok((facts, row.try_get(first + 2)?))
 }
 
 fn standing_of(row: &Row) -> Result<Standing, Failure> {
@@ -190,9 +179,9 @@ pub(super) struct Bucket {
     at_ms: u64,
 }
 
-/// Completes `facts` of a send from a business: consent (`FOR SHARE`) or care window,
-/// reach, and its bucket (`FOR UPDATE`), in one pipeline. Returns the bucket for
-/// [`write_effects`].
+/// Completes `facts` of a send from a business: its standing (`FOR SHARE`), consent
+/// (`FOR SHARE`) or care window, reach, and its bucket (`FOR UPDATE`), in one pipeline.
+/// Returns the bucket for [`write_effects`].
 pub(super) async fn read_business_facts(
     tx: &Transaction<'_>,
     st: &PolicyStatements,
@@ -207,6 +196,7 @@ pub(super) async fn read_business_facts(
     let claimed = e.category.filter(|_| !conversation).map(category_code);
     let window_start = to_i64(reach_window_start(e.now_ms));
     let full = rules.business_rate.full();
+    let standing = async { tx.query_opt(&st.standing, &[&from, &now]).await };
     let consent = async {
         match &claimed {
             Some(code) => tx.query_opt(&st.consent, &[&from, &to, code]).await,
@@ -232,8 +222,9 @@ pub(super) async fn read_business_facts(
             .await?;
         tx.query_one(&st.bucket, &[&BUSINESS_SENDS, &from]).await
     };
-    let (consent, care_window, reach, bucket) =
-        try_join4(consent, care_window, reach, bucket).await?;
+    let (standing, (consent, care_window, reach, bucket)) =
+        try_join(standing, try_join4(consent, care_window, reach, bucket)).await?;
+    facts.sender_business = standing.map(|row| standing_of(&row)).transpose()?;
 
     if let Some(row) = consent {
         facts.consent = Consent::Granted {

@@ -1,15 +1,18 @@
 //! The SQL of the queues: storing an envelope (inside a lane's transaction), reading a
 //! page, cumulative acks, and the retention sweep.
 //!
-//! An envelope costs two or three round trips inside its batch's transaction, each a
-//! pipeline of statements sent together (tokio-postgres pipelines the queries of one
+//! An envelope takes up to three steps inside its batch's transaction, each a pipeline
+//! of statements sent together (tokio-postgres pipelines the queries of one
 //! connection that are polled together; they run in the order sent):
 //!
-//! 1. the sender's device key and any earlier send of its message id; **the recipient's
-//!    next seq** (`UPDATE queue_head ... RETURNING`, which locks the row until the
-//!    commit); the send facts about the people involved (`policy.rs`).
-//! 2. only for a business sender: consent or care window, reach, rate bucket.
-//! 3. the decision's effects, the queue row and the dedup row.
+//! 1. **the recipient's next seq** (`UPDATE queue_head ... RETURNING`, which locks the
+//!    row until the commit); then one statement for the sender's device key, any earlier
+//!    send of its message id and the send facts about the people involved (`policy.rs`).
+//! 2. only for a business sender: its standing, consent or care window, reach, rate
+//!    bucket.
+//! 3. the decision's effects, the queue row and the dedup row. These are not waited
+//!    for: they go out ahead of the next envelope's step 1 (or before the commit), so an
+//!    envelope between people costs one round trip.
 //!
 //! The seq is taken before the facts are read so that the facts are read under the
 //! recipient's lock (see `policy.rs`). A send that turns out to be a retry or a refusal
@@ -22,7 +25,8 @@ use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
 use tokio_postgres::Statement;
 
 use super::errors::Failure;
-use super::policy::{self, PolicyStatements, SendRules};
+use super::policy::{self, PolicyStatements, SendRules, PEOPLE_FACTS};
+use super::pool::JobFuture;
 use crate::store::policy::{category_code, category_from_code, decide, Decision};
 use crate::store::retry::{answer_retry, ciphertext_digest, EarlierSend};
 use crate::store::values::{corrupt, to_i64, to_u64};
@@ -50,12 +54,12 @@ impl EnqueueStatements {
     pub(super) async fn prepare(tx: &Transaction<'_>) -> Result<EnqueueStatements, Failure> {
         Ok(EnqueueStatements {
             sender: tx
-                .prepare_cached(
-                    "SELECT d.id, s.seq, s.recipient, s.digest
+                .prepare_cached(&format!(
+                    "SELECT d.id, s.seq, s.recipient, s.digest, {PEOPLE_FACTS}
                      FROM devices AS d
                      LEFT JOIN sent AS s ON s.sender = d.id AND s.message_id = $3
-                     WHERE d.account = $1 AND d.device = $2",
-                )
+                     WHERE d.account = $1 AND d.device = $2"
+                ))
                 .await?,
             take_seq: tx
                 .prepare_cached(
@@ -87,36 +91,55 @@ impl EnqueueStatements {
     }
 }
 
+/// Writes of an accepted envelope that are sent but not yet confirmed: the caller sends
+/// them with the next envelope's reads (see [`enqueue`]) or awaits them before it
+/// commits. Any failure among them fails the transaction.
+pub(super) type Writes<'a> = JobFuture<'a, ()>;
+
 /// Stores `e` (or finds the earlier result of its id) in the caller's transaction.
-pub(super) async fn enqueue(
-    tx: &Transaction<'_>,
-    st: &EnqueueStatements,
-    rules: &SendRules,
-    e: &NewEnvelope,
-) -> Result<EnqueueOutcome, Failure> {
+///
+/// `before` are the previous envelope's writes: they go out in the same pipeline as this
+/// envelope's reads, ahead of them (so the reads see them), which saves a round trip per
+/// envelope. The writes of `e` itself come back unsent, for the caller to pass on to the
+/// next envelope or to await before the commit.
+pub(super) async fn enqueue<'a>(
+    tx: &'a Transaction<'a>,
+    st: &'a EnqueueStatements,
+    rules: &'a SendRules,
+    e: &'a NewEnvelope,
+    before: Option<Writes<'a>>,
+) -> Result<(EnqueueOutcome, Option<Writes<'a>>), Failure> {
     let from_account = e.from.account.as_bytes().as_slice();
     let from_device = i64::from(e.from.device.0);
     let to_account = e.to.account.as_bytes().as_slice();
     let to_device = i64::from(e.to.device.0);
     let id = e.id.as_bytes().as_slice();
-    let (sender, taken, mut facts) = try_join3(
-        async {
-            let row = tx
-                .query_opt(&st.sender, &[&from_account, &from_device, &id])
-                .await?;
-            Ok::<_, Failure>(row)
-        },
+    let before = async {
+        match before {
+            Some(writes) => writes.await,
+            None => Ok(()),
+        }
+    };
+    // In this order: the seq (and the recipient's lock) before the facts.
+    let ((), taken, sender) = try_join3(
+        before,
         async {
             let row = tx
                 .query_opt(&st.take_seq, &[&to_account, &to_device])
                 .await?;
             Ok(row)
         },
-        policy::read_people_facts(tx, &st.policy, e),
+        async {
+            let row = tx
+                .query_opt(&st.sender, &[&from_account, &from_device, &id, &to_account])
+                .await?;
+            Ok(row)
+        },
     )
     .await?;
     let sender = sender.ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
     let sender_key: i64 = sender.try_get(0)?;
+    let (mut facts, from_a_business) = policy::people_facts(&sender, 4)?;
     // (recipient key, seq) when the recipient exists.
     let taken: Option<(i64, i64)> = match taken {
         Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
@@ -127,21 +150,23 @@ pub(super) async fn enqueue(
         give_back(tx, st, taken).await?;
         let earlier_recipient: Option<i64> = sender.try_get(2)?;
         let earlier_digest: Option<Vec<u8>> = sender.try_get(3)?;
-        return Ok(answer_retry(EarlierSend {
+        let outcome = answer_retry(EarlierSend {
             seq: Seq(to_u64(earlier)),
             same_recipient: earlier_recipient.map(|r| Some(r) == taken.map(|(key, _)| key)),
             same_bytes: earlier_digest.map(|d| d.as_slice() == digest.as_slice()),
-        }));
+        });
+        return Ok((outcome, None));
     }
     facts.recipient_exists = taken.is_some();
-    let bucket = match facts.sender_business {
-        Some(_) => Some(policy::read_business_facts(tx, &st.policy, rules, e, &mut facts).await?),
-        None => None,
+    let bucket = if from_a_business {
+        Some(policy::read_business_facts(tx, &st.policy, rules, e, &mut facts).await?)
+    } else {
+        None
     };
     let (from_business, effects) = match decide(&facts, e.category, e.now_ms, &rules.policy) {
         Decision::Refuse(outcome) => {
             give_back(tx, st, taken).await?;
-            return Ok(outcome);
+            return Ok((outcome, None));
         }
         Decision::Accept {
             from_business,
@@ -149,43 +174,48 @@ pub(super) async fn enqueue(
         } => (from_business, effects),
     };
     let Some((recipient, seq)) = taken else {
-        return Ok(EnqueueOutcome::UnknownRecipient);
+        return Ok((EnqueueOutcome::UnknownRecipient, None));
     };
-    let now = to_i64(e.now_ms);
-    let category = e.category.filter(|_| from_business).map(category_code);
-    try_join3(
-        policy::write_effects(tx, &st.policy, rules, e, effects, bucket),
-        async {
-            tx.execute(
-                &st.insert_queue,
-                &[
-                    &recipient,
-                    &seq,
-                    &from_account,
-                    &from_device,
-                    &id,
-                    &now,
-                    &e.ciphertext,
-                    &category,
-                ],
-            )
-            .await?;
-            Ok(())
-        },
-        async {
-            tx.execute(
-                &st.insert_sent,
-                &[&sender_key, &id, &seq, &recipient, &digest.as_slice(), &now],
-            )
-            .await?;
-            Ok(())
-        },
-    )
-    .await?;
-    Ok(EnqueueOutcome::Accepted {
+    let writes: Writes<'a> = Box::pin(async move {
+        let now = to_i64(e.now_ms);
+        let category = e.category.filter(|_| from_business).map(category_code);
+        let digest = digest.as_slice();
+        try_join3(
+            policy::write_effects(tx, &st.policy, rules, e, effects, bucket),
+            async {
+                tx.execute(
+                    &st.insert_queue,
+                    &[
+                        &recipient,
+                        &seq,
+                        &from_account,
+                        &from_device,
+                        &id,
+                        &now,
+                        &e.ciphertext,
+                        &category,
+                    ],
+                )
+                .await?;
+                Ok(())
+            },
+            async {
+                tx.execute(
+                    &st.insert_sent,
+                    &[&sender_key, &id, &seq, &recipient, &digest, &now],
+                )
+                .await?;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(())
+    });
+    let outcome = EnqueueOutcome::Accepted {
         seq: Seq(to_u64(seq)),
         from_business,
-    })
+    };
+    Ok((outcome, Some(writes)))
 }
 
 /// Returns a seq taken for an envelope that is not stored.
