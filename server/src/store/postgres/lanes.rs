@@ -25,8 +25,7 @@
 //! to `pool::ATTEMPTS` times. Any other failure answers every job of the batch with the
 //! error; the clients retry, and retries are deduplicated.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,9 +80,7 @@ impl LaneJob {
         };
         (address.account.as_bytes().as_slice(), address.device.0)
     }
-}
 
-impl LaneJob {
     /// Answers the job with what it did in a committed batch (telling `listener` of an
     /// accepted envelope first), or with the batch's error.
     fn answer(self, done: Result<Done, StoreError>, listener: &dyn CommitListener) {
@@ -106,6 +103,14 @@ impl LaneJob {
     }
 }
 
+/// What a job did, before the commit.
+#[derive(Debug)]
+enum Done {
+    Enqueued(EnqueueOutcome),
+    Acked(u64),
+}
+
+#[derive(Debug)]
 enum LaneMsg {
     Job(LaneJob),
     /// Run what is queued before it, then stop.
@@ -131,15 +136,6 @@ pub(super) struct LaneContext {
 #[derive(Debug)]
 pub(super) struct Lanes {
     senders: Vec<mpsc::Sender<LaneMsg>>,
-}
-
-impl std::fmt::Debug for LaneMsg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LaneMsg::Job(job) => f.debug_tuple("Job").field(job).finish(),
-            LaneMsg::Close(_) => f.write_str("Close"),
-        }
-    }
 }
 
 impl Lanes {
@@ -204,12 +200,6 @@ async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
     if let Some(done) = close {
         let _ = done.send(());
     }
-}
-
-/// What a job did, before the commit.
-enum Done {
-    Enqueued(EnqueueOutcome),
-    Acked(u64),
 }
 
 /// Runs `jobs` in one transaction (again, after a retryable failure), then announces
