@@ -83,7 +83,7 @@ pub(super) fn pg_error(e: &tokio_postgres::Error) -> StoreError {
             ]
             .contains(code);
         if gone {
-            tracing::warn!(
+            tracing::debug!(
                 code = code.code(),
                 message = db.message(),
                 "PostgreSQL is unavailable"
@@ -100,7 +100,7 @@ pub(super) fn pg_error(e: &tokio_postgres::Error) -> StoreError {
     let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
     let text = e.to_string();
     if e.is_closed() || io || text.starts_with("timeout") {
-        tracing::warn!(error = %text, "PostgreSQL is unavailable");
+        tracing::debug!(error = %text, "PostgreSQL is unavailable");
         return StoreError::Unavailable;
     }
     match std::error::Error::source(e) {
@@ -114,7 +114,7 @@ pub(super) fn pool_error(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => pg_error(&e),
         PoolError::Timeout(kind) => {
-            tracing::warn!(?kind, "no PostgreSQL connection in time");
+            tracing::debug!(?kind, "no PostgreSQL connection in time");
             StoreError::Unavailable
         }
         PoolError::Closed => StoreError::Unavailable,
