@@ -60,8 +60,9 @@ pub struct PostgresOptions {
     /// Most connections of this node; `None`: one per lane and 4 more (reads and the
     /// other writes).
     pub pool_max_size: Option<usize>,
-    /// How long a request waits for a connection (also the connect timeout unless the
-    /// URL sets one); after it the store is [`StoreError::Unavailable`].
+    /// How long a request waits for a free connection; opening a new one may take the
+    /// longer of this and 5 s (less if the URL sets a shorter `connect_timeout`). After
+    /// it the store is [`StoreError::Unavailable`].
     pub pool_wait: Duration,
 }
 
