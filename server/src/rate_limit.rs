@@ -1,4 +1,10 @@
-//! Token-bucket rate limiting, local to this process.
+//! Token-bucket rate limiting: the bucket arithmetic, and buckets local to this process.
+//!
+//! [`BucketRate`] is the arithmetic alone (refill, then take or say how long to wait),
+//! a pure function of the tokens a bucket held and the time since. [`RateLimiter`]
+//! keeps buckets in this process with it; a store that keeps buckets in a database (the
+//! PostgreSQL store's business messages-per-second limit) reads a bucket's row, runs the
+//! same arithmetic, and writes the row back.
 //!
 //! A [`RateLimiter`] holds one bucket per key, up to `max_keys` keys. When full it first
 //! forgets buckets that have refilled completely (they carry no information); if every
@@ -13,17 +19,73 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryAfter(pub Duration);
 
+/// The longest wait [`BucketRate`] ever names (a year), so that a wait always fits a
+/// [`Duration`] and a millisecond count.
+const LONGEST_WAIT_SECONDS: f64 = 86_400.0 * 365.0;
+
+/// The arithmetic of a token bucket: `burst` tokens, refilled at `per_second`. Pure: the
+/// caller keeps the bucket (its tokens and when they were counted) wherever it likes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BucketRate {
+    burst: f64,
+    per_second: f64,
+}
+
+impl BucketRate {
+    /// `burst` tokens, refilled at `burst` per `period`.
+    pub fn new(burst: u32, period: Duration) -> BucketRate {
+        let burst = f64::from(burst);
+        BucketRate {
+            burst,
+            per_second: burst / period.as_secs_f64().max(f64::MIN_POSITIVE),
+        }
+    }
+
+    /// Tokens of a new (or long idle) bucket.
+    pub fn full(&self) -> f64 {
+        self.burst
+    }
+
+    /// The tokens of a bucket that held `tokens` `elapsed` ago.
+    pub fn refill(&self, tokens: f64, elapsed: Duration) -> f64 {
+        (tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst)
+    }
+
+    /// Takes `cost` from a bucket holding `tokens` (refilled to now): the tokens left, or
+    /// how long until `cost` tokens are there.
+    pub fn take(&self, tokens: f64, cost: u32) -> Result<f64, RetryAfter> {
+        let cost = f64::from(cost);
+        if cost > self.burst {
+            return Err(RetryAfter(Duration::MAX));
+        }
+        if tokens >= cost {
+            return Ok(tokens - cost);
+        }
+        if self.per_second > 0.0 {
+            let wait = ((cost - tokens) / self.per_second).min(LONGEST_WAIT_SECONDS);
+            Err(RetryAfter(Duration::from_secs_f64(wait)))
+        } else {
+            Err(RetryAfter(Duration::MAX))
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens: f64,
     updated: Instant,
 }
 
+impl Bucket {
+    fn refilled(&self, rate: &BucketRate, now: Instant) -> f64 {
+        rate.refill(self.tokens, now.saturating_duration_since(self.updated))
+    }
+}
+
 /// Token buckets keyed by `K`: `burst` tokens, refilled at `burst` per `period`.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
-    burst: f64,
-    per_second: f64,
+    rate: BucketRate,
     max_keys: usize,
     buckets: Mutex<HashMap<K, Bucket>>,
 }
@@ -31,10 +93,8 @@ pub struct RateLimiter<K> {
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
     /// Allows `burst` requests per `period` per key, tracking at most `max_keys` keys.
     pub fn new(burst: u32, period: Duration, max_keys: usize) -> RateLimiter<K> {
-        let burst = f64::from(burst);
         RateLimiter {
-            burst,
-            per_second: burst / period.as_secs_f64().max(f64::MIN_POSITIVE),
+            rate: BucketRate::new(burst, period),
             max_keys: max_keys.max(1),
             buckets: Mutex::new(HashMap::new()),
         }
@@ -42,8 +102,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 
     /// Takes `cost` tokens from `key`'s bucket at time `now`.
     pub fn take(&self, key: &K, cost: u32, now: Instant) -> Result<(), RetryAfter> {
-        let cost = f64::from(cost);
-        if cost > self.burst {
+        if f64::from(cost) > self.rate.full() {
             return Err(RetryAfter(Duration::MAX));
         }
         let mut buckets = match self.buckets.lock() {
@@ -51,30 +110,20 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
             Err(poisoned) => poisoned.into_inner(),
         };
         if !buckets.contains_key(key) && buckets.len() >= self.max_keys {
-            let (burst, per_second) = (self.burst, self.per_second);
-            buckets.retain(|_, b| refilled(b, now, burst, per_second) < burst);
+            let rate = self.rate;
+            buckets.retain(|_, b| b.refilled(&rate, now) < rate.full());
             if buckets.len() >= self.max_keys {
                 return Err(RetryAfter(Duration::from_secs(1)));
             }
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: self.rate.full(),
             updated: now,
         });
-        bucket.tokens = refilled(bucket, now, self.burst, self.per_second);
+        bucket.tokens = bucket.refilled(&self.rate, now);
         bucket.updated = now;
-        if bucket.tokens >= cost {
-            bucket.tokens -= cost;
-            Ok(())
-        } else {
-            let missing = cost - bucket.tokens;
-            let wait = if self.per_second > 0.0 {
-                Duration::from_secs_f64((missing / self.per_second).min(86_400.0 * 365.0))
-            } else {
-                Duration::MAX
-            };
-            Err(RetryAfter(wait))
-        }
+        bucket.tokens = self.rate.take(bucket.tokens, cost)?;
+        Ok(())
     }
 }
 
@@ -89,21 +138,10 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         let Some(bucket) = buckets.get(key) else {
             return Ok(());
         };
-        let tokens = refilled(bucket, now, self.burst, self.per_second);
-        if tokens >= 1.0 {
-            Ok(())
-        } else if self.per_second > 0.0 {
-            let wait = ((1.0 - tokens) / self.per_second).min(86_400.0 * 365.0);
-            Err(RetryAfter(Duration::from_secs_f64(wait)))
-        } else {
-            Err(RetryAfter(Duration::MAX))
-        }
+        self.rate
+            .take(bucket.refilled(&self.rate, now), 1)
+            .map(|_| ())
     }
-}
-
-fn refilled(bucket: &Bucket, now: Instant, burst: f64, per_second: f64) -> f64 {
-    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-    (bucket.tokens + elapsed * per_second).min(burst)
 }
 
 #[cfg(test)]
@@ -137,6 +175,20 @@ mod tests {
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
         assert_eq!(limiter.take(&"b", 1, t0), Ok(()), "keys are independent");
         assert_eq!(limiter.take(&"a", 1, t0 + Duration::from_secs(1)), Ok(()));
+    }
+
+    #[test]
+    fn bucket_arithmetic_refills_up_to_the_burst_and_names_the_wait() {
+        let rate = BucketRate::new(4, Duration::from_secs(2));
+        assert_eq!(rate.full(), 4.0);
+        assert_eq!(rate.refill(0.0, Duration::from_millis(500)), 1.0);
+        assert_eq!(rate.refill(3.0, Duration::from_secs(60)), 4.0, "capped");
+        assert_eq!(rate.take(1.5, 1), Ok(0.5));
+        let Err(RetryAfter(wait)) = rate.take(0.5, 1) else {
+            panic!("half a token is not enough");
+        };
+        assert_eq!(wait, Duration::from_millis(250));
+        assert_eq!(rate.take(4.0, 5), Err(RetryAfter(Duration::MAX)));
     }
 
     #[test]

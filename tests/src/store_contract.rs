@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, ensure, Context};
@@ -20,7 +21,7 @@ use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId, Seq};
 use parley_server::store::{
     BundleOutcome, CommitListener, ConsentChange, ConsentOutcome, EnqueueOutcome, NewAccount,
-    NewEnvelope, RegisterOutcome, SendPolicy, Store, StoredEnvelope,
+    NewEnvelope, Pending, RegisterOutcome, SendPolicy, Store, StoreError, StoredEnvelope,
 };
 use rand_core::{OsRng, RngCore};
 
@@ -98,6 +99,12 @@ macro_rules! store_contract_cases {
             a_suspended_business_is_refused,
             sweeps_delete_expired_envelopes,
             deleting_an_account_frees_its_handle,
+            concurrent_senders_to_one_recipient_stay_dense,
+            concurrent_registrations_create_one_account,
+            a_revocation_racing_business_sends_leaves_nothing_queued,
+            a_block_is_in_force_for_every_send_after_it,
+            the_store_reports_writability_and_queue_depth,
+            closing_finishes_pending_writes_then_refuses,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -183,6 +190,31 @@ fn seq_of(outcome: EnqueueOutcome) -> anyhow::Result<Seq> {
     }
 }
 
+/// Submits `count` envelopes from `from` to `to` one after the other without waiting
+/// for their commits (as a connection pipelines them); their outcomes, in order.
+async fn pipeline(
+    store: &dyn Store,
+    from: DeviceAddress,
+    to: DeviceAddress,
+    count: u8,
+) -> anyhow::Result<Vec<Pending<EnqueueOutcome>>> {
+    let mut pending = Vec::with_capacity(usize::from(count));
+    for i in 0..count {
+        let e = envelope(from, to, message_id(), &[i], None);
+        pending.push(store.submit_enqueue(e).await?);
+    }
+    Ok(pending)
+}
+
+/// The seqs of pipelined envelopes that must all be accepted.
+async fn accepted_seqs(pending: Vec<Pending<EnqueueOutcome>>) -> anyhow::Result<Vec<u64>> {
+    let mut seqs = Vec::with_capacity(pending.len());
+    for p in pending {
+        seqs.push(seq_of(p.await?)?.0);
+    }
+    Ok(seqs)
+}
+
 fn handle(name: &str) -> Handle {
     Handle::parse(name).expect("test handles are valid")
 }
@@ -247,10 +279,7 @@ pub async fn seqs_are_dense_per_recipient_and_acks_are_cumulative(
         let e = envelope(from, to, message_id(), &[i], None);
         pending.push(store.submit_enqueue(e).await?);
     }
-    let mut seqs = Vec::new();
-    for p in pending {
-        seqs.push(seq_of(p.await?)?.0);
-    }
+    let mut seqs = accepted_seqs(pending).await?;
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "dense from 1");
     assert_eq!(
@@ -336,15 +365,7 @@ pub async fn the_listener_hears_each_commit_once_in_seq_order(
     let store = &*s.store;
     let a = register(store, &TestAccount::new(None, 0)).await?;
     let b = register(store, &TestAccount::new(None, 0)).await?;
-    let mut pending = Vec::new();
-    for i in 0..50u8 {
-        pending.push(
-            store
-                .submit_enqueue(envelope(a, b, message_id(), &[i], None))
-                .await?,
-        );
-    }
-    for p in pending {
+    for p in pipeline(store, a, b, 50).await? {
         let seq = seq_of(p.await?)?;
         assert!(
             commits
@@ -707,6 +728,310 @@ pub async fn deleting_an_account_frees_its_handle(opener: &dyn OpenStore) -> any
             RegisterOutcome::Created { .. }
         ),
         "the handle is free again"
+    );
+    Ok(())
+}
+
+/// Many senders pipelining to one recipient at once (in a clustered store: through
+/// different writer lanes) get dense seqs, each sender's in the order it sent.
+pub async fn concurrent_senders_to_one_recipient_stay_dense(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    const SENDERS: usize = 8;
+    const EACH: u8 = 40;
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let to = register(&*s.store, &TestAccount::new(None, 0)).await?;
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..SENDERS {
+        let store = s.store.clone();
+        let from = register(&*store, &TestAccount::new(None, 0)).await?;
+        senders.spawn(async move {
+            let pending = pipeline(&*store, from, to, EACH).await?;
+            anyhow::Ok((from, accepted_seqs(pending).await?))
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(sent) = senders.join_next().await {
+        let (from, seqs) = sent??;
+        ensure!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{from:?}'s envelopes were stored out of order: {seqs:?}"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let total = (SENDERS * usize::from(EACH)) as u64;
+    assert_eq!(all, (1..=total).collect::<Vec<u64>>(), "dense from 1");
+    let page = s.store.page(to, Seq(0), 1000).await?;
+    assert_eq!(page.len() as u64, total);
+    assert!(page.windows(2).all(|w| w[0].seq.0 + 1 == w[1].seq.0));
+    let mut heard: Vec<u64> = commits.seen().iter().map(|(_, seq, _)| seq.0).collect();
+    heard.sort_unstable();
+    assert_eq!(heard, (1..=total).collect::<Vec<u64>>(), "each heard once");
+    Ok(())
+}
+
+/// Registrations racing for one handle or one identity create one account.
+pub async fn concurrent_registrations_create_one_account(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let name = unique("race");
+    let twin = TestAccount::new(Some(&unique("twin")), 3);
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let store = s.store.clone();
+        let account = if i % 2 == 0 {
+            new_account(&TestAccount::new(Some(&name), 3))
+        } else {
+            new_account(&twin)
+        };
+        racers.spawn(async move { store.register(account).await });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = racers.join_next().await {
+        outcomes.push(outcome??);
+    }
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, RegisterOutcome::Created { .. }))
+        .count();
+    assert_eq!(
+        created, 2,
+        "one per handle and one per identity: {outcomes:?}"
+    );
+    let taken = outcomes
+        .iter()
+        .filter(|o| **o == RegisterOutcome::HandleTaken)
+        .count();
+    let exists = outcomes
+        .iter()
+        .filter(|o| **o == RegisterOutcome::AccountExists)
+        .count();
+    assert_eq!((taken, exists), (5, 5), "{outcomes:?}");
+    Ok(())
+}
+
+/// Envelopes a racing stream has accepted before the race starts.
+const WARM_UP: usize = 30;
+/// Envelopes a racing stream submits after the racing change returned.
+const AFTER: usize = 40;
+
+/// What a racing stream sent: each outcome, with whether the racing change had returned
+/// when the send was submitted.
+#[derive(Debug, Default)]
+struct Raced(Vec<(bool, EnqueueOutcome)>);
+
+impl Raced {
+    /// Sends accepted.
+    fn accepted(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|(_, o)| matches!(o, EnqueueOutcome::Accepted { .. }))
+            .count()
+    }
+
+    /// Outcomes of the sends submitted after the change returned.
+    fn after(&self) -> Vec<EnqueueOutcome> {
+        self.0
+            .iter()
+            .filter(|(after, _)| *after)
+            .map(|(_, o)| *o)
+            .collect()
+    }
+}
+
+/// Sends from `from` to `to` (a business's in `category`), pipelined a few at a time;
+/// says on `warmed_up` when [`WARM_UP`] were accepted, and stops [`AFTER`] sends after
+/// `after` was set.
+async fn stream_of_sends(
+    store: Arc<dyn Store>,
+    (from, to, category): (DeviceAddress, DeviceAddress, Option<Category>),
+    after: Arc<AtomicBool>,
+    warmed_up: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<Raced> {
+    const WINDOW: usize = 8;
+    const MOST: u32 = 50_000;
+    let mut warmed_up = Some(warmed_up);
+    let mut outcomes = Raced::default();
+    let mut window = std::collections::VecDeque::new();
+    let mut accepted = 0;
+    let mut sent_after = 0;
+    for i in 0..MOST {
+        let submitted_after = after.load(Ordering::SeqCst);
+        if submitted_after {
+            sent_after += 1;
+            if sent_after > AFTER {
+                break;
+            }
+        }
+        let e = envelope(from, to, message_id(), &i.to_le_bytes(), category);
+        window.push_back((submitted_after, store.submit_enqueue(e).await?));
+        if window.len() < WINDOW {
+            continue;
+        }
+        if let Some((flag, pending)) = window.pop_front() {
+            let outcome = pending.await?;
+            if matches!(outcome, EnqueueOutcome::Accepted { .. }) {
+                accepted += 1;
+            }
+            outcomes.0.push((flag, outcome));
+        }
+        if accepted >= WARM_UP {
+            if let Some(warmed_up) = warmed_up.take() {
+                let _ = warmed_up.send(());
+            }
+        }
+    }
+    for (flag, pending) in window {
+        outcomes.0.push((flag, pending.await?));
+    }
+    Ok(outcomes)
+}
+
+/// Starts [`stream_of_sends`] and waits until it warmed up.
+async fn start_stream(
+    store: Arc<dyn Store>,
+    route: (DeviceAddress, DeviceAddress, Option<Category>),
+    after: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Raced>>> {
+    let (warmed_up, warm) = tokio::sync::oneshot::channel();
+    let stream = tokio::spawn(stream_of_sends(store, route, after, warmed_up));
+    tokio::time::timeout(std::time::Duration::from_secs(30), warm)
+        .await
+        .context("the stream did not warm up in time")?
+        .context("the stream ended before it warmed up")?;
+    Ok(stream)
+}
+
+/// A revocation that races a stream of business sends in its category: the sends
+/// accepted before it are all purged by it, none is accepted after it, and every send
+/// submitted after it returned is refused.
+pub async fn a_revocation_racing_business_sends_leaves_nothing_queued(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let policy = SendPolicy {
+        business_sends_per_second: 1_000_000,
+        ..SendPolicy::default()
+    };
+    let Some((s, _)) = open(opener, policy).await? else {
+        return Ok(());
+    };
+    let alerts = CategorySet::of([Category::SecurityAlert]);
+    let w = business_world(&s, alerts).await?;
+    s.store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Grant(grant(&w.person, w.business.account, alerts)),
+            now_ms(),
+        )
+        .await?;
+    let revoked = Arc::new(AtomicBool::new(false));
+    let route = (w.business, w.person_address, Some(Category::SecurityAlert));
+    let stream = start_stream(s.store.clone(), route, revoked.clone()).await?;
+    let outcome = s
+        .store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Revoke(revocation(&w.person, w.business.account, alerts)),
+            now_ms(),
+        )
+        .await?;
+    revoked.store(true, Ordering::SeqCst);
+    let outcomes = stream.await??;
+    let ConsentOutcome::Updated { purged, .. } = outcome else {
+        bail!("the revocation was refused: {outcome:?}");
+    };
+    assert!(outcomes.accepted() >= WARM_UP);
+    assert_eq!(
+        purged as usize,
+        outcomes.accepted(),
+        "every accepted send was purged by the revocation, none committed after it"
+    );
+    assert_eq!(outcomes.after(), vec![EnqueueOutcome::Refused; AFTER]);
+    assert!(s.store.page(w.person_address, Seq(0), 10).await?.is_empty());
+    Ok(())
+}
+
+/// A block racing a stream of sends: every send submitted after it returned is refused,
+/// and what was accepted before stays queued (a block does not purge).
+pub async fn a_block_is_in_force_for_every_send_after_it(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let a = register(&*s.store, &TestAccount::new(None, 0)).await?;
+    let b = register(&*s.store, &TestAccount::new(None, 0)).await?;
+    let blocked = Arc::new(AtomicBool::new(false));
+    let stream = start_stream(s.store.clone(), (a, b, None), blocked.clone()).await?;
+    s.store
+        .set_blocked(b.account, a.account, true, now_ms())
+        .await?;
+    blocked.store(true, Ordering::SeqCst);
+    let outcomes = stream.await??;
+    assert_eq!(outcomes.after(), vec![EnqueueOutcome::Blocked; AFTER]);
+    assert_eq!(
+        s.store.page(b, Seq(0), 1000).await?.len(),
+        outcomes.accepted()
+    );
+    Ok(())
+}
+
+/// `check_writable` commits; `queue_depth` counts what waits in every queue.
+pub async fn the_store_reports_writability_and_queue_depth(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    store.check_writable().await?;
+    store.check_writable().await?;
+    assert_eq!(store.queue_depth().await?, 0);
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    for _ in 0..3 {
+        seq_of(send(store, a, b, None).await?)?;
+    }
+    seq_of(send(store, b, a, None).await?)?;
+    assert_eq!(store.queue_depth().await?, 4);
+    let pending = store.submit_ack_through(b, Seq(2)).await?;
+    assert_eq!(pending.await?, 2);
+    assert_eq!(store.queue_depth().await?, 2);
+    Ok(())
+}
+
+/// `close` answers every write submitted before it; after it the store refuses with
+/// `Unavailable`.
+pub async fn closing_finishes_pending_writes_then_refuses(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let pending = pipeline(store, a, b, 30).await?;
+    store.close().await?;
+    assert_eq!(
+        accepted_seqs(pending).await?,
+        (1..=30).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        store
+            .enqueue(envelope(a, b, message_id(), b"late", None))
+            .await,
+        Err(StoreError::Unavailable)
+    );
+    assert_eq!(
+        store.page(b, Seq(0), 10).await,
+        Err(StoreError::Unavailable)
     );
     Ok(())
 }

@@ -1,4 +1,9 @@
 //! The store contract (`parley_tests::store_contract`) run against every store.
+//!
+//! The PostgreSQL cases need a server: [`postgres_url`] says where (for now the
+//! `PARLEY_TEST_POSTGRES_URL` variable; without it they pass as skipped). Each case gets
+//! a schema of its own on it (`t_<random>`, reached through the URL's `search_path`), so
+//! cases run in parallel on one server and leave nothing behind.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,10 +12,12 @@ use anyhow::Context;
 use parley_protocol::business::CategorySet;
 use parley_protocol::ids::{Handle, ServerId};
 use parley_server::authority::Authority;
-use parley_server::store::sqlite::{self, SqliteOptions, SqliteStore, Verification};
-use parley_server::store::{SendPolicy, StoreHooks};
+use parley_server::store::postgres::{self, PostgresOptions, PostgresStore};
+use parley_server::store::sqlite::{self, SqliteOptions, SqliteStore};
+use parley_server::store::{SendPolicy, StoreHooks, Verification};
 use parley_tests::business::now_ms;
 use parley_tests::store_contract::{Commits, KitFuture, OpenStore, StoreAdmin, Subject};
+use rand_core::{OsRng, RngCore};
 
 /// The embedded store, in a temporary directory.
 struct Sqlite;
@@ -39,6 +46,18 @@ impl OpenStore for Sqlite {
     }
 }
 
+/// What `verify-business` certifies for a test business named after its handle.
+fn verification(handle: &Handle, categories: CategorySet) -> Verification {
+    let name = handle.as_str().to_owned();
+    Verification {
+        legal_name: format!("{name} Ltd"),
+        display_name: name.clone(),
+        domain: format!("{name}.example"),
+        categories,
+        valid_for_ms: 365 * 24 * 3600 * 1000,
+    }
+}
+
 #[derive(Debug)]
 struct SqliteAdmin {
     dir: PathBuf,
@@ -47,14 +66,7 @@ struct SqliteAdmin {
 
 impl StoreAdmin for SqliteAdmin {
     fn verify_business(&self, handle: &Handle, categories: CategorySet) -> anyhow::Result<()> {
-        let name = handle.as_str().to_owned();
-        let what = Verification {
-            legal_name: format!("{name} Ltd"),
-            display_name: name.clone(),
-            domain: format!("{name}.example"),
-            categories,
-            valid_for_ms: 365 * 24 * 3600 * 1000,
-        };
+        let what = verification(handle, categories);
         sqlite::verify_business(&self.dir, &self.authority, handle, what, now_ms())
             .context("verify-business")?;
         Ok(())
@@ -76,4 +88,152 @@ impl StoreAdmin for SqliteAdmin {
 
 mod sqlite_store {
     parley_tests::store_contract_cases!(super::Sqlite);
+}
+
+/// Where the PostgreSQL server for these tests is, or `None` (after saying so) when
+/// there is none: then the case passes as skipped.
+async fn postgres_url() -> Option<String> {
+    match std::env::var("PARLEY_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            let case = std::thread::current()
+                .name()
+                .unwrap_or("a store contract case")
+                .to_owned();
+            println!("SKIPPED: {case} needs PostgreSQL: set PARLEY_TEST_POSTGRES_URL");
+            None
+        }
+    }
+}
+
+/// The clustered store, in a fresh schema on the server [`postgres_url`] names.
+struct Postgres;
+
+impl OpenStore for Postgres {
+    fn open(&self, policy: SendPolicy, commits: Arc<Commits>) -> KitFuture<'_, Option<Subject>> {
+        Box::pin(async move {
+            let Some(server) = postgres_url().await else {
+                return Ok(None);
+            };
+            let schema = Schema::create(&server).await?;
+            let store = PostgresStore::open(
+                &schema.url,
+                &PostgresOptions::default(),
+                ServerId([1; 32]),
+                StoreHooks::new(policy).with_listener(commits.clone()),
+            )
+            .await?;
+            let dir = tempfile::tempdir()?;
+            let admin = PostgresAdmin {
+                url: schema.url.clone(),
+                authority: Authority::load_or_create(dir.path())?,
+            };
+            Ok(Some(Subject {
+                store: Arc::new(store),
+                commits,
+                admin: Box::new(admin),
+                _keep: Box::new((schema, dir)),
+            }))
+        })
+    }
+}
+
+/// A schema of one case, dropped with everything in it when the case ends.
+#[derive(Debug)]
+struct Schema {
+    server: String,
+    name: String,
+    /// `server` working in this schema.
+    url: String,
+}
+
+impl Schema {
+    async fn create(server: &str) -> anyhow::Result<Schema> {
+        let name = format!("t_{:016x}", OsRng.next_u64());
+        execute(server, &format!("CREATE SCHEMA {name}")).await?;
+        let separator = if server.contains('?') { '&' } else { '?' };
+        Ok(Schema {
+            server: server.to_owned(),
+            url: format!("{server}{separator}options=-csearch_path%3D{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (server, sql) = (
+            self.server.clone(),
+            format!("DROP SCHEMA {} CASCADE", self.name),
+        );
+        // Drop runs inside the case's runtime; the statement runs on one of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(execute(&server, &sql)))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop schema {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on its own connection.
+async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {}", postgres::redact_url(url)))?;
+    let connection = tokio::spawn(connection);
+    client.batch_execute(sql).await.context(sql.to_owned())?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+#[derive(Debug)]
+struct PostgresAdmin {
+    url: String,
+    authority: Authority,
+}
+
+impl PostgresAdmin {
+    /// Runs an admin command (async) from the synchronous [`StoreAdmin`] methods.
+    fn run<T>(&self, command: impl std::future::Future<Output = T>) -> T {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(command))
+    }
+}
+
+impl StoreAdmin for PostgresAdmin {
+    fn verify_business(&self, handle: &Handle, categories: CategorySet) -> anyhow::Result<()> {
+        let what = verification(handle, categories);
+        self.run(postgres::verify_business(
+            &self.url,
+            &self.authority,
+            handle,
+            what,
+            now_ms(),
+        ))
+        .context("verify-business")?;
+        Ok(())
+    }
+
+    fn set_suspended(&self, handle: &Handle, suspended: bool) -> anyhow::Result<()> {
+        Ok(self.run(postgres::set_suspended(
+            &self.url,
+            handle,
+            suspended,
+            now_ms(),
+        ))?)
+    }
+
+    fn set_tier(&self, handle: &Handle, tier: u32) -> anyhow::Result<()> {
+        Ok(self.run(postgres::set_tier(&self.url, handle, tier))?)
+    }
+}
+
+mod postgres_store {
+    parley_tests::store_contract_cases!(super::Postgres);
 }

@@ -23,6 +23,7 @@ use clap::Parser;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use parley_protocol::ids::{DeviceAddress, MessageId, ServerId};
+use parley_server::store::postgres::{redact_url, PostgresOptions, PostgresStore};
 use parley_server::store::sqlite::SqliteStore;
 use parley_server::store::{
     EnqueueOutcome, NewEnvelope, Pending, RegisterOutcome, Store, StoreHooks,
@@ -56,6 +57,11 @@ pub struct StoreArgs {
     /// the ids' order costs the dedup index).
     #[arg(long)]
     pub random_ids: bool,
+    /// Drive the PostgreSQL store on this database instead of the embedded one (the
+    /// database server runs outside this process; it needs a database of its own, which
+    /// the run fills with accounts and envelopes).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
     #[command(flatten)]
     pub common: super::Common,
 }
@@ -102,14 +108,21 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
     let dir = tempfile::tempdir().context("temporary data directory")?;
     let mut server_id = [0u8; 32];
     OsRng.fill_bytes(&mut server_id);
-    let store = Arc::new(SqliteStore::open(
-        dir.path(),
-        &config.sqlite_options(),
-        ServerId(server_id),
-        // The relay's hand-off to online recipients is not part of the floor: nobody
-        // listens to commits.
-        StoreHooks::new(config.send_policy()),
-    )?);
+    // The relay's hand-off to online recipients is not part of the floor: nobody
+    // listens to commits.
+    let hooks = StoreHooks::new(config.send_policy());
+    let store: Arc<dyn Store> = match &args.postgres {
+        Some(url) => Arc::new(
+            PostgresStore::open(url, &PostgresOptions::default(), ServerId(server_id), hooks)
+                .await?,
+        ),
+        None => Arc::new(SqliteStore::open(
+            dir.path(),
+            &config.sqlite_options(),
+            ServerId(server_id),
+            hooks,
+        )?),
+    };
     let mut pairs = Vec::with_capacity(args.senders);
     for _ in 0..args.senders {
         pairs.push((register(&*store).await?, register(&*store).await?));
@@ -176,6 +189,10 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
     } else {
         "time-ordered, as the SDK makes them"
     });
+    parameters["store"] = json!(match &args.postgres {
+        Some(url) => format!("PostgreSQL at {}", redact_url(url)),
+        None => "SQLite".to_owned(),
+    });
     parameters["group_commit_max"] = json!(config.group_commit_max);
     parameters["db_queue_capacity"] = json!(config.db_queue_capacity);
     let mut report = Report::new("store", parameters);
@@ -194,10 +211,19 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
     });
     report.ratio_meaning = "none: the storage floor has no baseline of its own";
     report.envelopes = "opaque random bytes, handed to the store in-process (no network)";
-    report.notes.push(format!(
-        "in-process: the server's SqliteStore with its default settings (and any PARLEY_* environment variables, as the server would read them; durability {}, group commit ≤ {}), no WebSocket, no protocol, no hand-off to recipients; CPU is this whole process's, pinned to one CPU",
-        args.common.durability, config.group_commit_max
-    ));
+    report.notes.push(match &args.postgres {
+        Some(_) => {
+            let options = PostgresOptions::default();
+            format!(
+                "in-process: the server's PostgresStore with its default options ({} writer lanes, group commit ≤ {}), no WebSocket, no protocol, no hand-off to recipients; CPU is this whole process's, pinned to one CPU; the database server's CPU is not counted",
+                options.lanes, options.group_commit_max
+            )
+        }
+        None => format!(
+            "in-process: the server's SqliteStore with its default settings (and any PARLEY_* environment variables, as the server would read them; durability {}, group commit ≤ {}), no WebSocket, no protocol, no hand-off to recipients; CPU is this whole process's, pinned to one CPU",
+            args.common.durability, config.group_commit_max
+        ),
+    });
     if args.ack_every == 0 {
         report
             .notes
@@ -216,7 +242,7 @@ async fn register(store: &dyn Store) -> anyhow::Result<DeviceAddress> {
 
 /// One sender and its recipient's acks.
 struct Sender {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     from: DeviceAddress,
     to: DeviceAddress,
     payload: usize,

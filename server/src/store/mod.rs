@@ -2,8 +2,8 @@
 //! envelopes, and the sender-side dedup index.
 //!
 //! [`Store`] is what the rest of the server sees. [`sqlite::SqliteStore`] is the embedded
-//! implementation; a clustered one (PostgreSQL) would be a second implementation of the
-//! same trait. Every method returns `Result`: "not found" is a value inside `Ok`, and
+//! implementation; [`postgres::PostgresStore`] the clustered one, shared by several
+//! relay nodes. Both pass one contract suite (`parley-tests`, `store_contract`). Every method returns `Result`: "not found" is a value inside `Ok`, and
 //! [`StoreError`] always means the store itself failed.
 //!
 //! The rules every implementation keeps:
@@ -17,15 +17,20 @@
 //!   same transaction that stores the envelope, so a revocation, block or suspension is
 //!   in force for every send committed after it.
 
+pub mod admin;
+mod bundle;
 mod business;
 pub mod policy;
+pub mod postgres;
 pub mod retry;
 pub mod sqlite;
 mod types;
+pub(crate) mod values;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use admin::{AdminError, BusinessListing, Verification};
 pub use business::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy};
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{

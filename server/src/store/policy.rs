@@ -101,6 +101,29 @@ pub struct Standing {
     pub suspended: bool,
 }
 
+impl Standing {
+    /// A business's standing as a store keeps it: the category bits of its certificate,
+    /// whether that certificate is in force (neither revoked nor expired), its tier and
+    /// whether it is suspended. A certificate out of force allows no category.
+    pub fn from_stored(
+        category_bits: i64,
+        certificate_in_force: bool,
+        tier: i64,
+        suspended: bool,
+    ) -> Standing {
+        let categories = u8::try_from(category_bits)
+            .ok()
+            .and_then(CategorySet::from_bits)
+            .filter(|_| certificate_in_force)
+            .unwrap_or(CategorySet::EMPTY);
+        Standing {
+            categories,
+            tier: u32::try_from(tier).unwrap_or(0),
+            suspended,
+        }
+    }
+}
+
 /// A person's consent to a business in one category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consent {

@@ -96,10 +96,15 @@ pub enum BundleOutcome {
 /// Told about each envelope right after its commit, so an online recipient gets it
 /// without reading the store back (see `crate::presence`).
 ///
-/// Called in commit order, so for one recipient in `seq` order, before the sender's
-/// `accepted` is answered: on a tokio worker (the store's answering task) when the store
-/// runs on a multi-thread runtime, else on its writer thread. Must be quick and never
-/// block.
+/// Called after the commit and before the sender's `accepted` is answered, in the
+/// writer's commit order, so for one recipient in `seq` order: `SqliteStore` calls it on
+/// a tokio worker (its answering task) when it runs on a multi-thread runtime, else on
+/// its writer thread; `PostgresStore` on the task of the writer lane that committed. A
+/// store with several writers (PostgreSQL's lanes, and every node of a cluster) keeps
+/// that order per writer only: one recipient's envelopes committed by two writers may
+/// be heard out of `seq` order, or not at all on this node. So a listener keeps its own
+/// order and takes a gap as "read the store" (`crate::presence` does). Must be quick and
+/// never block.
 pub trait CommitListener: Send + Sync + std::fmt::Debug {
     /// `envelope` was durably queued for `to`.
     fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope);
@@ -155,6 +160,37 @@ impl StoreHooks {
         self.metrics = metrics;
         self
     }
+}
+
+/// Hands an envelope to the listener if `outcome` says it was committed; answers the
+/// outcome. Every store calls it after its commit, before answering the sender.
+pub(crate) fn announce(
+    outcome: EnqueueOutcome,
+    envelope: NewEnvelope,
+    listener: &dyn CommitListener,
+) -> EnqueueOutcome {
+    if let EnqueueOutcome::Accepted { seq, from_business } = outcome {
+        let NewEnvelope {
+            from,
+            to,
+            id,
+            ciphertext,
+            now_ms,
+            category,
+        } = envelope;
+        listener.committed(
+            to,
+            StoredEnvelope {
+                seq,
+                from,
+                id,
+                accepted_at_ms: now_ms,
+                ciphertext,
+                category: category.filter(|_| from_business),
+            },
+        );
+    }
+    outcome
 }
 
 /// A [`CommitListener`] for a store nobody is connected to (tools, tests).

@@ -2,13 +2,16 @@
 //! connections use them (the operator's commands are in `business_admin.rs`; the send
 //! policy in `policy.rs`).
 
-use parley_protocol::business::{confusable, CategorySet, ConsentRecord, SignedCertificate};
+use parley_protocol::business::CategorySet;
 use parley_protocol::ids::AccountId;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::queries::{corrupt, to_i64, SWEEP_BATCH};
+use super::queries::SWEEP_BATCH;
 use super::{policy, sql_error};
-use crate::store::policy::{category_code, REACH_WINDOW_MS};
+use crate::store::admin::decode_certificate;
+use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts, NameCheck};
+use crate::store::policy::category_code;
+use crate::store::values::{to_i64, to_u64};
 use crate::store::{
     BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, StoreError,
 };
@@ -20,53 +23,36 @@ pub(super) fn change_consent(
     change: &ConsentChange,
     now_ms: u64,
 ) -> Result<ConsentOutcome, StoreError> {
-    let record = match change {
-        ConsentChange::Grant(g) => ConsentRecord::Grant(g.clone()),
-        ConsentChange::Revoke(r) => ConsentRecord::Revocation(r.clone()),
-    };
+    let record = change.record();
     let business = record.business();
     let u = user.as_bytes().as_slice();
     let b = business.as_bytes().as_slice();
-    let nonce = match change {
-        ConsentChange::Grant(g) => g.grant.nonce,
-        ConsentChange::Revoke(r) => r.revocation.nonce,
-    };
-    let replayed = conn
-        .prepare_cached("SELECT 1 FROM consent_log WHERE user = ?1 AND nonce = ?2")
-        .and_then(|mut s| s.exists(params![u, nonce.as_bytes().as_slice()]))
-        .map_err(sql_error)?;
-    if replayed {
-        return Ok(ConsentOutcome::Invalid(
-            "this consent record was already used",
-        ));
-    }
-    let verified = conn
-        .prepare_cached(
-            "SELECT 1 FROM businesses WHERE account = ?1
-               AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
-        )
-        .and_then(|mut s| s.exists(params![b, to_i64(now_ms)]))
-        .map_err(sql_error)?;
-    let is_business = policy::is_business(conn, &business)?;
-    let revocation = matches!(change, ConsentChange::Revoke(_));
-    // A revocation may name a business whose certificate lapsed; a grant may not.
-    let acceptable = verified || (revocation && is_business);
-    if !acceptable {
-        return Ok(ConsentOutcome::Invalid("not a verified business"));
-    }
-    if let ConsentChange::Grant(g) = change {
-        let latest_revocation: Option<i64> = conn
+    let nonce = change.nonce();
+    let revocation = change.is_revocation();
+    let facts = ConsentFacts {
+        replayed: conn
+            .prepare_cached("SELECT 1 FROM consent_log WHERE user = ?1 AND nonce = ?2")
+            .and_then(|mut s| s.exists(params![u, nonce.as_bytes().as_slice()]))
+            .map_err(sql_error)?,
+        verified: conn
+            .prepare_cached(
+                "SELECT 1 FROM businesses WHERE account = ?1
+                   AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
+            )
+            .and_then(|mut s| s.exists(params![b, to_i64(now_ms)]))
+            .map_err(sql_error)?,
+        is_business: policy::is_business(conn, &business)?,
+        latest_revocation_ms: conn
             .prepare_cached(
                 "SELECT MAX(issued_at_ms) FROM consent_log
                  WHERE user = ?1 AND business = ?2 AND revocation = 1",
             )
-            .and_then(|mut s| s.query_row(params![u, b], |r| r.get(0)))
-            .map_err(sql_error)?;
-        if latest_revocation.is_some_and(|at| to_i64(g.grant.issued_at_ms) <= at) {
-            return Ok(ConsentOutcome::Invalid(
-                "this grant is older than a later revocation",
-            ));
-        }
+            .and_then(|mut s| s.query_row(params![u, b], |r| r.get::<_, Option<i64>>(0)))
+            .map_err(sql_error)?
+            .map(to_u64),
+    };
+    if let Err(reason) = judge_consent(change, facts) {
+        return Ok(ConsentOutcome::Invalid(reason));
     }
     conn.prepare_cached(
         "INSERT INTO consent_log (user, nonce, business, revocation, categories, issued_at_ms,
@@ -217,12 +203,12 @@ pub(super) fn report(
     let Some((standing_since, false)) = standing else {
         return Ok(ReportOutcome::Recorded);
     };
-    let since = standing_since.max(to_i64(now_ms.saturating_sub(policy.window_ms)));
+    let since = policy.counted_since(to_u64(standing_since), now_ms);
     let count: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM reports WHERE account = ?1 AND at_ms >= ?2")
-        .and_then(|mut s| s.query_row(params![a, since], |r| r.get(0)))
+        .and_then(|mut s| s.query_row(params![a, to_i64(since)], |r| r.get(0)))
         .map_err(sql_error)?;
-    if count < i64::from(policy.suspend_after) {
+    if !policy.suspends(to_u64(count)) {
         return Ok(ReportOutcome::Recorded);
     }
     conn.prepare_cached(
@@ -265,10 +251,6 @@ pub(super) fn business(
     }))
 }
 
-pub(super) fn decode_certificate(bytes: &[u8]) -> Result<SignedCertificate, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|_| corrupt("businesses.certificate"))
-}
-
 /// Whether `name` is reserved for `account`: it imitates the badge, or its skeleton is
 /// another verified business's display-name skeleton.
 pub(super) fn name_reserved(
@@ -276,13 +258,11 @@ pub(super) fn name_reserved(
     account: &AccountId,
     name: &str,
 ) -> Result<bool, StoreError> {
-    if confusable::has_badge_lookalike(name) {
-        return Ok(true);
-    }
-    let skeleton = confusable::skeleton(name);
-    if skeleton.is_empty() {
-        return Ok(false);
-    }
+    let skeleton = match NameCheck::of(name) {
+        NameCheck::Reserved => return Ok(true),
+        NameCheck::Free => return Ok(false),
+        NameCheck::Skeleton(skeleton) => skeleton,
+    };
     conn.prepare_cached(
         "SELECT 1 FROM businesses
          WHERE name_skeleton = ?1 AND account != ?2 AND revoked_at_ms IS NULL",
@@ -317,24 +297,19 @@ pub(super) fn sweep(
     care_window_ms: u64,
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
-    for (sql, cutoff) in [
-        (
-            "DELETE FROM reach WHERE (business, recipient) IN
-               (SELECT business, recipient FROM reach WHERE first_sent_ms <= ?1 LIMIT ?2)",
-            now_ms.saturating_sub(REACH_WINDOW_MS),
-        ),
-        (
-            "DELETE FROM care_windows WHERE (user, business) IN
-               (SELECT user, business FROM care_windows WHERE last_message_ms <= ?1 LIMIT ?2)",
-            now_ms.saturating_sub(care_window_ms),
-        ),
-        (
-            "DELETE FROM consents WHERE (user, business, category) IN
-               (SELECT user, business, category FROM consents
-                WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 LIMIT ?2)",
-            now_ms,
-        ),
-    ] {
+    let sweeps = [
+        "DELETE FROM reach WHERE (business, recipient) IN
+           (SELECT business, recipient FROM reach WHERE first_sent_ms <= ?1 LIMIT ?2)",
+        "DELETE FROM care_windows WHERE (user, business) IN
+           (SELECT user, business FROM care_windows WHERE last_message_ms <= ?1 LIMIT ?2)",
+        "DELETE FROM consents WHERE (user, business, category) IN
+           (SELECT user, business, category FROM consents
+            WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 LIMIT ?2)",
+    ];
+    for (sql, cutoff) in sweeps
+        .into_iter()
+        .zip(business_sweep_cutoffs(now_ms, care_window_ms))
+    {
         let n = conn
             .prepare_cached(sql)
             .and_then(|mut s| s.execute(params![to_i64(cutoff), SWEEP_BATCH]))

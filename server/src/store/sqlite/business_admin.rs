@@ -5,69 +5,15 @@
 
 use std::path::Path;
 
-use parley_protocol::business::{
-    confusable, BusinessCertificate, CategorySet, CertificateError, SignedCertificate,
-};
+use parley_protocol::business::SignedCertificate;
 use parley_protocol::ids::{AccountId, Handle};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::business::decode_certificate;
-use super::queries::{corrupt, to_i64, to_u64};
 use super::{open_connection, schema, sql_error, Durability, DATABASE_FILE};
 use crate::authority::Authority;
+use crate::store::admin::{decode_certificate, AdminError, BusinessListing, Verification};
+use crate::store::values::{corrupt, to_i64, to_u64};
 use crate::store::StoreError;
-
-/// An admin command could not be carried out.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// No account holds the handle.
-    #[error("no account has the handle @{0}")]
-    UnknownHandle(String),
-    /// The account is not a business.
-    #[error("@{0} is not a verified business (use `admin verify-business` first)")]
-    NotABusiness(String),
-    /// The certificate would be invalid.
-    #[error("invalid certificate: {0}")]
-    Certificate(#[from] CertificateError),
-    /// The display name is confusable with another business's.
-    #[error("the display name {0:?} is confusable with the verified business {1:?}")]
-    Confusable(String, String),
-    /// The database failed.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-}
-
-/// What `admin verify-business` certifies.
-#[derive(Clone, Debug)]
-pub struct Verification {
-    /// Registered legal name.
-    pub legal_name: String,
-    /// Name shown in chats.
-    pub display_name: String,
-    /// Domain the business proved control of.
-    pub domain: String,
-    /// Categories it may send in.
-    pub categories: CategorySet,
-    /// Validity from now, in ms.
-    pub valid_for_ms: u64,
-}
-
-/// One business, for `admin list-businesses`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BusinessListing {
-    /// The account's handle, if it has one.
-    pub handle: Option<String>,
-    /// The current (or last) certificate.
-    pub certificate: SignedCertificate,
-    /// When the certificate was revoked, if it was.
-    pub revoked_at_ms: Option<u64>,
-    /// Reach tier.
-    pub tier: u32,
-    /// When and why it was suspended, if it is.
-    pub suspended: Option<(u64, String)>,
-    /// Reports counted since its standing was last restored.
-    pub reports: u64,
-}
 
 /// Issues (or reissues, with the next serial) a certificate for the account `handle`.
 pub fn verify_business(
@@ -79,19 +25,15 @@ pub fn verify_business(
 ) -> Result<SignedCertificate, AdminError> {
     with_transaction(data_dir, |conn| {
         let account = account_of(conn, handle)?;
-        let skeleton = confusable::skeleton(&what.display_name);
         let clash: Option<String> = conn
             .query_row(
                 "SELECT display_name FROM businesses
                  WHERE name_skeleton = ?1 AND account != ?2 AND revoked_at_ms IS NULL",
-                params![skeleton, account.as_bytes().as_slice()],
+                params![what.name_skeleton(), account.as_bytes().as_slice()],
                 |r| r.get(0),
             )
             .optional()
             .map_err(sql_error)?;
-        if let Some(other) = clash {
-            return Err(AdminError::Confusable(what.display_name, other));
-        }
         let serial: i64 = conn
             .query_row(
                 "SELECT COALESCE(MAX(serial), 0) + 1 FROM businesses WHERE account = ?1",
@@ -99,20 +41,8 @@ pub fn verify_business(
                 |r| r.get(0),
             )
             .map_err(sql_error)?;
-        let signed = BusinessCertificate {
-            account,
-            serial: to_u64(serial),
-            legal_name: what.legal_name,
-            display_name: what.display_name,
-            domain: what.domain.to_ascii_lowercase(),
-            categories: what.categories,
-            issued_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(what.valid_for_ms),
-        }
-        .sign(authority.signing_key())?;
-        let c = &signed.certificate;
-        let bytes = rmp_serde::to_vec_named(&signed)
-            .map_err(|e| StoreError::Database(format!("encoding the certificate: {e}")))?;
+        let issued = what.certify(authority, account, to_u64(serial), clash, now_ms)?;
+        let c = &issued.signed.certificate;
         conn.execute(
             "INSERT INTO businesses (account, serial, certificate, legal_name, display_name,
                                      name_skeleton, domain, categories, issued_at_ms,
@@ -127,10 +57,10 @@ pub fn verify_business(
             params![
                 account.as_bytes().as_slice(),
                 serial,
-                bytes,
+                issued.encoded,
                 c.legal_name,
                 c.display_name,
-                skeleton,
+                issued.skeleton,
                 c.domain,
                 i64::from(c.categories.bits()),
                 to_i64(c.issued_at_ms),
@@ -138,7 +68,7 @@ pub fn verify_business(
             ],
         )
         .map_err(sql_error)?;
-        Ok(signed)
+        Ok(issued.signed)
     })
 }
 

@@ -30,12 +30,13 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::business_admin::{
-    list_businesses, revoke_business, set_suspended, set_tier, verify_business, AdminError,
-    BusinessListing, Verification,
+    list_businesses, revoke_business, set_suspended, set_tier, verify_business,
 };
 pub use self::maintenance::{backup, stats, BackupReport, DatabaseStats};
 use self::policy::SendRules;
 use self::threads::{ReadJob, WriteJob, WriterMsg};
+pub use crate::store::admin::{AdminError, BusinessListing, Verification};
+use crate::store::types::announce;
 use crate::store::{
     AuthRecord, BundleOutcome, BusinessRecord, CommitListener, ConsentChange, ConsentOutcome,
     EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome,
@@ -235,36 +236,6 @@ pub(super) fn open_connection(
     }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// Hands a committed envelope to the listener; answers the outcome.
-fn announce(
-    outcome: EnqueueOutcome,
-    envelope: NewEnvelope,
-    listener: &dyn CommitListener,
-) -> EnqueueOutcome {
-    if let EnqueueOutcome::Accepted { seq, from_business } = outcome {
-        let NewEnvelope {
-            from,
-            to,
-            id,
-            ciphertext,
-            now_ms,
-            category,
-        } = envelope;
-        listener.committed(
-            to,
-            StoredEnvelope {
-                seq,
-                from,
-                id,
-                accepted_at_ms: now_ms,
-                ciphertext,
-                category: category.filter(|_| from_business),
-            },
-        );
-    }
-    outcome
 }
 
 /// Compiled statements kept per connection: every statement the server runs (about 80,

@@ -8,16 +8,16 @@
 
 use std::time::Instant;
 
-use parley_protocol::business::{Category, CategorySet};
+use parley_protocol::business::Category;
 use parley_protocol::ids::AccountId;
 use rusqlite::{params, Connection};
 
-use super::queries::{to_i64, to_u64};
 use super::sql_error;
 use crate::rate_limit::RateLimiter;
 use crate::store::policy::{
     self, category_code, Consent, Decision, Effects, Reach, SendFacts, SendPolicy, Standing,
 };
+use crate::store::values::{to_i64, to_u64};
 use crate::store::{NewEnvelope, StoreError};
 
 /// Most businesses whose messages-per-second bucket is tracked at once.
@@ -119,22 +119,12 @@ fn facts(
                 |r| {
                     let sender_business = match r.get::<_, Option<i64>>(0)? {
                         None => None,
-                        Some(bits) => {
-                            let valid: bool = r.get::<_, Option<bool>>(3)?.unwrap_or(false);
-                            Some(Standing {
-                                categories: if valid {
-                                    u8::try_from(bits)
-                                        .ok()
-                                        .and_then(CategorySet::from_bits)
-                                        .unwrap_or(CategorySet::EMPTY)
-                                } else {
-                                    CategorySet::EMPTY
-                                },
-                                tier: u32::try_from(r.get::<_, Option<i64>>(1)?.unwrap_or(0))
-                                    .unwrap_or(0),
-                                suspended: r.get(2)?,
-                            })
-                        }
+                        Some(bits) => Some(Standing::from_stored(
+                            bits,
+                            r.get::<_, Option<bool>>(3)?.unwrap_or(false),
+                            r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                            r.get(2)?,
+                        )),
                     };
                     let consent = match r.get::<_, Option<i64>>(7)? {
                         None => Consent::Absent,

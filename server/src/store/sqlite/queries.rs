@@ -1,18 +1,19 @@
 //! The SQL behind each [`crate::store::Store`] operation. Each function runs on the
 //! connection it is given; the caller (writer or reader thread) owns transactions.
 
-use parley_protocol::identity::{IdentityPublic, X25519Public};
 use parley_protocol::ids::{
     AccountId, DeviceAddress, DeviceId, Handle, MessageId, PrekeyId, Seq, ServerId,
 };
-use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, SignedPrekey};
+use parley_protocol::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
 use parley_protocol::signature::Signature;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::policy::{self, SendRules};
 use super::{business, sql_error};
+use crate::store::bundle::{SignedRow, StoredBundle, KIND_KEM, KIND_SIGNED};
 use crate::store::policy::{category_code, category_from_code, Decision};
 use crate::store::retry::{answer_retry, ciphertext_digest, EarlierSend};
+use crate::store::values::{corrupt, to_i64, to_u64};
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
@@ -20,9 +21,6 @@ use crate::store::{
 
 /// Rows deleted per sweep call, so one sweep never holds the writer for long.
 pub(super) const SWEEP_BATCH: i64 = 5_000;
-
-const KIND_SIGNED: i64 = 0;
-const KIND_KEM: i64 = 1;
 
 /// Reads the server id, storing `fresh` if the database has none yet.
 pub(super) fn server_id(conn: &Connection, fresh: ServerId) -> Result<ServerId, StoreError> {
@@ -161,35 +159,13 @@ pub(super) fn take_bundle(
             .optional()
         })
         .map_err(sql_error)?;
-    let Some((dh, dh_signature)) = identity else {
+    let Some((identity_dh, dh_signature)) = identity else {
         return Ok(BundleOutcome::NotFound);
     };
-    let identity = IdentityPublic {
-        account: device.account,
-        dh: X25519Public::from_slice(&dh).ok_or_else(|| corrupt("accounts.identity_dh"))?,
-        dh_signature: Signature::from_slice(&dh_signature)
-            .ok_or_else(|| corrupt("accounts.dh_signature"))?,
-    };
-    let Some(SignedRow(spk_id, spk_public, spk_sig)) = signed_row(conn, key, KIND_SIGNED)? else {
+    let Some(signed) = signed_row(conn, key, KIND_SIGNED)? else {
         return Ok(BundleOutcome::NotFound);
     };
-    let signed_prekey = SignedPrekey {
-        id: PrekeyId(spk_id),
-        public: X25519Public::from_slice(&spk_public)
-            .ok_or_else(|| corrupt("signed_prekeys.public"))?,
-        signature: Signature::from_slice(&spk_sig)
-            .ok_or_else(|| corrupt("signed_prekeys.signature"))?,
-    };
-    let kem_prekey = signed_row(conn, key, KIND_KEM)?
-        .map(|SignedRow(id, public, sig)| {
-            Ok::<_, StoreError>(SignedKemPrekey {
-                id: PrekeyId(id),
-                public,
-                signature: Signature::from_slice(&sig)
-                    .ok_or_else(|| corrupt("signed_prekeys.signature"))?,
-            })
-        })
-        .transpose()?;
+    let kem = signed_row(conn, key, KIND_KEM)?;
     let one_time = conn
         .prepare_cached(
             "DELETE FROM one_time_prekeys WHERE device_key = ?1 AND key_id =
@@ -204,25 +180,15 @@ pub(super) fn take_bundle(
             .optional()
         })
         .map_err(sql_error)?;
-    let one_time_prekey = one_time
-        .map(|(id, public)| {
-            Ok::<_, StoreError>(OneTimePrekey {
-                id: PrekeyId(id),
-                public: X25519Public::from_slice(&public)
-                    .ok_or_else(|| corrupt("one_time_prekeys.public"))?,
-            })
-        })
-        .transpose()?;
-    Ok(BundleOutcome::Found {
-        bundle: PrekeyBundle {
-            identity,
-            device: device.device,
-            signed_prekey,
-            kem_prekey,
-            one_time_prekey,
-        },
+    StoredBundle {
+        identity_dh,
+        dh_signature,
+        signed,
+        kem,
+        one_time,
         remaining: one_time_count(conn, key)?,
-    })
+    }
+    .decode(device)
 }
 
 pub(super) fn resolve_handle(
@@ -492,9 +458,6 @@ fn one_time_count(conn: &Connection, key: i64) -> Result<u32, StoreError> {
         .map_err(sql_error)
 }
 
-/// A row of `signed_prekeys`: key id, public key, signature.
-struct SignedRow(u32, Vec<u8>, Vec<u8>);
-
 fn signed_row(conn: &Connection, key: i64, kind: i64) -> Result<Option<SignedRow>, StoreError> {
     conn.prepare_cached(
         "SELECT key_id, public, signature FROM signed_prekeys
@@ -565,16 +528,4 @@ fn put_one_time_prekeys(
             .map_err(sql_error)?;
     }
     Ok(())
-}
-
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Database(format!("corrupt value in {what}"))
-}
-
-pub(super) fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }

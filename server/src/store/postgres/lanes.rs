@@ -1,0 +1,283 @@
+//! Writer lanes: how sends (and acks) reach PostgreSQL in group commits.
+//!
+//! There are `lanes` lanes (`PostgresOptions::lanes`), each a bounded queue and one task.
+//! A job goes to the lane of its device (the sender of an envelope, the acknowledging
+//! device of an ack), chosen by hash; callers wait while the lane is full
+//! (backpressure). The lane task takes the first job and every job already waiting (up
+//! to `group_commit_max`) and runs them in **one transaction**, committed with
+//! `synchronous_commit = on`. Only after the commit does it tell the commit listener of
+//! each accepted envelope and answer each job, in the order the jobs ran; if the commit
+//! fails nothing is answered as accepted.
+//!
+//! Order. One device's jobs go to one lane, whose batches run one after another, and
+//! within a batch its jobs keep their order: a sender's envelopes are stored, and its
+//! acks applied, in the order submitted. Within a batch the jobs run sorted by recipient
+//! (a stable sort, so one sender's envelopes to one recipient keep their order), so that
+//! batches of different lanes lock `queue_head` rows in one global order and do not
+//! deadlock over them. Per recipient, the row lock of `queue_head` makes seq order commit
+//! order; so the listener hears each recipient's envelopes in seq order from one lane,
+//! while envelopes of one recipient committed by different lanes (or nodes) may be heard
+//! out of order by a few microseconds (listeners tolerate a gap: `crate::presence`).
+//!
+//! Failures. A batch that fails with a deadlock, a serialization failure or a concurrent
+//! insert of the same key (other locks, such as a business's rate bucket, can still make
+//! two lanes wait for each other) is rolled back and run again from its first job, up
+//! to `pool::ATTEMPTS` times. Any other failure answers every job of the batch with the
+//! error; the clients retry, and retries are deduplicated.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use deadpool_postgres::{Pool, Transaction};
+use parley_protocol::ids::{DeviceAddress, Seq};
+use tokio::sync::{mpsc, oneshot};
+
+use super::errors::{pool_error, Failure};
+use super::policy::SendRules;
+use super::pool::{backoff, ATTEMPTS};
+use super::queue::{self, EnqueueStatements};
+use crate::metrics::StoreMetrics;
+use crate::store::types::announce;
+use crate::store::{CommitListener, EnqueueOutcome, NewEnvelope, StoreError};
+
+/// A write that goes through a lane.
+#[derive(Debug)]
+pub(super) enum LaneJob {
+    /// Store an envelope.
+    Enqueue {
+        /// It.
+        envelope: NewEnvelope,
+        /// Answered after the commit.
+        reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+    },
+    /// Delete a device's envelopes through a seq.
+    Ack {
+        /// The acknowledging device.
+        device: DeviceAddress,
+        /// Through this seq.
+        through: Seq,
+        /// Answered after the commit: envelopes deleted.
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+impl LaneJob {
+    /// The device whose lane runs the job.
+    fn device(&self) -> &DeviceAddress {
+        match self {
+            LaneJob::Enqueue { envelope, .. } => &envelope.from,
+            LaneJob::Ack { device, .. } => device,
+        }
+    }
+
+    /// The recipient whose `queue_head` row the job locks (or whose queue it touches):
+    /// batches run their jobs in this order.
+    fn recipient(&self) -> (&[u8], u32) {
+        let address = match self {
+            LaneJob::Enqueue { envelope, .. } => &envelope.to,
+            LaneJob::Ack { device, .. } => device,
+        };
+        (address.account.as_bytes().as_slice(), address.device.0)
+    }
+
+    /// Answers the job with what it did in a committed batch (telling `listener` of an
+    /// accepted envelope first), or with the batch's error.
+    fn answer(self, done: Result<Done, StoreError>, listener: &dyn CommitListener) {
+        let mixed_up =
+            || StoreError::Database("a lane answered a job with another's result".into());
+        match self {
+            LaneJob::Enqueue { envelope, reply } => {
+                let _ = reply.send(done.and_then(|done| match done {
+                    Done::Enqueued(outcome) => Ok(announce(outcome, envelope, listener)),
+                    Done::Acked(_) => Err(mixed_up()),
+                }));
+            }
+            LaneJob::Ack { reply, .. } => {
+                let _ = reply.send(done.and_then(|done| match done {
+                    Done::Acked(deleted) => Ok(deleted),
+                    Done::Enqueued(_) => Err(mixed_up()),
+                }));
+            }
+        }
+    }
+}
+
+/// What a job did, before the commit.
+#[derive(Debug)]
+enum Done {
+    Enqueued(EnqueueOutcome),
+    Acked(u64),
+}
+
+#[derive(Debug)]
+enum LaneMsg {
+    Job(LaneJob),
+    /// Run what is queued before it, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// What every lane task shares.
+#[derive(Debug)]
+pub(super) struct LaneContext {
+    /// Connections.
+    pub pool: Pool,
+    /// The send policy.
+    pub rules: Arc<SendRules>,
+    /// Told of each committed envelope.
+    pub on_commit: Arc<dyn CommitListener>,
+    /// Commit latencies and failures.
+    pub metrics: Arc<StoreMetrics>,
+    /// Most jobs per transaction.
+    pub group_commit_max: usize,
+}
+
+/// The lanes of one store.
+#[derive(Debug)]
+pub(super) struct Lanes {
+    senders: Vec<mpsc::Sender<LaneMsg>>,
+}
+
+impl Lanes {
+    /// Starts `count` lane tasks on the current runtime, each with a queue of `capacity`.
+    pub(super) fn start(count: usize, capacity: usize, context: Arc<LaneContext>) -> Lanes {
+        let senders = (0..count.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(capacity.max(1));
+                tokio::spawn(run_lane(rx, context.clone()));
+                tx
+            })
+            .collect();
+        Lanes { senders }
+    }
+
+    /// Queues `job` on its device's lane, waiting for room.
+    pub(super) async fn submit(&self, job: LaneJob) -> Result<(), StoreError> {
+        let mut hasher = DefaultHasher::new();
+        job.device().hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % self.senders.len() as u64).unwrap_or(0);
+        let lane = self.senders.get(index).ok_or(StoreError::Unavailable)?;
+        lane.send(LaneMsg::Job(job))
+            .await
+            .map_err(|_| StoreError::Unavailable)
+    }
+
+    /// Lets every lane finish the jobs queued so far, then stops them; later jobs are
+    /// refused with [`StoreError::Unavailable`].
+    pub(super) async fn close(&self) {
+        for lane in &self.senders {
+            let (done, finished) = oneshot::channel();
+            if lane.send(LaneMsg::Close(done)).await.is_ok() {
+                let _ = finished.await;
+            }
+        }
+    }
+}
+
+async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
+    let max = context.group_commit_max.max(1);
+    let mut batch = Vec::with_capacity(max);
+    let mut close = None;
+    while close.is_none() {
+        match rx.recv().await {
+            Some(LaneMsg::Job(job)) => batch.push(job),
+            Some(LaneMsg::Close(done)) => close = Some(done),
+            None => break,
+        }
+        while batch.len() < max && close.is_none() {
+            match rx.try_recv() {
+                Ok(LaneMsg::Job(job)) => batch.push(job),
+                Ok(LaneMsg::Close(done)) => close = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&context, std::mem::take(&mut batch)).await;
+        }
+    }
+    // Jobs queued after the close are dropped with the receiver: answered Unavailable.
+    drop(rx);
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
+}
+
+/// Runs `jobs` in one transaction (again, after a retryable failure), then announces
+/// and answers them.
+async fn commit_batch(context: &LaneContext, mut jobs: Vec<LaneJob>) {
+    jobs.sort_by(|a, b| a.recipient().cmp(&b.recipient()));
+    let started = Instant::now();
+    let mut attempt = 1;
+    let result = loop {
+        match run_batch(context, &jobs).await {
+            Ok(done) => break Ok(done),
+            Err(failure) if failure.retry && attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %failure.error, "batch rolled back; running it again");
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            Err(failure) => break Err(failure.error),
+        }
+    };
+    match result {
+        Ok(done) => {
+            context.metrics.commit_seconds.observe(started.elapsed());
+            context.metrics.committed_jobs.add(jobs.len() as u64);
+            for (job, done) in jobs.into_iter().zip(done) {
+                job.answer(Ok(done), &*context.on_commit);
+            }
+        }
+        Err(error) => {
+            context.metrics.failed_commits.inc();
+            tracing::warn!(%error, jobs = jobs.len(), "group commit failed; nothing of it was stored");
+            for job in jobs {
+                job.answer(Err(error.clone()), &*context.on_commit);
+            }
+        }
+    }
+}
+
+/// One attempt at a batch: every job in one transaction, committed.
+async fn run_batch(context: &LaneContext, jobs: &[LaneJob]) -> Result<Vec<Done>, Failure> {
+    let mut client = context.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await?;
+    let done = run_jobs(&tx, context, jobs).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Runs the jobs in order in `tx`. Each envelope's writes go out with the next
+/// envelope's reads (see `queue::enqueue`), and are confirmed before an ack and before
+/// the commit.
+async fn run_jobs(
+    tx: &Transaction<'_>,
+    context: &LaneContext,
+    jobs: &[LaneJob],
+) -> Result<Vec<Done>, Failure> {
+    let statements = EnqueueStatements::prepare(tx).await?;
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut writes = None;
+    for job in jobs {
+        done.push(match job {
+            LaneJob::Enqueue { envelope, .. } => {
+                let (outcome, next) =
+                    queue::enqueue(tx, &statements, &context.rules, envelope, writes.take())
+                        .await?;
+                writes = next;
+                Done::Enqueued(outcome)
+            }
+            LaneJob::Ack {
+                device, through, ..
+            } => {
+                if let Some(writes) = writes.take() {
+                    writes.await?;
+                }
+                Done::Acked(queue::ack_through(tx, device, *through).await?)
+            }
+        });
+    }
+    if let Some(writes) = writes {
+        writes.await?;
+    }
+    Ok(done)
+}
