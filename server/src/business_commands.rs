@@ -1,19 +1,93 @@
-//! `parley-server admin` commands for business accounts: they act on the data directory
-//! (safe while a server runs on it) and print what they did for the operator.
+//! `parley-server admin` commands for business accounts: they act on the store the
+//! configuration names (the SQLite database in the data directory, or the cluster's
+//! PostgreSQL), safe while servers run on it, and print what they did for the operator.
+//! The authority key is always the data directory's `authority.key`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use parley_protocol::business::{CategorySet, SignedCertificate};
 use parley_protocol::ids::Handle;
 
 use crate::authority::Authority;
 use crate::cli::AdminCommand;
+use crate::config::Config;
 use crate::context::now_ms;
-use crate::store::sqlite::{self, BusinessListing, Verification};
+use crate::store::admin::{AdminError, BusinessListing, Verification};
+use crate::store::{postgres, sqlite};
+use crate::topology::{SecretUrl, StoreLocation};
+
+/// Where the operator's business commands act.
+#[derive(Debug)]
+enum BusinessStore {
+    /// The SQLite database in this directory.
+    Sqlite(PathBuf),
+    /// The cluster's PostgreSQL.
+    Postgres(SecretUrl),
+}
+
+impl BusinessStore {
+    fn of(config: &Config) -> BusinessStore {
+        match &config.store {
+            StoreLocation::Postgres(url) => BusinessStore::Postgres(url.clone()),
+            StoreLocation::Sqlite(_) => BusinessStore::Sqlite(config.sqlite_dir().to_path_buf()),
+        }
+    }
+
+    async fn verify(
+        &self,
+        authority: &Authority,
+        handle: &Handle,
+        what: Verification,
+        now: u64,
+    ) -> Result<SignedCertificate, AdminError> {
+        match self {
+            BusinessStore::Sqlite(dir) => {
+                sqlite::verify_business(dir, authority, handle, what, now)
+            }
+            BusinessStore::Postgres(url) => {
+                postgres::verify_business(url.expose(), authority, handle, what, now).await
+            }
+        }
+    }
+
+    async fn revoke(&self, handle: &Handle, now: u64) -> Result<(), AdminError> {
+        match self {
+            BusinessStore::Sqlite(dir) => sqlite::revoke_business(dir, handle, now),
+            BusinessStore::Postgres(url) => {
+                postgres::revoke_business(url.expose(), handle, now).await
+            }
+        }
+    }
+
+    async fn suspend(&self, handle: &Handle, suspend: bool, now: u64) -> Result<(), AdminError> {
+        match self {
+            BusinessStore::Sqlite(dir) => sqlite::set_suspended(dir, handle, suspend, now),
+            BusinessStore::Postgres(url) => {
+                postgres::set_suspended(url.expose(), handle, suspend, now).await
+            }
+        }
+    }
+
+    async fn tier(&self, handle: &Handle, tier: u32) -> Result<(), AdminError> {
+        match self {
+            BusinessStore::Sqlite(dir) => sqlite::set_tier(dir, handle, tier),
+            BusinessStore::Postgres(url) => postgres::set_tier(url.expose(), handle, tier).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<BusinessListing>, AdminError> {
+        match self {
+            BusinessStore::Sqlite(dir) => sqlite::list_businesses(dir),
+            BusinessStore::Postgres(url) => postgres::list_businesses(url.expose()).await,
+        }
+    }
+}
 
 /// Runs a business admin command; `Ok(None)` if `command` is not one.
-pub fn run(command: &AdminCommand, data_dir: &Path) -> anyhow::Result<Option<String>> {
+pub async fn run(command: &AdminCommand, config: &Config) -> anyhow::Result<Option<String>> {
     let now = now_ms();
+    let data_dir: &Path = &config.data_dir;
+    let store = BusinessStore::of(config);
     let out = match command {
         AdminCommand::Authority => {
             let key = Authority::load_or_create(data_dir)?.public();
@@ -33,47 +107,41 @@ pub fn run(command: &AdminCommand, data_dir: &Path) -> anyhow::Result<Option<Str
         } => {
             let authority = Authority::load_or_create(data_dir)?;
             let categories = CategorySet::parse_list(categories).map_err(anyhow::Error::msg)?;
-            let signed = sqlite::verify_business(
-                data_dir,
-                &authority,
-                &handle_arg(handle)?,
-                Verification {
-                    legal_name: legal_name.clone(),
-                    display_name: display_name.clone(),
-                    domain: domain.clone(),
-                    categories,
-                    valid_for_ms: u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX),
-                },
-                now,
-            )?;
-            format!(
-                "verified @{}\n{}",
-                handle_arg(handle)?.as_str(),
-                describe(&signed, now)
-            )
+            let what = Verification {
+                legal_name: legal_name.clone(),
+                display_name: display_name.clone(),
+                domain: domain.clone(),
+                categories,
+                valid_for_ms: u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX),
+            };
+            let handle = handle_arg(handle)?;
+            let signed = store.verify(&authority, &handle, what, now).await?;
+            format!("verified @{}\n{}", handle.as_str(), describe(&signed, now))
         }
         AdminCommand::RevokeBusiness { handle } => {
             let handle = handle_arg(handle)?;
-            sqlite::revoke_business(data_dir, &handle, now)?;
+            store.revoke(&handle, now).await?;
             format!("revoked the certificate of @{}\n", handle.as_str())
         }
-        AdminCommand::ListBusinesses => render_list(&sqlite::list_businesses(data_dir)?, now),
+        AdminCommand::ListBusinesses => render_list(&store.list().await?, now),
         AdminCommand::Suspend { handle } => {
             let handle = handle_arg(handle)?;
-            sqlite::set_suspended(data_dir, &handle, true, now)?;
+            store.suspend(&handle, true, now).await?;
             format!("suspended @{}\n", handle.as_str())
         }
         AdminCommand::Unsuspend { handle } => {
             let handle = handle_arg(handle)?;
-            sqlite::set_suspended(data_dir, &handle, false, now)?;
+            store.suspend(&handle, false, now).await?;
             format!("lifted the suspension of @{}\n", handle.as_str())
         }
         AdminCommand::SetTier { handle, tier } => {
             let handle = handle_arg(handle)?;
-            sqlite::set_tier(data_dir, &handle, *tier)?;
+            store.tier(&handle, *tier).await?;
             format!("@{} is now in tier {tier}\n", handle.as_str())
         }
-        AdminCommand::Stats | AdminCommand::Backup { .. } => return Ok(None),
+        AdminCommand::Stats | AdminCommand::Backup { .. } | AdminCommand::Migrate => {
+            return Ok(None)
+        }
     };
     Ok(Some(out))
 }

@@ -62,8 +62,12 @@ pub enum Command {
 /// `parley-server admin ...`.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Print counts from the database: accounts, devices, queued envelopes, sizes.
+    /// Print counts from the database: accounts, devices, queued envelopes, sizes
+    /// (SQLite store).
     Stats,
+    /// Apply the store's missing schema migrations and print its schema version (nodes
+    /// also do this when they start; run it before a rolling upgrade).
+    Migrate,
     /// Write a consistent copy of the database to FILE while the server keeps serving.
     Backup {
         /// Where to write the backup; must not exist yet.

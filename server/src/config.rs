@@ -66,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "PARLEY_CLUSTER_KEY", hide_env_values = true)]
     pub cluster_key: Option<ClusterKey>,
 
+    /// PostgreSQL store: writer lanes, each committing its group of sends in one
+    /// transaction (one sender's sends always use the same lane, so they commit in
+    /// order). The node opens one connection per lane and 4 more.
+    #[arg(long, env = "PARLEY_DB_LANES", default_value_t = 4)]
+    pub db_lanes: usize,
+
     /// Cluster mode: messages to other nodes (wakes, announcements) waiting for the NATS
     /// client; when full, wakes are dropped and every node reads its devices' queues
     /// again.
@@ -334,6 +340,7 @@ impl Config {
             ("read-buffer-bytes", self.read_buffer_bytes),
             ("pipeline-depth", self.pipeline_depth),
             ("bus-queue-capacity", self.bus_queue_capacity),
+            ("db-lanes", self.db_lanes),
             ("bus-subscription-capacity", self.bus_subscription_capacity),
             (
                 "business-sends-per-second",
@@ -413,6 +420,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Options of a PostgreSQL store derived from this configuration.
+    pub fn postgres_options(&self) -> crate::store::postgres::PostgresOptions {
+        crate::store::postgres::PostgresOptions {
+            lanes: self.db_lanes,
+            lane_capacity: self.db_queue_capacity,
+            group_commit_max: self.group_commit_max,
+            ..Default::default()
+        }
     }
 
     /// The SQLite database's directory: `--store sqlite:DIR`, else `--data-dir`.

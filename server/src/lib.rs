@@ -51,6 +51,9 @@ pub enum ServerError {
     /// The data directory is on a read-only file system.
     #[error("database is read-only: {} is on a read-only file system", .0.display())]
     ReadOnly(std::path::PathBuf),
+    /// This node may not join its PostgreSQL database.
+    #[error(transparent)]
+    Node(#[from] store::postgres::NodeRefused),
     /// The bus between nodes could not be set up.
     #[error(transparent)]
     Bus(#[from] presence::nats::BusError),

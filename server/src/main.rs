@@ -4,7 +4,8 @@
 use anyhow::Context;
 use parley_server::cli::{self, AdminCommand, Command, LoadError};
 use parley_server::config::{Config, LogFormat};
-use parley_server::store::sqlite;
+use parley_server::store::{postgres, sqlite};
+use parley_server::topology::StoreLocation;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -21,9 +22,32 @@ fn main() -> anyhow::Result<()> {
             print!("{}", loaded.print_config());
             Ok(())
         }
+        Some(Command::Admin(command @ (AdminCommand::Stats | AdminCommand::Backup { .. })))
+            if config.store.is_postgres() =>
+        {
+            let name = match command {
+                AdminCommand::Stats => "stats",
+                _ => "backup",
+            };
+            anyhow::bail!(
+                "admin {name} reads a SQLite database; this configuration's store is \
+                 PostgreSQL: use pg_dump and PostgreSQL's own statistics (docs/operations.md, \
+                 \"Cluster mode\")"
+            )
+        }
         Some(Command::Admin(AdminCommand::Stats)) => {
-            let stats = sqlite::stats(&config.data_dir)?;
+            let stats = sqlite::stats(config.sqlite_dir())?;
             print!("{}", parley_server::admin::render_stats(&stats));
+            Ok(())
+        }
+        Some(Command::Admin(AdminCommand::Migrate)) => {
+            let version = match &config.store {
+                StoreLocation::Postgres(url) => {
+                    admin_runtime()?.block_on(postgres::migrate(url.expose()))?
+                }
+                StoreLocation::Sqlite(_) => sqlite::migrate(config.sqlite_dir())?,
+            };
+            println!("schema version {version}");
             Ok(())
         }
         Some(Command::Admin(
@@ -35,13 +59,14 @@ fn main() -> anyhow::Result<()> {
             | AdminCommand::Unsuspend { .. }
             | AdminCommand::SetTier { .. }),
         )) => {
-            if let Some(out) = parley_server::business_commands::run(command, &config.data_dir)? {
+            let run = parley_server::business_commands::run(command, &config);
+            if let Some(out) = admin_runtime()?.block_on(run)? {
                 print!("{out}");
             }
             Ok(())
         }
         Some(Command::Admin(AdminCommand::Backup { file })) => {
-            let report = sqlite::backup(&config.data_dir, file)?;
+            let report = sqlite::backup(config.sqlite_dir(), file)?;
             println!(
                 "backup written: {} ({} bytes, {} queued envelopes)",
                 report.path.display(),
@@ -51,6 +76,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A small runtime for one operator command.
+fn admin_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Runs the relay until SIGINT or SIGTERM.

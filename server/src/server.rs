@@ -25,10 +25,12 @@ use crate::context::{Limiters, Shared};
 use crate::housekeeping;
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, NatsPresence, Presence};
+use crate::store::postgres::{NodeLock, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreHooks};
 use crate::topology::{BusLocation, StoreLocation};
 use crate::{admin, connection, ServerError};
+use parley_protocol::business::AuthorityKey;
 use parley_protocol::ids::ServerId;
 
 /// Longest pause after repeated accept errors.
@@ -75,7 +77,8 @@ pub async fn run_with_admin(
     let hooks = StoreHooks::new(config.send_policy())
         .with_listener(presence.clone())
         .with_metrics(metrics.store.clone());
-    let (store, server_id, database) = open_store(&config, ServerId(server_id), hooks).await?;
+    let opened = open_store(&config, ServerId(server_id), hooks, &authority).await?;
+    let (store, server_id) = (opened.store.clone(), opened.server_id);
     let admin_addr = admin
         .as_ref()
         .and_then(|a| a.local_addr().ok())
@@ -84,7 +87,7 @@ pub async fn run_with_admin(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin_addr,
         tls = tls.is_some(),
-        database = %database,
+        database = %opened.described,
         bus = %config.bus_description(),
         node = %config.node_id(),
         server_id = %server_id,
@@ -156,13 +159,14 @@ async fn open_presence(
     }
 }
 
-/// Opens the store the configuration names; returns it, the deployment's server id and
-/// a description of where it is (for the log; never with a password).
+/// Opens the store the configuration names. A PostgreSQL store also checks that this
+/// node's authority key is the deployment's and takes the node's hold on the database.
 async fn open_store(
     config: &Config,
     new_server_id: ServerId,
     hooks: StoreHooks,
-) -> Result<(Arc<dyn Store>, ServerId, String), ServerError> {
+    authority: &AuthorityKey,
+) -> Result<OpenStore, ServerError> {
     match &config.store {
         StoreLocation::Sqlite(_) => {
             if config.sqlite_dir() != config.data_dir {
@@ -174,14 +178,43 @@ async fn open_store(
                 new_server_id,
                 hooks,
             )?;
-            let described = store.path().display().to_string();
-            let server_id = store.server_id();
-            Ok((Arc::new(store), server_id, described))
+            Ok(OpenStore {
+                described: store.path().display().to_string(),
+                server_id: store.server_id(),
+                store: Arc::new(store),
+                _node_lock: None,
+            })
         }
-        StoreLocation::Postgres(url) => Err(ServerError::Config(crate::config::ConfigError::new(
-            format!("--store {url}: this build has no PostgreSQL store yet; use --store sqlite"),
-        ))),
+        StoreLocation::Postgres(url) => {
+            let store = PostgresStore::open(
+                url.expose(),
+                &config.postgres_options(),
+                new_server_id,
+                hooks,
+            )
+            .await?;
+            store.claim_authority(authority).await?;
+            let alone = matches!(config.bus, BusLocation::Local);
+            let lock = store.hold_node_lock(alone).await?;
+            let server_id = store.server_id();
+            Ok(OpenStore {
+                store: Arc::new(store),
+                server_id,
+                described: url.redacted(),
+                _node_lock: Some(lock),
+            })
+        }
     }
+}
+
+/// An open store, and what must live as long as it.
+struct OpenStore {
+    store: Arc<dyn Store>,
+    server_id: ServerId,
+    /// Where it is, for the log (never with a password).
+    described: String,
+    /// A PostgreSQL store's hold on its database (see `store::postgres::NodeLock`).
+    _node_lock: Option<NodeLock>,
 }
 
 async fn accept_loop(

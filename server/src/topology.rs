@@ -41,41 +41,9 @@ impl std::fmt::Display for SecretUrl {
     }
 }
 
-/// `url` with the password of its user-info (`scheme://user:password@host`) replaced by
-/// `***`, and a `password=` query parameter likewise. Anything that is not a URL is
-/// returned as it is.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find(['/', '?', '#']) {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{user_info}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = redact_query_password(tail);
-    format!("{scheme}://{authority}{tail}")
-}
-
-fn redact_query_password(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
-    };
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", parts.join("&"))
-}
+/// `url` with any password replaced (see the store's rule, which also covers the
+/// `key=value` connection strings PostgreSQL accepts).
+pub use crate::store::postgres::redact_url;
 
 /// Where durable state lives (`--store`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -226,7 +226,7 @@ pub fn spawn_receiver_across(
                             .unwrap_or_else(|p| p.into_inner())
                             .delivered(d.id);
                         delivered += 1;
-                        if delivered % ACK_EVERY == 0 && client.ack(d.seq).await.is_err() {
+                        if delivered.is_multiple_of(ACK_EVERY) && client.ack(d.seq).await.is_err() {
                             break;
                         }
                     }

@@ -16,6 +16,7 @@ use parley_server::store::postgres::{self, PostgresOptions, PostgresStore};
 use parley_server::store::sqlite::{self, SqliteOptions, SqliteStore};
 use parley_server::store::{SendPolicy, StoreHooks, Verification};
 use parley_tests::business::now_ms;
+use parley_tests::postgres::TestPostgres;
 use parley_tests::store_contract::{Commits, KitFuture, OpenStore, StoreAdmin, Subject};
 use rand_core::{OsRng, RngCore};
 
@@ -90,29 +91,26 @@ mod sqlite_store {
     parley_tests::store_contract_cases!(super::Sqlite);
 }
 
-/// Where the PostgreSQL server for these tests is, or `None` (after saying so) when
-/// there is none: then the case passes as skipped.
-async fn postgres_url() -> Option<String> {
-    match std::env::var("PARLEY_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            let case = std::thread::current()
-                .name()
-                .unwrap_or("a store contract case")
-                .to_owned();
-            println!("SKIPPED: {case} needs PostgreSQL: set PARLEY_TEST_POSTGRES_URL");
-            None
+/// The PostgreSQL server for one case: `PARLEY_TEST_POSTGRES_URL` when set (a server of
+/// your own; each case works in a schema of its own on it), else a throwaway instance of
+/// the case's own. `None` (after saying so) when PostgreSQL is not installed: then the
+/// case passes as skipped.
+fn postgres_server() -> anyhow::Result<Option<(String, Option<TestPostgres>)>> {
+    if let Ok(url) = std::env::var("PARLEY_TEST_POSTGRES_URL") {
+        if !url.trim().is_empty() {
+            return Ok(Some((url, None)));
         }
     }
+    Ok(TestPostgres::start()?.map(|pg| (pg.url(), Some(pg))))
 }
 
-/// The clustered store, in a fresh schema on the server [`postgres_url`] names.
+/// The clustered store, in a fresh schema on the server of [`postgres_server`].
 struct Postgres;
 
 impl OpenStore for Postgres {
     fn open(&self, policy: SendPolicy, commits: Arc<Commits>) -> KitFuture<'_, Option<Subject>> {
         Box::pin(async move {
-            let Some(server) = postgres_url().await else {
+            let Some((server, instance)) = postgres_server()? else {
                 return Ok(None);
             };
             let schema = Schema::create(&server).await?;
@@ -132,7 +130,7 @@ impl OpenStore for Postgres {
                 store: Arc::new(store),
                 commits,
                 admin: Box::new(admin),
-                _keep: Box::new((schema, dir)),
+                _keep: Box::new((schema, dir, instance)),
             }))
         })
     }

@@ -131,13 +131,20 @@ const HIDDEN: &str = "***";
 /// `url` (a `postgres://` URL or a `key=value` connection string) with every password
 /// replaced by `***`: the one in the user information (`user:secret@`) and any
 /// `password` parameter. Use it wherever a connection string could be shown or logged.
+///
+/// Other URLs with user information (`nats://user:secret@host`), and comma-separated lists
+/// of them, are redacted the same way.
 pub fn redact_url(url: &str) -> String {
-    for scheme in ["postgres://", "postgresql://"] {
-        if let Some(rest) = url.strip_prefix(scheme) {
-            return format!("{scheme}{}", redact_uri(rest));
-        }
+    if !url.contains("://") {
+        return redact_key_values(url);
     }
-    redact_key_values(url)
+    url.split(',')
+        .map(|one| match one.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", redact_uri(rest)),
+            None => redact_key_values(one),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The part of a URL after its scheme. Like the client's parser, everything before the

@@ -173,6 +173,18 @@ fn copy_into(source: &Connection, path: &Path) -> Result<u64, StoreError> {
 }
 
 /// Opens an existing database without creating one.
+/// Applies the missing migrations to the database in `data_dir` (which must exist) and
+/// returns its schema version; for `parley-server admin migrate` (a server does the
+/// same when it starts).
+pub fn migrate(data_dir: &Path) -> Result<u32, StoreError> {
+    let path = data_dir.join(DATABASE_FILE);
+    open_existing(&path)?;
+    let mut conn = super::open_connection(&path, super::Durability::Full, false)?;
+    super::schema::migrate(&mut conn)?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
+        .map_err(sql_error)
+}
+
 fn open_existing(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
         return Err(StoreError::Database(format!(

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::business_admin::{
     list_businesses, revoke_business, set_suspended, set_tier, verify_business,
 };
-pub use self::maintenance::{backup, stats, BackupReport, DatabaseStats};
+pub use self::maintenance::{backup, migrate, stats, BackupReport, DatabaseStats};
 use self::policy::SendRules;
 use self::threads::{ReadJob, WriteJob, WriterMsg};
 pub use crate::store::admin::{AdminError, BusinessListing, Verification};
