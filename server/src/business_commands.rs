@@ -50,6 +50,18 @@ impl BusinessStore {
         }
     }
 
+    /// Checks, before signing, that the data directory's authority key is the one the
+    /// deployment's nodes serve (a PostgreSQL store records it).
+    async fn check_authority(&self, authority: &Authority) -> anyhow::Result<()> {
+        match self {
+            BusinessStore::Sqlite(_) => Ok(()),
+            BusinessStore::Postgres(url) => {
+                postgres::migrate(url.expose()).await?;
+                Ok(postgres::check_authority(url.expose(), &authority.public()).await?)
+            }
+        }
+    }
+
     async fn revoke(&self, handle: &Handle, now: u64) -> Result<(), AdminError> {
         match self {
             BusinessStore::Sqlite(dir) => sqlite::revoke_business(dir, handle, now),
@@ -115,6 +127,7 @@ pub async fn run(command: &AdminCommand, config: &Config) -> anyhow::Result<Opti
                 valid_for_ms: u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX),
             };
             let handle = handle_arg(handle)?;
+            store.check_authority(&authority).await?;
             let signed = store.verify(&authority, &handle, what, now).await?;
             format!("verified @{}\n{}", handle.as_str(), describe(&signed, now))
         }

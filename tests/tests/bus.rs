@@ -268,3 +268,27 @@ async fn a_slow_consumer_resyncs_its_devices() -> anyhow::Result<()> {
     assert!(attachment.take_fresh().stale, "the device reads its queue");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_with_a_password_takes_the_credentials_of_its_url() -> anyhow::Result<()> {
+    let Some(nats) = TestNats::start_with_auth("parley", "s3cret-pass")? else {
+        return Ok(());
+    };
+    let a = node(&nats, "a", KEY, BusOptions::default()).await?;
+    let b = node(&nats, "b", KEY, BusOptions::default()).await?;
+    let attachment = a.presence.attach(device(1), 100).await;
+    b.presence.committed(device(1), envelope(1, 10));
+    woken(&attachment, Duration::from_secs(2)).await?;
+    let wrong = nats.url().replace("s3cret-pass", "wrong");
+    let presence = NatsPresence::connect(
+        &parse_url(&wrong)?,
+        KEY.parse().map_err(anyhow::Error::msg)?,
+        "c".into(),
+        BusOptions::default(),
+        Arc::new(BusMetrics::default()),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!presence.is_connected(), "a wrong password is refused");
+    Ok(())
+}

@@ -495,4 +495,14 @@ async fn nodes_that_cannot_join_a_cluster_are_refused_at_start() {
         !err.contains(parley_tests::cluster::TEST_CLUSTER_KEY),
         "{err}"
     );
+
+    // Nor does an operator command sign certificates with another key.
+    let mut verify =
+        parley_tests::business::verify_business_args("somebank", "Some Bank", "marketing");
+    verify.extend(["--store".to_owned(), store.clone()]);
+    let verify: Vec<&str> = verify.iter().map(String::as_str).collect();
+    let err = parley_tests::business::admin(stranger.path(), &verify)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authority.key"), "{err}");
 }

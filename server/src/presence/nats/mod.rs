@@ -137,7 +137,22 @@ impl NatsPresence {
             .collect::<Result<_, _>>()
             .map_err(|e| fail(format!("not a NATS server address: {e}")))?;
         let (events_tx, events) = mpsc::channel(64);
-        let client = async_nats::ConnectOptions::new()
+        let mut options_with_auth = async_nats::ConnectOptions::new();
+        // The client takes credentials from its options, not from the URLs: `user:password@`
+        // or a token (`token@`) of the first URL that has them.
+        if let Some(server) = servers.iter().find(|s| s.has_user_pass()) {
+            match (server.username(), server.password()) {
+                (Some(user), Some(password)) => {
+                    options_with_auth =
+                        options_with_auth.user_and_password(user.to_owned(), password.to_owned());
+                }
+                (Some(token), None) => {
+                    options_with_auth = options_with_auth.token(token.to_owned())
+                }
+                _ => {}
+            }
+        }
+        let client = options_with_auth
             .name(format!("parley-server {node}"))
             .no_echo()
             .retry_on_initial_connect()

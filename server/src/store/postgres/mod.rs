@@ -41,7 +41,7 @@ pub use self::admin::{list_businesses, revoke_business, set_suspended, set_tier,
 use self::errors::pool_error;
 pub use self::errors::redact_url;
 use self::lanes::{LaneContext, LaneJob, Lanes};
-pub use self::node::{NodeLock, NodeRefused};
+pub use self::node::{check_authority, NodeLock, NodeRefused};
 use self::policy::SendRules;
 use self::pool::{in_transaction, JobFuture, TxJob};
 use crate::store::{

@@ -85,26 +85,37 @@ impl PostgresStore {
     /// Records `key` as the deployment's authority if none is recorded; refuses a node
     /// whose key differs from the recorded one.
     pub async fn claim_authority(&self, key: &AuthorityKey) -> Result<(), NodeRefused> {
-        let connection = self.pool.get().await.map_err(pool_error)?;
-        let mine = key.fingerprint();
-        connection
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('authority', $1) ON CONFLICT (key) DO NOTHING",
-                &[&key.as_bytes().as_slice()],
-            )
-            .await
-            .map_err(|e| pg_error(&e))?;
-        let recorded: Vec<u8> = connection
-            .query_one("SELECT value FROM meta WHERE key = 'authority'", &[])
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| pg_error(&e))?;
-        if recorded.as_slice() == key.as_bytes().as_slice() {
-            return Ok(());
-        }
-        let theirs = AuthorityKey::from_slice(&recorded)
-            .map(|k| k.fingerprint())
-            .unwrap_or_else(|| "unreadable".to_owned());
-        Err(NodeRefused::OtherAuthority { mine, theirs })
+        claim(&self.pool, key).await
     }
+}
+
+/// [`PostgresStore::claim_authority`] for an operator command on `url` (which signs with
+/// the data directory's key: it must be the deployment's).
+pub async fn check_authority(url: &str, key: &AuthorityKey) -> Result<(), NodeRefused> {
+    let pool = super::pool::build(url, 1, super::PostgresOptions::default().pool_wait)?;
+    claim(&pool, key).await
+}
+
+async fn claim(pool: &deadpool_postgres::Pool, key: &AuthorityKey) -> Result<(), NodeRefused> {
+    let connection = pool.get().await.map_err(pool_error)?;
+    let mine = key.fingerprint();
+    connection
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ('authority', $1) ON CONFLICT (key) DO NOTHING",
+            &[&key.as_bytes().as_slice()],
+        )
+        .await
+        .map_err(|e| pg_error(&e))?;
+    let recorded: Vec<u8> = connection
+        .query_one("SELECT value FROM meta WHERE key = 'authority'", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| pg_error(&e))?;
+    if recorded.as_slice() == key.as_bytes().as_slice() {
+        return Ok(());
+    }
+    let theirs = AuthorityKey::from_slice(&recorded)
+        .map(|k| k.fingerprint())
+        .unwrap_or_else(|| "unreadable".to_owned());
+    Err(NodeRefused::OtherAuthority { mine, theirs })
 }
