@@ -171,7 +171,10 @@ async fn route(path: &str, shared: &Shared) -> Response {
             Response {
                 status: "200 OK",
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: shared.metrics.render(Sampled { queued_envelopes }),
+                body: shared.metrics.render(Sampled {
+                    queued_envelopes,
+                    store_load: shared.store.load(),
+                }),
             }
         }
         _ => Response::text(

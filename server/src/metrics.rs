@@ -374,10 +374,12 @@ impl Default for Metrics {
 }
 
 /// Values read at scrape time rather than counted.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Sampled {
     /// Envelopes waiting in all queues, if the store answered.
     pub queued_envelopes: Option<u64>,
+    /// A clustered store's pool and lanes.
+    pub store_load: Option<crate::store::StoreLoad>,
 }
 
 impl Metrics {
@@ -525,6 +527,35 @@ impl Metrics {
             "Retry dedup entries deleted by retention.",
             self.dedup_entries_expired.get(),
         );
+        if let Some(load) = &sampled.store_load {
+            out.gauge(
+                "parley_store_pool_connections",
+                "Database connections of this node, by state (PostgreSQL store).",
+                &[
+                    (&[("state", "open")], load.connections_open as f64),
+                    (&[("state", "idle")], load.connections_idle as f64),
+                ],
+            );
+            out.gauge(
+                "parley_store_pool_waiting",
+                "Requests waiting for a database connection (PostgreSQL store).",
+                &[(&[], load.connections_waited_for as f64)],
+            );
+            let lanes: Vec<String> = (0..load.lane_waiting.len())
+                .map(|i| i.to_string())
+                .collect();
+            let mut samples: Vec<(Labels<'_>, f64)> = Vec::new();
+            let labels: Vec<[(&str, &str); 1]> =
+                lanes.iter().map(|l| [("lane", l.as_str())]).collect();
+            for (label, waiting) in labels.iter().zip(&load.lane_waiting) {
+                samples.push((label.as_slice(), *waiting as f64));
+            }
+            out.gauge(
+                "parley_store_lane_waiting",
+                "Sends and acks waiting in each writer lane (PostgreSQL store).",
+                &samples,
+            );
+        }
         if let Some(queued) = sampled.queued_envelopes {
             out.gauge(
                 "parley_queue_depth",
@@ -751,7 +782,15 @@ mod tests {
         metrics.malformed_frame_in();
         let text = metrics.render(Sampled {
             queued_envelopes: Some(7),
+            store_load: Some(crate::store::StoreLoad {
+                connections_open: 6,
+                connections_idle: 5,
+                connections_waited_for: 0,
+                lane_waiting: vec![3, 0],
+            }),
         });
+        assert!(text.contains("parley_store_pool_connections{state=\"open\"} 6\n"));
+        assert!(text.contains("parley_store_lane_waiting{lane=\"0\"} 3\n"));
         assert!(text.contains("parley_refusals_total{code=\"rate_limited\"} 2\n"));
         assert!(text.contains("parley_connections_closed_total{reason=\"slow_consumer\"} 1\n"));
         assert!(text.contains("parley_slow_consumer_evictions_total 1\n"));

@@ -35,7 +35,8 @@ pub use business::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome,
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{
     AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
-    PrekeyUpload, RegisterOutcome, StoreHooks, StoredEnvelope, SweepReport, UploadOutcome,
+    PrekeyUpload, RegisterOutcome, StoreHooks, StoreLoad, StoredEnvelope, SweepReport,
+    UploadOutcome,
 };
 
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq};
@@ -175,6 +176,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Envelopes waiting in all queues. For metrics; may cost a scan.
     fn queue_depth(&self) -> StoreFuture<'_, u64>;
+
+    /// The store's connections and writer queues right now, for metrics (`None` where
+    /// the store has no pool: SQLite's threads are fixed).
+    fn load(&self) -> Option<StoreLoad> {
+        None
+    }
 
     /// Finishes pending writes, checkpoints and closes. Later calls fail with
     /// [`StoreError::Unavailable`].

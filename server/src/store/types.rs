@@ -250,6 +250,19 @@ pub struct StoredEnvelope {
     pub category: Option<Category>,
 }
 
+/// A clustered store's connections and writer lanes at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreLoad {
+    /// Connections open in the pool.
+    pub connections_open: usize,
+    /// Of those, connections idle.
+    pub connections_idle: usize,
+    /// Requests waiting for a connection.
+    pub connections_waited_for: usize,
+    /// Jobs waiting in each writer lane, lane 0 first.
+    pub lane_waiting: Vec<usize>,
+}
+
 /// What a sweep removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {

@@ -139,6 +139,14 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
+    /// Jobs waiting in each lane.
+    pub(super) fn waiting(&self) -> Vec<usize> {
+        self.senders
+            .iter()
+            .map(|s| s.max_capacity().saturating_sub(s.capacity()))
+            .collect()
+    }
+
     /// Starts `count` lane tasks on the current runtime, each with a queue of `capacity`.
     pub(super) fn start(count: usize, capacity: usize, context: Arc<LaneContext>) -> Lanes {
         let senders = (0..count.max(1))

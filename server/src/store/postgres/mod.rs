@@ -47,7 +47,8 @@ use self::pool::{in_transaction, JobFuture, TxJob};
 use crate::store::{
     AuthRecord, BundleOutcome, BusinessRecord, ConsentChange, ConsentOutcome, EnqueueOutcome,
     NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome, ReportPolicy,
-    Store, StoreError, StoreFuture, StoreHooks, StoredEnvelope, SweepReport, UploadOutcome,
+    Store, StoreError, StoreFuture, StoreHooks, StoreLoad, StoredEnvelope, SweepReport,
+    UploadOutcome,
 };
 
 /// How to open the store.
@@ -348,6 +349,16 @@ impl Store for PostgresStore {
 
     fn queue_depth(&self) -> StoreFuture<'_, u64> {
         Box::pin(self.read((), |c, ()| Box::pin(maintenance::queue_depth(c))))
+    }
+
+    fn load(&self) -> Option<StoreLoad> {
+        let status = self.pool.status();
+        Some(StoreLoad {
+            connections_open: status.size,
+            connections_idle: status.available,
+            connections_waited_for: status.waiting,
+            lane_waiting: self.lanes.waiting(),
+        })
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
