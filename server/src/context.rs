@@ -9,57 +9,50 @@ use parley_protocol::business::AuthorityKey;
 use parley_protocol::ids::{AccountId, DeviceAddress, ServerId};
 
 use crate::config::Config;
+use crate::limits::Limit;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::rate_limit::RateLimiter;
 use crate::store::{ReportPolicy, Store};
 
-/// Most distinct keys each rate limiter tracks.
-pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
+pub use crate::limits::RATE_LIMIT_MAX_KEYS;
 
-/// The rate limiters.
+/// The limits per account and per address (see [`crate::limits`]).
 #[derive(Debug)]
 pub struct Limiters {
     /// Registrations per source IP.
-    pub registrations: RateLimiter<IpAddr>,
+    pub registrations: Limit<IpAddr>,
     /// Failed authentications per source address.
-    pub auth_failures: RateLimiter<IpAddr>,
+    pub auth_failures: Limit<IpAddr>,
     /// Bundle fetches per requesting account.
-    pub bundle_requester: RateLimiter<AccountId>,
+    pub bundle_requester: Limit<AccountId>,
     /// Bundle fetches per (requesting account, target device).
-    pub bundle_target: RateLimiter<(AccountId, DeviceAddress)>,
+    pub bundle_target: Limit<(AccountId, DeviceAddress)>,
     /// Lookups of handles that do not exist, per account.
-    pub failed_handle_lookups: RateLimiter<AccountId>,
+    pub failed_handle_lookups: Limit<AccountId>,
 }
 
 impl Limiters {
     /// Limiters configured from `config`.
     pub fn new(config: &Config) -> Limiters {
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
         Limiters {
-            registrations: RateLimiter::new(
-                config.registrations_per_ip_per_hour,
-                Duration::from_secs(3600),
-                RATE_LIMIT_MAX_KEYS,
-            ),
-            auth_failures: RateLimiter::new(
-                config.auth_failures_per_ip_per_hour,
-                Duration::from_secs(3600),
-                RATE_LIMIT_MAX_KEYS,
-            ),
-            bundle_requester: RateLimiter::new(
+            registrations: Limit::new("registrations", config.registrations_per_ip_per_hour, hour),
+            auth_failures: Limit::new("auth_failures", config.auth_failures_per_ip_per_hour, hour),
+            bundle_requester: Limit::new(
+                "bundle_fetches",
                 config.bundle_fetches_per_minute,
-                Duration::from_secs(60),
-                RATE_LIMIT_MAX_KEYS,
+                minute,
             ),
-            bundle_target: RateLimiter::new(
+            bundle_target: Limit::new(
+                "bundle_fetches_per_target",
                 config.bundle_fetches_per_target_per_minute,
-                Duration::from_secs(60),
-                RATE_LIMIT_MAX_KEYS,
+                minute,
             ),
-            failed_handle_lookups: RateLimiter::new(
+            failed_handle_lookups: Limit::new(
+                "failed_handle_lookups",
                 config.failed_handle_lookups_per_minute,
-                Duration::from_secs(60),
-                RATE_LIMIT_MAX_KEYS,
+                minute,
             ),
         }
     }

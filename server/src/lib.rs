@@ -27,6 +27,7 @@ pub mod connection;
 pub mod context;
 pub mod error;
 pub mod housekeeping;
+pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod rate_limit;

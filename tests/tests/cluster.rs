@@ -506,3 +506,58 @@ async fn nodes_that_cannot_join_a_cluster_are_refused_at_start() {
         .to_string();
     assert!(err.contains("authority.key"), "{err}");
 }
+
+/// C6: per-address and per-account limits hold across the cluster: registrations from
+/// one address and bundle fetches of one target, spread over three nodes, are accepted
+/// exactly up to the limit, the rest refused with a retry-after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_limits_hold_across_nodes() {
+    let Some(cluster) = TestCluster::start_with(
+        3,
+        &[
+            "--registrations-per-ip-per-hour",
+            "5",
+            "--bundle-fetches-per-target-per-minute",
+            "3",
+        ],
+    )
+    .unwrap() else {
+        return;
+    };
+    let mut registered = 0;
+    let mut limited = 0;
+    let mut people = Vec::new();
+    for i in 0..8 {
+        let person = TestAccount::new(None, 4);
+        let mut client = Client::connect(&cluster.url(i % 3)).await.unwrap();
+        let hello = client.hello.clone();
+        match client.request(person.register_body(&hello)).await.unwrap() {
+            Ok(_) => {
+                registered += 1;
+                people.push(person);
+            }
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}");
+                assert!(e.retry_after_ms.is_some_and(|ms| ms > 0), "{e:?}");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!((registered, limited), (5, 3), "registrations from one address");
+
+    let (asker, target) = (&people[0], people[1].address());
+    let mut fetched = 0;
+    for i in 0..6 {
+        let mut client = Client::login(&cluster.url(i % 3), asker).await.unwrap();
+        match client
+            .request(ClientBody::FetchBundle(FetchBundle { address: target }))
+            .await
+            .unwrap()
+        {
+            Ok(ServerBody::Bundle(_)) => fetched += 1,
+            Err(e) => assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(fetched, 3, "bundle fetches of one target by one account");
+}

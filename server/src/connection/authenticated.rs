@@ -207,7 +207,8 @@ async fn handle(
                 shared
                     .limiters
                     .failed_handle_lookups
-                    .take(&address.account, 1, Instant::now())
+                    .take(&*shared.store, &address.account, 1)
+                    .await
                     .map_err(|retry| RequestError::RateLimited {
                         what: "lookups of unknown handles",
                         retry_after: retry.0,
@@ -418,7 +419,6 @@ async fn fetch_bundle(
     address: DeviceAddress,
     fetch: FetchBundle,
 ) -> Result<ServerBody, RequestError> {
-    let now = Instant::now();
     let limited = |retry: crate::rate_limit::RetryAfter| RequestError::RateLimited {
         what: "prekey bundle fetches",
         retry_after: retry.0,
@@ -426,12 +426,14 @@ async fn fetch_bundle(
     shared
         .limiters
         .bundle_requester
-        .take(&address.account, 1, now)
+        .take(&*shared.store, &address.account, 1)
+        .await
         .map_err(limited)?;
     shared
         .limiters
         .bundle_target
-        .take(&(address.account, fetch.address), 1, now)
+        .take(&*shared.store, &(address.account, fetch.address), 1)
+        .await
         .map_err(limited)?;
     match shared.store.take_bundle(fetch.address).await? {
         BundleOutcome::Found { bundle, remaining } => {

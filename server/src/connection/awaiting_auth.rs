@@ -127,14 +127,15 @@ async fn authenticate(
 ) -> Result<Session, RequestError> {
     let failures = &shared.limiters.auth_failures;
     failures
-        .check(&peer.ip(), std::time::Instant::now())
+        .check(&*shared.store, &peer.ip())
+        .await
         .map_err(|retry| RequestError::RateLimited {
             what: "failed authentications from this address",
             retry_after: retry.0,
         })?;
     let outcome = verify_auth(shared, nonce, auth).await;
     if matches!(outcome, Err(RequestError::AuthFailed)) {
-        let _ = failures.take(&peer.ip(), 1, std::time::Instant::now());
+        let _ = failures.take(&*shared.store, &peer.ip(), 1).await;
     }
     outcome
 }
@@ -162,7 +163,8 @@ async fn create_account(
     shared
         .limiters
         .registrations
-        .take(&peer.ip(), 1, std::time::Instant::now())
+        .take(&*shared.store, &peer.ip(), 1)
+        .await
         .map_err(|retry| RequestError::RateLimited {
             what: "registrations from this address",
             retry_after: retry.0,

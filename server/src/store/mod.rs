@@ -177,6 +177,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Envelopes waiting in all queues. For metrics; may cost a scan.
     fn queue_depth(&self) -> StoreFuture<'_, u64>;
 
+    /// Counts against a limit that every node of the deployment shares: takes `cost`
+    /// (or, without `take`, checks for one) from `subject`'s bucket of `limit`, refilled
+    /// at `rate`. `None` when this store keeps no shared limits (one node: the node's own
+    /// buckets are the deployment's).
+    fn shared_rate(
+        &self,
+        limit: &'static str,
+        subject: Vec<u8>,
+        rate: crate::rate_limit::BucketRate,
+        cost: u32,
+        take: bool,
+    ) -> Option<StoreFuture<'_, Result<(), crate::rate_limit::RetryAfter>>> {
+        let _ = (limit, subject, rate, cost, take);
+        None
+    }
+
     /// The store's connections and writer queues right now, for metrics (`None` where
     /// the store has no pool: SQLite's threads are fixed).
     fn load(&self) -> Option<StoreLoad> {

@@ -302,5 +302,17 @@ pub(super) async fn sweep(tx: &Transaction<'_>, input: &(u64, u64)) -> Result<u6
     {
         deleted += tx.execute(sql, &[&to_i64(cutoff), &SWEEP_BATCH]).await?;
     }
+    // Shared rate buckets idle for a day are full again (every limit refills within an
+    // hour): a new bucket would be the same.
+    deleted += tx
+        .execute(
+            "DELETE FROM rate_buckets WHERE (limit_name, subject) IN
+               (SELECT limit_name, subject FROM rate_buckets WHERE updated_at_ms <= $1 LIMIT $2)",
+            &[&to_i64(now_ms.saturating_sub(IDLE_BUCKET_MS)), &SWEEP_BATCH],
+        )
+        .await?;
     Ok(deleted)
 }
+
+/// How long a shared rate bucket stays after its last use.
+const IDLE_BUCKET_MS: u64 = 24 * 60 * 60 * 1000;

@@ -23,6 +23,7 @@ mod admin;
 mod business;
 mod errors;
 mod lanes;
+mod limits;
 mod maintenance;
 mod node;
 mod policy;
@@ -349,6 +350,17 @@ impl Store for PostgresStore {
 
     fn queue_depth(&self) -> StoreFuture<'_, u64> {
         Box::pin(self.read((), |c, ()| Box::pin(maintenance::queue_depth(c))))
+    }
+
+    fn shared_rate(
+        &self,
+        limit: &'static str,
+        subject: Vec<u8>,
+        rate: crate::rate_limit::BucketRate,
+        cost: u32,
+        take: bool,
+    ) -> Option<StoreFuture<'_, Result<(), crate::rate_limit::RetryAfter>>> {
+        Some(Box::pin(self.rate(limit, subject, rate, cost, take)))
     }
 
     fn load(&self) -> Option<StoreLoad> {
