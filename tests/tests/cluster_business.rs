@@ -104,9 +104,13 @@ struct Sent {
 
 /// C7: consent granted on node 0 is honoured by node 1, and a revocation on node 0 stops
 /// node 1's next send. Then the race: the business streams sends from node 1 while the
-/// person revokes on node 0; after the revocation's reply nothing is accepted, pushed or
-/// left queued: every business envelope the person is ever given was accepted before the
-/// revocation's reply, and every send written after it is refused.
+/// person revokes on node 0. Every send written after the revocation's reply is refused;
+/// nothing is left queued (the revocation purged all that was accepted before it, and
+/// nothing was accepted after it); every envelope pushed after the reply was sent before
+/// it. Such pushes do happen: a node's wake carries a small envelope to the recipient's
+/// node, which pushes it without reading the store, so an envelope the revocation has
+/// just purged can still reach the person's client (which drops it: see
+/// `misbehaving_relay.rs`). The count is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_consent_across_nodes() {
     // The race is about consent, not the business's rate limit.
