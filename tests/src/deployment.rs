@@ -97,6 +97,16 @@ impl Deployment {
         }
     }
 
+    /// The directory holding the deployment's database files: the single server's data
+    /// directory (SQLite), or the cluster's PostgreSQL data directory (tables and WAL),
+    /// for tests that look for what must never be stored.
+    pub fn database_dir(&self) -> PathBuf {
+        match self {
+            Deployment::Single { data_dir, .. } => data_dir.clone(),
+            Deployment::Cluster(cluster) => cluster.postgres.data_dir(),
+        }
+    }
+
     /// Runs `parley-server admin ARGS` on this deployment's store.
     pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
         match self {

@@ -2,7 +2,8 @@
 //! a real server.
 //!
 //! [`Mitm`] listens on `127.0.0.1:0`; every connection to it is forwarded to the server
-//! it was started for. It decodes each frame (`parley_protocol::wire`) and forwards the
+//! it was started for (or, started across a cluster's nodes, to the node behind the
+//! listener the client chose). It decodes each frame (`parley_protocol::wire`) and forwards the
 //! original bytes unless the test told it to misbehave: rewrite a `deliver` (flip a byte,
 //! change its sender or id), withhold it, serve another account's prekey bundle, resolve
 //! a handle to another account, or inject a recorded `deliver` again later. The
@@ -82,45 +83,65 @@ impl Shared {
 
 /// A running man-in-the-middle relay.
 pub struct Mitm {
-    addr: SocketAddr,
+    /// One listener per upstream server, in the order of the upstreams.
+    addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Mitm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mitm").field("addr", &self.addr).finish()
+        f.debug_struct("Mitm").field("addrs", &self.addrs).finish()
     }
 }
 
 impl Mitm {
     /// Starts a proxy on `127.0.0.1:0` in front of the server at `upstream` (`ws://...`).
     pub async fn start(upstream: &str) -> anyhow::Result<Mitm> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        Mitm::start_across(&[upstream.to_owned()]).await
+    }
+
+    /// Starts one proxy in front of several servers (the nodes of a cluster): a listener
+    /// on `127.0.0.1:0` per upstream ([`Mitm::url_for`]), all under one set of rules and
+    /// one record, so a test steers and watches every node's clients alike.
+    pub async fn start_across(upstreams: &[String]) -> anyhow::Result<Mitm> {
+        if upstreams.is_empty() {
+            bail!("a proxy needs an upstream server");
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
         });
         let stop = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(
-            listener,
-            upstream.to_owned(),
-            shared.clone(),
-            stop.clone(),
-        ));
+        let mut addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for upstream in upstreams {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                upstream.clone(),
+                shared.clone(),
+                stop.clone(),
+            )));
+        }
         Ok(Mitm {
-            addr,
+            addrs,
             shared,
             stop,
-            task,
+            tasks,
         })
     }
 
-    /// The URL clients connect to.
+    /// The URL clients connect to (in front of the first upstream).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        self.url_for(0)
+    }
+
+    /// The URL in front of upstream `index % upstreams` (see [`Mitm::start_across`]).
+    pub fn url_for(&self, index: usize) -> String {
+        format!("ws://{}", self.addrs[index % self.addrs.len()])
     }
 
     /// Every `deliver` from now on goes through `hook` (replacing any earlier hook).
@@ -250,7 +271,9 @@ impl Mitm {
     /// Stops accepting and closes every proxied connection.
     pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = (&mut self.task).await;
+        for task in &mut self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

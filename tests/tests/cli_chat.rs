@@ -1,13 +1,14 @@
-//! Two people chatting with the `parley` CLI, as processes, through a server process.
+//! Two people chatting with the `parley` CLI, as processes, through a server process (or,
+//! through the [`Deployment`] switch, through a two-node cluster, each person on another
+//! node).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
 use parley_tests::cli::CliUser;
-use parley_tests::ServerProcess;
+use parley_tests::deployment::Deployment;
 use serde_json::Value;
 
 /// `inbox --json`: the messages' (from, text).
@@ -29,10 +30,17 @@ fn messages(out: &Output) -> Vec<(Option<String>, String)> {
         .collect()
 }
 
+/// Every file under `dir`, concatenated (files that vanish while read are skipped: a
+/// running PostgreSQL removes temporary files).
 fn database_bytes(dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(database_bytes(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            all.extend(bytes);
+        }
     }
     all
 }
@@ -47,10 +55,13 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 fn two_people_chat_with_the_cli_through_a_server_process() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = ServerProcess::start(data.path(), any, &[]).unwrap();
-    let person = |profile| CliUser::new(home.path(), profile, &server.url()).unwrap();
-    let (alice, bob) = (person("alice"), person("bob"));
+    let Some(deployment) = Deployment::start(data.path(), &[]).unwrap() else {
+        return;
+    };
+    // On a cluster, Alice and Bob are on different nodes.
+    let person =
+        |profile, party| CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap();
+    let (alice, bob) = (person("alice", 0), person("bob", 1));
 
     alice.run(&["register", "alice"]);
     bob.run(&["register", "@bob"]);
@@ -107,7 +118,7 @@ fn two_people_chat_with_the_cli_through_a_server_process() {
     );
 
     // The relay never saw a plaintext.
-    let stored = database_bytes(data.path());
+    let stored = database_bytes(&deployment.database_dir());
     assert!(!stored.is_empty());
     for canary in ["canary-one", "canary-two", "canary-three", "canary-four"] {
         assert!(
@@ -115,5 +126,6 @@ fn two_people_chat_with_the_cli_through_a_server_process() {
             "{canary} found in the server's database"
         );
     }
-    drop(server);
+    let panics = deployment.panics();
+    assert!(panics.is_empty(), "{panics:?}");
 }

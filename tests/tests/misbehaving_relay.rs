@@ -1,5 +1,6 @@
-//! End to end through a misbehaving relay: real SDK clients talk to a real server through
-//! [`parley_tests::mitm::Mitm`], which replays, tampers with, re-addresses and withholds
+//! End to end through a misbehaving relay: real SDK clients talk to a real server (or,
+//! through the [`Deployment`] switch, to the nodes of a two-node cluster, each person on
+//! another node than the last) through [`parley_tests::mitm::Mitm`], which replays, tampers with, re-addresses and withholds
 //! deliveries, serves an attacker's prekey bundle, and resolves a handle to the
 //! attacker's account. Each test asserts what the person's client does about it: shows
 //! each message once, never shows a tampered or re-addressed one (and keeps its sessions
@@ -8,7 +9,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,8 @@ use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId};
 use parley_sdk::bot::BusinessBot;
 use parley_sdk::store::ClientStore;
 use parley_sdk::{safety_number, Client, ClientConfig, Event, SdkError};
-use parley_tests::business::verify_business;
+use parley_tests::deployment::Deployment;
 use parley_tests::mitm::{Mitm, Verdict};
-use parley_tests::{ServerProcess, TestServer};
 use rand_core::{OsRng, RngCore};
 
 /// Longest wait for any one event or delivery.
@@ -48,32 +48,45 @@ fn fresh_id() -> MessageId {
     MessageId(id)
 }
 
-/// A real server and the misbehaving relay in front of it.
+/// A real deployment and the misbehaving relay in front of it (of each node).
 struct World {
-    server_url: String,
     mitm: Mitm,
-    _server: TestServer,
+    deployment: Deployment,
+    /// The next party's index ([`Deployment::url_for`]).
+    parties: AtomicUsize,
+    _data: tempfile::TempDir,
 }
 
 impl World {
-    async fn start() -> World {
-        let server = TestServer::start().await.unwrap();
-        let mitm = Mitm::start(&server.url()).await.unwrap();
-        World {
-            server_url: server.url(),
+    /// `None`: the cluster's services are missing (the test passes as skipped).
+    async fn start() -> Option<World> {
+        let data = tempfile::tempdir().unwrap();
+        let deployment = Deployment::start(data.path(), &[]).unwrap()?;
+        let mitm = Mitm::start_across(&deployment.urls()).await.unwrap();
+        Some(World {
             mitm,
-            _server: server,
-        }
+            deployment,
+            parties: AtomicUsize::new(0),
+            _data: data,
+        })
     }
 
-    /// Registers `name` (directly with the server) and starts its client through the
+    /// The next party's index: on a cluster, each party on another node than the last.
+    fn next_party(&self) -> usize {
+        self.parties.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers `name` (directly with its server) and starts its client through the
     /// relay.
     async fn person(&self, name: &str) -> Client {
-        person(&self.server_url, &self.mitm, name).await
+        let i = self.next_party();
+        person(&self.deployment.url_for(i), &self.mitm, i, name).await
     }
 }
 
-async fn person(server_url: &str, mitm: &Mitm, name: &str) -> Client {
+/// Registers `name` directly at `server_url` and starts its client through the relay's
+/// listener for party `party` (in front of the same server).
+async fn person(server_url: &str, mitm: &Mitm, party: usize, name: &str) -> Client {
     let store = Arc::new(ClientStore::in_memory().unwrap());
     Client::register(
         &ClientConfig::new(server_url),
@@ -82,7 +95,7 @@ async fn person(server_url: &str, mitm: &Mitm, name: &str) -> Client {
     )
     .await
     .unwrap();
-    let client = Client::start(ClientConfig::new(mitm.url()), store)
+    let client = Client::start(ClientConfig::new(mitm.url_for(party)), store)
         .await
         .unwrap();
     mitm.wait_connected(primary(&client), WAIT).await.unwrap();
@@ -172,7 +185,9 @@ fn inbox_texts(client: &Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_deliveries_are_shown_once() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let bob_addr = primary(&bob);
@@ -208,7 +223,9 @@ async fn replayed_deliveries_are_shown_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_deliveries_are_not_shown_and_leave_the_session_unchanged() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
@@ -262,7 +279,9 @@ async fn tampered_deliveries_are_not_shown_and_leave_the_session_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_an_authentic_envelope_behind_a_tampered_copy_is_still_shown() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
@@ -291,7 +310,9 @@ async fn regression_an_authentic_envelope_behind_a_tampered_copy_is_still_shown(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_addressed_deliveries_are_rejected() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let mut carol = w.person("carol").await;
@@ -404,7 +425,9 @@ async fn re_addressed_deliveries_are_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_substituted_prekey_bundle_is_refused() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let mallory = w.person("mallory").await;
@@ -476,7 +499,9 @@ async fn a_substituted_prekey_bundle_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handle_resolved_to_another_account_raises_identity_changed() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let mallory = w.person("mallory").await;
@@ -538,25 +563,30 @@ async fn a_handle_resolved_to_another_account_raises_identity_changed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_message_delivered_after_opt_out_is_dropped_by_the_client() {
-    let data = tempfile::tempdir().unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = ServerProcess::start(data.path(), any, &[]).unwrap();
-    let mitm = Mitm::start(&server.url()).await.unwrap();
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let mitm = &w.mitm;
 
+    // The bank (party 0) talks to its server directly; Alice (party 1, on the other node
+    // of a cluster) through the relay.
     let bank_store = Arc::new(ClientStore::in_memory().unwrap());
+    let bank_url = w.deployment.url_for(w.next_party());
     Client::register(
-        &ClientConfig::new(server.url()),
+        &ClientConfig::new(bank_url.clone()),
         bank_store.clone(),
         Some(handle("acmebank")),
     )
     .await
     .unwrap();
-    verify_business(data.path(), "acmebank", "Acme Bank", "marketing").unwrap();
-    let mut bot = BusinessBot::start(ClientConfig::new(server.url()), bank_store)
+    w.deployment
+        .verify_business("acmebank", "Acme Bank", "marketing")
+        .unwrap();
+    let mut bot = BusinessBot::start(ClientConfig::new(bank_url), bank_store)
         .await
         .unwrap();
     let bank_addr = primary(bot.client());
-    let mut alice = person(&server.url(), &mitm, "alice").await;
+    let mut alice = w.person("alice").await;
     let alice_addr = primary(&alice);
 
     alice
@@ -661,12 +691,15 @@ async fn a_business_message_delivered_after_opt_out_is_dropped_by_the_client() {
     assert_eq!(inbox_texts(&alice), ["sale 1"]);
     bot.stop().await;
     alice.stop().await;
-    assert!(server.panics().is_empty());
+    let panics = w.deployment.panics();
+    assert!(panics.is_empty(), "{panics:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_verified_contact_whose_handle_names_another_account_is_not_written_to() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let mallory = w.person("mallory").await;
@@ -740,12 +773,16 @@ async fn regression_a_verified_contact_whose_handle_names_another_account_is_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_explains_the_refusal_and_unverify_accepts_the_change() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut bob = w.person("bob").await;
+    // Alice (the next party, on the other node of a cluster) uses the CLI.
+    let home = tempfile::tempdir().unwrap();
+    let through = w.mitm.url_for(w.next_party());
+    let alice = parley_tests::cli::CliUser::new(home.path(), "alice", &through).unwrap();
     let mallory = w.person("mallory").await;
     let mallory_addr = primary(&mallory);
-    let home = tempfile::tempdir().unwrap();
-    let alice = parley_tests::cli::CliUser::new(home.path(), "alice", &w.mitm.url()).unwrap();
     alice.run(&["register", "alice"]);
     alice.run(&["send", "bob", "hi bob"]);
     until_text(&mut bob, "hi bob").await;
@@ -769,7 +806,9 @@ async fn the_cli_explains_the_refusal_and_unverify_accepts_the_change() {
 /// opens, and the conversation goes on both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_started_by_both_sides_at_once_still_carry_the_conversation() {
-    let w = World::start().await;
+    let Some(w) = World::start().await else {
+        return;
+    };
     let mut alice = w.person("alice").await;
     let mut bob = w.person("bob").await;
     let (alice_addr, bob_addr) = (primary(&alice), primary(&bob));
