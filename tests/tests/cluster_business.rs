@@ -256,6 +256,14 @@ async fn c7_consent_across_nodes() {
             .filter(|s| s.issued <= revoke_reply && s.answered >= revoke_reply)
             .map(|s| format!("{:?}", s.reply.as_ref().map(|_| "accepted")))
             .collect::<Vec<_>>();
+        // The revocation purged them from the queue and from what the node had been
+        // handed for this connection: nothing of that category arrives after the reply.
+        assert!(
+            pushed_after.is_empty(),
+            "round {round}: {} business envelopes pushed after the revocation's reply \
+             (in flight at the reply: {in_flight:?})",
+            pushed_after.len()
+        );
         for id in &pushed_after {
             assert!(
                 may_precede.contains_key(id),

@@ -223,10 +223,10 @@ async fn handle(
         }
         ClientBody::UploadPrekeys(upload) => upload_prekeys(shared, address, upload).await?,
         ClientBody::GrantConsent(g) => {
-            business::change_consent(shared, address.account, business::grant(g)).await?
+            business::change_consent(shared, address, business::grant(g)).await?
         }
         ClientBody::RevokeConsent(r) => {
-            business::change_consent(shared, address.account, business::revoke(r)).await?
+            business::change_consent(shared, address, business::revoke(r)).await?
         }
         ClientBody::Block(b) => {
             business::set_blocked(shared, address.account, b.account, true).await?

@@ -4,7 +4,7 @@
 //! the rest (nonces, order, business standing) to one store transaction.
 
 use parley_protocol::business::ConsentError;
-use parley_protocol::ids::AccountId;
+use parley_protocol::ids::{AccountId, DeviceAddress};
 use parley_protocol::limits::MAX_DISPLAY_NAME_BYTES;
 use parley_protocol::wire::client::{GrantConsent, RevokeConsent, SetDisplayName};
 use parley_protocol::wire::server::{Business, ConsentUpdated, Done, ServerBody};
@@ -16,13 +16,26 @@ use crate::store::{ConsentChange, ConsentOutcome, ReportOutcome};
 /// `grant_consent` and `revoke_consent`.
 pub async fn change_consent(
     shared: &Shared,
-    user: AccountId,
+    device: DeviceAddress,
     change: ConsentChange,
 ) -> Result<ServerBody, RequestError> {
     let now = now_ms();
-    let (signer, business, checked) = match &change {
-        ConsentChange::Grant(g) => (g.grant.user, g.grant.business, g.verify(now)),
-        ConsentChange::Revoke(r) => (r.revocation.user, r.revocation.business, r.verify(now)),
+    let user = device.account;
+    let (signer, business, changed, revoked, checked) = match &change {
+        ConsentChange::Grant(g) => (
+            g.grant.user,
+            g.grant.business,
+            g.grant.categories,
+            false,
+            g.verify(now),
+        ),
+        ConsentChange::Revoke(r) => (
+            r.revocation.user,
+            r.revocation.business,
+            r.revocation.categories,
+            true,
+            r.verify(now),
+        ),
     };
     if signer != user {
         return Err(RequestError::InvalidConsent("signed by another account"));
@@ -31,6 +44,11 @@ pub async fn change_consent(
     match shared.store.change_consent(user, change, now).await? {
         ConsentOutcome::Updated { categories, purged } => {
             shared.metrics.envelopes_purged.add(u64::from(purged));
+            // Hand-offs committed before a revocation (the store purged them) must not
+            // reach this connection after the reply.
+            shared
+                .presence
+                .consent_changed(&device, business, changed, revoked);
             Ok(ServerBody::ConsentUpdated(ConsentUpdated {
                 business,
                 categories,

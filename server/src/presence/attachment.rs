@@ -16,6 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use parley_protocol::business::CategorySet;
+use parley_protocol::ids::AccountId;
+
 use crate::store::StoredEnvelope;
 
 /// Most fresh envelopes held for one connection; one more and the connection reads the
@@ -47,6 +50,10 @@ pub struct Taken {
     pub stale: bool,
 }
 
+/// Most revocations an attachment remembers (see [`Attachment::consent_revoked`]); the
+/// oldest is forgotten first.
+pub const REVOKED_MAX: usize = 64;
+
 /// One connected device.
 #[derive(Debug)]
 pub struct Attachment {
@@ -61,6 +68,9 @@ pub struct Attachment {
     /// Remaining one-time prekeys to report, or `u32::MAX` when there is nothing to report.
     prekeys_low: AtomicU32,
     fresh: Mutex<Fresh>,
+    /// Businesses and categories this device revoked while connected: a hand-off of
+    /// theirs that arrives now was committed before the revocation, which purged it.
+    revoked: Mutex<Vec<(AccountId, CategorySet)>>,
 }
 
 impl Attachment {
@@ -73,6 +83,7 @@ impl Attachment {
             displaced: CancellationToken::new(),
             prekeys_low: AtomicU32::new(u32::MAX),
             fresh: Mutex::default(),
+            revoked: Mutex::default(),
         }
     }
 
@@ -111,6 +122,11 @@ impl Attachment {
     }
 
     fn keep(&self, envelope: StoredEnvelope) {
+        if self.was_revoked(&envelope) {
+            // Purged by the revocation: the store, read instead, no longer has it.
+            self.resync_quietly();
+            return;
+        }
         let mut fresh = lock(&self.fresh);
         if fresh.stale {
             return;
@@ -137,13 +153,56 @@ impl Attachment {
 
     /// Tells the connection to read its queue from the store, and wakes it.
     pub(super) fn resync(&self) {
+        self.resync_quietly();
+        self.wake.notify_one();
+    }
+
+    fn resync_quietly(&self) {
         let mut fresh = lock(&self.fresh);
         *fresh = Fresh {
             stale: true,
             ..Fresh::default()
         };
-        drop(fresh);
-        self.wake.notify_one();
+    }
+
+    fn was_revoked(&self, envelope: &StoredEnvelope) -> bool {
+        let Some(category) = envelope.category else {
+            return false;
+        };
+        lock(&self.revoked).iter().any(|(business, categories)| {
+            *business == envelope.from.account && categories.contains(category)
+        })
+    }
+
+    /// This device revoked `categories` from `business` (the store purged what was
+    /// queued): envelopes of theirs handed over before, or arriving late from another
+    /// node, are not written; the connection reads the store instead.
+    pub(super) fn consent_revoked(&self, business: AccountId, categories: CategorySet) {
+        {
+            let mut revoked = lock(&self.revoked);
+            if revoked.len() >= REVOKED_MAX {
+                revoked.remove(0);
+            }
+            revoked.push((business, categories));
+        }
+        let purged = lock(&self.fresh)
+            .envelopes
+            .iter()
+            .any(|e| self.was_revoked(e));
+        if purged {
+            self.resync();
+        }
+    }
+
+    /// This device granted `categories` to `business` again: its new envelopes count.
+    pub(super) fn consent_granted(&self, business: AccountId, categories: CategorySet) {
+        let mut revoked = lock(&self.revoked);
+        for (b, c) in revoked.iter_mut() {
+            if *b == business {
+                *c = c.minus(categories);
+            }
+        }
+        revoked.retain(|(_, c)| !c.is_empty());
     }
 
     /// Reports `remaining` one-time prekeys, and wakes the connection.

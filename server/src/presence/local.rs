@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use parley_protocol::ids::DeviceAddress;
+use parley_protocol::business::CategorySet;
+use parley_protocol::ids::{AccountId, DeviceAddress};
 
 use super::attachment::lock;
 use super::{Attachment, Presence, PresenceFuture};
@@ -110,6 +111,22 @@ impl Presence for LocalPresence {
     fn prekeys_low(&self, device: &DeviceAddress, remaining: u32) {
         if let Some(a) = self.get(device) {
             a.report_prekeys_low(remaining);
+        }
+    }
+
+    fn consent_changed(
+        &self,
+        device: &DeviceAddress,
+        business: AccountId,
+        categories: CategorySet,
+        revoked: bool,
+    ) {
+        if let Some(a) = self.get(device) {
+            if revoked {
+                a.consent_revoked(business, categories);
+            } else {
+                a.consent_granted(business, categories);
+            }
         }
     }
 

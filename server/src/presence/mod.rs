@@ -23,7 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use parley_protocol::ids::DeviceAddress;
+use parley_protocol::business::CategorySet;
+use parley_protocol::ids::{AccountId, DeviceAddress};
 
 pub use attachment::{Attachment, Taken, FRESH_MAX_BYTES, FRESH_MAX_ENVELOPES};
 pub use local::LocalPresence;
@@ -52,6 +53,16 @@ pub trait Presence: CommitListener {
 
     /// Tells `device`, wherever it is connected, that it has `remaining` one-time prekeys.
     fn prekeys_low(&self, device: &DeviceAddress, remaining: u32);
+
+    /// `device` (connected here) revoked `categories` from `business`, or granted them
+    /// again: hand-offs from before a revocation are not written (the store purged them).
+    fn consent_changed(
+        &self,
+        device: &DeviceAddress,
+        business: AccountId,
+        categories: CategorySet,
+        revoked: bool,
+    );
 
     /// Devices connected to this process.
     fn len(&self) -> usize;

@@ -458,6 +458,19 @@ impl Presence for NatsPresence {
         );
     }
 
+    fn consent_changed(
+        &self,
+        device: &DeviceAddress,
+        business: parley_protocol::ids::AccountId,
+        categories: parley_protocol::business::CategorySet,
+        revoked: bool,
+    ) {
+        // The revoking connection is this node's: the device is connected here.
+        self.inner
+            .local
+            .consent_changed(device, business, categories, revoked);
+    }
+
     fn len(&self) -> usize {
         self.inner.local.len()
     }
