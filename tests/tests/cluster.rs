@@ -543,7 +543,11 @@ async fn c6_limits_hold_across_nodes() {
             }
         }
     }
-    assert_eq!((registered, limited), (5, 3), "registrations from one address");
+    assert_eq!(
+        (registered, limited),
+        (5, 3),
+        "registrations from one address"
+    );
 
     let (asker, target) = (&people[0], people[1].address());
     let mut fetched = 0;
