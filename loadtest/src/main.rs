@@ -8,6 +8,7 @@
 
 mod account;
 mod baseline;
+mod cluster_env;
 mod conn;
 mod payload;
 mod plot;
@@ -24,6 +25,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::report::Report;
+use crate::scenario::cluster::ClusterArgs;
 use crate::scenario::connect::ConnectArgs;
 use crate::scenario::fanout::FanoutArgs;
 use crate::scenario::idle::IdleArgs;
@@ -65,6 +67,11 @@ enum Command {
     /// The storage floor: the server's SQLite store driven in-process (no network), to
     /// show how much of the relay's cost is storage.
     Store(StoreArgs),
+    /// C10: a cluster (own PostgreSQL, own NATS, 1-3 nodes, each under the same cgroup
+    /// CPU quota): saturated cross-node msg/s, per-tier CPU per message, WAL bytes per
+    /// message, light-load p99; optionally the SQLite node and the bare relay under the
+    /// same quota in the same run.
+    Cluster(ClusterArgs),
     /// The bare relay used as the baseline (started by the scenarios themselves).
     #[command(hide = true)]
     BaselineServer {
@@ -84,6 +91,7 @@ impl Command {
             Command::Soak(a) => Some(&a.common),
             Command::Fanout(a) => Some(&a.common),
             Command::Store(a) => Some(&a.common),
+            Command::Cluster(a) => Some(&a.common),
             Command::BaselineServer { .. } => None,
         }
     }
@@ -153,6 +161,7 @@ async fn run(command: &Command, common: &Common, pinned: bool) -> anyhow::Result
         Command::Soak(args) => scenario::soak::run(args, &launch()?).await,
         Command::Fanout(args) => scenario::fanout::run(args, &launch()?).await,
         Command::Store(args) => scenario::store::run(args).await,
+        Command::Cluster(args) => scenario::cluster::run(args, &launch()?).await,
         Command::BaselineServer { .. } => bail!("not a scenario"),
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tempfile::TempDir;
 
+use crate::cluster_env::CpuGroup;
 use crate::sys;
 
 /// How long a server gets to print its "ready" line.
@@ -58,17 +59,42 @@ pub struct ServerProcess {
     pub target: Target,
     // Kept so the data directory lives as long as the server.
     data_dir: Option<TempDir>,
+    // Dropped after the process is killed (a group with processes cannot be removed).
+    _cgroup: Option<CpuGroup>,
+}
+
+/// What a cluster node (or a quota-held relay) adds to a plain start.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// More `parley-server` arguments (ignored for the baseline).
+    pub args: Vec<String>,
+    /// The data directory to use instead of a fresh one.
+    pub data_dir: Option<TempDir>,
+    /// The CPU group to put the process in right after it starts.
+    pub cgroup: Option<CpuGroup>,
 }
 
 impl ServerProcess {
     /// Starts `target` on a free port below the ephemeral range, sized for
     /// `connections` concurrent connections; returns once it listens.
     pub fn start(launch: &Launch, target: Target, connections: usize) -> anyhow::Result<Self> {
+        ServerProcess::start_with(launch, target, connections, Extra::default())
+    }
+
+    /// [`ServerProcess::start`] with more arguments, a given data directory and a CPU
+    /// group.
+    pub fn start_with(
+        launch: &Launch,
+        target: Target,
+        connections: usize,
+        extra: Extra,
+    ) -> anyhow::Result<Self> {
         let port = sys::free_port()?;
         let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        let (program, data_dir) = match target {
-            Target::Product => (launch.server_bin.clone(), Some(tempfile::tempdir()?)),
-            Target::Baseline => (std::env::current_exe()?, None),
+        let (program, data_dir) = match (target, extra.data_dir) {
+            (Target::Product, Some(dir)) => (launch.server_bin.clone(), Some(dir)),
+            (Target::Product, None) => (launch.server_bin.clone(), Some(tempfile::tempdir()?)),
+            (Target::Baseline, _) => (std::env::current_exe()?, None),
         };
         let mut command = match launch.server_cpu {
             Some(cpu) => {
@@ -94,6 +120,7 @@ impl ServerProcess {
                     // The harness measures the relay; the admin listener would also
                     // collide on its fixed default port between concurrent runs.
                     .args(["--admin-listen", "off"])
+                    .args(&extra.args)
                     .args(&launch.server_args);
             }
             _ => {
@@ -109,6 +136,13 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
+        if let Some(group) = &extra.cgroup {
+            if let Err(e) = group.add(child.id()) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
         let stderr = child.stderr.take().context("no stderr")?;
         // Read the log on a thread so the server never blocks on a full pipe.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -133,6 +167,7 @@ impl ServerProcess {
             addr,
             target,
             data_dir,
+            _cgroup: extra.cgroup,
         })
     }
 

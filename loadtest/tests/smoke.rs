@@ -220,3 +220,52 @@ fn fanout_reaches_every_opted_in_user() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Why the cluster scenario cannot run here (no PostgreSQL or no NATS), if it cannot.
+fn cluster_services_missing() -> Option<String> {
+    let on_path = |name: &str, extra: &[&str]| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(extra.iter().map(PathBuf::from))
+            .any(|dir| dir.join(name).is_file())
+    };
+    let debian_pg = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.path().join("bin/initdb").is_file())
+        })
+        .unwrap_or(false);
+    if !on_path("initdb", &[]) && !debian_pg {
+        return Some("PostgreSQL: initdb not found on PATH or in /usr/lib/postgresql/*/bin".into());
+    }
+    if !on_path("nats-server", &["/usr/sbin", "/usr/bin"]) {
+        return Some("NATS: nats-server not found on PATH or in /usr/sbin, /usr/bin".into());
+    }
+    None
+}
+
+#[test]
+fn cluster_loses_nothing() -> anyhow::Result<()> {
+    if let Some(why) = cluster_services_missing() {
+        eprintln!("SKIPPED: cluster_loses_nothing needs {why}");
+        return Ok(());
+    }
+    let report = run(&[
+        "cluster",
+        "--nodes",
+        "2",
+        "--pairs",
+        "4",
+        "--duration",
+        "1500ms",
+        "--warmup",
+        "200ms",
+        "--rate",
+        "100",
+    ])?;
+    assert_eq!(report["scenario"], "cluster");
+    assert_eq!(lost(&report["product"]), Some(0), "{report}");
+    assert_eq!(report["product"]["errors"].as_u64(), Some(0), "{report}");
+    Ok(())
+}

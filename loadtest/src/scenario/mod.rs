@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: options every scenario takes, starting the
 //! servers, registering accounts, measuring a window of server and generator CPU time.
 
+pub mod cluster;
 pub mod connect;
 pub mod fanout;
 pub mod idle;

@@ -47,9 +47,18 @@ struct Pair {
     dest: u32,
 }
 
+/// CPU time of named processes (cluster nodes, PostgreSQL, NATS), sampled at a phase's
+/// window edges next to the server's.
+pub(super) type Probe = Arc<dyn Fn() -> anyhow::Result<Vec<(String, Duration)>> + Send + Sync>;
+
 /// A relay under test and its pairs.
 pub(super) struct Fleet {
     pub(super) server: ServerProcess,
+    /// Further nodes of a cluster (senders on one node, receivers on another), kept
+    /// running as long as the fleet.
+    pub(super) _others: Vec<ServerProcess>,
+    /// What else to sample CPU time of.
+    pub(super) probe: Option<Probe>,
     pairs: Vec<Pair>,
     next_rid: u32,
 }
@@ -108,7 +117,51 @@ impl Fleet {
         };
         Ok(Fleet {
             server,
+            _others: Vec::new(),
+            probe: None,
             pairs,
+            next_rid: 1,
+        })
+    }
+
+    /// Product pairs across the nodes of a cluster: pair `i` sends from node `i % N`
+    /// to a receiver on node `(i + 1) % N` (the same node when N = 1).
+    pub(super) async fn across(
+        mut nodes: Vec<ServerProcess>,
+        pairs: usize,
+        probe: Probe,
+    ) -> anyhow::Result<Fleet> {
+        let n = nodes.len();
+        if n == 0 {
+            bail!("no nodes");
+        }
+        let mut per_node: Vec<Vec<(crate::account::Account, Ws)>> = Vec::new();
+        let mut index = 0;
+        for (k, node) in nodes.iter().enumerate() {
+            let senders = (0..pairs).filter(|i| i % n == k).count();
+            let receivers = (0..pairs).filter(|i| (i + 1) % n == k).count();
+            let count = senders + receivers;
+            per_node.push(super::register_accounts(node.addr, count, index).await?);
+            index += count;
+        }
+        let mut out = Vec::with_capacity(pairs);
+        for i in 0..pairs {
+            let (_, sender) = per_node[i % n].pop().context("too few accounts")?;
+            let (receiver_account, receiver) =
+                per_node[(i + 1) % n].pop().context("too few accounts")?;
+            out.push(Pair {
+                sender,
+                receiver,
+                to: Some(receiver_account.address()),
+                dest: 0,
+            });
+        }
+        let server = nodes.remove(0);
+        Ok(Fleet {
+            server,
+            _others: nodes,
+            probe: Some(probe),
+            pairs: out,
             next_rid: 1,
         })
     }
@@ -129,6 +182,8 @@ pub(super) struct Phase {
     pub(super) target: Target,
     pub(super) mode: Mode,
     pub(super) cpu: CpuWindow,
+    /// CPU time of the probe's processes over the same window.
+    pub(super) probed: Vec<(String, Duration)>,
     pub(super) delivered_in_window: u64,
     pub(super) sent: u64,
     pub(super) delivered: u64,
@@ -319,8 +374,26 @@ pub(super) async fn run_phase(
     }
     tokio::time::sleep_until(clock.at(clock.warm_ns)).await;
     let start = CpuSample::take(&fleet.server)?;
+    let probe_start = match &fleet.probe {
+        Some(probe) => probe()?,
+        None => Vec::new(),
+    };
     tokio::time::sleep_until(clock.at(clock.end_ns)).await;
     let end = CpuSample::take(&fleet.server)?;
+    let probe_end = match &fleet.probe {
+        Some(probe) => probe()?,
+        None => Vec::new(),
+    };
+    let probed = probe_end
+        .into_iter()
+        .map(|(name, end)| {
+            let start = probe_start
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(Duration::ZERO, |(_, d)| *d);
+            (name, end.saturating_sub(start))
+        })
+        .collect();
     // Senders stop at the end of the window; wait for them, then for the drain.
     let mut sinks = Vec::new();
     for task in senders {
@@ -366,6 +439,7 @@ pub(super) async fn run_phase(
         target,
         mode,
         cpu: start.until(&end),
+        probed,
         delivered_in_window: shared.in_window.load(Ordering::Relaxed),
         sent,
         delivered,
