@@ -200,6 +200,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hand_offs_of_a_revoked_business_are_not_written_after_the_revocation() {
+        use parley_protocol::business::{Category, CategorySet};
+        let presence = LocalPresence::default();
+        let a = presence.attach(addr(), 1).await;
+        let business = AccountId([9; 32]);
+        let from_business = |seq| StoredEnvelope {
+            from: DeviceAddress {
+                account: business,
+                device: DeviceId(1),
+            },
+            category: Some(Category::Marketing),
+            ..envelope(seq)
+        };
+        presence.committed(addr(), from_business(1));
+        let marketing = CategorySet::of([Category::Marketing]);
+        presence.consent_changed(&addr(), business, marketing, true);
+        let taken = a.take_fresh();
+        assert!(
+            taken.stale && taken.envelopes.is_empty(),
+            "read the store instead"
+        );
+        presence.committed(addr(), from_business(2));
+        let taken = a.take_fresh();
+        assert!(
+            taken.stale && taken.envelopes.is_empty(),
+            "a late hand-off too"
+        );
+        presence.committed(addr(), envelope(3));
+        assert_eq!(a.take_fresh().envelopes.len(), 1, "people are not affected");
+        presence.consent_changed(&addr(), business, marketing, false);
+        presence.committed(addr(), from_business(4));
+        assert_eq!(a.take_fresh().envelopes.len(), 1, "granted again");
+    }
+
+    #[tokio::test]
     async fn prekeys_low_is_reported_once() {
         let presence = LocalPresence::default();
         let a = presence.attach(addr(), 1).await;
