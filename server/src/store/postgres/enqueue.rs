@@ -5,8 +5,7 @@
 //! In one transaction (the lane's), in this order:
 //!
 //! 1. **lock** the `queue_head` rows of every recipient of the batch, in (account,
-//!    device) order (`ORDER BY ... FOR UPDATE`: PostgreSQL locks rows in the order it
-//!    returns them), and read their next seqs; then, in the same pipeline and so under
+//!    device) order, and read their next seqs; then, in the same pipeline and so under
 //!    those locks, **read the facts** every send needs, one row per envelope: the
 //!    sender's device key, any earlier send of its message id, whether the recipient
 //!    blocks the sender, whether either is a business (`policy.rs`);
@@ -20,11 +19,17 @@
 //! 3. **write**, in one pipeline: the decisions' effects, the new heads, the queue rows
 //!    and the dedup rows, each as one statement over arrays (`unnest`).
 //!
+//! Plans. Every lookup of a row by its key is a `LATERAL` subquery with `LIMIT 1` (or
+//! `= ANY` of an array), so that it stays an index probe per row whatever the planner
+//! believes of the table sizes: a generic plan made while a table was empty would
+//! otherwise join by a scan of the whole table (measured: a plan that probed `sent` by
+//! sender only, reading a thousand rows per envelope).
+//!
 //! Seq order is commit order per recipient because the head rows stay locked until the
 //! lane commits; one sender's envelopes to one recipient take seqs in the order the
-//! lane got them (the batch is in that order per recipient).
+//! lane got them (a batch runs in the order its jobs came).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
 use futures_util::future::{try_join, try_join4, try_join_all};
@@ -55,14 +60,18 @@ pub(super) struct EnqueueStatements {
 impl EnqueueStatements {
     pub(super) async fn prepare(tx: &Transaction<'_>) -> Result<EnqueueStatements, Failure> {
         Ok(EnqueueStatements {
+            // Locks in the order of the arrays (a nested loop over them; the caller
+            // sorts them). Each lookup is a lateral index probe, whatever the planner
+            // guesses of the table sizes.
             lock_heads: tx
                 .prepare_cached(
                     "SELECT r.n, h.recipient, h.next_seq
                      FROM unnest($1::bytea[], $2::bigint[]) WITH ORDINALITY AS r(account, device, n)
-                     JOIN devices AS d ON d.account = r.account AND d.device = r.device
-                     JOIN queue_head AS h ON h.recipient = d.id
-                     ORDER BY d.account, d.device
-                     FOR UPDATE OF h",
+                     JOIN LATERAL (SELECT id FROM devices
+                                   WHERE account = r.account AND device = r.device
+                                   LIMIT 1) AS d ON true
+                     JOIN LATERAL (SELECT recipient, next_seq FROM queue_head
+                                   WHERE recipient = d.id FOR UPDATE) AS h ON true",
                 )
                 .await?,
             facts: tx
@@ -71,17 +80,21 @@ impl EnqueueStatements {
                      FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[])
                             WITH ORDINALITY AS i(from_account, from_device, message_id,
                                                  to_account, n)
-                     LEFT JOIN devices AS d
-                            ON d.account = i.from_account AND d.device = i.from_device
-                     LEFT JOIN sent AS s ON s.sender = d.id AND s.message_id = i.message_id
+                     LEFT JOIN LATERAL (SELECT id FROM devices
+                                        WHERE account = i.from_account
+                                          AND device = i.from_device
+                                        LIMIT 1) AS d ON true
+                     LEFT JOIN LATERAL (SELECT seq, recipient, digest FROM sent
+                                        WHERE sender = d.id AND message_id = i.message_id
+                                        LIMIT 1) AS s ON true
                      ORDER BY i.n"
                 ))
                 .await?,
             put_heads: tx
                 .prepare_cached(
-                    "UPDATE queue_head AS h SET next_seq = u.next_seq
-                     FROM unnest($1::bigint[], $2::bigint[]) AS u(recipient, next_seq)
-                     WHERE h.recipient = u.recipient",
+                    "UPDATE queue_head
+                     SET next_seq = ($2::bigint[])[array_position($1::bigint[], recipient)]
+                     WHERE recipient = ANY($1::bigint[])",
                 )
                 .await?,
             insert_queue: tx
@@ -151,19 +164,30 @@ pub(super) async fn store_envelopes<'a>(
     if envelopes.is_empty() {
         return Ok(Vec::new());
     }
-    // The distinct recipients, and each envelope's index among them.
-    let mut recipient_index: HashMap<(&[u8], i64), usize> = HashMap::new();
+    // The distinct recipients in (account, device) order, the order their heads are
+    // locked in, and each envelope's index among them.
+    let mut recipient_index: BTreeMap<(&[u8], i64), usize> = envelopes
+        .iter()
+        .map(|e| {
+            (
+                (e.to.account.as_bytes().as_slice(), i64::from(e.to.device.0)),
+                0,
+            )
+        })
+        .collect();
     let (mut head_accounts, mut head_devices) = (Vec::new(), Vec::new());
-    let mut index_of = Vec::with_capacity(envelopes.len());
-    for e in envelopes {
-        let to = (e.to.account.as_bytes().as_slice(), i64::from(e.to.device.0));
-        let index = *recipient_index.entry(to).or_insert_with(|| {
-            head_accounts.push(to.0);
-            head_devices.push(to.1);
-            head_accounts.len() - 1
-        });
-        index_of.push(index);
+    for (index, (to, slot)) in recipient_index.iter_mut().enumerate() {
+        head_accounts.push(to.0);
+        head_devices.push(to.1);
+        *slot = index;
     }
+    let index_of: Vec<usize> = envelopes
+        .iter()
+        .map(|e| {
+            let to = (e.to.account.as_bytes().as_slice(), i64::from(e.to.device.0));
+            recipient_index.get(&to).copied().unwrap_or(usize::MAX)
+        })
+        .collect();
     let from_accounts: Vec<&[u8]> = envelopes
         .iter()
         .map(|e| e.from.account.as_bytes().as_slice())

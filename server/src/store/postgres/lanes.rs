@@ -12,9 +12,9 @@
 //! Order. One device's jobs go to one lane, whose batches run one after another, and
 //! within a batch its jobs keep their order: a sender's envelopes are stored, and its
 //! acks applied, in the order submitted. A batch runs its envelopes in bulk
-//! (`enqueue.rs`), sorted by recipient (a stable sort, so one sender's envelopes to one
-//! recipient keep their order), and first locks the `queue_head` rows of all its
-//! recipients in one global order, so that batches of different lanes do not deadlock
+//! (`enqueue.rs`), decided in the order submitted (so the first of two sends with one
+//! id is the one stored, as in a store without batches), and first locks the
+//! `queue_head` rows of all its recipients in one global order, so that batches of different lanes do not deadlock
 //! over them. Per recipient, the row lock of `queue_head` makes seq order commit order;
 //! so the listener hears each recipient's envelopes in seq order from one lane, while
 //! envelopes of one recipient committed by different lanes (or nodes) may be heard out
@@ -72,16 +72,6 @@ impl LaneJob {
             LaneJob::Enqueue { envelope, .. } => &envelope.from,
             LaneJob::Ack { device, .. } => device,
         }
-    }
-
-    /// The recipient whose `queue_head` row the job locks (or whose queue it touches):
-    /// batches run their jobs in this order.
-    fn recipient(&self) -> (&[u8], u32) {
-        let address = match self {
-            LaneJob::Enqueue { envelope, .. } => &envelope.to,
-            LaneJob::Ack { device, .. } => device,
-        };
-        (address.account.as_bytes().as_slice(), address.device.0)
     }
 
     /// Answers the job with what it did in a committed batch (telling `listener` of an
@@ -215,8 +205,7 @@ async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
 
 /// Runs `jobs` in one transaction (again, after a retryable failure), then announces
 /// and answers them.
-async fn commit_batch(context: &LaneContext, mut jobs: Vec<LaneJob>) {
-    jobs.sort_by(|a, b| a.recipient().cmp(&b.recipient()));
+async fn commit_batch(context: &LaneContext, jobs: Vec<LaneJob>) {
     let started = Instant::now();
     let mut attempt = 1;
     let result = loop {
