@@ -2,6 +2,7 @@
 //! servers, registering accounts, measuring a window of server and generator CPU time.
 
 pub mod cluster;
+mod cluster_soak;
 pub mod connect;
 pub mod fanout;
 pub mod idle;
