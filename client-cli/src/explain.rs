@@ -41,6 +41,10 @@ pub fn refusal(error: &anyhow::Error) -> Option<String> {
         ErrorCode::CategoryNotAllowed => "not sent: a business must send with --category, \
                                           in a category its certificate lists"
             .to_owned(),
+        ErrorCode::NotABusiness => "not sent: --category is only for verified business \
+                                    accounts, and this account is not one; send without \
+                                    --category"
+            .to_owned(),
         ErrorCode::InvalidConsent => "the server refused the consent record: forged, replayed, \
                                       expired, dated in the future, or the account is not a \
                                       verified business"

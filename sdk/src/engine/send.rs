@@ -298,7 +298,8 @@ fn is_permanent(error: &SdkError, category: Option<Category>) -> bool {
             | ErrorCode::Refused
             | ErrorCode::ReachExhausted
             | ErrorCode::Suspended
-            | ErrorCode::CategoryNotAllowed => true,
+            | ErrorCode::CategoryNotAllowed
+            | ErrorCode::NotABusiness => true,
             ErrorCode::RateLimited => category.is_some(),
             _ => false,
         },
