@@ -78,9 +78,9 @@ pub enum Command {
     },
     /// Print messages that arrived, acknowledge them, and exit.
     Inbox {
-        /// Keep waiting this many seconds for more messages.
-        #[arg(long, default_value_t = 0)]
-        wait: u64,
+        /// Keep waiting this long for more messages, with a unit (e.g. 30s, 5m).
+        #[arg(long, default_value = "0s", value_parser = parley_protocol::duration::parse)]
+        wait: std::time::Duration,
     },
     /// Chat interactively: type a line to send it, /quit to leave.
     Chat {

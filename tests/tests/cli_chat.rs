@@ -82,7 +82,7 @@ fn two_people_chat_with_the_cli_through_a_server_process() {
 
     // Online delivery: bob waits while alice writes.
     let waiting = bob
-        .command(&["inbox", "--json", "--wait", "4"])
+        .command(&["inbox", "--json", "--wait", "4s"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -73,8 +73,8 @@ pub async fn send(
     Ok(())
 }
 
-/// `parley inbox [--wait SECS]`: everything that arrived, then more for `wait` seconds.
-pub async fn inbox(ctx: &Context, wait: u64) -> anyhow::Result<()> {
+/// `parley inbox [--wait DURATION]`: everything that arrived, then more for `wait`.
+pub async fn inbox(ctx: &Context, wait: Duration) -> anyhow::Result<()> {
     // Messages stored by an earlier command but not shown yet come first.
     ctx.out.show_unshown(&ctx.store)?;
     let mut client = start(ctx).await?;
@@ -91,7 +91,7 @@ pub async fn inbox(ctx: &Context, wait: u64) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("the server did not finish sending the inbox in time"),
         }
     }
-    let until = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let until = tokio::time::Instant::now() + wait;
     while let Ok(Some(event)) = tokio::time::timeout_at(until, client.next_event()).await {
         on_event(ctx, &event)?;
     }
