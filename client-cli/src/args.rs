@@ -57,6 +57,10 @@ pub enum Command {
     Register {
         /// The handle others will find you by (3-32 of a-z, 0-9, _).
         handle: String,
+        /// When this profile's database is damaged (empty or unreadable), move it aside
+        /// and register a new identity; without it such a profile is never replaced.
+        #[arg(long)]
+        replace_damaged_profile: bool,
     },
     /// Show this profile's handle and account.
     Whoami,

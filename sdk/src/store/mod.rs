@@ -10,9 +10,11 @@
 
 mod business;
 mod consent;
+pub mod file;
 mod schema;
 
 pub use business::{CachedBusiness, SendStatus};
+pub use file::Damaged;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -151,33 +153,22 @@ pub struct ClientStore {
 }
 
 impl ClientStore {
-    /// Opens (creating) the database file.    ///
+    /// Opens the profile database at `path`, creating a new profile if there is no file.
+    ///
     /// The profile is locked for this process: two engines on one profile would displace
     /// each other's connection and race on the same sessions, so a second opener gets
-    /// [`SdkError::ProfileInUse`].
+    /// [`SdkError::ProfileInUse`]. Its files are made private to the user, and a damaged
+    /// database is refused with [`SdkError::DamagedProfile`] rather than replaced by a
+    /// new identity (see [`file`]).
     pub fn open(path: &Path) -> Result<ClientStore, SdkError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| SdkError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let lock_path = path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| SdkError::Storage(format!("cannot open {}: {e}", lock_path.display())))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SdkError::ProfileInUse),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(SdkError::Storage(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )))
-            }
-        }
-        let conn = Connection::open(path).map_err(db)?;
+        ClientStore::open_with(path, Damaged::Refuse)
+    }
+
+    /// [`ClientStore::open`], saying what to do with a damaged database:
+    /// [`Damaged::SetAside`] moves it aside and starts a new profile.
+    pub fn open_with(path: &Path, damaged: Damaged) -> Result<ClientStore, SdkError> {
+        let lock = file::lock(path)?;
+        let conn = file::open(path, damaged)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
