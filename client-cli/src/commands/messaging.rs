@@ -54,7 +54,7 @@ pub async fn send(
         }
     };
     let sent = match tokio::time::timeout(SEND_TIMEOUT, sending).await {
-        Ok(result) => result.map_err(anyhow::Error::from),
+        Ok(result) => result.map_err(|e| crate::explain::send_error(e, &to)),
         Err(_) => Err(anyhow::anyhow!(
             "no answer from the server within {} s; if the message was already encrypted it \
              stays queued and is resent on the next connection",

@@ -599,7 +599,9 @@ impl ClientStore {
             .find(|c| c.handle.as_ref() == Some(handle)))
     }
 
-    /// Records or updates a contact.
+    /// Records or updates a contact. A handle held by another contact moves to this one,
+    /// unless that contact is verified: it keeps the handle (and this one is recorded
+    /// without it) until the person takes the mark off.
     pub fn save_contact(&self, contact: &Contact) -> Result<(), SdkError> {
         let conn = self.lock();
         put_contact(&conn, contact)
@@ -730,19 +732,37 @@ fn put_session(
 fn put_contact(conn: &Connection, contact: &Contact) -> Result<(), SdkError> {
     let identity =
         rmp_serde::to_vec_named(&contact.identity).map_err(|e| SdkError::Storage(e.to_string()))?;
-    if let Some(handle) = &contact.handle {
-        // A handle names one account: an older contact with it lost it.
-        conn.execute(
-            "UPDATE contacts SET handle = NULL WHERE handle = ?1 AND account != ?2",
-            params![handle.as_str(), contact.account.as_bytes().as_slice()],
-        )
-        .map_err(db)?;
+    let mut handle = contact.handle.as_ref();
+    if let Some(h) = handle {
+        let account = contact.account.as_bytes().as_slice();
+        let held_by_verified: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM contacts
+                                WHERE handle = ?1 AND account != ?2 AND verified)",
+                params![h.as_str(), account],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if held_by_verified {
+            // A verified contact keeps its handle until the person takes the mark off
+            // (`unverify`), whichever side spoke first after the change: the account
+            // the handle now names is recorded without it, so a send to the handle is
+            // still refused (`IdentityChanged`) rather than going to the new account.
+            handle = None;
+        } else {
+            // A handle names one account: an older contact with it lost it.
+            conn.execute(
+                "UPDATE contacts SET handle = NULL WHERE handle = ?1 AND account != ?2",
+                params![h.as_str(), account],
+            )
+            .map_err(db)?;
+        }
     }
     conn.execute(
         "INSERT OR REPLACE INTO contacts (account, handle, identity, verified) VALUES (?1, ?2, ?3, ?4)",
         params![
             contact.account.as_bytes().as_slice(),
-            contact.handle.as_ref().map(Handle::as_str),
+            handle.map(Handle::as_str),
             identity,
             contact.verified
         ],
