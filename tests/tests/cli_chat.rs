@@ -51,20 +51,44 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
+/// Alice and Bob, registered with the CLI on a deployment (on a cluster, on different
+/// nodes), and what must live as long as they do.
+struct TwoPeople {
+    alice: CliUser,
+    bob: CliUser,
+    deployment: Deployment,
+    /// The server's data directory and the CLI's home.
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl TwoPeople {
+    /// `None` when the cluster's services are not installed (the test is skipped).
+    fn start() -> Option<TwoPeople> {
+        let data = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let deployment = Deployment::start(data.path(), &[]).unwrap()?;
+        let person = |profile, party| {
+            CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap()
+        };
+        let (alice, bob) = (person("alice", 0), person("bob", 1));
+        alice.run(&["register", "alice"]);
+        bob.run(&["register", "@bob"]);
+        Some(TwoPeople {
+            alice,
+            bob,
+            deployment,
+            _dirs: [data, home],
+        })
+    }
+}
+
 #[test]
 fn two_people_chat_with_the_cli_through_a_server_process() {
-    let data = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let Some(deployment) = Deployment::start(data.path(), &[]).unwrap() else {
+    let Some(people) = TwoPeople::start() else {
         return;
     };
-    // On a cluster, Alice and Bob are on different nodes.
-    let person =
-        |profile, party| CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap();
-    let (alice, bob) = (person("alice", 0), person("bob", 1));
-
-    alice.run(&["register", "alice"]);
-    bob.run(&["register", "@bob"]);
+    let (alice, bob) = (people.alice.clone(), people.bob.clone());
+    let deployment = &people.deployment;
 
     // Both ways; bob is offline when alice writes, and the other way round.
     alice.run(&["send", "bob", "canary-one: hello bob"]);
@@ -144,16 +168,11 @@ enum FirstAfterTheChange {
 /// deleted his account and registered again). Whoever writes first, nothing goes to the
 /// new account until Alice runs `unverify`, and the refusal names the handle.
 fn a_verified_contact_stays_verified_after_a_change(first: FirstAfterTheChange) {
-    let data = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let Some(deployment) = Deployment::start(data.path(), &[]).unwrap() else {
+    let Some(people) = TwoPeople::start() else {
         return;
     };
-    let person =
-        |profile, party| CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap();
-    let (alice, bob) = (person("alice", 0), person("bob", 1));
-    alice.run(&["register", "alice"]);
-    bob.run(&["register", "bob"]);
+    let (alice, bob) = (people.alice.clone(), people.bob.clone());
+    let deployment = &people.deployment;
     alice.run(&["send", "bob", "before the change"]);
     assert_eq!(inbox(&bob).len(), 1);
     alice.run(&["verify", "bob"]);
@@ -211,16 +230,10 @@ fn regression_a_verified_contact_changed_is_refused_when_the_new_identity_writes
 /// `not_a_business`, the CLI says why, and nothing reaches the recipient.
 #[test]
 fn regression_a_person_sending_with_a_category_is_refused_and_told_why() {
-    let data = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let Some(deployment) = Deployment::start(data.path(), &[]).unwrap() else {
+    let Some(people) = TwoPeople::start() else {
         return;
     };
-    let person =
-        |profile, party| CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap();
-    let (alice, bob) = (person("alice", 0), person("bob", 1));
-    alice.run(&["register", "alice"]);
-    bob.run(&["register", "bob"]);
+    let (alice, bob) = (people.alice.clone(), people.bob.clone());
 
     let refused = alice.fail(&["send", "bob", "buy now", "--category", "marketing"]);
     assert!(

@@ -145,6 +145,12 @@ fn regression_a_backup_into_a_missing_directory_is_one_sentence() {
     server.kill().unwrap();
 }
 
+/// One way of giving the server a setting: arguments, and maybe a variable.
+struct Attempt<'a> {
+    args: &'a [&'a str],
+    variable: Option<(&'a str, &'a str)>,
+}
+
 #[test]
 fn regression_a_duration_without_a_unit_is_refused_showing_the_accepted_form() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,13 +159,25 @@ fn regression_a_duration_without_a_unit_is_refused_showing_the_accepted_form() {
     std::fs::write(&file, "retention = 30\n").unwrap();
     let data_arg = data.to_str().unwrap();
     let file_arg = file.to_str().unwrap();
-    let runs: [(&[&str], Option<(&str, &str)>); 4] = [
-        (&["--retention", "30", "--data-dir", data_arg], None),
-        (&["--data-dir", data_arg], Some(("PARLEY_RETENTION", "30"))),
-        (&["--config", file_arg, "--data-dir", data_arg], None),
-        (&["--care-window", "24", "print-config"], None),
+    let runs = [
+        Attempt {
+            args: &["--retention", "30", "--data-dir", data_arg],
+            variable: None,
+        },
+        Attempt {
+            args: &["--data-dir", data_arg],
+            variable: Some(("PARLEY_RETENTION", "30")),
+        },
+        Attempt {
+            args: &["--config", file_arg, "--data-dir", data_arg],
+            variable: None,
+        },
+        Attempt {
+            args: &["--care-window", "24", "print-config"],
+            variable: None,
+        },
     ];
-    for (args, variable) in runs {
+    for Attempt { args, variable } in runs {
         let mut command = server_command(&["--listen", "127.0.0.1:0", "--admin-listen", "off"]);
         command.args(args);
         if let Some((name, value)) = variable {

@@ -157,7 +157,8 @@ impl ClientStore {
     ///
     /// The profile is locked for this process: two engines on one profile would displace
     /// each other's connection and race on the same sessions, so a second opener gets
-    /// [`SdkError::ProfileInUse`]. Its files are made private to the user, and a damaged
+    /// [`SdkError::ProfileInUse`]. Its files, and the directory holding them (give each
+    /// profile a directory of its own), are made private to the user, and a damaged
     /// database is refused with [`SdkError::DamagedProfile`] rather than replaced by a
     /// new identity (see [`file`]).
     pub fn open(path: &Path) -> Result<ClientStore, SdkError> {
@@ -794,4 +795,38 @@ fn decode_card(bytes: &[u8]) -> Result<Card, SdkError> {
 
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::identity::IdentityKeyPair;
+
+    fn contact(handle: &str, verified: bool) -> Contact {
+        let identity = IdentityKeyPair::generate(&mut rand_core::OsRng);
+        Contact {
+            account: identity.account_id(),
+            handle: Some(Handle::parse(handle).unwrap()),
+            identity: identity.public(),
+            verified,
+        }
+    }
+
+    #[test]
+    fn a_verified_contact_keeps_its_handle_until_the_mark_is_taken_off() {
+        let store = ClientStore::in_memory().unwrap();
+        let bob = Handle::parse("bob").unwrap();
+        let mut old = contact("bob", true);
+        let new = contact("bob", false);
+        store.save_contact(&old).unwrap();
+        store.save_contact(&new).unwrap();
+        assert_eq!(store.contact_by_handle(&bob).unwrap(), Some(old.clone()));
+        assert_eq!(store.contact(&new.account).unwrap().unwrap().handle, None);
+
+        old.verified = false;
+        store.save_contact(&old).unwrap();
+        store.save_contact(&new).unwrap();
+        assert_eq!(store.contact_by_handle(&bob).unwrap(), Some(new));
+        assert_eq!(store.contact(&old.account).unwrap().unwrap().handle, None);
+    }
 }

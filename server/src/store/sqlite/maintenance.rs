@@ -274,26 +274,6 @@ mod tests {
         copy.close().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_backup_into_a_missing_directory_is_one_clear_sentence() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            dir.path(),
-            &SqliteOptions::default(),
-            ServerId([7; 32]),
-            StoreHooks::new(SendPolicy::default()),
-        )
-        .unwrap();
-        let out = dir.path().join("no-such-dir").join("copy.db");
-        let err = backup(dir.path(), &out).unwrap_err().to_string();
-        assert!(
-            err.contains("no-such-dir") && err.contains("does not exist"),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 1, "{err}");
-        store.close().await.unwrap();
-    }
-
     #[test]
     fn stats_of_a_missing_database_say_where_they_looked() {
         let dir = tempfile::tempdir().unwrap();
