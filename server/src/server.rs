@@ -141,7 +141,12 @@ pub async fn run_with_admin(
 /// Takes the data directory (and a separate `--store sqlite:DIR`) for this server.
 fn lock_data_dirs(config: &Config) -> Result<Vec<DataDirLock>, ServerError> {
     let mut locks = vec![DataDirLock::acquire(&config.data_dir)?];
-    if matches!(config.store, StoreLocation::Sqlite(_)) && config.sqlite_dir() != config.data_dir {
+    // The same directory written another way (`./d` and `d`) is not locked twice: a
+    // second lock in this process would be refused by the first.
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if matches!(config.store, StoreLocation::Sqlite(_))
+        && !same(config.sqlite_dir(), &config.data_dir)
+    {
         check_not_read_only(config.sqlite_dir())?;
         locks.push(DataDirLock::acquire(config.sqlite_dir())?);
     }
