@@ -98,6 +98,7 @@ macro_rules! store_contract_cases {
             a_business_answers_within_the_care_window,
             the_daily_reach_accepts_exactly_the_tier,
             a_suspended_business_is_refused,
+            a_person_may_not_send_in_a_category,
             sweeps_delete_expired_envelopes,
             deleting_an_account_frees_its_handle,
             concurrent_senders_to_one_recipient_stay_dense,
@@ -753,6 +754,43 @@ pub async fn a_suspended_business_is_refused(opener: &dyn OpenStore) -> anyhow::
     );
     s.admin.set_suspended(&w.business_handle, false)?;
     seq_of(send(store, w.business, w.person_address, alert).await?)?;
+    Ok(())
+}
+
+/// A send with a category from an account that is not a business is refused with
+/// `NotABusiness` and stores nothing, to a person or to a business, whatever the
+/// person granted; the same person's send without a category goes through.
+pub async fn a_person_may_not_send_in_a_category(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let w = business_world(&s, CategorySet::ALL).await?;
+    let friend = register(store, &TestAccount::new(None, 0)).await?;
+    let granted = store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Grant(grant(&w.person, w.business.account, CategorySet::ALL)),
+            now_ms(),
+        )
+        .await?;
+    assert!(matches!(granted, ConsentOutcome::Updated { .. }));
+    for (to, category) in [
+        (friend, Category::Marketing),
+        (friend, Category::SecurityAlert),
+        (w.business, Category::Conversation),
+        (w.business, Category::Transactional),
+    ] {
+        assert_eq!(
+            send(store, w.person_address, to, Some(category)).await?,
+            EnqueueOutcome::NotABusiness,
+            "{category:?} to {to:?}"
+        );
+    }
+    assert!(store.page(friend, Seq(0), 10).await?.is_empty());
+    assert!(store.page(w.business, Seq(0), 10).await?.is_empty());
+    assert!(commits.seen().is_empty(), "nothing was committed");
+    seq_of(send(store, w.person_address, friend, None).await?).context("without a category")?;
     Ok(())
 }
 
