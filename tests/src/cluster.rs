@@ -21,12 +21,14 @@ use crate::services;
 /// The cluster key of test clusters (any secret of 16 characters or more).
 pub const TEST_CLUSTER_KEY: &str = "parley-test-cluster-key-0123456789";
 
-/// One node: its process while it runs, its data directory and its address.
+/// One node: its process while it runs, its data directory, its address and the
+/// arguments it alone was started with ([`TestCluster::join`]).
 #[derive(Debug)]
 struct Node {
     process: Option<ServerProcess>,
     dir: TempDir,
     addr: SocketAddr,
+    own: Vec<String>,
 }
 
 /// PostgreSQL, NATS and `n` nodes.
@@ -63,23 +65,34 @@ impl TestCluster {
             nodes: Vec::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        for index in 0..nodes {
-            let dir = tempfile::tempdir()?;
-            if let Some(first) = cluster.nodes.first() {
-                std::fs::copy(
-                    first.dir.path().join("authority.key"),
-                    dir.path().join("authority.key"),
-                )
-                .context("sharing the authority key")?;
-            }
-            let process = cluster.spawn(index, dir.path(), "127.0.0.1:0".parse()?)?;
-            cluster.nodes.push(Node {
-                addr: process.addr,
-                process: Some(process),
-                dir,
-            });
+        for _ in 0..nodes {
+            cluster.join(&[])?;
         }
         Ok(Some(cluster))
+    }
+
+    /// Starts one more node, with the cluster's arguments plus `own` (e.g. a clock
+    /// offset), on a data directory holding the cluster's authority key; returns its
+    /// index.
+    pub fn join(&mut self, own: &[&str]) -> anyhow::Result<usize> {
+        let index = self.nodes.len();
+        let dir = tempfile::tempdir()?;
+        if let Some(first) = self.nodes.first() {
+            std::fs::copy(
+                first.dir.path().join("authority.key"),
+                dir.path().join("authority.key"),
+            )
+            .context("sharing the authority key")?;
+        }
+        let own: Vec<String> = own.iter().map(|s| (*s).to_owned()).collect();
+        let process = self.spawn(index, &own, dir.path(), "127.0.0.1:0".parse()?)?;
+        self.nodes.push(Node {
+            addr: process.addr,
+            process: Some(process),
+            dir,
+            own,
+        });
+        Ok(index)
     }
 
     /// The arguments that make a process node `index` of this cluster.
@@ -98,8 +111,15 @@ impl TestCluster {
         args
     }
 
-    fn spawn(&self, index: usize, dir: &Path, listen: SocketAddr) -> anyhow::Result<ServerProcess> {
-        let args = self.node_arguments(index);
+    fn spawn(
+        &self,
+        index: usize,
+        own: &[String],
+        dir: &Path,
+        listen: SocketAddr,
+    ) -> anyhow::Result<ServerProcess> {
+        let mut args = self.node_arguments(index);
+        args.extend(own.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ServerProcess::start(dir, listen, &args).with_context(|| format!("starting node n{index}"))
     }
@@ -124,10 +144,22 @@ impl TestCluster {
 
     /// `ws://` URL of node `index` (also while it is down: it comes back on that port).
     pub fn url(&self, index: usize) -> String {
-        self.nodes
-            .get(index)
-            .map(|n| format!("ws://{}", n.addr))
+        self.addr(index)
+            .map(|addr| format!("ws://{addr}"))
             .unwrap_or_default()
+    }
+
+    /// Node `index`'s listening address (also while it is down).
+    pub fn addr(&self, index: usize) -> Option<SocketAddr> {
+        self.nodes.get(index).map(|n| n.addr)
+    }
+
+    /// The admin listeners of the running nodes.
+    pub fn admin_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref()?.admin_addr)
+            .collect()
     }
 
     /// Every node's URL, node 0 first.
@@ -154,14 +186,14 @@ impl TestCluster {
 
     /// Starts node `index` again on its port and data directory.
     pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
-        let (dir, addr) = {
+        let (dir, addr, own) = {
             let node = self.nodes.get(index).context("no such node")?;
             if node.process.is_some() {
                 bail!("node n{index} is running");
             }
-            (node.dir.path().to_path_buf(), node.addr)
+            (node.dir.path().to_path_buf(), node.addr, node.own.clone())
         };
-        let process = self.spawn(index, &dir, addr)?;
+        let process = self.spawn(index, &own, &dir, addr)?;
         if let Some(node) = self.nodes.get_mut(index) {
             node.process = Some(process);
         }

@@ -5,6 +5,9 @@
 //! per-address limit on failed authentications.
 //!
 //! Every refusal is the same `auth_failed` error and close 4001.
+//!
+//! Against a real server process or, through the [`Deployment`] switch, a two-node
+//! cluster: Alice registers on one node and every attempt comes to the other.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -16,7 +19,8 @@ use parley_protocol::signature::Signature;
 use parley_protocol::wire::client::{Auth, ClientBody, Register};
 use parley_protocol::wire::{CloseCode, ErrorCode};
 use parley_protocol::{DeviceAddress, DeviceId};
-use parley_tests::{long_tests, Client, TestAccount, TestServer};
+use parley_tests::deployment::Deployment;
+use parley_tests::{long_tests, Client, TestAccount};
 
 /// The order of the Ed25519 base point, little-endian (RFC 8032 §5.1).
 const L: [u8; 32] = [
@@ -39,13 +43,16 @@ fn universal_forgery() -> Signature {
     Signature(s)
 }
 
-/// Sends `body` as the first request of a fresh connection; returns the error code and
-/// the close code.
+/// The party index of every attempt: another node than Alice's on a cluster.
+const ATTACKER: usize = 1;
+
+/// Sends `body` as the first request of a fresh connection to the attacker's server;
+/// returns the error code and the close code.
 async fn refused(
-    server: &TestServer,
+    server: &Deployment,
     body: impl FnOnce(&Client) -> ClientBody,
 ) -> (ErrorCode, Option<u16>) {
-    let mut c = Client::connect(&server.url()).await.unwrap();
+    let mut c = Client::connect(&server.url_for(ATTACKER)).await.unwrap();
     let body = body(&c);
     let reply = c.request(body).await.unwrap();
     let code = match reply {
@@ -59,11 +66,13 @@ fn auth_failed() -> (ErrorCode, Option<u16>) {
     (ErrorCode::AuthFailed, Some(CloseCode::AuthFailed.code()))
 }
 
-async fn server_with_alice() -> (TestServer, TestAccount) {
-    let server = TestServer::start().await.unwrap();
+/// A deployment (each server with `extra`) where Alice registered; `None` when the
+/// cluster's services are not installed (the test passes as skipped, saying why).
+async fn server_with_alice(extra: &[&str]) -> Option<(Deployment, TestAccount)> {
+    let server = Deployment::start_temp(extra).unwrap()?;
     let alice = TestAccount::new(Some("alice"), 1);
-    drop(Client::register(&server.url(), &alice).await.unwrap());
-    (server, alice)
+    drop(Client::register(&server.url_for(0), &alice).await.unwrap());
+    Some((server, alice))
 }
 
 fn signed_auth(account: &TestAccount, c: &Client) -> Auth {
@@ -75,7 +84,9 @@ fn signed_auth(account: &TestAccount, c: &Client) -> Auth {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_single_bit_flip_of_a_valid_signature_is_refused() {
-    let (server, alice) = server_with_alice().await;
+    let Some((server, alice)) = server_with_alice(&[]).await else {
+        return;
+    };
     for bit in 0..512 {
         let outcome = refused(&server, |c| {
             let mut auth = signed_auth(&alice, c);
@@ -86,7 +97,9 @@ async fn every_single_bit_flip_of_a_valid_signature_is_refused() {
         assert_eq!(outcome, auth_failed(), "bit {bit}");
     }
     // The unflipped signature still works: the refusals were about the flips.
-    Client::login(&server.url(), &alice).await.unwrap();
+    Client::login(&server.url_for(ATTACKER), &alice)
+        .await
+        .unwrap();
 }
 
 /// S + L: the same scalar mod L, but not the canonical encoding.
@@ -104,7 +117,9 @@ fn non_canonical(signature: &Signature) -> Signature {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_canonical_signature_s_plus_l_is_refused() {
-    let (server, alice) = server_with_alice().await;
+    let Some((server, alice)) = server_with_alice(&[]).await else {
+        return;
+    };
     let outcome = refused(&server, |c| {
         let mut auth = signed_auth(&alice, c);
         auth.signature = non_canonical(&auth.signature);
@@ -116,11 +131,13 @@ async fn a_non_canonical_signature_s_plus_l_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_order_keys_can_neither_register_nor_authenticate() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = Deployment::start_temp(&[]).unwrap() else {
+        return;
+    };
     let weak = AccountId(IDENTITY_POINT);
     // A registration where every signature is the universal forgery.
     let template = TestAccount::new(None, 0);
-    let mut c = Client::connect(&server.url()).await.unwrap();
+    let mut c = Client::connect(&server.url_for(0)).await.unwrap();
     let ClientBody::Register(honest) = template.register_body(&c.hello) else {
         unreachable!()
     };
@@ -158,7 +175,9 @@ async fn small_order_keys_can_neither_register_nor_authenticate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signature_made_for_another_domain_is_refused_as_auth() {
-    let (server, alice) = server_with_alice().await;
+    let Some((server, alice)) = server_with_alice(&[]).await else {
+        return;
+    };
     // Alice's registration signature over this very connection's challenge.
     let outcome = refused(&server, |c| {
         let ClientBody::Register(register) = alice.register_body(&c.hello) else {
@@ -191,8 +210,8 @@ async fn a_signature_made_for_another_domain_is_refused_as_auth() {
 }
 
 /// Time from sending `body` to its reply, on a fresh connection.
-async fn refusal_time(server: &TestServer, body: impl FnOnce(&Client) -> ClientBody) -> Duration {
-    let mut c = Client::connect(&server.url()).await.unwrap();
+async fn refusal_time(server: &Deployment, body: impl FnOnce(&Client) -> ClientBody) -> Duration {
+    let mut c = Client::connect(&server.url_for(ATTACKER)).await.unwrap();
     let body = body(&c);
     let started = Instant::now();
     let reply = c.request(body).await.unwrap();
@@ -209,7 +228,9 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_accounts_and_bad_signatures_are_refused_in_the_same_time() {
     let trials = if long_tests() { 1_000 } else { 200 };
-    let (server, alice) = server_with_alice().await;
+    let Some((server, alice)) = server_with_alice(&[]).await else {
+        return;
+    };
     let stranger = TestAccount::new(None, 0);
     let (mut unknown, mut bad_signature) = (Vec::new(), Vec::new());
     // Interleaved, so drift in machine load hits both alike.
@@ -237,11 +258,12 @@ async fn unknown_accounts_and_bad_signatures_are_refused_in_the_same_time() {
 async fn failed_authentications_are_limited_per_address_and_other_addresses_are_not() {
     use parley_tests::raw_ws::RawWs;
     const LIMIT: u32 = 3;
-    let server = TestServer::start_with(|c| c.auth_failures_per_ip_per_hour = LIMIT)
-        .await
-        .unwrap();
-    let alice = TestAccount::new(Some("alice"), 1);
-    drop(Client::register(&server.url(), &alice).await.unwrap());
+    let limit = LIMIT.to_string();
+    let Some((server, alice)) =
+        server_with_alice(&["--auth-failures-per-ip-per-hour", &limit]).await
+    else {
+        return;
+    };
     let bad = |c: &Client| {
         let mut auth = signed_auth(&alice, c);
         auth.signature.0[5] ^= 0x40;
@@ -250,8 +272,9 @@ async fn failed_authentications_are_limited_per_address_and_other_addresses_are_
     for n in 0..LIMIT {
         assert_eq!(refused(&server, bad).await, auth_failed(), "failure {n}");
     }
-    // Past the limit, even a correct signature from this address is refused, unchecked.
-    let mut c = Client::connect(&server.url()).await.unwrap();
+    // Past the limit, even a correct signature from this address is refused, unchecked
+    // (on a cluster, also on the node that saw none of the failures).
+    let mut c = Client::connect(&server.url_for(0)).await.unwrap();
     let body = alice.auth_body(&c.hello);
     let error = c.request(body).await.unwrap().expect_err("rate limited");
     assert_eq!(error.code, ErrorCode::RateLimited);
@@ -259,8 +282,12 @@ async fn failed_authentications_are_limited_per_address_and_other_addresses_are_
     println!("after {LIMIT} failures: rate_limited, retry after {retry} ms");
     assert!(retry > 0 && retry <= 3_600_000 / u64::from(LIMIT) + 1_000);
     // Another client machine logs in normally.
-    let mut other = RawWs::connect_from(server.addr, Some("127.0.0.2".parse().unwrap()), "")
-        .await
-        .unwrap();
+    let mut other = RawWs::connect_from(
+        server.addr_for(ATTACKER).unwrap(),
+        Some("127.0.0.2".parse().unwrap()),
+        "",
+    )
+    .await
+    .unwrap();
     other.login(&alice).await.unwrap();
 }

@@ -8,7 +8,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +21,7 @@ use parley_sdk::bot::{BotMessage, BusinessBot, Pacing, SendOutcome};
 use parley_sdk::store::{ClientStore, SendStatus};
 use parley_sdk::{Client, ClientConfig, Event, Outgoing, Peer, SdkError};
 use parley_tests::cli::CliUser;
-use parley_tests::deployment::{on_cluster, Deployment, CLUSTER_NODES};
-use parley_tests::ServerProcess;
+use parley_tests::deployment::{on_cluster, Deployment};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -41,8 +39,6 @@ struct World {
     home: TempDir,
     /// The single server's data directory (unused on a cluster).
     data: TempDir,
-    /// A node that joined the cluster later ([`World::later_with`]).
-    _late_node: Option<ServerProcess>,
 }
 
 impl World {
@@ -72,45 +68,18 @@ impl World {
             bank_dir,
             home: tempfile::tempdir().unwrap(),
             data,
-            _late_node: None,
         })
     }
 
     /// The same world served with `flags` (e.g. a clock offset) from now on, for the
-    /// bank: the single server is SIGKILLed and started again on its data directory with
-    /// `flags`; on a cluster a third node with `flags` joins (the other nodes keep
-    /// serving the people) and the bank's bot talks to it.
+    /// bank ([`Deployment::later_with`]: on a cluster the other nodes keep serving the
+    /// people, and the bank's bot talks to a node with `flags`).
     fn later_with(self, flags: &[&str]) -> World {
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        match self.deployment {
-            Deployment::Single { server, data_dir } => {
-                server.kill().unwrap();
-                let server = ServerProcess::start(&data_dir, any, flags).unwrap();
-                World {
-                    bank_url: server.url(),
-                    deployment: Deployment::Single { server, data_dir },
-                    ..self
-                }
-            }
-            Deployment::Cluster(cluster) => {
-                let dir = self.home.path().join("late-node");
-                std::fs::create_dir(&dir).unwrap();
-                std::fs::copy(
-                    cluster.data_dir(0).unwrap().join("authority.key"),
-                    dir.join("authority.key"),
-                )
-                .unwrap();
-                let mut args = cluster.node_arguments(CLUSTER_NODES);
-                args.extend(flags.iter().map(|f| (*f).to_owned()));
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let node = ServerProcess::start(&dir, any, &args).unwrap();
-                World {
-                    bank_url: node.url(),
-                    _late_node: Some(node),
-                    deployment: Deployment::Cluster(cluster),
-                    ..self
-                }
-            }
+        let (deployment, bank_url) = self.deployment.later_with(flags).unwrap();
+        World {
+            deployment,
+            bank_url,
+            ..self
         }
     }
 

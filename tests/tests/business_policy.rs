@@ -1,8 +1,10 @@
 //! The relay's business rules, seen from the wire: consent per category, revocation and
 //! purging, uniform refusals, forged and replayed consent, the care window, reach and
 //! rate limits, blocks, reports and suspension, confusable names, certificates. The
-//! operator's commands run as the real `parley-server admin` binary on the live data
-//! directory. (End-to-end tests with the SDK and the CLI are in `business.rs`.)
+//! operator's commands run as the real `parley-server admin` binary on the live store.
+//! Against a real server process or, through the [`Deployment`] switch, a two-node
+//! cluster with the business on one node and each person on another node than the last.
+//! (End-to-end tests with the SDK and the CLI are in `business.rs`.)
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -14,10 +16,11 @@ use parley_protocol::wire::client::{
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
 use parley_tests::business::{
-    admin, grant, nonce, now_ms, revocation, send_grant, send_in, send_revocation, verify_business,
+    grant, nonce, now_ms, revocation, send_grant, send_in, send_revocation,
 };
 use parley_tests::client::Reply;
-use parley_tests::{Client, ServerProcess, TestAccount, TestServer};
+use parley_tests::deployment::Deployment;
+use parley_tests::{Client, TestAccount};
 
 const SECURITY: Option<Category> = Some(Category::SecurityAlert);
 
@@ -33,39 +36,49 @@ fn code(reply: &Reply) -> Option<ErrorCode> {
     Client::error_code(reply)
 }
 
-/// A server with the business `acme` ("Acme Bank", security_alert, transactional and
-/// marketing) and connected clients for it and for each person in `people`.
+/// A deployment with the business `acme` ("Acme Bank", security_alert, transactional
+/// and marketing) and connected clients for it (party 0) and for each person in
+/// `people` (person `i` is party `i + 1`).
 struct World {
-    server: TestServer,
+    server: Deployment,
     bank: TestAccount,
     bank_client: Client,
     people: Vec<(TestAccount, Client)>,
 }
 
 impl World {
-    async fn new(people: usize, adjust: impl FnOnce(&mut parley_server::config::Config)) -> World {
-        let server = TestServer::start_with(adjust).await.unwrap();
+    /// Each server with `flags`; `None` when the cluster's services are not installed
+    /// (the test passes as skipped, saying why).
+    async fn new(people: usize, flags: &[&str]) -> Option<World> {
+        let server = Deployment::start_temp(flags).unwrap()?;
         let bank = TestAccount::new(Some("acme"), 5);
-        let bank_client = Client::register(&server.url(), &bank).await.unwrap();
-        verify_business(
-            server.dir.path(),
-            "acme",
-            "Acme Bank",
-            "security_alert,transactional,marketing",
-        )
-        .unwrap();
+        let bank_client = Client::register(&server.url_for(0), &bank).await.unwrap();
+        server
+            .verify_business(
+                "acme",
+                "Acme Bank",
+                "security_alert,transactional,marketing",
+            )
+            .unwrap();
         let mut list = Vec::new();
         for i in 0..people {
             let person = TestAccount::new(Some(&format!("person{i}")), 5);
-            let client = Client::register(&server.url(), &person).await.unwrap();
+            let client = Client::register(&server.url_for(i + 1), &person)
+                .await
+                .unwrap();
             list.push((person, client));
         }
-        World {
+        Some(World {
             server,
             bank,
             bank_client,
             people: list,
-        }
+        })
+    }
+
+    /// The URL of person `i`'s server.
+    fn person_url(&self, i: usize) -> String {
+        self.server.url_for(i + 1)
     }
 
     fn bank_id(&self) -> AccountId {
@@ -85,7 +98,9 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_reaches_a_person_only_in_the_categories_granted() {
-    let mut w = World::new(1, |_| {}).await;
+    let Some(mut w) = World::new(1, &[]).await else {
+        return;
+    };
     let before = w.bank_sends(0, SECURITY).await;
     assert_eq!(code(&before), Some(ErrorCode::Refused), "{before:?}");
 
@@ -110,7 +125,8 @@ async fn a_business_reaches_a_person_only_in_the_categories_granted() {
     let none = w.bank_sends(0, None).await;
     assert_eq!(code(&none), Some(ErrorCode::CategoryNotAllowed));
 
-    let scrape = parley_tests::admin::http_get(w.server.admin_addr, "/metrics")
+    // Counted by the bank's server.
+    let scrape = parley_tests::admin::http_get(w.server.admin_addr_for(0).unwrap(), "/metrics")
         .await
         .unwrap()
         .1;
@@ -126,7 +142,9 @@ async fn a_business_reaches_a_person_only_in_the_categories_granted() {
 /// is delivered: the next delivery is the envelope sent without a category.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_person_may_not_send_with_a_category() {
-    let mut w = World::new(2, |_| {}).await;
+    let Some(mut w) = World::new(2, &[]).await else {
+        return;
+    };
     let bank = w.bank.address();
     let to = w.people[1].0.address();
     for (target, category) in [
@@ -154,7 +172,9 @@ async fn regression_a_person_may_not_send_with_a_category() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_unconsenting_and_blocking_people_are_refused_alike() {
-    let mut w = World::new(2, |_| {}).await;
+    let Some(mut w) = World::new(2, &[]).await else {
+        return;
+    };
     // person0 never opted in; person1 opted in, then blocked the bank.
     w.grant(1, &[Category::SecurityAlert]).await.unwrap();
     let bank = w.bank_id();
@@ -179,7 +199,9 @@ async fn unknown_unconsenting_and_blocking_people_are_refused_alike() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_stops_the_next_send_and_purges_what_is_queued() {
-    let mut w = World::new(1, |_| {}).await;
+    let Some(mut w) = World::new(1, &[]).await else {
+        return;
+    };
     w.grant(0, &[Category::SecurityAlert, Category::Transactional])
         .await
         .unwrap();
@@ -196,7 +218,7 @@ async fn a_revocation_stops_the_next_send_and_purges_what_is_queued() {
     // The person logs in and revokes security alerts in the same breath: the revocation
     // frame follows `auth` before any reply is read.
     let r = revocation(&person, w.bank_id(), set(&[Category::SecurityAlert]));
-    let mut c = Client::connect(&w.server.url()).await.unwrap();
+    let mut c = Client::connect(&w.person_url(0)).await.unwrap();
     let rid_auth = c.send_frame(person.auth_body(&c.hello)).await.unwrap();
     let rid_revoke = c
         .send_frame(ClientBody::RevokeConsent(RevokeConsent { revocation: r }))
@@ -233,7 +255,9 @@ async fn a_revocation_stops_the_next_send_and_purges_what_is_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_foreign_replayed_stale_and_expired_consent_is_refused() {
-    let mut w = World::new(2, |_| {}).await;
+    let Some(mut w) = World::new(2, &[]).await else {
+        return;
+    };
     let bank = w.bank_id();
     let (bob, _bob_client) = w.people.pop().unwrap();
     let (alice, mut a) = w.people.pop().unwrap();
@@ -304,10 +328,9 @@ async fn forged_foreign_replayed_stale_and_expired_consent_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_reach_is_limited_by_tier_and_the_operator_raises_it() {
-    let mut w = World::new(3, |c| {
-        c.business_reach_tiers = "2,5".parse().unwrap();
-    })
-    .await;
+    let Some(mut w) = World::new(3, &["--business-reach-tiers", "2,5"]).await else {
+        return;
+    };
     for i in 0..3 {
         w.grant(i, &[Category::Transactional]).await.unwrap();
     }
@@ -320,13 +343,15 @@ async fn daily_reach_is_limited_by_tier_and_the_operator_raises_it() {
     assert!(retry > 23 * 3_600_000 && retry <= 24 * 3_600_000, "{retry}");
     // Recipients already reached today stay reachable.
     assert!(accepted(&w.bank_sends(0, t).await));
-    admin(w.server.dir.path(), &["set-tier", "acme", "1"]).unwrap();
+    w.server.admin(&["set-tier", "acme", "1"]).unwrap();
     assert!(accepted(&w.bank_sends(2, t).await));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_over_its_messages_per_second_is_told_when_to_retry() {
-    let mut w = World::new(1, |c| c.business_sends_per_second = 2).await;
+    let Some(mut w) = World::new(1, &["--business-sends-per-second", "2"]).await else {
+        return;
+    };
     w.grant(0, &[Category::Transactional]).await.unwrap();
     let t = Some(Category::Transactional);
     assert!(accepted(&w.bank_sends(0, t).await));
@@ -338,11 +363,13 @@ async fn a_business_over_its_messages_per_second_is_told_when_to_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_can_block_anyone_and_unblock() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = Deployment::start_temp(&[]).unwrap() else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    let mut b = Client::register(&server.url(), &bob).await.unwrap();
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    let mut b = Client::register(&server.url_for(1), &bob).await.unwrap();
     let block = ClientBody::Block(Block {
         account: bob.identity.account_id(),
     });
@@ -360,7 +387,9 @@ async fn people_can_block_anyone_and_unblock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_suspend_a_business_until_the_operator_lifts_it() {
-    let mut w = World::new(3, |c| c.suspend_after_reports = 2).await;
+    let Some(mut w) = World::new(3, &["--suspend-after-reports", "2"]).await else {
+        return;
+    };
     w.grant(2, &[Category::Transactional]).await.unwrap();
     let bank = w.bank_id();
     for i in 0..2 {
@@ -377,9 +406,9 @@ async fn reports_suspend_a_business_until_the_operator_lifts_it() {
     }
     let reply = w.bank_sends(2, Some(Category::Transactional)).await;
     assert_eq!(code(&reply), Some(ErrorCode::Suspended));
-    let listing = admin(w.server.dir.path(), &["list-businesses"]).unwrap();
+    let listing = w.server.admin(&["list-businesses"]).unwrap();
     assert!(listing.contains("suspended (reports)"), "{listing}");
-    admin(w.server.dir.path(), &["unsuspend", "acme"]).unwrap();
+    w.server.admin(&["unsuspend", "acme"]).unwrap();
     assert!(accepted(
         &w.bank_sends(2, Some(Category::Transactional)).await
     ));
@@ -387,7 +416,9 @@ async fn reports_suspend_a_business_until_the_operator_lifts_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_confusable_with_a_verified_business_are_reserved() {
-    let mut w = World::new(1, |_| {}).await;
+    let Some(mut w) = World::new(1, &[]).await else {
+        return;
+    };
     let set_name = |name: &str| {
         ClientBody::SetDisplayName(SetDisplayName {
             display_name: Some(name.to_owned()),
@@ -408,20 +439,25 @@ async fn names_confusable_with_a_verified_business_are_reserved() {
     assert!(client.request(set_name("Alice")).await.unwrap().is_ok());
     // Handles are names too.
     let impostor = TestAccount::new(Some("acme_bank"), 1);
-    let mut c = Client::connect(&w.server.url()).await.unwrap();
+    let mut c = Client::connect(&w.person_url(1)).await.unwrap();
     let reply = c.request(impostor.register_body(&c.hello)).await.unwrap();
     assert_eq!(code(&reply), Some(ErrorCode::NameReserved));
     // And another business may not be verified under a confusable name.
     let other = TestAccount::new(Some("other"), 1);
-    drop(Client::register(&w.server.url(), &other).await.unwrap());
-    let e = verify_business(w.server.dir.path(), "other", "AcmeBank", "marketing").unwrap_err();
-    assert!(e.to_string().contains("confusable"), "{e}");
+    drop(Client::register(&w.person_url(1), &other).await.unwrap());
+    let e = w
+        .server
+        .verify_business("other", "AcmeBank", "marketing")
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("confusable"), "{e:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_can_verify_the_certificate_against_the_authority_the_operator_prints() {
-    let mut w = World::new(1, |_| {}).await;
-    let printed = admin(w.server.dir.path(), &["authority"]).unwrap();
+    let Some(mut w) = World::new(1, &[]).await else {
+        return;
+    };
+    let printed = w.server.admin(&["authority"]).unwrap();
     let fetch = ClientBody::FetchBusiness(FetchBusiness {
         account: w.bank_id(),
     });
@@ -440,7 +476,7 @@ async fn clients_can_verify_the_certificate_against_the_authority_the_operator_p
     assert_eq!(cert.certificate.display_name, "Acme Bank");
     assert!(!business.suspended);
 
-    admin(w.server.dir.path(), &["revoke-business", "acme"]).unwrap();
+    w.server.admin(&["revoke-business", "acme"]).unwrap();
     match w.people[0].1.request(fetch).await.unwrap() {
         Ok(ServerBody::Business(b)) => assert_eq!(b.certificate, None),
         other => panic!("unexpected {other:?}"),
@@ -452,16 +488,18 @@ async fn clients_can_verify_the_certificate_against_the_authority_the_operator_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_care_window_lets_a_business_reply_for_24_hours_and_not_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let listen = "127.0.0.1:0".parse().unwrap();
-    let server = ServerProcess::start(dir.path(), listen, &[]).unwrap();
+    let Some(server) = Deployment::start_temp(&[]).unwrap() else {
+        return;
+    };
     let bank = TestAccount::new(Some("acme"), 2);
     let alice = TestAccount::new(Some("alice"), 2);
     let carol = TestAccount::new(Some("carol"), 2);
-    let mut b = Client::register(&server.url(), &bank).await.unwrap();
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &carol).await.unwrap());
-    verify_business(dir.path(), "acme", "Acme Bank", "transactional").unwrap();
+    let mut b = Client::register(&server.url_for(0), &bank).await.unwrap();
+    let mut a = Client::register(&server.url_for(1), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(2), &carol).await.unwrap());
+    server
+        .verify_business("acme", "Acme Bank", "transactional")
+        .unwrap();
     let conversation = Some(Category::Conversation);
 
     // Nobody wrote to the bank: no reply possible.
@@ -483,50 +521,49 @@ async fn the_care_window_lets_a_business_reply_for_24_hours_and_not_after() {
         .unwrap();
     assert_eq!(code(&reply), Some(ErrorCode::Refused));
     drop((a, b));
-    server.kill().unwrap();
 
-    // 25 hours later by the server's clock.
-    let server = ServerProcess::start(dir.path(), listen, &["--test-clock-offset", "25h"]).unwrap();
-    let mut b = Client::login(&server.url(), &bank).await.unwrap();
+    // 25 hours later by the bank's server's clock.
+    let (_server, bank_url) = server.later_with(&["--test-clock-offset", "25h"]).unwrap();
+    let mut b = Client::login(&bank_url, &bank).await.unwrap();
     let reply = send_in(&mut b, alice.address(), conversation)
         .await
         .unwrap();
     assert_eq!(code(&reply), Some(ErrorCode::Refused));
-    server.kill().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_care_windows_are_swept_by_housekeeping() {
-    let mut w = World::new(1, |c| {
-        c.care_window = std::time::Duration::from_millis(300);
-        c.sweep_interval = std::time::Duration::from_millis(100);
-    })
-    .await;
+    let Some(mut w) = World::new(1, &["--care-window", "300ms", "--sweep-interval", "100ms"]).await
+    else {
+        return;
+    };
     let bank = w.bank.address();
     assert!(accepted(
         &send_in(&mut w.people[0].1, bank, None).await.unwrap()
     ));
     let conversation = Some(Category::Conversation);
     assert!(accepted(&w.bank_sends(0, conversation).await));
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Whichever server sweeps, it says so in its metrics.
+    w.server
+        .wait_for_metric(
+            "parley_business_rows_expired_total",
+            &[],
+            1.0,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         code(&w.bank_sends(0, conversation).await),
         Some(ErrorCode::Refused)
     );
-    let scrape = parley_tests::admin::http_get(w.server.admin_addr, "/metrics")
-        .await
-        .unwrap()
-        .1;
-    let metrics = parley_tests::admin::parse_exposition(&scrape).unwrap();
-    let swept = metrics
-        .value("parley_business_rows_expired_total", &[])
-        .unwrap();
-    assert!(swept >= 1.0, "{swept}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uniform_refusals_take_the_same_time() {
-    let mut w = World::new(2, |_| {}).await;
+    let Some(mut w) = World::new(2, &[]).await else {
+        return;
+    };
     w.grant(1, &[Category::SecurityAlert]).await.unwrap();
     let bank = w.bank_id();
     w.people[1]

@@ -1,5 +1,7 @@
 //! The relay over real WebSockets: registration, authentication, prekeys, sending online
-//! and offline, acknowledgements, retries and slow consumers.
+//! and offline, acknowledgements, retries and slow consumers. Against a real server
+//! process or, through the [`Deployment`] switch, a two-node cluster with each party on
+//! another node than the last.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -11,7 +13,14 @@ use parley_protocol::wire::client::{ClientBody, FetchBundle, ResolveHandle, Uplo
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
 use parley_protocol::Handle;
-use parley_tests::{Client, TestAccount, TestServer};
+use parley_tests::deployment::Deployment;
+use parley_tests::{Client, TestAccount};
+
+/// A deployment with the kit's usual arguments plus `extra`; `None` (the test passes as
+/// skipped, saying why) when the cluster's services are not installed.
+fn deployment(extra: &[&str]) -> Option<Deployment> {
+    Deployment::start_temp(extra).unwrap()
+}
 
 fn id(n: u32) -> MessageId {
     let mut bytes = [0u8; 16];
@@ -21,14 +30,16 @@ fn id(n: u32) -> MessageId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_two_accounts_then_authenticate_and_resolve_handles() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 10);
     let bob = TestAccount::new(Some("@Bob"), 10);
-    drop(Client::register(&server.url(), &alice).await.unwrap());
-    drop(Client::register(&server.url(), &bob).await.unwrap());
+    drop(Client::register(&server.url_for(0), &alice).await.unwrap());
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
 
-    let mut a = Client::login(&server.url(), &alice).await.unwrap();
-    let _b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut a = Client::login(&server.url_for(0), &alice).await.unwrap();
+    let _b = Client::login(&server.url_for(1), &bob).await.unwrap();
     let reply = a
         .request(ClientBody::ResolveHandle(ResolveHandle {
             handle: Handle::parse("bob").unwrap(),
@@ -50,12 +61,14 @@ async fn register_two_accounts_then_authenticate_and_resolve_handles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_handles_and_accounts_are_refused_and_the_connection_may_retry() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
-    drop(Client::register(&server.url(), &alice).await.unwrap());
+    drop(Client::register(&server.url_for(0), &alice).await.unwrap());
 
     let impostor = TestAccount::new(Some("ALICE"), 1);
-    let mut c = Client::connect(&server.url()).await.unwrap();
+    let mut c = Client::connect(&server.url_for(1)).await.unwrap();
     let reply = c.request(impostor.register_body(&c.hello)).await.unwrap();
     assert_eq!(Client::error_code(&reply), Some(ErrorCode::HandleTaken));
     // Same connection, another handle: accepted.
@@ -69,16 +82,18 @@ async fn duplicate_handles_and_accounts_are_refused_and_the_connection_may_retry
         "{reply:?}"
     );
 
-    let mut c = Client::connect(&server.url()).await.unwrap();
+    let mut c = Client::connect(&server.url_for(1)).await.unwrap();
     let reply = c.request(alice.register_body(&c.hello)).await.unwrap();
     assert_eq!(Client::error_code(&reply), Some(ErrorCode::AccountExists));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_registration_is_refused() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
-    let mut c = Client::connect(&server.url()).await.unwrap();
+    let mut c = Client::connect(&server.url_for(0)).await.unwrap();
     let ClientBody::Register(mut register) = alice.register_body(&c.hello) else {
         unreachable!()
     };
@@ -93,11 +108,13 @@ async fn a_forged_registration_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_one_time_prekey_is_served_once_then_the_signed_prekey_is_the_last_resort() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 3);
     let bob = TestAccount::new(Some("bob"), 0);
-    drop(Client::register(&server.url(), &alice).await.unwrap());
-    let mut b = Client::register(&server.url(), &bob).await.unwrap();
+    drop(Client::register(&server.url_for(0), &alice).await.unwrap());
+    let mut b = Client::register(&server.url_for(1), &bob).await.unwrap();
 
     let mut served = Vec::new();
     for _ in 0..5 {
@@ -128,14 +145,16 @@ async fn each_one_time_prekey_is_served_once_then_the_signed_prekey_is_the_last_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_bundle_fetches_never_share_a_one_time_prekey() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 40);
-    drop(Client::register(&server.url(), &alice).await.unwrap());
+    drop(Client::register(&server.url_for(0), &alice).await.unwrap());
     let target = alice.address();
 
     let mut tasks = Vec::new();
     for n in 0..8 {
-        let url = server.url();
+        let url = server.url_for(n + 1);
         tasks.push(tokio::spawn(async move {
             let fetcher = TestAccount::new(Some(&format!("fetcher{n}")), 0);
             let mut c = Client::register(&url, &fetcher).await.unwrap();
@@ -166,13 +185,13 @@ async fn concurrent_bundle_fetches_never_share_a_one_time_prekey() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_is_told_when_one_time_prekeys_run_low_and_can_top_up() {
-    let server = TestServer::start_with(|c| c.prekeys_low_threshold = 2)
-        .await
-        .unwrap();
+    let Some(server) = deployment(&["--prekeys-low-threshold", "2"]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 2);
     let bob = TestAccount::new(Some("bob"), 5);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    let mut b = Client::register(&server.url(), &bob).await.unwrap();
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    let mut b = Client::register(&server.url_for(1), &bob).await.unwrap();
     let reply = b
         .request(ClientBody::FetchBundle(FetchBundle {
             address: alice.address(),
@@ -226,11 +245,13 @@ async fn the_owner_is_told_when_one_time_prekeys_run_low_and_can_top_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_recipient_gets_the_envelope_at_once() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    let mut b = Client::register(&server.url(), &bob).await.unwrap();
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    let mut b = Client::register(&server.url_for(1), &bob).await.unwrap();
     assert!(matches!(b.next_push().await.unwrap(), ServerBody::Drained(d) if d.through == Seq(0)));
 
     let seq = a
@@ -245,11 +266,13 @@ async fn an_online_recipient_gets_the_envelope_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_recipient_drains_its_queue_in_order_in_pages_on_reconnect() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &bob).await.unwrap());
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
 
     let total = 600; // more than two delivery pages
     for n in 0..total {
@@ -257,7 +280,7 @@ async fn an_offline_recipient_drains_its_queue_in_order_in_pages_on_reconnect() 
             .await
             .unwrap();
     }
-    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut b = Client::login(&server.url_for(1), &bob).await.unwrap();
     for n in 0..total {
         let d = b.next_deliver().await.unwrap();
         assert_eq!(d.seq, Seq(u64::from(n) + 1));
@@ -273,15 +296,17 @@ async fn an_offline_recipient_drains_its_queue_in_order_in_pages_on_reconnect() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cumulative_ack_deletes_exactly_what_it_covers() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &bob).await.unwrap());
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
     for n in 1..=10 {
         a.send(bob.address(), id(n), vec![1]).await.unwrap();
     }
-    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut b = Client::login(&server.url_for(1), &bob).await.unwrap();
     for _ in 1..=10 {
         b.next_deliver().await.unwrap();
     }
@@ -295,7 +320,7 @@ async fn a_cumulative_ack_deletes_exactly_what_it_covers() {
         .unwrap();
     drop(b);
 
-    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut b = Client::login(&server.url_for(1), &bob).await.unwrap();
     let mut seqs = Vec::new();
     loop {
         match b.next_push().await.unwrap() {
@@ -309,18 +334,20 @@ async fn a_cumulative_ack_deletes_exactly_what_it_covers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_message_id_returns_the_first_result_and_stores_nothing() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &bob).await.unwrap());
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
     let first = a.send(bob.address(), id(7), b"x".to_vec()).await.unwrap();
     let again = a.send(bob.address(), id(7), b"x".to_vec()).await.unwrap();
     let next = a.send(bob.address(), id(8), b"y".to_vec()).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(next, Seq(first.0 + 1), "the retry took no queue position");
 
-    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut b = Client::login(&server.url_for(1), &bob).await.unwrap();
     assert_eq!(b.next_deliver().await.unwrap().id, id(7));
     assert_eq!(b.next_deliver().await.unwrap().id, id(8));
     assert!(matches!(
@@ -331,13 +358,15 @@ async fn a_retry_with_the_same_message_id_returns_the_first_result_and_stores_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_id_reused_for_another_recipient_or_other_bytes_is_refused() {
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
     let carol = TestAccount::new(Some("carol"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &bob).await.unwrap());
-    drop(Client::register(&server.url(), &carol).await.unwrap());
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
+    drop(Client::register(&server.url_for(1), &carol).await.unwrap());
     let send = |to, bytes: &[u8]| {
         ClientBody::Send(parley_protocol::wire::client::Send {
             to,
@@ -356,7 +385,7 @@ async fn a_message_id_reused_for_another_recipient_or_other_bytes_is_refused() {
         a.send(bob.address(), id(7), b"x".to_vec()).await.unwrap(),
         first
     );
-    let mut c = Client::login(&server.url(), &carol).await.unwrap();
+    let mut c = Client::login(&server.url_for(1), &carol).await.unwrap();
     assert!(
         matches!(c.next_push().await.unwrap(), ServerBody::Drained(d) if d.through == Seq(0)),
         "nothing was queued for carol"
@@ -365,14 +394,14 @@ async fn a_message_id_reused_for_another_recipient_or_other_bytes_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_to_an_unknown_device_or_too_much_is_refused() {
-    let server = TestServer::start_with(|c| c.max_envelope_bytes = 1000)
-        .await
-        .unwrap();
+    let Some(server) = deployment(&["--max-envelope-bytes", "1000"]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let nobody = TestAccount::new(None, 0);
     let bob = TestAccount::new(None, 0);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &bob).await.unwrap());
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
     let reply = a
         .request(ClientBody::Send(parley_protocol::wire::client::Send {
             to: nobody.address(),
@@ -398,16 +427,14 @@ async fn sending_to_an_unknown_device_or_too_much_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_disconnected_and_loses_nothing() {
-    let server = TestServer::start_with(|c| {
-        c.write_timeout = Duration::from_millis(300);
-        c.write_buffer_bytes = 128 * 1024;
-    })
-    .await
-    .unwrap();
+    let Some(server) = deployment(&["--write-timeout", "300ms", "--write-buffer-bytes", "131072"])
+    else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    let mut stalled = Client::register(&server.url(), &bob).await.unwrap();
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    let mut stalled = Client::register(&server.url_for(1), &bob).await.unwrap();
 
     // Bob stops reading. 48 MiB of envelopes overflow every socket buffer on the way.
     let total: u32 = 800;
@@ -432,7 +459,7 @@ async fn a_slow_consumer_is_disconnected_and_loses_nothing() {
     assert!(received < total);
 
     // Nothing was lost: a new connection gets every envelope, in order.
-    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut b = Client::login(&server.url_for(1), &bob).await.unwrap();
     for n in 0..total {
         let d = b.next_deliver().await.unwrap();
         assert_eq!(d.id, id(n));
@@ -443,9 +470,11 @@ async fn a_slow_consumer_is_disconnected_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_account_frees_its_handle_and_can_no_longer_log_in() {
     use parley_protocol::wire::client::DeleteAccount;
-    let server = TestServer::start().await.unwrap();
+    let Some(server) = deployment(&[]) else {
+        return;
+    };
     let old = TestAccount::new(Some("bob"), 1);
-    let mut c = Client::register(&server.url(), &old).await.unwrap();
+    let mut c = Client::register(&server.url_for(0), &old).await.unwrap();
     let reply = c
         .request(ClientBody::DeleteAccount(DeleteAccount {}))
         .await
@@ -456,29 +485,35 @@ async fn a_deleted_account_frees_its_handle_and_can_no_longer_log_in() {
     );
     assert_eq!(c.closed().await.unwrap(), Some(1000));
 
-    assert!(Client::login(&server.url(), &old).await.is_err());
+    assert!(Client::login(&server.url_for(1), &old).await.is_err());
     let new = TestAccount::new(Some("bob"), 1);
-    drop(Client::register(&server.url(), &new).await.unwrap());
+    drop(Client::register(&server.url_for(1), &new).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_envelopes_expire_after_the_retention_period() {
-    let server = TestServer::start_with(|c| {
-        c.retention = Duration::from_millis(300);
-        c.sweep_interval = Duration::from_millis(100);
-    })
-    .await
-    .unwrap();
+    let Some(server) = deployment(&["--retention", "300ms", "--sweep-interval", "100ms"]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
     let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
-    drop(Client::register(&server.url(), &bob).await.unwrap());
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
+    drop(Client::register(&server.url_for(1), &bob).await.unwrap());
     a.send(bob.address(), id(1), b"too late".to_vec())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Whichever server sweeps, it says so in its metrics.
+    for swept in [
+        "parley_envelopes_expired_total",
+        "parley_dedup_entries_expired_total",
+    ] {
+        server
+            .wait_for_metric(swept, &[], 1.0, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
 
-    let mut b = Client::login(&server.url(), &bob).await.unwrap();
+    let mut b = Client::login(&server.url_for(1), &bob).await.unwrap();
     match b.next_push().await.unwrap() {
         ServerBody::Drained(d) => assert_eq!(d.through, Seq(0), "nothing left to deliver"),
         other => panic!("expected an empty queue, got {other:?}"),
@@ -494,11 +529,11 @@ async fn undelivered_envelopes_expire_after_the_retention_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_of_unknown_handles_are_rate_limited_per_account() {
-    let server = TestServer::start_with(|c| c.failed_handle_lookups_per_minute = 2)
-        .await
-        .unwrap();
+    let Some(server) = deployment(&["--failed-handle-lookups-per-minute", "2"]) else {
+        return;
+    };
     let alice = TestAccount::new(Some("alice"), 1);
-    let mut a = Client::register(&server.url(), &alice).await.unwrap();
+    let mut a = Client::register(&server.url_for(0), &alice).await.unwrap();
     let lookup = |name: &str| {
         ClientBody::ResolveHandle(ResolveHandle {
             handle: Handle::parse(name).unwrap(),
