@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::awaiting_auth::{error_frame, Session};
 use super::business;
 use super::delivery::Cursor;
+use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
 use crate::context::{now_ms, Shared};
@@ -98,11 +99,11 @@ async fn serve(
                     Incoming::Heartbeat => continue,
                     Incoming::Gone => return Ending::ClientLeft,
                     Incoming::Violation(code) => return Ending::Closed(code),
-                    Incoming::Malformed(e) => {
-                        tracing::debug!(device = %address, error = %e, "malformed frame");
+                    Incoming::Malformed { error, rid } => {
+                        tracing::debug!(device = %address, %error, "malformed frame");
                         let _ = Box::pin(finish(transport, &mut in_flight)).await;
-                        let _ = transport.send(&error_frame(None, &request_error_for(&e))).await;
-                        return Ending::Closed(close_code_for(&e));
+                        let _ = transport.send(&error_frame(rid, &request_error_for(&error))).await;
+                        return Ending::Closed(close_code_for(&error));
                     }
                 };
                 let rid = frame.rid;
@@ -457,8 +458,7 @@ async fn upload_prekeys(
             .map_err(|_| RequestError::InvalidSignature("signed prekey"))?;
     }
     if let Some(kem) = &upload.kem_prekey {
-        kem.verify(&owner)
-            .map_err(|_| RequestError::InvalidSignature("KEM prekey"))?;
+        check_kem_prekey(kem, &owner)?;
     }
     let max = shared.config.max_one_time_prekeys;
     let outcome = shared

@@ -17,6 +17,7 @@ mod authenticated;
 mod awaiting_auth;
 mod business;
 mod delivery;
+mod prekey_checks;
 pub mod transport;
 
 use std::net::SocketAddr;
