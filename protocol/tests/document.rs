@@ -2,7 +2,8 @@
 //! things a developer writing a client from the document alone trips over when they
 //! drift. Every section is in the contents list, every error code the encoder knows has
 //! its row in §8, each client frame's reply column in §6 names only codes that exist,
-//! and no line outside the code blocks is debris.
+//! every frame the server pushes is in the lifecycle diagram of §5, and no line outside
+//! the code blocks is debris.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -161,5 +162,25 @@ fn no_stray_line_outside_the_code_blocks() {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         assert!(!lone_identifier, "line {n} is a stray identifier: {line:?}");
+    }
+}
+
+#[test]
+fn the_lifecycle_diagram_shows_every_pushed_frame() {
+    let lifecycle = section(5);
+    let diagram = &lifecycle[lifecycle.find("```text").expect("the diagram")..];
+    let diagram = &diagram[..diagram[3..].find("```").expect("its end") + 3];
+    let pushed: Vec<&str> = section(7)
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter(|l| l.split('|').nth(2).is_some_and(|rid| rid.trim() == "nil"))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    assert!(pushed.len() >= 4, "{pushed:?}");
+    for kind in pushed {
+        assert!(
+            diagram.contains(kind),
+            "§5's diagram does not show the pushed frame `{kind}`"
+        );
     }
 }
