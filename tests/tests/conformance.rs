@@ -294,21 +294,21 @@ async fn prekeys_low_comes_right_after_authenticated_before_the_backlog() {
     );
 }
 
-/// Polls the server's `parley_queue_depth` until it is `depth` (or fails after 10 s).
-async fn queue_depth_reaches(admin: SocketAddr, depth: f64) {
+/// Polls the server's metric `name` until it is `value` (or fails after 10 s).
+async fn metric_reaches(admin: SocketAddr, name: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, text) = parley_tests::admin::http_get(admin, "/metrics")
             .await
             .unwrap();
         let scrape = parley_tests::admin::parse_exposition(&text).unwrap();
-        let now = scrape.value("parley_queue_depth", &[]);
-        if now == Some(depth) {
+        let now = scrape.value(name, &[]);
+        if now == Some(value) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "queue depth {now:?}, expected {depth}"
+            "{name} is {now:?}, expected {value}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -324,7 +324,7 @@ async fn a_client_may_close_right_after_an_ack_and_the_acked_envelopes_are_gone(
     for n in 1..=3 {
         a.send(bob.address(), id(n), vec![n]).await.unwrap();
     }
-    queue_depth_reaches(server.admin_addr, 3.0).await;
+    metric_reaches(server.admin_addr, "parley_queue_depth", 3.0).await;
 
     let mut b = Client::login(&server.url(), &bob).await.unwrap();
     for n in 1..=3 {
@@ -333,7 +333,14 @@ async fn a_client_may_close_right_after_an_ack_and_the_acked_envelopes_are_gone(
     b.ack(Seq(3)).await.unwrap();
     b.close().await.unwrap();
 
-    queue_depth_reaches(server.admin_addr, 0.0).await;
+    metric_reaches(server.admin_addr, "parley_queue_depth", 0.0).await;
+    // Counted too, although the connection was gone before the commit.
+    metric_reaches(
+        server.admin_addr,
+        "parley_envelopes_acknowledged_total",
+        3.0,
+    )
+    .await;
     let mut b = Client::login(&server.url(), &bob).await.unwrap();
     assert!(
         matches!(b.next_push().await.unwrap(), ServerBody::Drained(d) if d.through == Seq(0)),

@@ -12,6 +12,8 @@
 //! per connection; beyond that the loop stops reading the socket (TCP backpressure).
 //! Any other request first waits for the pipelined ones (and writes their replies), then
 //! runs alone, so it never overtakes an earlier request or is overtaken by a later one.
+//! A client that leaves right after a request (an `ack`, then a close) has it handled all
+//! the same: the loop waits for the pipelined commits before it lets the connection go.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -97,7 +99,13 @@ async fn serve(
                 let frame = match incoming {
                     Incoming::Frame(frame) => frame,
                     Incoming::Heartbeat => continue,
-                    Incoming::Gone => return Ending::ClientLeft,
+                    Incoming::Gone => {
+                        // What the client sent before it left is committed all the same
+                        // (an `ack` followed by a close, say); wait for those commits so
+                        // that their outcomes are counted, with nowhere to reply.
+                        in_flight.settle().await;
+                        return Ending::ClientLeft;
+                    }
                     Incoming::Violation(code) => return Ending::Closed(code),
                     Incoming::Malformed { error, rid } => {
                         tracing::debug!(device = %address, %error, "malformed frame");
@@ -283,6 +291,12 @@ impl<'a> Pipeline<'a> {
     /// The next reply if it is ready now.
     fn next_ready(&mut self) -> Option<Option<ServerFrame>> {
         self.0.as_mut()?.next().now_or_never().flatten()
+    }
+
+    /// Waits for every pipelined request, dropping their replies (the client is gone).
+    async fn settle(&mut self) {
+        while self.next().await.is_some() {}
+        self.0 = None;
     }
 
     fn release_if_empty(&mut self) {
