@@ -12,8 +12,9 @@
 //! * [`wire`]: frames of wire protocol v1 and their MessagePack codec.
 //! * [`limits`]: every protocol limit, in one place.
 //!
-//! The server uses only the wire, id and verification parts; end-to-end session
-//! cryptography is for clients.
+//! The server uses only the wire, id and verification parts (including the ML-KEM-768
+//! encapsulation-key check on published KEM prekeys); end-to-end session cryptography is
+//! for clients.
 //!
 //! ```
 //! use parley_protocol::wire::{self, client::{Ack, ClientBody}, ClientFrame};
