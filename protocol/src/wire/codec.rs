@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::RequestId;
 use crate::limits::{
     MAX_DISPLAY_NAME_BYTES, MAX_ENVELOPE_BYTES, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_BYTES,
-    MAX_PREKEYS_PER_UPLOAD, PROTOCOL_VERSION,
+    MAX_NESTING_DEPTH, MAX_PREKEYS_PER_UPLOAD, PROTOCOL_VERSION,
 };
 use crate::wire::client::{ClientBody, ClientFrame, SetDisplayName};
 use crate::wire::server::{ServerBody, ServerFrame};
@@ -108,7 +108,7 @@ pub fn request_id(bytes: &[u8]) -> Option<RequestId> {
 #[derive(Debug, Default, Deserialize)]
 struct Header {
     #[serde(default, deserialize_with = "lenient")]
-    v: Option<u8>,
+    v: Option<u64>,
     #[serde(default, deserialize_with = "lenient")]
     rid: Option<RequestId>,
 }
@@ -136,7 +136,9 @@ fn header(bytes: &[u8]) -> Option<Header> {
         return None;
     }
     let mut rest = bytes;
-    Header::deserialize(&mut rmp_serde::Deserializer::new(&mut rest)).ok()
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    de.set_max_depth(MAX_NESTING_DEPTH);
+    Header::deserialize(&mut de).ok()
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -146,6 +148,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut rest = bytes;
     let value = {
         let mut de = rmp_serde::Deserializer::new(&mut rest);
+        de.set_max_depth(MAX_NESTING_DEPTH);
         T::deserialize(&mut de).map_err(|e| malformed(bytes, e.to_string()))?
     };
     if !rest.is_empty() {
@@ -158,7 +161,9 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 /// know) is [`DecodeError::UnsupportedVersion`], anything else [`DecodeError::Malformed`].
 fn malformed(bytes: &[u8], reason: String) -> DecodeError {
     match header(bytes).and_then(|h| h.v) {
-        Some(v) if v != PROTOCOL_VERSION => DecodeError::UnsupportedVersion(v),
+        Some(v) if v != u64::from(PROTOCOL_VERSION) => {
+            DecodeError::UnsupportedVersion(u8::try_from(v).unwrap_or(u8::MAX))
+        }
         _ => DecodeError::Malformed(reason),
     }
 }
@@ -237,11 +242,40 @@ mod tests {
         assert_eq!(request_id(&trailing), Some(RequestId(9)), "trailing bytes");
     }
 
+    /// Regression: skipping an unknown key whose value nests 1 000 arrays deep overflowed
+    /// the stack (rmp-serde's default depth limit is 1 024), aborting the process.
+    #[test]
+    fn regression_deep_nesting_is_refused_without_exhausting_the_stack() {
+        for prefix in [
+            &b"\x84\xa1v\x01\xa3rid\x01\xa4body\x81\xa3ack\x81\xa7through\x01\xa1x"[..],
+            &b"\x83\xa1v\x01\xa4body\x80\xa3rid"[..],
+            &b"\x83\xa1v\x01\xa3rid\x01\xa4body"[..],
+        ] {
+            let mut bytes = prefix.to_vec();
+            bytes.extend(std::iter::repeat_n(0x91, MAX_FRAME_BYTES - bytes.len() - 1));
+            bytes.push(0x00);
+            assert!(matches!(
+                decode_client(&bytes),
+                Err(DecodeError::Malformed(_))
+            ));
+            assert!(matches!(
+                decode_server(&bytes),
+                Err(DecodeError::Malformed(_))
+            ));
+            assert!(request_id(&bytes).is_none_or(|rid| rid == RequestId(1)));
+        }
+    }
+
     #[test]
     fn another_version_is_unsupported_even_when_its_body_is_unknown() {
         let v2 = b"\x83\xa1v\x02\xa3rid\x05\xa4body\x81\xa8new_kind\x80";
         assert_eq!(decode_client(v2), Err(DecodeError::UnsupportedVersion(2)));
         assert_eq!(request_id(v2), Some(RequestId(5)));
+        let v300 = b"\x83\xa1v\xcd\x01\x2c\xa3rid\x05\xa4body\x80";
+        assert_eq!(
+            decode_client(v300),
+            Err(DecodeError::UnsupportedVersion(u8::MAX))
+        );
     }
 
     #[test]
