@@ -25,7 +25,7 @@ use futures_util::{FutureExt, StreamExt};
 use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
 use parley_protocol::wire::client::{ClientBody, FetchBundle, Send, UploadPrekeys};
 use parley_protocol::wire::server::{
-    Accepted, AccountDeleted, PrekeysLow, PrekeysStored, Resolved, ServerBody,
+    Accepted, AccountDeleted, Authenticated, PrekeysLow, PrekeysStored, Resolved, ServerBody,
 };
 use parley_protocol::wire::{CloseCode, ServerFrame};
 use tokio::time::sleep_until;
@@ -41,17 +41,32 @@ use crate::context::{now_ms, Shared};
 use crate::error::RequestError;
 use crate::store::{BundleOutcome, EnqueueOutcome, NewEnvelope, PrekeyUpload, UploadOutcome};
 
-/// Serves an authenticated device until the connection ends.
+/// Serves an authenticated device until the connection ends: attaches the connection to
+/// the device, then answers `authenticated` to `rid`. In that order, so that once the
+/// client has read `authenticated` this connection is the device's: a connection it
+/// opens next displaces this one, never the reverse (attaching after the reply let a
+/// slow, already abandoned connection displace the client's next one).
 pub async fn run(
     transport: &mut Transport,
     shared: &Shared,
     session: Session,
+    rid: RequestId,
     shutdown: &CancellationToken,
 ) -> Ending {
     let address = session.address;
     let _session = shared.metrics.sessions.track();
     let attachment = shared.presence.attach(address, now_ms()).await;
-    let ending = serve(transport, shared, session, shutdown, &attachment).await;
+    let reply = ServerFrame::reply(
+        rid,
+        ServerBody::Authenticated(Authenticated {
+            address,
+            one_time_prekeys: session.one_time_prekeys,
+        }),
+    );
+    let ending = match transport.send(&reply).await {
+        Ok(()) => serve(transport, shared, session, shutdown, &attachment).await,
+        Err(e) => ending_for(e),
+    };
     shared.presence.detach(&address, &attachment);
     ending
 }

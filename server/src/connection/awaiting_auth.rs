@@ -19,7 +19,7 @@ use parley_protocol::auth::{auth_transcript, register_transcript};
 use parley_protocol::ids::{DeviceAddress, Nonce, RequestId};
 use parley_protocol::signature;
 use parley_protocol::wire::client::{Auth, ClientBody, Register};
-use parley_protocol::wire::server::{Authenticated, Hello, ServerBody};
+use parley_protocol::wire::server::{Hello, ServerBody};
 use parley_protocol::wire::{CloseCode, ServerFrame};
 use rand_core::{OsRng, RngCore};
 use tokio::time::{sleep_until, Instant};
@@ -41,13 +41,17 @@ pub struct Session {
     pub one_time_prekeys: u32,
 }
 
-/// Runs the challenge until the client authenticates (or the connection must end).
+/// Runs the challenge until the client authenticates (or the connection must end):
+/// the session and the `rid` of the request to answer `authenticated`, which the next
+/// state sends once the connection is the device's ([`authenticated::run`]).
+///
+/// [`authenticated::run`]: super::authenticated::run
 pub async fn run(
     transport: &mut Transport,
     shared: &Shared,
     peer: SocketAddr,
     shutdown: &CancellationToken,
-) -> Result<Session, Ending> {
+) -> Result<(Session, RequestId), Ending> {
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
     let nonce = Nonce(nonce);
@@ -86,18 +90,8 @@ pub async fn run(
         };
         match outcome {
             Ok(session) => {
-                let reply = ServerFrame::reply(
-                    rid,
-                    ServerBody::Authenticated(Authenticated {
-                        address: session.address,
-                        one_time_prekeys: session.one_time_prekeys,
-                    }),
-                );
-                if transport.send(&reply).await.is_err() {
-                    return Err(Ending::ClientLeft);
-                }
                 tracing::debug!(%peer, device = %session.address, "authenticated");
-                return Ok(session);
+                return Ok((session, rid));
             }
             Err(e) => {
                 if transport.send(&error_frame(Some(rid), &e)).await.is_err() {
