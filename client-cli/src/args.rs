@@ -57,6 +57,10 @@ pub enum Command {
     Register {
         /// The handle others will find you by (3-32 of a-z, 0-9, _).
         handle: String,
+        /// When this profile's database is damaged (empty or unreadable), move it aside
+        /// and register a new identity; without it such a profile is never replaced.
+        #[arg(long)]
+        replace_damaged_profile: bool,
     },
     /// Show this profile's handle and account.
     Whoami,
@@ -78,9 +82,9 @@ pub enum Command {
     },
     /// Print messages that arrived, acknowledge them, and exit.
     Inbox {
-        /// Keep waiting this many seconds for more messages.
-        #[arg(long, default_value_t = 0)]
-        wait: u64,
+        /// Keep waiting this long for more messages, with a unit (e.g. 30s, 5m).
+        #[arg(long, default_value = "0s", value_parser = parley_protocol::duration::parse)]
+        wait: std::time::Duration,
     },
     /// Chat interactively: type a line to send it, /quit to leave.
     Chat {

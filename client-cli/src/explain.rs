@@ -3,19 +3,26 @@
 //! for a send the client itself refused (a verified contact's identity changed).
 
 use parley_protocol::e2e::E2eError;
+use parley_protocol::ids::Handle;
 use parley_protocol::wire::ErrorCode;
 use parley_sdk::SdkError;
 
+/// The error of a send to `to`: the SDK's, or, when the client refused it because `to`
+/// belonged to a verified contact and now names another account, what to do about it,
+/// naming the handle.
+pub fn send_error(error: SdkError, to: &Handle) -> anyhow::Error {
+    match error {
+        SdkError::Crypto(E2eError::IdentityChanged { .. }) => anyhow::anyhow!(
+            "not sent: you verified {to}, but the server now names another account for it; \
+             compare safety numbers (parley safety-number {to}), and to write to the new \
+             account anyway, run: parley unverify {to}"
+        ),
+        other => other.into(),
+    }
+}
+
 /// A sentence for `error`, when it is a refusal worth explaining; `None` otherwise.
 pub fn refusal(error: &anyhow::Error) -> Option<String> {
-    if let Some(SdkError::Crypto(E2eError::IdentityChanged { .. })) = error.downcast_ref() {
-        return Some(
-            "not sent: you verified this contact, but the server now names another account \
-             for the handle. Compare safety numbers (parley safety-number); to write to the \
-             new account anyway, run: parley unverify HANDLE"
-                .to_owned(),
-        );
-    }
     let SdkError::Refused {
         code,
         retry_after_ms,
@@ -40,6 +47,10 @@ pub fn refusal(error: &anyhow::Error) -> Option<String> {
         }
         ErrorCode::CategoryNotAllowed => "not sent: a business must send with --category, \
                                           in a category its certificate lists"
+            .to_owned(),
+        ErrorCode::NotABusiness => "not sent: --category is only for verified business \
+                                    accounts, and this account is not one; send without \
+                                    --category"
             .to_owned(),
         ErrorCode::InvalidConsent => "the server refused the consent record: forged, replayed, \
                                       expired, dated in the future, or the account is not a \

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use parley_sdk::store::ClientStore;
+use parley_sdk::store::{ClientStore, Damaged};
 use parley_sdk::{ClientConfig, ServerList, TlsTrust};
 
 use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand};
@@ -63,7 +63,15 @@ fn main() -> ExitCode {
 async fn run(args: Args, out: Output) -> anyhow::Result<()> {
     let servers = ServerList::new(&args.server).context("--server")?;
     let path = paths::profile_database(args.home, &args.profile)?;
-    let store = Arc::new(ClientStore::open(&path)?);
+    // Only an explicit `register --replace-damaged-profile` replaces a damaged profile.
+    let damaged = match args.command {
+        Command::Register {
+            replace_damaged_profile: true,
+            ..
+        } => Damaged::SetAside,
+        _ => Damaged::Refuse,
+    };
+    let store = Arc::new(ClientStore::open_with(&path, damaged)?);
     let mut config = ClientConfig::with_servers(servers);
     config.authority = out.authority;
     if let Some(ca_file) = &args.ca_file {
@@ -71,7 +79,7 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
     }
     let ctx = Context { store, config, out };
     match args.command {
-        Command::Register { handle } => commands::register(&ctx, &handle).await,
+        Command::Register { handle, .. } => commands::register(&ctx, &handle).await,
         Command::Whoami => commands::whoami(&ctx),
         Command::Send {
             handle,

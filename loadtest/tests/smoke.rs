@@ -269,3 +269,68 @@ fn cluster_loses_nothing() -> anyhow::Result<()> {
     assert_eq!(report["product"]["errors"].as_u64(), Some(0), "{report}");
     Ok(())
 }
+
+/// C10's soak, long tier only (`PARLEY_LONG_TESTS=1`, about 11 minutes): two nodes at
+/// 2000 msg/s for 10 minutes, sampled every minute. Flat means: nothing lost; the most
+/// dead tuples of the second five minutes at most 1.5 times those of the first five
+/// (plus one minute's envelopes of slack: vacuum runs in bursts), so vacuum keeps up
+/// with the queue's delete churn; and the last minute's p99 at most twice the first's
+/// (plus 5 ms).
+#[test]
+fn cluster_soak_is_flat() -> anyhow::Result<()> {
+    if std::env::var_os("PARLEY_LONG_TESTS").is_none_or(|v| v != "1") {
+        eprintln!("SKIPPED: cluster_soak_is_flat is in the long tier (PARLEY_LONG_TESTS=1)");
+        return Ok(());
+    }
+    if let Some(why) = cluster_services_missing() {
+        eprintln!("SKIPPED: cluster_soak_is_flat needs {why}");
+        return Ok(());
+    }
+    const RATE: f64 = 2000.0;
+    let rate = RATE.to_string();
+    let report = run(&[
+        "cluster",
+        "--nodes",
+        "2",
+        "--node-cpu",
+        "1",
+        "--pairs",
+        "20",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--rate",
+        "0",
+        "--soak",
+        "10m",
+        "--soak-interval",
+        "60s",
+        "--soak-rate",
+        &rate,
+    ])?;
+    let soak = &report["product"]["soak"];
+    eprintln!("{soak:#}");
+    assert_eq!(soak["lost"].as_u64(), Some(0), "{soak}");
+    assert_eq!(soak["errors"].as_u64(), Some(0), "{soak}");
+    let samples = soak["samples"].as_array().cloned().unwrap_or_default();
+    assert_eq!(samples.len(), 10, "{soak}");
+    let field = |sample: &Value, name: &str| sample[name].as_f64().unwrap_or(f64::NAN);
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let most_dead = |half: &[Value]| {
+        half.iter()
+            .map(|s| field(s, "dead_tuples"))
+            .fold(0.0, f64::max)
+    };
+    let one_minute = RATE * 60.0;
+    assert!(
+        most_dead(second) <= 1.5 * most_dead(first) + one_minute,
+        "dead tuples grow: {soak}"
+    );
+    let p99 = |sample: Option<&Value>| sample.map_or(f64::NAN, |s| field(s, "p99_us"));
+    assert!(
+        p99(samples.last()) <= 2.0 * p99(samples.first()) + 5_000.0,
+        "latency grows: {soak}"
+    );
+    Ok(())
+}

@@ -11,6 +11,7 @@
 //!   confusable names.
 //! * [`wire`]: frames of wire protocol v1 and their MessagePack codec.
 //! * [`limits`]: every protocol limit, in one place.
+//! * [`duration`]: durations in settings (`10s`, `30d`), for every binary; no wire meaning.
 //!
 //! The server uses only the wire, id and verification parts (including the ML-KEM-768
 //! encapsulation-key check on published KEM prekeys); end-to-end session cryptography is
@@ -27,6 +28,7 @@
 
 pub mod auth;
 pub mod business;
+pub mod duration;
 pub mod e2e;
 pub(crate) mod fixed_bytes;
 pub mod identity;

@@ -4,7 +4,7 @@
 //! ```text
 //! airline_delay_bot <server-urls> <profile-dir> --register <bot-handle>   # once
 //! airline_delay_bot <server-urls> <profile-dir> [--delay <flight> --passengers a,b,c]
-//!                   [--serve SECS]
+//!                   [--serve DURATION]
 //! ```
 //!
 //! Passengers opt in with `parley consent grant <bot-handle> --category transactional`
@@ -21,7 +21,7 @@ use parley_sdk::bot::{BotMessage, Pacing, SendOutcome};
 use parley_sdk::Event;
 
 const USAGE: &str = "airline_delay_bot <server-urls> <profile-dir> (--register <bot-handle> | \
-                     [--delay <flight> --passengers a,b,c] [--serve SECS])";
+                     [--delay <flight> --passengers a,b,c] [--serve DURATION])";
 
 /// The operations system's view of a few flights (simulated).
 const FLIGHTS: &[(&str, &str)] = &[
@@ -76,7 +76,7 @@ async fn main() -> Result<(), Error> {
         );
     }
 
-    let serve = Duration::from_secs(args.seconds("serve", 0)?);
+    let serve = args.duration("serve", Duration::ZERO)?;
     let until = tokio::time::Instant::now() + serve;
     println!("Answering `status <flight>` for {} s.", serve.as_secs());
     while let Ok(Some(event)) = tokio::time::timeout_at(until, bot.next_event()).await {

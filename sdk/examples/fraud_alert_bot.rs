@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! fraud_alert_bot <server-urls> <profile-dir> --register <bot-handle>   # once
-//! fraud_alert_bot <server-urls> <profile-dir> --customer <handle> [--wait SECS]
+//! fraud_alert_bot <server-urls> <profile-dir> --customer <handle> [--wait DURATION]
 //! ```
 //!
 //! The customer must have granted `security_alert` first
@@ -22,7 +22,7 @@ use parley_sdk::bot::{BusinessBot, SendOutcome};
 use parley_sdk::Event;
 
 const USAGE: &str = "fraud_alert_bot <server-urls> <profile-dir> \
-                     (--register <bot-handle> | --customer <handle> [--wait SECS])";
+                     (--register <bot-handle> | --customer <handle> [--wait DURATION])";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -33,7 +33,7 @@ async fn main() -> Result<(), Error> {
     let customer = args
         .handle("customer")?
         .ok_or_else(|| format!("--customer is required; usage: {USAGE}"))?;
-    let wait = Duration::from_secs(args.seconds("wait", 300)?);
+    let wait = args.duration("wait", Duration::from_secs(300))?;
 
     // The core banking system flags a payment (simulated).
     let transaction = format!("tx-{}", now_ms());

@@ -10,6 +10,20 @@ pub enum SdkError {
     /// This profile has no identity yet.
     #[error("not registered: run `parley register <handle>` first")]
     NotRegistered,
+    /// The profile's database is empty, not SQLite, or lost its tables: it is left
+    /// untouched rather than silently replaced by a new identity.
+    #[error(
+        "the profile database {} {reason}; it was left untouched so that its identity is \
+         not silently replaced: restore it from a backup, or start a new identity with \
+         `parley register --replace-damaged-profile <handle>` (which moves it aside)",
+        path.display()
+    )]
+    DamagedProfile {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Another process uses this profile.
     #[error("this profile is in use by another parley process (close it, or use --profile)")]
     ProfileInUse,

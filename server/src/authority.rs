@@ -2,7 +2,8 @@
 //! certificates.
 //!
 //! It lives in the data directory as `authority.key` (the 32-byte secret seed, mode 0600),
-//! created on first start (or by the first `admin verify-business`). Back it up with the
+//! created when a server first starts on the directory; operator commands never create it
+//! ([`Authority::load`]). Back it up with the
 //! database: clients pin its public key, and a new key makes every client warn. It is
 //! never logged; `admin authority` prints only the public key and its fingerprint.
 
@@ -39,35 +40,38 @@ impl std::fmt::Debug for Authority {
 
 impl Authority {
     /// Loads `authority.key` from `data_dir`, creating the directory and a fresh key if
-    /// there is none.
+    /// there is none (a server starting on its directory).
     pub fn load_or_create(data_dir: &Path) -> Result<Authority, AuthorityError> {
         let path = data_dir.join(AUTHORITY_KEY_FILE);
-        let fail = |reason: String| AuthorityError {
-            path: path.clone(),
-            reason,
-        };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-                    bytes
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| fail(format!("expected 32 bytes, found {}", bytes.len())))?,
-                );
-                Ok(Authority {
-                    key: SigningKey::from_bytes(&seed),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(|e| fail(e.to_string()))?;
+        match read(&path)? {
+            Some(authority) => Ok(authority),
+            None => {
+                let fail = |e: std::io::Error| AuthorityError {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                };
+                std::fs::create_dir_all(data_dir).map_err(fail)?;
                 let key = SigningKey::generate(&mut rand_core::OsRng);
-                write_new(&path, &key).map_err(|e| fail(e.to_string()))?;
+                write_new(&path, &key).map_err(fail)?;
                 tracing::info!(path = %path.display(), "created the verification authority key");
                 Ok(Authority { key })
             }
-            Err(e) => Err(fail(e.to_string())),
         }
+    }
+
+    /// Loads the existing `authority.key` of `data_dir`, never creating one: for operator
+    /// commands, where a missing key means a wrong `--data-dir` (a new key there would be
+    /// a different authority, which every client would refuse).
+    pub fn load(data_dir: &Path) -> Result<Authority, AuthorityError> {
+        let path = data_dir.join(AUTHORITY_KEY_FILE);
+        read(&path)?.ok_or_else(|| AuthorityError {
+            reason: format!(
+                "not found: is --data-dir {} the server's data directory? (a server \
+                 creates the key when it first starts there; admin commands never do)",
+                data_dir.display()
+            ),
+            path,
+        })
     }
 
     /// The public key clients pin.
@@ -79,6 +83,28 @@ impl Authority {
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
     }
+}
+
+/// The key in `path`; `None` if there is no such file.
+fn read(path: &Path) -> Result<Option<Authority>, AuthorityError> {
+    let fail = |reason: String| AuthorityError {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+        bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| fail(format!("expected 32 bytes, found {}", bytes.len())))?,
+    );
+    Ok(Some(Authority {
+        key: SigningKey::from_bytes(&seed),
+    }))
 }
 
 /// Writes the seed to a new file (never over an existing one), readable by the owner
@@ -116,6 +142,19 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{first:?}").contains(&hex::encode(first.key.to_bytes())));
+    }
+
+    #[test]
+    fn loading_never_creates_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Authority::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("--data-dir"), "{e}");
+        assert!(!dir.path().join(AUTHORITY_KEY_FILE).exists());
+        let created = Authority::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            Authority::load(dir.path()).unwrap().public(),
+            created.public()
+        );
     }
 
     #[test]

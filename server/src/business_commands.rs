@@ -102,7 +102,7 @@ pub async fn run(command: &AdminCommand, config: &Config) -> anyhow::Result<Opti
     let store = BusinessStore::of(config);
     let out = match command {
         AdminCommand::Authority => {
-            let key = Authority::load_or_create(data_dir)?.public();
+            let key = Authority::load(data_dir)?.public();
             format!(
                 "verification authority\n  public key:  {}\n  fingerprint: {}\n",
                 key.to_hex(),
@@ -117,7 +117,7 @@ pub async fn run(command: &AdminCommand, config: &Config) -> anyhow::Result<Opti
             categories,
             valid_for,
         } => {
-            let authority = Authority::load_or_create(data_dir)?;
+            let authority = Authority::load(data_dir)?;
             let categories = CategorySet::parse_list(categories).map_err(anyhow::Error::msg)?;
             let what = Verification {
                 legal_name: legal_name.clone(),

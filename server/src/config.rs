@@ -486,32 +486,10 @@ fn setting(flag: &str) -> String {
     format!("{} (--{flag})", flag.replace('-', "_"))
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h`, `30d`, or a bare number of seconds.
+/// Parses a duration setting: `250ms`, `10s`, `5m`, `2h` or `30d`; a bare number is
+/// refused (see [`parley_protocol::duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (examples: 500ms, 10s, 5m, 2h, 30d)"))?;
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    value
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("'{text}' is too long"))
+    parley_protocol::duration::parse(text)
 }
 
 #[cfg(test)]
@@ -519,13 +497,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
+    fn every_duration_setting_requires_a_unit() {
+        for flag in [
+            "--handshake-timeout",
+            "--auth-timeout",
+            "--keepalive-interval",
+            "--write-timeout",
+            "--shutdown-grace",
+            "--retention",
+            "--sweep-interval",
+            "--care-window",
+            "--report-window",
+            "--test-clock-offset",
+        ] {
+            let err = Config::try_parse_from(["parley-server", flag, "30"])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("has no unit") && err.contains("30d"),
+                "{flag}: {err}"
+            );
+            assert!(Config::try_parse_from(["parley-server", flag, "30s"]).is_ok());
+        }
+        let config = Config::try_parse_from(["parley-server", "--retention", "30d"]).unwrap();
+        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub enum RequestError {
     /// A business send without a category, or in one its certificate does not allow.
     #[error("category missing or not allowed by this business's certificate")]
     CategoryNotAllowed,
+    /// A person's send carried a category; only businesses send in categories.
+    #[error("only verified businesses send with a category; send without one")]
+    NotABusiness,
     /// The sender already used this message id for another recipient or other bytes.
     #[error("this message id was already used for another message; use a fresh id")]
     IdReused,
@@ -119,6 +122,7 @@ impl RequestError {
             RequestError::ReachExhausted { .. } => ErrorCode::ReachExhausted,
             RequestError::Suspended => ErrorCode::Suspended,
             RequestError::CategoryNotAllowed => ErrorCode::CategoryNotAllowed,
+            RequestError::NotABusiness => ErrorCode::NotABusiness,
             RequestError::InvalidConsent(_) => ErrorCode::InvalidConsent,
             RequestError::IdReused => ErrorCode::IdReused,
             RequestError::NameReserved => ErrorCode::NameReserved,

@@ -12,6 +12,7 @@
 //! * [`metrics`]: counters and histograms in the Prometheus text format.
 //! * [`tls`]: rustls for `wss://`.
 //! * [`topology`]: where state lives and how nodes meet (`--store`, `--bus`, `--node-id`).
+//! * [`data_dir`]: a running server's exclusive hold on its data directory.
 //! * [`rate_limit`], [`config`], [`clock`], [`error`], [`housekeeping`].
 //!
 //! `main.rs` only parses the configuration and calls [`run`]. Tests do the same on
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod data_dir;
 pub mod error;
 pub mod housekeeping;
 pub mod limits;
@@ -49,6 +51,9 @@ pub enum ServerError {
     /// The store failed to open or close.
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    /// Another server holds the data directory, or it cannot be locked.
+    #[error(transparent)]
+    DataDir(#[from] data_dir::DataDirError),
     /// The data directory is on a read-only file system.
     #[error("database is read-only: {} is on a read-only file system", .0.display())]
     ReadOnly(std::path::PathBuf),

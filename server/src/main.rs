@@ -1,5 +1,11 @@
 //! `parley-server`: parses the command line and the configuration file, then runs the
 //! relay or one operator command. Everything else lives in the library.
+//!
+//! A failure is printed as one line, `error: ` and the causes joined by `: `, and exits
+//! with status 1, whatever `RUST_BACKTRACE` says: an operator's mistake (a wrong
+//! directory, a bad value) is a sentence to act on, not a stack trace.
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use parley_server::cli::{self, AdminCommand, Command, LoadError};
@@ -8,7 +14,17 @@ use parley_server::store::{postgres, sqlite};
 use parley_server::topology::StoreLocation;
 use tokio_util::sync::CancellationToken;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let loaded = match cli::load(std::env::args_os()) {
         Ok(loaded) => loaded,
         Err(LoadError::Clap(e)) => e.exit(),

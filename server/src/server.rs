@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::context::{Limiters, Shared};
+use crate::data_dir::DataDirLock;
 use crate::housekeeping;
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, NatsPresence, Presence};
@@ -62,6 +63,8 @@ pub async fn run_with_admin(
         _ => None,
     };
     check_not_read_only(&config.data_dir)?;
+    // Held until this function returns, after the store is closed.
+    let _data_dir_lock = lock_data_dirs(&config)?;
     if !config.test_clock_offset.is_zero() {
         tracing::warn!(
             offset = ?config.test_clock_offset,
@@ -135,6 +138,21 @@ pub async fn run_with_admin(
     Ok(())
 }
 
+/// Takes the data directory (and a separate `--store sqlite:DIR`) for this server.
+fn lock_data_dirs(config: &Config) -> Result<Vec<DataDirLock>, ServerError> {
+    let mut locks = vec![DataDirLock::acquire(&config.data_dir)?];
+    // The same directory written another way (`./d` and `d`) is not locked twice: a
+    // second lock in this process would be refused by the first.
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if matches!(config.store, StoreLocation::Sqlite(_))
+        && !same(config.sqlite_dir(), &config.data_dir)
+    {
+        check_not_read_only(config.sqlite_dir())?;
+        locks.push(DataDirLock::acquire(config.sqlite_dir())?);
+    }
+    Ok(locks)
+}
+
 /// The presence of this node: the in-process registry, or NATS in a cluster.
 async fn open_presence(
     config: &Config,
@@ -169,9 +187,6 @@ async fn open_store(
 ) -> Result<OpenStore, ServerError> {
     match &config.store {
         StoreLocation::Sqlite(_) => {
-            if config.sqlite_dir() != config.data_dir {
-                check_not_read_only(config.sqlite_dir())?;
-            }
             let store = SqliteStore::open(
                 config.sqlite_dir(),
                 &config.sqlite_options(),

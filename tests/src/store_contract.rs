@@ -90,6 +90,7 @@ macro_rules! store_contract_cases {
             registration_is_unique_by_identity_and_handle,
             seqs_are_dense_per_recipient_and_acks_are_cumulative,
             retries_get_the_first_seq_and_reused_ids_are_refused,
+            pipelined_sends_get_the_answers_of_sends_one_by_one,
             the_listener_hears_each_commit_once_in_seq_order,
             one_time_prekeys_are_served_once_under_concurrency,
             people_reach_people_unless_blocked,
@@ -97,6 +98,7 @@ macro_rules! store_contract_cases {
             a_business_answers_within_the_care_window,
             the_daily_reach_accepts_exactly_the_tier,
             a_suspended_business_is_refused,
+            a_person_may_not_send_in_a_category,
             sweeps_delete_expired_envelopes,
             deleting_an_account_frees_its_handle,
             concurrent_senders_to_one_recipient_stay_dense,
@@ -351,6 +353,83 @@ pub async fn retries_get_the_first_seq_and_reused_ids_are_refused(
         2,
         "duplicates and refusals are not announced"
     );
+    Ok(())
+}
+
+/// Sends submitted together, without waiting for each other's commits (a store may
+/// run them in one group commit), get the answers they would get one by one: a retry
+/// of an id stored just before gets its seq, a reused id is refused, a blocked sender
+/// and an unknown recipient are refused, and refusals take no seq.
+pub async fn pipelined_sends_get_the_answers_of_sends_one_by_one(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let c = register(store, &TestAccount::new(None, 0)).await?;
+    let nobody = DeviceAddress {
+        account: TestAccount::new(None, 0).identity.account_id(),
+        device: DeviceId::PRIMARY,
+    };
+    store
+        .set_blocked(b.account, c.account, true, now_ms())
+        .await?;
+    let id = message_id();
+    let sends = [
+        envelope(a, b, id, b"one", None),
+        envelope(c, b, message_id(), b"blocked", None),
+        envelope(a, b, id, b"one", None),
+        envelope(a, nobody, message_id(), b"nobody", None),
+        envelope(a, b, id, b"two", None),
+        envelope(a, c, id, b"one", None),
+        envelope(a, b, message_id(), b"second", None),
+        envelope(c, a, message_id(), b"to a", None),
+        envelope(a, b, message_id(), b"third", None),
+    ];
+    let mut pending = Vec::with_capacity(sends.len());
+    for e in sends {
+        pending.push(store.submit_enqueue(e).await?);
+    }
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for p in pending {
+        outcomes.push(p.await?);
+    }
+    let accepted = |seq| EnqueueOutcome::Accepted {
+        seq: Seq(seq),
+        from_business: false,
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            accepted(1),
+            EnqueueOutcome::Blocked,
+            EnqueueOutcome::Duplicate(Seq(1)),
+            EnqueueOutcome::UnknownRecipient,
+            EnqueueOutcome::IdReused,
+            EnqueueOutcome::IdReused,
+            accepted(2),
+            accepted(1),
+            accepted(3),
+        ]
+    );
+    let queued: Vec<(u64, Vec<u8>)> = store
+        .page(b, Seq(0), 10)
+        .await?
+        .into_iter()
+        .map(|e| (e.seq.0, e.ciphertext))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![
+            (1, b"one".to_vec()),
+            (2, b"second".to_vec()),
+            (3, b"third".to_vec())
+        ]
+    );
+    assert_eq!(commits.seen().len(), 4, "only what was stored is announced");
     Ok(())
 }
 
@@ -675,6 +754,43 @@ pub async fn a_suspended_business_is_refused(opener: &dyn OpenStore) -> anyhow::
     );
     s.admin.set_suspended(&w.business_handle, false)?;
     seq_of(send(store, w.business, w.person_address, alert).await?)?;
+    Ok(())
+}
+
+/// A send with a category from an account that is not a business is refused with
+/// `NotABusiness` and stores nothing, to a person or to a business, whatever the
+/// person granted; the same person's send without a category goes through.
+pub async fn a_person_may_not_send_in_a_category(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let w = business_world(&s, CategorySet::ALL).await?;
+    let friend = register(store, &TestAccount::new(None, 0)).await?;
+    let granted = store
+        .change_consent(
+            w.person_address.account,
+            ConsentChange::Grant(grant(&w.person, w.business.account, CategorySet::ALL)),
+            now_ms(),
+        )
+        .await?;
+    assert!(matches!(granted, ConsentOutcome::Updated { .. }));
+    for (to, category) in [
+        (friend, Category::Marketing),
+        (friend, Category::SecurityAlert),
+        (w.business, Category::Conversation),
+        (w.business, Category::Transactional),
+    ] {
+        assert_eq!(
+            send(store, w.person_address, to, Some(category)).await?,
+            EnqueueOutcome::NotABusiness,
+            "{category:?} to {to:?}"
+        );
+    }
+    assert!(store.page(friend, Seq(0), 10).await?.is_empty());
+    assert!(store.page(w.business, Seq(0), 10).await?.is_empty());
+    assert!(commits.seen().is_empty(), "nothing was committed");
+    seq_of(send(store, w.person_address, friend, None).await?).context("without a category")?;
     Ok(())
 }
 

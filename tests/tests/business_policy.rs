@@ -121,6 +121,37 @@ async fn a_business_reaches_a_person_only_in_the_categories_granted() {
     assert_eq!(outcome("category_not_allowed"), Some(2.0));
 }
 
+/// Issue 18, point 6: a person's envelope with a category is refused with
+/// `not_a_business` (to a person or to a business, in any category), and nothing of it
+/// is delivered: the next delivery is the envelope sent without a category.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_person_may_not_send_with_a_category() {
+    let mut w = World::new(2, |_| {}).await;
+    let bank = w.bank.address();
+    let to = w.people[1].0.address();
+    for (target, category) in [
+        (to, Category::Marketing),
+        (to, Category::SecurityAlert),
+        (to, Category::Conversation),
+        (bank, Category::Transactional),
+    ] {
+        let reply = send_in(&mut w.people[0].1, target, Some(category))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&reply),
+            Some(ErrorCode::NotABusiness),
+            "{category:?}: {reply:?}"
+        );
+    }
+    assert!(accepted(
+        &send_in(&mut w.people[0].1, to, None).await.unwrap()
+    ));
+    let deliver = w.people[1].1.next_deliver().await.unwrap();
+    assert_eq!(deliver.category, None);
+    assert_eq!(deliver.from, w.people[0].0.address());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_unconsenting_and_blocking_people_are_refused_alike() {
     let mut w = World::new(2, |_| {}).await;

@@ -51,9 +51,10 @@ pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
                         Err(e) => eprintln!("error: consent not revoked: {e}"),
                     }
                 } else if let Err(e) = client.send_text(&peer, line).await {
-                    let e = anyhow::Error::from(e);
-                    let why = crate::explain::refusal(&e).unwrap_or_else(|| format!("{e:#}"));
-                    eprintln!("error: not sent: {why}");
+                    let e = crate::explain::send_error(e, &peer);
+                    let why = crate::explain::refusal(&e)
+                        .unwrap_or_else(|| format!("not sent: {e:#}"));
+                    eprintln!("error: {why}");
                 }
                 while let Some(event) = client.try_next_event() {
                     on_event(ctx, &event)?;

@@ -54,7 +54,7 @@ pub async fn send(
         }
     };
     let sent = match tokio::time::timeout(SEND_TIMEOUT, sending).await {
-        Ok(result) => result.map_err(anyhow::Error::from),
+        Ok(result) => result.map_err(|e| crate::explain::send_error(e, &to)),
         Err(_) => Err(anyhow::anyhow!(
             "no answer from the server within {} s; if the message was already encrypted it \
              stays queued and is resent on the next connection",
@@ -73,8 +73,8 @@ pub async fn send(
     Ok(())
 }
 
-/// `parley inbox [--wait SECS]`: everything that arrived, then more for `wait` seconds.
-pub async fn inbox(ctx: &Context, wait: u64) -> anyhow::Result<()> {
+/// `parley inbox [--wait DURATION]`: everything that arrived, then more for `wait`.
+pub async fn inbox(ctx: &Context, wait: Duration) -> anyhow::Result<()> {
     // Messages stored by an earlier command but not shown yet come first.
     ctx.out.show_unshown(&ctx.store)?;
     let mut client = start(ctx).await?;
@@ -91,7 +91,7 @@ pub async fn inbox(ctx: &Context, wait: u64) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("the server did not finish sending the inbox in time"),
         }
     }
-    let until = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let until = tokio::time::Instant::now() + wait;
     while let Ok(Some(event)) = tokio::time::timeout_at(until, client.next_event()).await {
         on_event(ctx, &event)?;
     }

@@ -25,6 +25,19 @@ pub fn whoami(ctx: &Context) -> anyhow::Result<()> {
         .identity()?
         .ok_or(parley_sdk::SdkError::NotRegistered)?;
     let p = stored.profile;
+    if stored.pending {
+        // The identity is stored before the server confirms it (so a lost reply never
+        // orphans an account), but it is not an account until then.
+        let again = p
+            .handle
+            .as_ref()
+            .map_or_else(|| "<handle>".to_owned(), |h| h.as_str().to_owned());
+        anyhow::bail!(
+            "not registered: the registration of {} was not confirmed by the server; run \
+             `parley register {again}` again (it reuses the same key)",
+            name(p.handle.as_ref(), &p.account)
+        );
+    }
     ctx.out.print(
         &format!(
             "{} (account {})",

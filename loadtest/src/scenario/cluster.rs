@@ -14,6 +14,9 @@
 //!    the phase, over every message delivered in it).
 //! 2. **Light load** (open loop at `--rate` msg/s): cross-node latency p50/p99 from the
 //!    intended send time.
+//! 3. With `--soak 10m`, a **soak** (open loop at `--soak-rate`) sampled every
+//!    `--soak-interval`: latency, PostgreSQL's dead tuples, queue rows and size
+//!    (`cluster_soak.rs`).
 //!
 //! With `--compare-sqlite` the embedded SQLite node, and with `--compare-baseline` the
 //! bare relay, are then measured under the same quota (saturation only), so the ratios
@@ -64,6 +67,8 @@ pub struct ClusterArgs {
     /// Also measure the embedded SQLite node under the same quota.
     #[arg(long)]
     pub compare_sqlite: bool,
+    #[command(flatten)]
+    pub soak: super::cluster_soak::SoakArgs,
     #[command(flatten)]
     pub common: super::Common,
 }
@@ -217,6 +222,20 @@ pub async fn run(
         let wal = pg.wal_lsn()?.saturating_sub(before);
         open = Some((phase, wal));
     }
+    let soak = if args.soak.soak.is_zero() {
+        None
+    } else {
+        Some(
+            super::cluster_soak::run(
+                &mut fleet,
+                &pg,
+                &args.soak,
+                warmup,
+                &framing(Target::Product),
+            )
+            .await?,
+        )
+    };
     let dead_tuples = pg
         .psql(
             "parley",
@@ -236,6 +255,9 @@ pub async fn run(
         "saturation_runs": sat.iter().map(|(p, wal)| cluster_phase_json(p, *wal)).collect::<Vec<_>>(),
         "dead_tuples_at_end": dead_tuples,
     });
+    if let Some(soak) = soak {
+        product["soak"] = soak;
+    }
     for key in [
         "node_cpu_us_per_msg_sum",
         "postgres_cpu_us_per_msg",

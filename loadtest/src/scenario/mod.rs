@@ -2,6 +2,7 @@
 //! servers, registering accounts, measuring a window of server and generator CPU time.
 
 pub mod cluster;
+mod cluster_soak;
 pub mod connect;
 pub mod fanout;
 pub mod idle;
@@ -32,7 +33,7 @@ pub const SETUP_CONCURRENCY: usize = 64;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// Total measured time of the scenario, split evenly over its phases (warm-up not
-    /// included). Units: ms, s, m.
+    /// included). A unit is required: ms, s, m (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Warm-up before each measured phase; its messages and samples are discarded.
@@ -92,26 +93,9 @@ impl Common {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+/// Parses `250ms`, `10s` or `2m` (a unit is required: [`parley_protocol::duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 500ms, 10s or 2m"))?;
-    if !(value.is_finite() && value >= 0.0) {
-        return Err(format!("'{text}' is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
+    parley_protocol::duration::parse(text)
 }
 
 /// Registers `n` fresh accounts, keeping each authenticated connection open.
@@ -280,7 +264,7 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3").is_err(), "a unit is required");
         assert!(parse_duration("x").is_err());
     }
 }

@@ -63,6 +63,9 @@ pub enum ErrorCode {
     /// A `send` reused a message id this device already used for another recipient or
     /// other bytes; nothing was stored. Message ids must be unique per sending device.
     IdReused,
+    /// A `send` with a `category` from an account that is not a verified business;
+    /// nothing was stored. Only businesses send in categories: send without one.
+    NotABusiness,
 }
 
 impl ErrorCode {
@@ -92,6 +95,7 @@ impl ErrorCode {
             ErrorCode::InvalidConsent => "invalid_consent",
             ErrorCode::NameReserved => "name_reserved",
             ErrorCode::IdReused => "id_reused",
+            ErrorCode::NotABusiness => "not_a_business",
         }
     }
 }

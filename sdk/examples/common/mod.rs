@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parley_protocol::ids::Handle;
 use parley_sdk::bot::BusinessBot;
@@ -64,10 +65,12 @@ impl Args {
             .transpose()
     }
 
-    /// A number of seconds given as `--name`, or `default`.
-    pub fn seconds(&self, name: &str, default: u64) -> Result<u64, Error> {
+    /// A duration given as `--name` with its unit (`30s`, `5m`), or `default`.
+    pub fn duration(&self, name: &str, default: Duration) -> Result<Duration, Error> {
         match self.value(name) {
-            Some(v) => Ok(v.parse()?),
+            Some(v) => {
+                Ok(parley_protocol::duration::parse(v).map_err(|e| format!("--{name}: {e}"))?)
+            }
             None => Ok(default),
         }
     }

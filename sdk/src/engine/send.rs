@@ -251,6 +251,17 @@ impl Engine {
                     presented: peer.account,
                 }));
             }
+            // Not verified (or no longer): the handle now belongs to the account it
+            // names, also when that account is already a contact (it wrote first).
+            let h = handle.clone();
+            self.stored(move |s| match s.contact(&peer.account)? {
+                Some(mut c) if c.handle.as_ref() != Some(&h) => {
+                    c.handle = Some(h);
+                    s.save_contact(&c)
+                }
+                _ => Ok(()),
+            })
+            .await?;
         }
         if let Some(record) = self.stored(move |s| s.session(&peer)).await? {
             return Ok(Session::from_record(&record)?);
@@ -298,7 +309,8 @@ fn is_permanent(error: &SdkError, category: Option<Category>) -> bool {
             | ErrorCode::Refused
             | ErrorCode::ReachExhausted
             | ErrorCode::Suspended
-            | ErrorCode::CategoryNotAllowed => true,
+            | ErrorCode::CategoryNotAllowed
+            | ErrorCode::NotABusiness => true,
             ErrorCode::RateLimited => category.is_some(),
             _ => false,
         },

@@ -10,9 +10,11 @@
 
 mod business;
 mod consent;
+pub mod file;
 mod schema;
 
 pub use business::{CachedBusiness, SendStatus};
+pub use file::Damaged;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -151,33 +153,23 @@ pub struct ClientStore {
 }
 
 impl ClientStore {
-    /// Opens (creating) the database file.    ///
+    /// Opens the profile database at `path`, creating a new profile if there is no file.
+    ///
     /// The profile is locked for this process: two engines on one profile would displace
     /// each other's connection and race on the same sessions, so a second opener gets
-    /// [`SdkError::ProfileInUse`].
+    /// [`SdkError::ProfileInUse`]. Its files, and the directory holding them (give each
+    /// profile a directory of its own), are made private to the user, and a damaged
+    /// database is refused with [`SdkError::DamagedProfile`] rather than replaced by a
+    /// new identity (see [`file`]).
     pub fn open(path: &Path) -> Result<ClientStore, SdkError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| SdkError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let lock_path = path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| SdkError::Storage(format!("cannot open {}: {e}", lock_path.display())))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SdkError::ProfileInUse),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(SdkError::Storage(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )))
-            }
-        }
-        let conn = Connection::open(path).map_err(db)?;
+        ClientStore::open_with(path, Damaged::Refuse)
+    }
+
+    /// [`ClientStore::open`], saying what to do with a damaged database:
+    /// [`Damaged::SetAside`] moves it aside and starts a new profile.
+    pub fn open_with(path: &Path, damaged: Damaged) -> Result<ClientStore, SdkError> {
+        let lock = file::lock(path)?;
+        let conn = file::open(path, damaged)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -608,7 +600,9 @@ impl ClientStore {
             .find(|c| c.handle.as_ref() == Some(handle)))
     }
 
-    /// Records or updates a contact.
+    /// Records or updates a contact. A handle held by another contact moves to this one,
+    /// unless that contact is verified: it keeps the handle (and this one is recorded
+    /// without it) until the person takes the mark off.
     pub fn save_contact(&self, contact: &Contact) -> Result<(), SdkError> {
         let conn = self.lock();
         put_contact(&conn, contact)
@@ -739,19 +733,37 @@ fn put_session(
 fn put_contact(conn: &Connection, contact: &Contact) -> Result<(), SdkError> {
     let identity =
         rmp_serde::to_vec_named(&contact.identity).map_err(|e| SdkError::Storage(e.to_string()))?;
-    if let Some(handle) = &contact.handle {
-        // A handle names one account: an older contact with it lost it.
-        conn.execute(
-            "UPDATE contacts SET handle = NULL WHERE handle = ?1 AND account != ?2",
-            params![handle.as_str(), contact.account.as_bytes().as_slice()],
-        )
-        .map_err(db)?;
+    let mut handle = contact.handle.as_ref();
+    if let Some(h) = handle {
+        let account = contact.account.as_bytes().as_slice();
+        let held_by_verified: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM contacts
+                                WHERE handle = ?1 AND account != ?2 AND verified)",
+                params![h.as_str(), account],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if held_by_verified {
+            // A verified contact keeps its handle until the person takes the mark off
+            // (`unverify`), whichever side spoke first after the change: the account
+            // the handle now names is recorded without it, so a send to the handle is
+            // still refused (`IdentityChanged`) rather than going to the new account.
+            handle = None;
+        } else {
+            // A handle names one account: an older contact with it lost it.
+            conn.execute(
+                "UPDATE contacts SET handle = NULL WHERE handle = ?1 AND account != ?2",
+                params![h.as_str(), account],
+            )
+            .map_err(db)?;
+        }
     }
     conn.execute(
         "INSERT OR REPLACE INTO contacts (account, handle, identity, verified) VALUES (?1, ?2, ?3, ?4)",
         params![
             contact.account.as_bytes().as_slice(),
-            contact.handle.as_ref().map(Handle::as_str),
+            handle.map(Handle::as_str),
             identity,
             contact.verified
         ],
@@ -783,4 +795,38 @@ fn decode_card(bytes: &[u8]) -> Result<Card, SdkError> {
 
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::identity::IdentityKeyPair;
+
+    fn contact(handle: &str, verified: bool) -> Contact {
+        let identity = IdentityKeyPair::generate(&mut rand_core::OsRng);
+        Contact {
+            account: identity.account_id(),
+            handle: Some(Handle::parse(handle).unwrap()),
+            identity: identity.public(),
+            verified,
+        }
+    }
+
+    #[test]
+    fn a_verified_contact_keeps_its_handle_until_the_mark_is_taken_off() {
+        let store = ClientStore::in_memory().unwrap();
+        let bob = Handle::parse("bob").unwrap();
+        let mut old = contact("bob", true);
+        let new = contact("bob", false);
+        store.save_contact(&old).unwrap();
+        store.save_contact(&new).unwrap();
+        assert_eq!(store.contact_by_handle(&bob).unwrap(), Some(old.clone()));
+        assert_eq!(store.contact(&new.account).unwrap().unwrap().handle, None);
+
+        old.verified = false;
+        store.save_contact(&old).unwrap();
+        store.save_contact(&new).unwrap();
+        assert_eq!(store.contact_by_handle(&bob).unwrap(), Some(new));
+        assert_eq!(store.contact(&old.account).unwrap().unwrap().handle, None);
+    }
 }

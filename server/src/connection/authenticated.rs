@@ -428,6 +428,7 @@ fn refusal_error(outcome: EnqueueOutcome) -> RequestError {
     match outcome {
         EnqueueOutcome::Suspended => RequestError::Suspended,
         EnqueueOutcome::CategoryNotAllowed => RequestError::CategoryNotAllowed,
+        EnqueueOutcome::NotABusiness => RequestError::NotABusiness,
         EnqueueOutcome::RateLimited(retry) => RequestError::RateLimited {
             what: "business messages per second",
             retry_after: ms(retry),

@@ -30,7 +30,7 @@ pub enum AdminError {
     #[error("the display name {0:?} is confusable with the verified business {1:?}")]
     Confusable(String, String),
     /// The database failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -11,7 +11,8 @@
 //!
 //! An account with a row of business standing is a business, whatever the state of its
 //! certificate: while the certificate is revoked or expired it may still answer people in
-//! `conversation`, but nothing else. Refusals that would tell a business whether a person
+//! `conversation`, but nothing else. An account without that row is a person, and a
+//! person's send carries no category ([`EnqueueOutcome::NotABusiness`]). Refusals that would tell a business whether a person
 //! uses Parley, opted in, or blocked it all return [`EnqueueOutcome::Refused`].
 
 use parley_protocol::business::{Category, CategorySet};
@@ -223,7 +224,11 @@ pub fn decide(
 ) -> Decision {
     let refuse = Decision::Refuse;
     let Some(business) = facts.sender_business else {
-        // A person.
+        // A person. Categories are a business's: a person's category would make the
+        // recipient's client drop the message as a business message without consent.
+        if category.is_some() {
+            return refuse(EnqueueOutcome::NotABusiness);
+        }
         if !facts.recipient_exists {
             return refuse(EnqueueOutcome::UnknownRecipient);
         }
@@ -384,6 +389,28 @@ mod tests {
         assert_eq!(
             refused(decide(&facts, None, NOW, &policy())),
             Some(EnqueueOutcome::UnknownRecipient)
+        );
+    }
+
+    #[test]
+    fn a_person_may_not_claim_a_category() {
+        let mut facts = SendFacts::between_people();
+        for category in [Category::Marketing, Category::Conversation] {
+            assert_eq!(
+                refused(decide(&facts, Some(category), NOW, &policy())),
+                Some(EnqueueOutcome::NotABusiness)
+            );
+        }
+        facts.recipient_exists = false;
+        assert_eq!(
+            refused(decide(
+                &facts,
+                Some(Category::SecurityAlert),
+                NOW,
+                &policy()
+            )),
+            Some(EnqueueOutcome::NotABusiness),
+            "the sender's own standing is checked first"
         );
     }
 

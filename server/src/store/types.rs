@@ -227,6 +227,9 @@ pub enum EnqueueOutcome {
     Suspended,
     /// A business send without a category, or in one its certificate does not allow.
     CategoryNotAllowed,
+    /// A send with a category from an account that is not a business (categories are
+    /// for verified businesses only).
+    NotABusiness,
     /// The business is over its messages per second; retry after this many ms.
     RateLimited(u64),
     /// The business reached its daily unique recipients; a slot frees in this many ms.

@@ -1,4 +1,5 @@
-//! What nodes tell each other on a device's subject, as MessagePack.
+//! What nodes tell each other on a device's subject, as compact MessagePack (an enum as
+//! a one-entry map from its variant name, structs as arrays: no buffering when decoded).
 //!
 //! Every message is a hint: losing one delays a delivery until the next wake or resync,
 //! never loses an envelope (the store is the truth).
@@ -14,7 +15,6 @@ pub const WAKE_ENVELOPE_MAX_BYTES: usize = 8 * 1024;
 
 /// A message on a device's subject.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t")]
 pub enum DeviceMessage {
     /// An envelope was committed for the device at `seq`; here it is when small.
     #[serde(rename = "w")]
@@ -78,7 +78,7 @@ impl DeviceMessage {
     /// Encodes for the bus.
     pub fn encode(&self) -> Vec<u8> {
         // Plain structs of integers, strings and bytes always encode.
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+        rmp_serde::to_vec(self).unwrap_or_default()
     }
 
     /// Decodes a message from the bus; `None` for anything malformed (a hint less).

@@ -26,7 +26,9 @@ const DEVICE_LABEL: &[u8] = b"parley/v1/bus/device";
 /// Names the subjects of one cluster.
 #[derive(Clone)]
 pub struct Subjects {
-    key: ClusterKey,
+    /// The HMAC keyed with the cluster key that has read [`DEVICE_LABEL`]: each device's
+    /// subject clones it (half the hashing of keying it anew, on every wake).
+    device_mac: Hmac<Sha256>,
     prefix: String,
 }
 
@@ -41,22 +43,19 @@ impl std::fmt::Debug for Subjects {
 impl Subjects {
     /// The subjects of the cluster keyed by `key`.
     pub fn new(key: ClusterKey) -> Subjects {
-        let cluster = hmac_hex(&key, &[CLUSTER_LABEL], 16);
+        let mut device_mac = keyed(&key);
+        device_mac.update(DEVICE_LABEL);
         Subjects {
-            key,
-            prefix: format!("parley.{cluster}"),
+            device_mac,
+            prefix: format!("parley.{}", hex_digits(keyed(&key), &[CLUSTER_LABEL], 16)),
         }
     }
 
     /// The subject of one device.
     pub fn device(&self, device: &DeviceAddress) -> String {
-        let id = hmac_hex(
-            &self.key,
-            &[
-                DEVICE_LABEL,
-                device.account.as_bytes(),
-                &device.device.0.to_be_bytes(),
-            ],
+        let id = hex_digits(
+            self.device_mac.clone(),
+            &[device.account.as_bytes(), &device.device.0.to_be_bytes()],
             32,
         );
         format!("{}.d.{id}", self.prefix)
@@ -68,17 +67,22 @@ impl Subjects {
     }
 }
 
-fn hmac_hex(key: &ClusterKey, parts: &[&[u8]], hex_digits: usize) -> String {
-    // HMAC takes keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
+/// HMAC-SHA256 keyed with the cluster key.
+fn keyed(key: &ClusterKey) -> Hmac<Sha256> {
+    // HMAC takes keys of any length, so neither can fail.
+    match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
         Ok(mac) => mac,
-        Err(_) => return String::new(),
-    };
+        Err(_) => Hmac::<Sha256>::new(&Default::default()),
+    }
+}
+
+/// The first `digits` hex digits of `mac` over `parts`.
+fn hex_digits(mut mac: Hmac<Sha256>, parts: &[&[u8]], digits: usize) -> String {
     for part in parts {
         mac.update(part);
     }
     let mut text = hex::encode(mac.finalize().into_bytes());
-    text.truncate(hex_digits);
+    text.truncate(digits);
     text
 }
 

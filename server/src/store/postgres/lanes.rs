@@ -11,13 +11,14 @@
 //!
 //! Order. One device's jobs go to one lane, whose batches run one after another, and
 //! within a batch its jobs keep their order: a sender's envelopes are stored, and its
-//! acks applied, in the order submitted. Within a batch the jobs run sorted by recipient
-//! (a stable sort, so one sender's envelopes to one recipient keep their order), so that
-//! batches of different lanes lock `queue_head` rows in one global order and do not
-//! deadlock over them. Per recipient, the row lock of `queue_head` makes seq order commit
-//! order; so the listener hears each recipient's envelopes in seq order from one lane,
-//! while envelopes of one recipient committed by different lanes (or nodes) may be heard
-//! out of order by a few microseconds (listeners tolerate a gap: `crate::presence`).
+//! acks applied, in the order submitted. A batch runs its envelopes in bulk
+//! (`enqueue.rs`), decided in the order submitted (so the first of two sends with one
+//! id is the one stored, as in a store without batches), and first locks the
+//! `queue_head` rows of all its recipients in one global order, so that batches of different lanes do not deadlock
+//! over them. Per recipient, the row lock of `queue_head` makes seq order commit order;
+//! so the listener hears each recipient's envelopes in seq order from one lane, while
+//! envelopes of one recipient committed by different lanes (or nodes) may be heard out
+//! of order by a few microseconds (listeners tolerate a gap: `crate::presence`).
 //!
 //! Failures. A batch that fails with a deadlock, a serialization failure or a concurrent
 //! insert of the same key (other locks, such as a business's rate bucket, can still make
@@ -30,13 +31,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deadpool_postgres::{Pool, Transaction};
+use futures_util::future::try_join;
 use parley_protocol::ids::{DeviceAddress, Seq};
 use tokio::sync::{mpsc, oneshot};
 
+use super::enqueue::{store_envelopes, EnqueueStatements};
 use super::errors::{pool_error, Failure};
 use super::policy::SendRules;
 use super::pool::{backoff, ATTEMPTS};
-use super::queue::{self, EnqueueStatements};
+use super::queue;
 use crate::metrics::StoreMetrics;
 use crate::store::types::announce;
 use crate::store::{CommitListener, EnqueueOutcome, NewEnvelope, StoreError};
@@ -69,16 +72,6 @@ impl LaneJob {
             LaneJob::Enqueue { envelope, .. } => &envelope.from,
             LaneJob::Ack { device, .. } => device,
         }
-    }
-
-    /// The recipient whose `queue_head` row the job locks (or whose queue it touches):
-    /// batches run their jobs in this order.
-    fn recipient(&self) -> (&[u8], u32) {
-        let address = match self {
-            LaneJob::Enqueue { envelope, .. } => &envelope.to,
-            LaneJob::Ack { device, .. } => device,
-        };
-        (address.account.as_bytes().as_slice(), address.device.0)
     }
 
     /// Answers the job with what it did in a committed batch (telling `listener` of an
@@ -212,8 +205,7 @@ async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
 
 /// Runs `jobs` in one transaction (again, after a retryable failure), then announces
 /// and answers them.
-async fn commit_batch(context: &LaneContext, mut jobs: Vec<LaneJob>) {
-    jobs.sort_by(|a, b| a.recipient().cmp(&b.recipient()));
+async fn commit_batch(context: &LaneContext, jobs: Vec<LaneJob>) {
     let started = Instant::now();
     let mut attempt = 1;
     let result = loop {
@@ -254,38 +246,40 @@ async fn run_batch(context: &LaneContext, jobs: &[LaneJob]) -> Result<Vec<Done>,
     Ok(done)
 }
 
-/// Runs the jobs in order in `tx`. Each envelope's writes go out with the next
-/// envelope's reads (see `queue::enqueue`), and are confirmed before an ack and before
-/// the commit.
+/// Runs the jobs in `tx`: the acks and the envelopes each in bulk (`queue::ack_through`,
+/// `enqueue::store_envelopes`), in one pipeline. An ack never covers an envelope of its
+/// own batch (a device acks only what it was pushed, which was committed before).
 async fn run_jobs(
     tx: &Transaction<'_>,
     context: &LaneContext,
     jobs: &[LaneJob],
 ) -> Result<Vec<Done>, Failure> {
     let statements = EnqueueStatements::prepare(tx).await?;
-    let mut done = Vec::with_capacity(jobs.len());
-    let mut writes = None;
+    let mut envelopes = Vec::with_capacity(jobs.len());
+    let mut acks = Vec::new();
     for job in jobs {
-        done.push(match job {
-            LaneJob::Enqueue { envelope, .. } => {
-                let (outcome, next) =
-                    queue::enqueue(tx, &statements, &context.rules, envelope, writes.take())
-                        .await?;
-                writes = next;
-                Done::Enqueued(outcome)
-            }
+        match job {
+            LaneJob::Enqueue { envelope, .. } => envelopes.push(envelope),
             LaneJob::Ack {
                 device, through, ..
-            } => {
-                if let Some(writes) = writes.take() {
-                    writes.await?;
-                }
-                Done::Acked(queue::ack_through(tx, device, *through).await?)
-            }
-        });
+            } => acks.push((device, *through)),
+        }
     }
-    if let Some(writes) = writes {
-        writes.await?;
+    let (acked, stored) = try_join(
+        queue::ack_through(tx, &acks),
+        store_envelopes(tx, &statements, &context.rules, &envelopes),
+    )
+    .await?;
+    let (mut acked, mut stored) = (acked.into_iter(), stored.into_iter());
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let next = match job {
+            LaneJob::Enqueue { .. } => stored.next().map(Done::Enqueued),
+            LaneJob::Ack { .. } => acked.next().map(Done::Acked),
+        };
+        done.push(next.ok_or_else(|| {
+            StoreError::Database("a batch answered fewer jobs than it ran".into())
+        })?);
     }
     Ok(done)
 }

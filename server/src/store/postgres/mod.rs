@@ -21,6 +21,7 @@
 mod accounts;
 mod admin;
 mod business;
+mod enqueue;
 mod errors;
 mod lanes;
 mod limits;

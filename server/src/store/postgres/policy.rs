@@ -143,13 +143,14 @@ impl PolicyStatements {
 }
 
 /// The columns of the facts every send needs, for the caller's statement that also reads
-/// the sender's dedup entry (one statement, run after the recipient's seq was taken):
-/// whether the recipient (`$4`) blocks the sender (`$1`), whether the recipient is a
-/// business, whether the sender is one. Decoded by [`people_facts`].
+/// the sender's dedup entry (one statement over the batch, run after the recipients'
+/// heads were locked; its rows are `i`, with columns `from_account` and `to_account`):
+/// whether the recipient blocks the sender, whether the recipient is a business, whether
+/// the sender is one. Decoded by [`people_facts`].
 pub(super) const PEOPLE_FACTS: &str = "
-    EXISTS (SELECT 1 FROM blocks WHERE person = $4 AND blocked = $1),
-    EXISTS (SELECT 1 FROM businesses WHERE account = $4),
-    EXISTS (SELECT 1 FROM businesses WHERE account = $1)";
+    EXISTS (SELECT 1 FROM blocks WHERE person = i.to_account AND blocked = i.from_account),
+    EXISTS (SELECT 1 FROM businesses WHERE account = i.to_account),
+    EXISTS (SELECT 1 FROM businesses WHERE account = i.from_account)";
 
 /// The facts of [`PEOPLE_FACTS`], read from `row` from column `first` on, and whether
 /// the sender is a business (then [`read_business_facts`] reads its standing).

@@ -1,36 +1,16 @@
-//! The SQL of the queues: storing an envelope (inside a lane's transaction), reading a
-//! page, cumulative acks, and the retention sweep.
-//!
-//! An envelope takes up to three steps inside its batch's transaction, each a pipeline
-//! of statements sent together (tokio-postgres pipelines the queries of one
-//! connection that are polled together; they run in the order sent):
-//!
-//! 1. **the recipient's next seq** (`UPDATE queue_head ... RETURNING`, which locks the
-//!    row until the commit); then one statement for the sender's device key, any earlier
-//!    send of its message id and the send facts about the people involved (`policy.rs`).
-//! 2. only for a business sender: its standing, consent or care window, reach, rate
-//!    bucket.
-//! 3. the decision's effects, the queue row and the dedup row. These are not waited
-//!    for: they go out ahead of the next envelope's step 1 (or before the commit), so an
-//!    envelope between people costs one round trip.
-//!
-//! The seq is taken before the facts are read so that the facts are read under the
-//! recipient's lock (see `policy.rs`). A send that turns out to be a retry or a refusal
-//! gives its seq back (`next_seq - 1`): nobody else can have taken one meanwhile, since
-//! the row stays locked until this transaction ends, so seqs stay dense.
+//! The SQL of the queues besides storing (`enqueue.rs`): reading a page, cumulative
+//! acks, and the retention sweep.
+
+use std::collections::HashMap;
 
 use deadpool_postgres::{ClientWrapper, Transaction};
-use futures_util::future::try_join3;
+use futures_util::future::try_join_all;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
-use tokio_postgres::Statement;
 
 use super::errors::Failure;
-use super::policy::{self, PolicyStatements, SendRules, PEOPLE_FACTS};
-use super::pool::JobFuture;
-use crate::store::policy::{category_code, category_from_code, decide, Decision};
-use crate::store::retry::{answer_retry, ciphertext_digest, EarlierSend};
+use crate::store::policy::category_from_code;
 use crate::store::values::{corrupt, to_i64, to_u64};
-use crate::store::{EnqueueOutcome, NewEnvelope, StoreError, StoredEnvelope, SweepReport};
+use crate::store::{StoredEnvelope, SweepReport};
 
 /// Rows deleted per sweep call, so that one sweep never holds locks for long.
 pub(super) const SWEEP_BATCH: i64 = 5_000;
@@ -38,197 +18,6 @@ pub(super) const SWEEP_BATCH: i64 = 5_000;
 /// First key of the advisory lock that lets one node at a time sweep ("PRLZ"; the
 /// second key is the schema's, as for migrations).
 const LOCK_CLASS_SWEEP: i32 = 0x5052_4c5a;
-
-/// The statements of [`enqueue`], prepared once per batch.
-#[derive(Debug)]
-pub(super) struct EnqueueStatements {
-    sender: Statement,
-    take_seq: Statement,
-    give_back_seq: Statement,
-    insert_queue: Statement,
-    insert_sent: Statement,
-    policy: PolicyStatements,
-}
-
-impl EnqueueStatements {
-    pub(super) async fn prepare(tx: &Transaction<'_>) -> Result<EnqueueStatements, Failure> {
-        Ok(EnqueueStatements {
-            sender: tx
-                .prepare_cached(&format!(
-                    "SELECT d.id, s.seq, s.recipient, s.digest, {PEOPLE_FACTS}
-                     FROM devices AS d
-                     LEFT JOIN sent AS s ON s.sender = d.id AND s.message_id = $3
-                     WHERE d.account = $1 AND d.device = $2"
-                ))
-                .await?,
-            take_seq: tx
-                .prepare_cached(
-                    "UPDATE queue_head SET next_seq = next_seq + 1
-                     WHERE recipient = (SELECT id FROM devices WHERE account = $1 AND device = $2)
-                     RETURNING recipient, next_seq - 1",
-                )
-                .await?,
-            give_back_seq: tx
-                .prepare_cached(
-                    "UPDATE queue_head SET next_seq = next_seq - 1 WHERE recipient = $1",
-                )
-                .await?,
-            insert_queue: tx
-                .prepare_cached(
-                    "INSERT INTO queue (recipient, seq, sender_account, sender_device,
-                                        message_id, accepted_at_ms, ciphertext, category)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .await?,
-            insert_sent: tx
-                .prepare_cached(
-                    "INSERT INTO sent (sender, message_id, seq, recipient, digest, accepted_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .await?,
-            policy: PolicyStatements::prepare(tx).await?,
-        })
-    }
-}
-
-/// Writes of an accepted envelope that are sent but not yet confirmed: the caller sends
-/// them with the next envelope's reads (see [`enqueue`]) or awaits them before it
-/// commits. Any failure among them fails the transaction.
-pub(super) type Writes<'a> = JobFuture<'a, ()>;
-
-/// Stores `e` (or finds the earlier result of its id) in the caller's transaction.
-///
-/// `before` are the previous envelope's writes: they go out in the same pipeline as this
-/// envelope's reads, ahead of them (so the reads see them), which saves a round trip per
-/// envelope. The writes of `e` itself come back unsent, for the caller to pass on to the
-/// next envelope or to await before the commit.
-pub(super) async fn enqueue<'a>(
-    tx: &'a Transaction<'a>,
-    st: &'a EnqueueStatements,
-    rules: &'a SendRules,
-    e: &'a NewEnvelope,
-    before: Option<Writes<'a>>,
-) -> Result<(EnqueueOutcome, Option<Writes<'a>>), Failure> {
-    let from_account = e.from.account.as_bytes().as_slice();
-    let from_device = i64::from(e.from.device.0);
-    let to_account = e.to.account.as_bytes().as_slice();
-    let to_device = i64::from(e.to.device.0);
-    let id = e.id.as_bytes().as_slice();
-    let before = async {
-        match before {
-            Some(writes) => writes.await,
-            None => Ok(()),
-        }
-    };
-    // In this order: the seq (and the recipient's lock) before the facts.
-    let ((), taken, sender) = try_join3(
-        before,
-        async {
-            let row = tx
-                .query_opt(&st.take_seq, &[&to_account, &to_device])
-                .await?;
-            Ok(row)
-        },
-        async {
-            let row = tx
-                .query_opt(&st.sender, &[&from_account, &from_device, &id, &to_account])
-                .await?;
-            Ok(row)
-        },
-    )
-    .await?;
-    let sender = sender.ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
-    let sender_key: i64 = sender.try_get(0)?;
-    let (mut facts, from_a_business) = policy::people_facts(&sender, 4)?;
-    // (recipient key, seq) when the recipient exists.
-    let taken: Option<(i64, i64)> = match taken {
-        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
-        None => None,
-    };
-    let digest = ciphertext_digest(&e.ciphertext);
-    if let Some(earlier) = sender.try_get::<_, Option<i64>>(1)? {
-        give_back(tx, st, taken).await?;
-        let earlier_recipient: Option<i64> = sender.try_get(2)?;
-        let earlier_digest: Option<Vec<u8>> = sender.try_get(3)?;
-        let outcome = answer_retry(EarlierSend {
-            seq: Seq(to_u64(earlier)),
-            same_recipient: earlier_recipient.map(|r| Some(r) == taken.map(|(key, _)| key)),
-            same_bytes: earlier_digest.map(|d| d.as_slice() == digest.as_slice()),
-        });
-        return Ok((outcome, None));
-    }
-    facts.recipient_exists = taken.is_some();
-    let bucket = if from_a_business {
-        Some(policy::read_business_facts(tx, &st.policy, rules, e, &mut facts).await?)
-    } else {
-        None
-    };
-    let (from_business, effects) = match decide(&facts, e.category, e.now_ms, &rules.policy) {
-        Decision::Refuse(outcome) => {
-            give_back(tx, st, taken).await?;
-            return Ok((outcome, None));
-        }
-        Decision::Accept {
-            from_business,
-            effects,
-        } => (from_business, effects),
-    };
-    let Some((recipient, seq)) = taken else {
-        return Ok((EnqueueOutcome::UnknownRecipient, None));
-    };
-    let writes: Writes<'a> = Box::pin(async move {
-        let now = to_i64(e.now_ms);
-        let category = e.category.filter(|_| from_business).map(category_code);
-        let digest = digest.as_slice();
-        try_join3(
-            policy::write_effects(tx, &st.policy, rules, e, effects, bucket),
-            async {
-                tx.execute(
-                    &st.insert_queue,
-                    &[
-                        &recipient,
-                        &seq,
-                        &from_account,
-                        &from_device,
-                        &id,
-                        &now,
-                        &e.ciphertext,
-                        &category,
-                    ],
-                )
-                .await?;
-                Ok(())
-            },
-            async {
-                tx.execute(
-                    &st.insert_sent,
-                    &[&sender_key, &id, &seq, &recipient, &digest, &now],
-                )
-                .await?;
-                Ok(())
-            },
-        )
-        .await?;
-        Ok(())
-    });
-    let outcome = EnqueueOutcome::Accepted {
-        seq: Seq(to_u64(seq)),
-        from_business,
-    };
-    Ok((outcome, Some(writes)))
-}
-
-/// Returns a seq taken for an envelope that is not stored.
-async fn give_back(
-    tx: &Transaction<'_>,
-    st: &EnqueueStatements,
-    taken: Option<(i64, i64)>,
-) -> Result<(), Failure> {
-    if let Some((recipient, _)) = taken {
-        tx.execute(&st.give_back_seq, &[&recipient]).await?;
-    }
-    Ok(())
-}
 
 /// Up to `limit` envelopes of `device` after `after`, in seq order.
 pub(super) async fn page(
@@ -284,12 +73,17 @@ pub(super) async fn page(
     Ok(out)
 }
 
-/// Deletes the envelopes of `device` up to `through`; returns how many.
+/// Applies a batch's acks: deletes each device's envelopes up to the highest seq it
+/// acknowledged, one statement per device (all in one pipeline). Returns, per ack in
+/// order, the envelopes it deleted: a device's count goes to its last ack (its acks are
+/// cumulative), its earlier ones get 0.
 pub(super) async fn ack_through(
     tx: &Transaction<'_>,
-    device: &DeviceAddress,
-    through: Seq,
-) -> Result<u64, Failure> {
+    acks: &[(&DeviceAddress, Seq)],
+) -> Result<Vec<u64>, Failure> {
+    if acks.is_empty() {
+        return Ok(Vec::new());
+    }
     let statement = tx
         .prepare_cached(
             "DELETE FROM queue
@@ -297,16 +91,35 @@ pub(super) async fn ack_through(
                AND seq <= $3",
         )
         .await?;
-    Ok(tx
-        .execute(
-            &statement,
-            &[
-                &device.account.as_bytes().as_slice(),
-                &i64::from(device.device.0),
-                &to_i64(through.0),
-            ],
-        )
-        .await?)
+    // Per device: the highest seq and the index of its last ack.
+    let mut highest: HashMap<&DeviceAddress, (Seq, usize)> = HashMap::new();
+    for (index, (device, through)) in acks.iter().enumerate() {
+        let entry = highest.entry(*device).or_insert((*through, index));
+        *entry = (entry.0.max(*through), index);
+    }
+    let deletes = highest.iter().map(|(device, (through, last))| {
+        let statement = &statement;
+        async move {
+            let deleted = tx
+                .execute(
+                    statement,
+                    &[
+                        &device.account.as_bytes().as_slice(),
+                        &i64::from(device.device.0),
+                        &to_i64(through.0),
+                    ],
+                )
+                .await?;
+            Ok::<_, Failure>((*last, deleted))
+        }
+    });
+    let mut counts = vec![0; acks.len()];
+    for (last, deleted) in try_join_all(deletes).await? {
+        if let Some(count) = counts.get_mut(last) {
+            *count = deleted;
+        }
+    }
+    Ok(counts)
 }
 
 /// Deletes at most [`SWEEP_BATCH`] envelopes accepted before `queue_cutoff_ms` and as

@@ -13,7 +13,6 @@ use super::{open_connection, schema, sql_error, Durability, DATABASE_FILE};
 use crate::authority::Authority;
 use crate::store::admin::{decode_certificate, AdminError, BusinessListing, Verification};
 use crate::store::values::{corrupt, to_i64, to_u64};
-use crate::store::StoreError;
 
 /// Issues (or reissues, with the next serial) a certificate for the account `handle`.
 pub fn verify_business(
@@ -186,15 +185,15 @@ fn account_of(conn: &Connection, handle: &Handle) -> Result<AccountId, AdminErro
     Ok(AccountId::from_slice(&bytes).ok_or_else(|| corrupt("accounts.account"))?)
 }
 
-/// Opens the database of `data_dir` (migrating it if needed) and runs `f` in one
-/// immediate transaction, committed if `f` succeeds.
+/// Opens the existing database of `data_dir` (migrating it if needed; never creating
+/// one) and runs `f` in one immediate transaction, committed if `f` succeeds.
 fn with_transaction<T>(
     data_dir: &Path,
     f: impl FnOnce(&Connection) -> Result<T, AdminError>,
 ) -> Result<T, AdminError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", data_dir.display())))?;
-    let mut conn = open_connection(&data_dir.join(DATABASE_FILE), Durability::Full, false)?;
+    let path = data_dir.join(DATABASE_FILE);
+    super::maintenance::require_existing(&path)?;
+    let mut conn = open_connection(&path, Durability::Full, false)?;
     schema::migrate(&mut conn)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -117,6 +117,18 @@ pub fn backup(data_dir: &Path, destination: &Path) -> Result<BackupReport, Store
             destination.display()
         )));
     }
+    let parent = destination
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(StoreError::Database(format!(
+            "cannot write the backup to {}: the directory {} does not exist (create it \
+             first, or choose another file)",
+            destination.display(),
+            parent.display()
+        )));
+    }
     let source = open_existing(&data_dir.join(DATABASE_FILE))?;
     let mut partial = destination.as_os_str().to_owned();
     partial.push(".partial");
@@ -185,13 +197,22 @@ pub fn migrate(data_dir: &Path) -> Result<u32, StoreError> {
         .map_err(sql_error)
 }
 
-fn open_existing(path: &Path) -> Result<Connection, StoreError> {
-    if !path.exists() {
-        return Err(StoreError::Database(format!(
-            "no database at {} (is --data-dir right?)",
-            path.display()
-        )));
+/// Fails unless the database file `path` exists: operator commands act on a server's
+/// database and never create one (in a mistyped directory, a new empty database would
+/// answer "no businesses" as if all were well).
+pub(super) fn require_existing(path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        return Ok(());
     }
+    Err(StoreError::Database(format!(
+        "no database at {}: is --data-dir right? (a server creates it when it first \
+         starts there; admin commands never do)",
+        path.display()
+    )))
+}
+
+fn open_existing(path: &Path) -> Result<Connection, StoreError> {
+    require_existing(path)?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
