@@ -1,10 +1,12 @@
 //! Load-test identities: real Ed25519/X25519 keys and correctly signed `register`,
 //! `auth` and `grant_consent` bodies. No one-time prekeys: the relay path does not need
-//! them.
+//! them. The KEM prekey a registration must carry is generated for it and not kept
+//! (nobody starts a session with a load-test account).
 
 use anyhow::Context;
 use parley_protocol::auth::{auth_transcript, register_transcript};
 use parley_protocol::business::{CategorySet, ConsentGrant, ConsentNonce, SignedGrant};
+use parley_protocol::e2e::KemPrekeySecret;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, PrekeyId};
 use parley_protocol::prekeys::PrekeySecret;
@@ -59,7 +61,9 @@ impl Account {
             identity,
             handle: self.handle.clone(),
             signed_prekey: self.signed_prekey.signed_by(&self.identity),
-            kem_prekey: None,
+            kem_prekey: Some(
+                KemPrekeySecret::generate(PrekeyId(2), &mut OsRng).signed_by(&self.identity),
+            ),
             one_time_prekeys: Vec::new(),
         })
     }

@@ -13,8 +13,9 @@
 //! * [`limits`]: every protocol limit, in one place.
 //! * [`duration`]: durations in settings (`10s`, `30d`), for every binary; no wire meaning.
 //!
-//! The server uses only the wire, id and verification parts; end-to-end session
-//! cryptography is for clients.
+//! The server uses only the wire, id and verification parts (including the ML-KEM-768
+//! encapsulation-key check on published KEM prekeys); end-to-end session cryptography is
+//! for clients.
 //!
 //! ```
 //! use parley_protocol::wire::{self, client::{Ack, ClientBody}, ClientFrame};

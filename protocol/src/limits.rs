@@ -13,6 +13,13 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// envelope of [`MAX_ENVELOPE_BYTES`]) with room for framing.
 pub const MAX_FRAME_BYTES: usize = 80 * 1024;
 
+/// Deepest nesting of MessagePack arrays and maps a decoder of this crate follows (frames,
+/// end-to-end content, session records). The deepest legitimate value nests 8 levels (a
+/// consent grant inside its frame). rmp-serde's own default, 1024, lets one 80 KiB frame
+/// whose unknown key holds 1 000 nested arrays overflow a 2 MiB thread stack while the
+/// decoder skips it, which aborts the whole process.
+pub const MAX_NESTING_DEPTH: usize = 32;
+
 /// Largest ciphertext an envelope may carry. Attachments travel out of band; 64 KiB is
 /// generous for text, cards and receipts after encryption.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;

@@ -3,8 +3,10 @@
 //!
 //! * a **signed prekey** (X25519), replaced now and then, the last resort when one-time
 //!   prekeys run out;
-//! * an optional **signed KEM prekey** (ML-KEM-768 encapsulation key) for the
-//!   post-quantum share of session setup;
+//! * a **signed KEM prekey** (ML-KEM-768 encapsulation key) for the post-quantum share
+//!   of session setup: optional in the frame types, but required by `register` and by
+//!   every client starting a session, so an account without a valid one cannot be
+//!   written to ([`SignedKemPrekey::check_key`]);
 //! * **one-time prekeys** (X25519), each handed out by the server exactly once.
 //!
 //! Signed transcripts (see [`crate::signature`]):
@@ -17,6 +19,7 @@
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::e2e::{check_encapsulation_key, InvalidKemKey};
 use crate::identity::{IdentityKeyPair, IdentityPublic, X25519Public};
 use crate::ids::{AccountId, DeviceId, PrekeyId};
 use crate::limits::KEM_PUBLIC_KEY_BYTES;
@@ -51,13 +54,16 @@ impl SignedPrekey {
     }
 }
 
-/// A signed ML-KEM-768 prekey. The server checks the signature and the length only.
+/// A signed ML-KEM-768 prekey. The server checks the signature and that the key is one
+/// an ML-KEM-768 implementation accepts ([`SignedKemPrekey::check_key`]); the length is
+/// a decoding rule, like every fixed-size field's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedKemPrekey {
     /// Its id, chosen by the owner.
     pub id: PrekeyId,
-    /// The encapsulation key, [`KEM_PUBLIC_KEY_BYTES`] bytes.
-    #[serde(with = "serde_bytes")]
+    /// The encapsulation key, exactly [`KEM_PUBLIC_KEY_BYTES`] bytes (another length does
+    /// not decode).
+    #[serde(with = "kem_public_bytes")]
     pub public: Vec<u8>,
     /// The owner's identity signature.
     pub signature: Signature,
@@ -81,6 +87,26 @@ impl SignedKemPrekey {
             &Self::transcript(self.id, &self.public),
             &self.signature,
         )
+    }
+
+    /// Checks that the key is an ML-KEM-768 encapsulation key (FIPS 203 §7.2: length and
+    /// modulus check), so that peers can encapsulate to it.
+    pub fn check_key(&self) -> Result<(), InvalidKemKey> {
+        check_encapsulation_key(&self.public)
+    }
+}
+
+/// The encoding of a KEM prekey's `public`: a `bin` of exactly [`KEM_PUBLIC_KEY_BYTES`]
+/// bytes; another length is a decoding error, as for every fixed-size field.
+mod kem_public_bytes {
+    use super::KEM_PUBLIC_KEY_BYTES;
+
+    pub fn serialize<S: serde::Serializer>(public: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(public)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        crate::fixed_bytes::deserialize_array::<D, KEM_PUBLIC_KEY_BYTES>(d).map(|a| a.to_vec())
     }
 }
 
@@ -209,6 +235,24 @@ mod tests {
         assert_eq!(bundle.verify(), Ok(()));
         bundle.signed_prekey = spk.signed_by(&mallory);
         assert_eq!(bundle.verify(), Err(BadSignature));
+    }
+
+    #[test]
+    fn a_kem_prekey_of_another_length_does_not_decode() {
+        let alice = IdentityKeyPair::generate(&mut OsRng);
+        for len in [0, KEM_PUBLIC_KEY_BYTES - 1, KEM_PUBLIC_KEY_BYTES + 1] {
+            let public = vec![3u8; len];
+            let kem = SignedKemPrekey {
+                id: PrekeyId(1),
+                signature: alice.sign(&SignedKemPrekey::transcript(PrekeyId(1), &public)),
+                public,
+            };
+            let bytes = rmp_serde::to_vec_named(&kem).unwrap();
+            assert!(
+                rmp_serde::from_slice::<SignedKemPrekey>(&bytes).is_err(),
+                "{len}"
+            );
+        }
     }
 
     #[test]

@@ -102,3 +102,49 @@ pub fn prekey_store(records: &PrekeyRecords) -> Result<PrekeySecretStore, SdkErr
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::auth::register_transcript;
+    use parley_protocol::ids::{Nonce, ServerId};
+    use parley_protocol::signature;
+    use rand_core::OsRng;
+
+    fn hello() -> Hello {
+        Hello {
+            server_id: ServerId([0x11; 32]),
+            nonce: Nonce([0x22; 32]),
+            max_envelope_bytes: 65_536,
+            auth_timeout_ms: 10_000,
+        }
+    }
+
+    /// The relay refuses a registration without a KEM prekey, or with one no ML-KEM-768
+    /// implementation accepts (`invalid_prekey`): the SDK never builds one.
+    #[test]
+    fn every_registration_carries_a_valid_signed_kem_prekey() {
+        for _ in 0..16 {
+            let (identity, records) = generate_identity(&mut OsRng);
+            let register = register_body(&identity, &records, &hello(), None).unwrap();
+            let account = identity.account_id();
+            let kem = register.kem_prekey.expect("a KEM prekey");
+            assert_eq!(kem.verify(&account), Ok(()));
+            assert_eq!(kem.check_key(), Ok(()));
+            assert_eq!(register.signed_prekey.verify(&account), Ok(()));
+            let transcript =
+                register_transcript(&hello().server_id, &hello().nonce, &register.identity, None);
+            assert_eq!(
+                signature::verify(&account, &transcript, &register.signature),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_stored_kem_prekey_no_registration_is_built() {
+        let (identity, mut records) = generate_identity(&mut OsRng);
+        records.kem.clear();
+        assert!(register_body(&identity, &records, &hello(), None).is_err());
+    }
+}

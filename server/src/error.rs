@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use parley_protocol::limits::MAX_ERROR_MESSAGE_LEN;
 use parley_protocol::wire::server::ErrorBody;
 use parley_protocol::wire::ErrorCode;
 
@@ -13,8 +14,9 @@ use crate::store::StoreError;
 /// otherwise (see `connection`).
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// The frame was not a valid v1 frame.
-    #[error("malformed frame: {0}")]
+    /// The frame was not a valid v1 frame; the text says why, whole (a decoder's message
+    /// already names the frame, so nothing is prefixed).
+    #[error("{0}")]
     Malformed(String),
     /// The frame's protocol version is not spoken here.
     #[error("unsupported protocol version")]
@@ -31,6 +33,10 @@ pub enum RequestError {
     /// A registration or prekey signature did not verify.
     #[error("invalid signature on {0}")]
     InvalidSignature(&'static str),
+    /// A registration without a KEM prekey, or a KEM prekey that is not an ML-KEM-768
+    /// encapsulation key: nobody could start a session with the device.
+    #[error("{0}")]
+    InvalidPrekey(String),
     /// The identity key is already registered.
     #[error("this identity key is already registered")]
     AccountExists,
@@ -105,6 +111,7 @@ impl RequestError {
             RequestError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
             RequestError::AuthFailed => ErrorCode::AuthFailed,
             RequestError::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            RequestError::InvalidPrekey(_) => ErrorCode::InvalidPrekey,
             RequestError::AccountExists => ErrorCode::AccountExists,
             RequestError::HandleTaken => ErrorCode::HandleTaken,
             RequestError::NotFound(_) => ErrorCode::NotFound,
@@ -132,11 +139,9 @@ impl RequestError {
             RequestError::Store(StoreError::Database(_)) => "internal storage error".to_owned(),
             other => other.to_string(),
         };
-        let mut message = message;
-        message.truncate(parley_protocol::limits::MAX_ERROR_MESSAGE_LEN);
         ErrorBody {
             code: self.code(),
-            message,
+            message: shortened(message),
             retry_after_ms: match self {
                 RequestError::RateLimited { retry_after, .. }
                 | RequestError::ReachExhausted { retry_after } => {
@@ -148,9 +153,53 @@ impl RequestError {
     }
 }
 
+/// Marks a message cut to fit [`MAX_ERROR_MESSAGE_LEN`].
+const ELLIPSIS: char = '…';
+
+/// `message` if it fits in [`MAX_ERROR_MESSAGE_LEN`] bytes; otherwise as much of it as
+/// fits with [`ELLIPSIS`], cut at a character boundary (a message may quote the peer's
+/// own text, any UTF-8).
+fn shortened(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_LEN {
+        return message;
+    }
+    let mut end = MAX_ERROR_MESSAGE_LEN - ELLIPSIS.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push(ELLIPSIS);
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let short = "x".repeat(MAX_ERROR_MESSAGE_LEN);
+        assert_eq!(shortened(short.clone()), short);
+        for prefix in 0..4 {
+            let long = format!("{}{}", "a".repeat(prefix), "é€😀".repeat(100));
+            let cut = shortened(long.clone());
+            assert!(cut.len() <= MAX_ERROR_MESSAGE_LEN, "{}", cut.len());
+            assert!(cut.ends_with(ELLIPSIS));
+            assert!(long.starts_with(cut.trim_end_matches(ELLIPSIS)));
+        }
+    }
+
+    #[test]
+    fn a_decoding_error_is_not_prefixed_twice() {
+        let e = parley_protocol::wire::decode_client(&[0xc1]).unwrap_err();
+        let wire = RequestError::Malformed(e.to_string()).to_wire();
+        assert_eq!(
+            wire.message.matches("malformed frame").count(),
+            1,
+            "{}",
+            wire.message
+        );
+    }
 
     #[test]
     fn storage_details_do_not_reach_the_client() {

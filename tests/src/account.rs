@@ -1,6 +1,7 @@
 //! Test identities: real Ed25519/X25519 keys and correctly signed frames.
 
 use parley_protocol::auth::{auth_transcript, register_transcript};
+use parley_protocol::e2e::KemPrekeySecret;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, PrekeyId};
 use parley_protocol::prekeys::PrekeySecret;
@@ -17,17 +18,21 @@ pub struct TestAccount {
     pub handle: Option<Handle>,
     /// The signed prekey secret.
     pub signed_prekey: PrekeySecret,
+    /// The KEM prekey (ML-KEM-768), id 2: a registration without one is refused.
+    pub kem_prekey: KemPrekeySecret,
     /// One-time prekey secrets, ids 1..=n.
     pub one_time: Vec<PrekeySecret>,
 }
 
 impl TestAccount {
-    /// A fresh identity with `one_time` one-time prekeys and an optional handle.
+    /// A fresh identity with a KEM prekey, `one_time` one-time prekeys and an optional
+    /// handle.
     pub fn new(handle: Option<&str>, one_time: u32) -> TestAccount {
         TestAccount {
             identity: IdentityKeyPair::generate(&mut OsRng),
             handle: handle.map(|h| Handle::parse(h).expect("test handles are valid")),
             signed_prekey: PrekeySecret::generate(PrekeyId(1), &mut OsRng),
+            kem_prekey: KemPrekeySecret::generate(PrekeyId(2), &mut OsRng),
             one_time: (1..=one_time)
                 .map(|id| PrekeySecret::generate(PrekeyId(id), &mut OsRng))
                 .collect(),
@@ -56,7 +61,7 @@ impl TestAccount {
             identity,
             handle: self.handle.clone(),
             signed_prekey: self.signed_prekey.signed_by(&self.identity),
-            kem_prekey: None,
+            kem_prekey: Some(self.kem_prekey.signed_by(&self.identity)),
             one_time_prekeys: self.one_time.iter().map(PrekeySecret::one_time).collect(),
         })
     }

@@ -194,6 +194,16 @@ impl Client {
             .map_err(|_| anyhow!("server did not close the connection"))?
     }
 
+    /// Closes the connection normally (a WebSocket close, 1000) right away, without
+    /// reading what the server sent, and waits for the server to answer the close.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        self.ws.close(None).await?;
+        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        tokio::time::timeout(FRAME_TIMEOUT, drain)
+            .await
+            .map_err(|_| anyhow!("server did not answer the close"))
+    }
+
     /// The expected error code of a reply.
     pub fn error_code(reply: &Reply) -> Option<ErrorCode> {
         reply.as_ref().err().map(|e| e.code)

@@ -151,7 +151,7 @@ async fn small_order_keys_can_neither_register_nor_authenticate() {
         },
         handle: None,
         signed_prekey,
-        kem_prekey: None,
+        kem_prekey: honest.kem_prekey.clone(),
         one_time_prekeys: Vec::new(),
         signature: universal_forgery(),
     };

@@ -276,3 +276,40 @@ async fn regression_a_client_close_is_answered_with_its_code_or_1002() {
         assert_eq!(ending, Ending::Close(expected), "client close {code}");
     }
 }
+
+/// Regression: a frame whose unknown key held a value nested 80 000 arrays deep made the
+/// decoder recurse past the worker thread's stack while skipping it: the whole server
+/// process aborted. Nesting is now bounded (`limits::MAX_NESTING_DEPTH`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_deeply_nested_frame_is_malformed_and_the_server_lives_on() {
+    let server = TestServer::start().await.unwrap();
+    let (_, mut bystander) = registered(&server, "bystander").await;
+    let mut bytes = b"\x84\xa1v\x01\xa3rid\x01\xa4body\x81\xa3ack\x81\xa7through\x01\xa1x".to_vec();
+    bytes.extend(std::iter::repeat_n(0x91, MAX_FRAME_BYTES - bytes.len() - 1));
+    bytes.push(0x00);
+    for authenticated in [false, true] {
+        let mut c = if authenticated {
+            registered(&server, &format!("u{}", rand_handle())).await.1
+        } else {
+            Client::connect(&server.url()).await.unwrap()
+        };
+        c.send_raw(Message::Binary(Bytes::from(bytes.clone())))
+            .await
+            .unwrap();
+        loop {
+            match c.next_frame().await.unwrap().body {
+                ServerBody::Error(e) => {
+                    assert_eq!(e.code, ErrorCode::MalformedFrame);
+                    break;
+                }
+                ServerBody::Drained(_) => continue,
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            c.closed().await.unwrap(),
+            Some(CloseCode::InvalidPayload.code())
+        );
+    }
+    bystander_still_works(&mut bystander).await;
+}

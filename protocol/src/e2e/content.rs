@@ -39,6 +39,7 @@ use super::E2eError;
 use crate::fixed_bytes::fixed_bytes;
 use crate::identity::IdentityKeyPair;
 use crate::ids::{DeviceAddress, MessageId};
+use crate::limits::MAX_NESTING_DEPTH;
 use crate::signature::{self, Signature, SignatureDomain, Transcript};
 
 /// Label of the card digest.
@@ -181,6 +182,7 @@ impl Content {
         let mut rest = bytes;
         let content = {
             let mut de = rmp_serde::Deserializer::new(&mut rest);
+            de.set_max_depth(MAX_NESTING_DEPTH);
             Content::deserialize(&mut de).map_err(|_| E2eError::Malformed("content"))?
         };
         if !rest.is_empty() {
@@ -436,5 +438,18 @@ mod tests {
         assert_eq!(Content::decode(&bytes), Ok(text));
         bytes.push(0);
         assert!(Content::decode(&bytes).is_err());
+    }
+
+    /// Regression: an unknown key nesting thousands of arrays overflowed the stack while
+    /// the decoder skipped it (a peer could abort the recipient's process).
+    #[test]
+    fn regression_deep_nesting_is_refused_without_exhausting_the_stack() {
+        let mut bytes = b"\x81\xa4text\x82\xa4body\xa2hi\xa1x".to_vec();
+        bytes.extend(std::iter::repeat_n(
+            0x91,
+            MAX_PLAINTEXT_BYTES - bytes.len() - 1,
+        ));
+        bytes.push(0x00);
+        assert_eq!(Content::decode(&bytes), Err(E2eError::Malformed("content")));
     }
 }

@@ -5,6 +5,10 @@
 //! as a [`KemPrekeySecret`]. The initiator encapsulates to it; the 32-byte shared secret
 //! joins the X25519 outputs in the handshake KDF.
 //!
+//! [`check_encapsulation_key`] is FIPS 203's input check on an encapsulation key (§7.2):
+//! the relay refuses a registration or upload carrying a key that fails it (such an
+//! account could never be written to), and [`encapsulate`] refuses it too.
+//!
 //! The decapsulation key is held in its 2400-byte FIPS 203 encoding inside a zeroizing
 //! buffer and parsed only for the duration of one decapsulation (the `ml-kem` types are not
 //! zeroized without a feature this workspace does not enable).
@@ -110,17 +114,45 @@ fn parse_decapsulation_key(bytes: &[u8]) -> Result<DecapsulationKey, E2eError> {
     Ok(DecapsulationKey::from_bytes(&encoded))
 }
 
-/// Encapsulates a fresh shared secret to `public`: `(ciphertext, shared secret)`.
+/// Why bytes are not an ML-KEM-768 encapsulation key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidKemKey {
+    /// Not [`KEM_PUBLIC_KEY_BYTES`] long (FIPS 203 §7.2, type check).
+    #[error("an ML-KEM-768 encapsulation key is {KEM_PUBLIC_KEY_BYTES} bytes, not {0}")]
+    Length(usize),
+    /// A coefficient of `t̂` is not below q = 3329 (FIPS 203 §7.2, modulus check).
+    #[error("an ML-KEM-768 encapsulation key has a coefficient not below q = 3329")]
+    Modulus,
+}
+
+/// FIPS 203 §7.2 input checks on an encapsulation key: the length (1184 bytes), and the
+/// modulus check: the 1152-byte `ByteEncode12(t̂)` part must re-encode to itself after
+/// `ByteDecode12` (which reduces every 12-bit coefficient mod q), that is every
+/// coefficient is below q = 3329. The last 32 bytes (`ρ`) are any bytes.
+pub fn check_encapsulation_key(public: &[u8]) -> Result<(), InvalidKemKey> {
+    checked_encapsulation_key(public).map(|_| ())
+}
+
+/// The key, parsed, if it passes [`check_encapsulation_key`].
+fn checked_encapsulation_key(public: &[u8]) -> Result<EncapsulationKey, InvalidKemKey> {
+    let encoded = ml_kem::Encoded::<EncapsulationKey>::try_from(public)
+        .map_err(|_| InvalidKemKey::Length(public.len()))?;
+    let ek = EncapsulationKey::from_bytes(&encoded);
+    if ek.as_bytes() == encoded {
+        Ok(ek)
+    } else {
+        Err(InvalidKemKey::Modulus)
+    }
+}
+
+/// Encapsulates a fresh shared secret to `public`: `(ciphertext, shared secret)`. A key
+/// that fails [`check_encapsulation_key`] is refused.
 pub(crate) fn encapsulate(
     public: &[u8],
     rng: &mut impl CryptoRngCore,
 ) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), E2eError> {
-    if public.len() != KEM_PUBLIC_KEY_BYTES {
-        return Err(E2eError::Malformed("kem public key"));
-    }
-    let encoded = ml_kem::Encoded::<EncapsulationKey>::try_from(public)
-        .map_err(|_| E2eError::Malformed("kem public key"))?;
-    let ek = EncapsulationKey::from_bytes(&encoded);
+    let ek =
+        checked_encapsulation_key(public).map_err(|_| E2eError::Malformed("kem public key"))?;
     let (ct, shared) = ek
         .encapsulate(rng)
         .map_err(|()| E2eError::Malformed("kem public key"))?;
@@ -147,5 +179,42 @@ mod tests {
         assert_eq!(*restored.decapsulate(&ct).unwrap(), *ss);
         assert!(kem.decapsulate(&ct[1..]).is_err());
         assert!(KemPrekeySecret::from_secret_bytes(PrekeyId(5), &[0; 10]).is_err());
+    }
+
+    #[test]
+    fn generated_keys_pass_the_encapsulation_key_check() {
+        for id in 0..8 {
+            let kem = KemPrekeySecret::generate(PrekeyId(id), &mut OsRng);
+            assert_eq!(check_encapsulation_key(kem.public()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_coefficient_of_q_or_more_fails_the_modulus_check_and_is_not_encapsulated_to() {
+        let kem = KemPrekeySecret::generate(PrekeyId(1), &mut OsRng);
+        // All 0xff: every coefficient is 0xfff = 4095.
+        let ones = vec![0xff; KEM_PUBLIC_KEY_BYTES];
+        assert_eq!(check_encapsulation_key(&ones), Err(InvalidKemKey::Modulus));
+        assert!(encapsulate(&ones, &mut OsRng).is_err());
+        // One coefficient of exactly q = 3329 = 0xd01 (the first, in bytes 0 and 1's low
+        // nibble, little-endian 12-bit packing), the rest untouched.
+        let mut one_bad = kem.public().to_vec();
+        one_bad[0] = 0x01;
+        one_bad[1] = (one_bad[1] & 0xf0) | 0x0d;
+        assert_eq!(
+            check_encapsulation_key(&one_bad),
+            Err(InvalidKemKey::Modulus)
+        );
+        // q - 1 is fine.
+        one_bad[0] = 0x00;
+        assert_eq!(check_encapsulation_key(&one_bad), Ok(()));
+        // ρ (the last 32 bytes) is not checked: any bytes.
+        let mut rho = kem.public().to_vec();
+        rho[KEM_PUBLIC_KEY_BYTES - 1] ^= 0xff;
+        assert_eq!(check_encapsulation_key(&rho), Ok(()));
+        assert_eq!(
+            check_encapsulation_key(&ones[1..]),
+            Err(InvalidKemKey::Length(KEM_PUBLIC_KEY_BYTES - 1))
+        );
     }
 }

@@ -83,5 +83,5 @@ mod x3dh;
 
 pub use error::E2eError;
 pub use handshake_guard::HandshakeGuard;
-pub use kem::KemPrekeySecret;
+pub use kem::{check_encapsulation_key, InvalidKemKey, KemPrekeySecret};
 pub use session::{accept, initiate, Accepted, PrekeySecretStore, PrekeySecrets, Session};

@@ -3,14 +3,22 @@
 //! strings as `bin`, absent optionals as `nil`.
 //!
 //! [`decode_client`] and [`decode_server`] are pure, never panic, and check the size
-//! before looking at a single byte, then the version, then every per-field limit.
+//! before looking at a single byte, then the shape and the version, then every per-field
+//! limit. The frame size is the decoder's only limit on a `send`'s ciphertext: the
+//! envelope limit is the server's (`max_envelope_bytes`, answered `too_large`).
+//!
+//! Optional fields: a decoder takes an absent key and `nil` alike, in both directions.
+//!
+//! For a frame that does not decode, [`request_id`] reads what it can of its header, so
+//! that the `error` answering it carries its `rid` whenever it has a readable one.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::ids::RequestId;
 use crate::limits::{
     MAX_DISPLAY_NAME_BYTES, MAX_ENVELOPE_BYTES, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_BYTES,
-    MAX_PREKEYS_PER_UPLOAD, PROTOCOL_VERSION,
+    MAX_NESTING_DEPTH, MAX_PREKEYS_PER_UPLOAD, PROTOCOL_VERSION,
 };
 use crate::wire::client::{ClientBody, ClientFrame, SetDisplayName};
 use crate::wire::server::{ServerBody, ServerFrame};
@@ -50,7 +58,8 @@ pub fn encode_server(frame: &ServerFrame) -> Result<Vec<u8>, EncodeError> {
     encode(frame)
 }
 
-/// Decodes and validates a client frame.
+/// Decodes and validates a client frame. A `send`'s ciphertext is bounded by the frame
+/// size only: the envelope limit is the server's to answer (`too_large`).
 pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     let frame: ClientFrame = decode(bytes)?;
     check_version(frame.v)?;
@@ -60,9 +69,6 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
         }
         ClientBody::UploadPrekeys(u) if u.one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD => {
             Err(DecodeError::Limit("one_time_prekeys"))
-        }
-        ClientBody::Send(s) if s.ciphertext.len() > MAX_ENVELOPE_BYTES => {
-            Err(DecodeError::Limit("ciphertext"))
         }
         ClientBody::SetDisplayName(SetDisplayName {
             display_name: Some(name),
@@ -90,6 +96,51 @@ fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, EncodeError> {
     rmp_serde::to_vec_named(frame).map_err(|e| EncodeError(e.to_string()))
 }
 
+/// The `rid` of a client frame that may not decode: read from the first MessagePack
+/// value when it is a map with a uint32 `rid`; `None` when the bytes are over the frame
+/// size, are not one such value, or have no such `rid`.
+pub fn request_id(bytes: &[u8]) -> Option<RequestId> {
+    header(bytes)?.rid
+}
+
+/// What can be read of a frame's header without its body: unknown keys (the body among
+/// them) are skipped, and an absent or ill-typed `v` or `rid` is `None`.
+#[derive(Debug, Default, Deserialize)]
+struct Header {
+    #[serde(default, deserialize_with = "lenient")]
+    v: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    rid: Option<RequestId>,
+}
+
+/// `Some` if the value is a `T`, `None` for anything else (skipped).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Value(T),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Either::<T>::deserialize(d)? {
+        Either::Value(value) => Some(value),
+        Either::Other(_) => None,
+    })
+}
+
+fn header(bytes: &[u8]) -> Option<Header> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return None;
+    }
+    let mut rest = bytes;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    de.set_max_depth(MAX_NESTING_DEPTH);
+    Header::deserialize(&mut de).ok()
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
@@ -97,12 +148,24 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut rest = bytes;
     let value = {
         let mut de = rmp_serde::Deserializer::new(&mut rest);
-        T::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?
+        de.set_max_depth(MAX_NESTING_DEPTH);
+        T::deserialize(&mut de).map_err(|e| malformed(bytes, e.to_string()))?
     };
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     Ok(value)
+}
+
+/// A frame that did not decode: another version's frame (whose body this version may not
+/// know) is [`DecodeError::UnsupportedVersion`], anything else [`DecodeError::Malformed`].
+fn malformed(bytes: &[u8], reason: String) -> DecodeError {
+    match header(bytes).and_then(|h| h.v) {
+        Some(v) if v != u64::from(PROTOCOL_VERSION) => {
+            DecodeError::UnsupportedVersion(u8::try_from(v).unwrap_or(u8::MAX))
+        }
+        _ => DecodeError::Malformed(reason),
+    }
 }
 
 fn check_version(v: u8) -> Result<(), DecodeError> {
@@ -151,9 +214,68 @@ mod tests {
     }
 
     #[test]
-    fn oversized_ciphertext_is_refused() {
-        let bytes = encode_client(&send_frame(MAX_ENVELOPE_BYTES + 1)).unwrap();
-        assert_eq!(decode_client(&bytes), Err(DecodeError::Limit("ciphertext")));
+    fn a_ciphertext_over_the_envelope_limit_decodes_the_server_answers_it() {
+        let frame = send_frame(MAX_ENVELOPE_BYTES + 1);
+        let bytes = encode_client(&frame).unwrap();
+        assert!(bytes.len() < MAX_FRAME_BYTES);
+        assert_eq!(decode_client(&bytes), Ok(frame));
+    }
+
+    #[test]
+    fn the_request_id_of_an_undecodable_frame_is_read_when_it_can_be() {
+        // An unknown kind with rid 7.
+        let unknown = b"\x83\xa1v\x01\xa3rid\x07\xa4body\x81\xa4nope\x80";
+        assert!(matches!(
+            decode_client(unknown),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(request_id(unknown), Some(RequestId(7)));
+        // rid first, then a broken body.
+        let broken = b"\x83\xa3rid\xce\x00\x01\x00\x00\xa1v\x01\xa4body\xc1";
+        assert_eq!(request_id(broken), None, "not one MessagePack value");
+        let wrong_type = b"\x83\xa1v\x01\xa3rid\xa1x\xa4body\x80";
+        assert_eq!(request_id(wrong_type), None);
+        assert_eq!(request_id(&[0x93, 1, 2, 3]), None);
+        assert_eq!(request_id(&[]), None);
+        let mut trailing = encode_client(&send_frame(3)).unwrap();
+        trailing.push(0);
+        assert_eq!(request_id(&trailing), Some(RequestId(9)), "trailing bytes");
+    }
+
+    /// Regression: skipping an unknown key whose value nests 1 000 arrays deep overflowed
+    /// the stack (rmp-serde's default depth limit is 1 024), aborting the process.
+    #[test]
+    fn regression_deep_nesting_is_refused_without_exhausting_the_stack() {
+        for prefix in [
+            &b"\x84\xa1v\x01\xa3rid\x01\xa4body\x81\xa3ack\x81\xa7through\x01\xa1x"[..],
+            &b"\x83\xa1v\x01\xa4body\x80\xa3rid"[..],
+            &b"\x83\xa1v\x01\xa3rid\x01\xa4body"[..],
+        ] {
+            let mut bytes = prefix.to_vec();
+            bytes.extend(std::iter::repeat_n(0x91, MAX_FRAME_BYTES - bytes.len() - 1));
+            bytes.push(0x00);
+            assert!(matches!(
+                decode_client(&bytes),
+                Err(DecodeError::Malformed(_))
+            ));
+            assert!(matches!(
+                decode_server(&bytes),
+                Err(DecodeError::Malformed(_))
+            ));
+            assert!(request_id(&bytes).is_none_or(|rid| rid == RequestId(1)));
+        }
+    }
+
+    #[test]
+    fn another_version_is_unsupported_even_when_its_body_is_unknown() {
+        let v2 = b"\x83\xa1v\x02\xa3rid\x05\xa4body\x81\xa8new_kind\x80";
+        assert_eq!(decode_client(v2), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(request_id(v2), Some(RequestId(5)));
+        let v300 = b"\x83\xa1v\xcd\x01\x2c\xa3rid\x05\xa4body\x80";
+        assert_eq!(
+            decode_client(v300),
+            Err(DecodeError::UnsupportedVersion(u8::MAX))
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum ErrorCode {
     AuthFailed,
     /// A signature in a registration or prekey upload does not verify.
     InvalidSignature,
+    /// A registration without a KEM prekey, or a registration or prekey upload whose KEM
+    /// prekey is not an ML-KEM-768 encapsulation key (FIPS 203 §7.2): nobody could start
+    /// a session with the device. Nothing was stored.
+    InvalidPrekey,
     /// The account (identity key) is already registered.
     AccountExists,
     /// Another account holds this handle.
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::AlreadyAuthenticated => "already_authenticated",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::InvalidPrekey => "invalid_prekey",
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::HandleTaken => "handle_taken",
             ErrorCode::NotFound => "not_found",

@@ -12,6 +12,8 @@
 //! per connection; beyond that the loop stops reading the socket (TCP backpressure).
 //! Any other request first waits for the pipelined ones (and writes their replies), then
 //! runs alone, so it never overtakes an earlier request or is overtaken by a later one.
+//! A client that leaves right after a request (an `ack`, then a close) has it handled all
+//! the same: the loop waits for the pipelined commits before it lets the connection go.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +25,7 @@ use futures_util::{FutureExt, StreamExt};
 use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
 use parley_protocol::wire::client::{ClientBody, FetchBundle, Send, UploadPrekeys};
 use parley_protocol::wire::server::{
-    Accepted, AccountDeleted, PrekeysLow, PrekeysStored, Resolved, ServerBody,
+    Accepted, AccountDeleted, Authenticated, PrekeysLow, PrekeysStored, Resolved, ServerBody,
 };
 use parley_protocol::wire::{CloseCode, ServerFrame};
 use tokio::time::sleep_until;
@@ -32,23 +34,39 @@ use tokio_util::sync::CancellationToken;
 use super::awaiting_auth::{error_frame, Session};
 use super::business;
 use super::delivery::Cursor;
+use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
 use crate::context::{now_ms, Shared};
 use crate::error::RequestError;
 use crate::store::{BundleOutcome, EnqueueOutcome, NewEnvelope, PrekeyUpload, UploadOutcome};
 
-/// Serves an authenticated device until the connection ends.
+/// Serves an authenticated device until the connection ends: attaches the connection to
+/// the device, then answers `authenticated` to `rid`. In that order, so that once the
+/// client has read `authenticated` this connection is the device's: a connection it
+/// opens next displaces this one, never the reverse (attaching after the reply let a
+/// slow, already abandoned connection displace the client's next one).
 pub async fn run(
     transport: &mut Transport,
     shared: &Shared,
     session: Session,
+    rid: RequestId,
     shutdown: &CancellationToken,
 ) -> Ending {
     let address = session.address;
     let _session = shared.metrics.sessions.track();
     let attachment = shared.presence.attach(address, now_ms()).await;
-    let ending = serve(transport, shared, session, shutdown, &attachment).await;
+    let reply = ServerFrame::reply(
+        rid,
+        ServerBody::Authenticated(Authenticated {
+            address,
+            one_time_prekeys: session.one_time_prekeys,
+        }),
+    );
+    let ending = match transport.send(&reply).await {
+        Ok(()) => serve(transport, shared, session, shutdown, &attachment).await,
+        Err(e) => ending_for(e),
+    };
     shared.presence.detach(&address, &attachment);
     ending
 }
@@ -96,13 +114,19 @@ async fn serve(
                 let frame = match incoming {
                     Incoming::Frame(frame) => frame,
                     Incoming::Heartbeat => continue,
-                    Incoming::Gone => return Ending::ClientLeft,
+                    Incoming::Gone => {
+                        // What the client sent before it left is committed all the same
+                        // (an `ack` followed by a close, say); wait for those commits so
+                        // that their outcomes are counted, with nowhere to reply.
+                        in_flight.settle().await;
+                        return Ending::ClientLeft;
+                    }
                     Incoming::Violation(code) => return Ending::Closed(code),
-                    Incoming::Malformed(e) => {
-                        tracing::debug!(device = %address, error = %e, "malformed frame");
+                    Incoming::Malformed { error, rid } => {
+                        tracing::debug!(device = %address, %error, "malformed frame");
                         let _ = Box::pin(finish(transport, &mut in_flight)).await;
-                        let _ = transport.send(&error_frame(None, &request_error_for(&e))).await;
-                        return Ending::Closed(close_code_for(&e));
+                        let _ = transport.send(&error_frame(rid, &request_error_for(&error))).await;
+                        return Ending::Closed(close_code_for(&error));
                     }
                 };
                 let rid = frame.rid;
@@ -284,6 +308,12 @@ impl<'a> Pipeline<'a> {
         self.0.as_mut()?.next().now_or_never().flatten()
     }
 
+    /// Waits for every pipelined request, dropping their replies (the client is gone).
+    async fn settle(&mut self) {
+        while self.next().await.is_some() {}
+        self.0 = None;
+    }
+
     fn release_if_empty(&mut self) {
         if self.len() == 0 {
             self.0 = None;
@@ -458,8 +488,7 @@ async fn upload_prekeys(
             .map_err(|_| RequestError::InvalidSignature("signed prekey"))?;
     }
     if let Some(kem) = &upload.kem_prekey {
-        kem.verify(&owner)
-            .map_err(|_| RequestError::InvalidSignature("KEM prekey"))?;
+        check_kem_prekey(kem, &owner)?;
     }
     let max = shared.config.max_one_time_prekeys;
     let outcome = shared

@@ -8,8 +8,9 @@
 //!   are counted per source address; past `--auth-failures-per-ip-per-hour`, `auth` from
 //!   that address is answered `rate_limited` without checking anything.
 //! * `register` is limited per source address, verifies the identity, the prekey
-//!   signatures and a proof of possession over the register transcript, then creates the
-//!   account. A refused registration (taken handle...) may be retried on the same
+//!   signatures and a proof of possession over the register transcript, requires a KEM
+//!   prekey that is an ML-KEM-768 encapsulation key (an account without one could never
+//!   be written to), then creates the account. A refused registration (taken handle...) may be retried on the same
 //!   connection.
 
 use std::net::SocketAddr;
@@ -18,12 +19,13 @@ use parley_protocol::auth::{auth_transcript, register_transcript};
 use parley_protocol::ids::{DeviceAddress, Nonce, RequestId};
 use parley_protocol::signature;
 use parley_protocol::wire::client::{Auth, ClientBody, Register};
-use parley_protocol::wire::server::{Authenticated, Hello, ServerBody};
+use parley_protocol::wire::server::{Hello, ServerBody};
 use parley_protocol::wire::{CloseCode, ServerFrame};
 use rand_core::{OsRng, RngCore};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, Transport};
 use super::{close_code_for, request_error_for, Ending};
 use crate::context::{now_ms, Shared};
@@ -39,13 +41,17 @@ pub struct Session {
     pub one_time_prekeys: u32,
 }
 
-/// Runs the challenge until the client authenticates (or the connection must end).
+/// Runs the challenge until the client authenticates (or the connection must end):
+/// the session and the `rid` of the request to answer `authenticated`, which the next
+/// state sends once the connection is the device's ([`authenticated::run`]).
+///
+/// [`authenticated::run`]: super::authenticated::run
 pub async fn run(
     transport: &mut Transport,
     shared: &Shared,
     peer: SocketAddr,
     shutdown: &CancellationToken,
-) -> Result<Session, Ending> {
+) -> Result<(Session, RequestId), Ending> {
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
     let nonce = Nonce(nonce);
@@ -69,10 +75,10 @@ pub async fn run(
                 Incoming::Heartbeat => continue,
                 Incoming::Gone => return Err(Ending::ClientLeft),
                 Incoming::Violation(code) => return Err(Ending::Closed(code)),
-                Incoming::Malformed(e) => {
-                    tracing::debug!(%peer, error = %e, "malformed frame before auth");
-                    let _ = transport.send(&error_frame(None, &request_error_for(&e))).await;
-                    return Err(Ending::Closed(close_code_for(&e)));
+                Incoming::Malformed { error, rid } => {
+                    tracing::debug!(%peer, %error, "malformed frame before auth");
+                    let _ = transport.send(&error_frame(rid, &request_error_for(&error))).await;
+                    return Err(Ending::Closed(close_code_for(&error)));
                 }
             },
         };
@@ -84,18 +90,8 @@ pub async fn run(
         };
         match outcome {
             Ok(session) => {
-                let reply = ServerFrame::reply(
-                    rid,
-                    ServerBody::Authenticated(Authenticated {
-                        address: session.address,
-                        one_time_prekeys: session.one_time_prekeys,
-                    }),
-                );
-                if transport.send(&reply).await.is_err() {
-                    return Err(Ending::ClientLeft);
-                }
                 tracing::debug!(%peer, device = %session.address, "authenticated");
-                return Ok(session);
+                return Ok((session, rid));
             }
             Err(e) => {
                 if transport.send(&error_frame(Some(rid), &e)).await.is_err() {
@@ -179,10 +175,12 @@ async fn create_account(
     r.signed_prekey
         .verify(&account)
         .map_err(|_| RequestError::InvalidSignature("signed prekey"))?;
-    if let Some(kem) = &r.kem_prekey {
-        kem.verify(&account)
-            .map_err(|_| RequestError::InvalidSignature("KEM prekey"))?;
-    }
+    let Some(kem) = &r.kem_prekey else {
+        return Err(RequestError::InvalidPrekey(
+            "a registration needs a KEM prekey: clients refuse a bundle without one".into(),
+        ));
+    };
+    check_kem_prekey(kem, &account)?;
     let max = shared.config.max_one_time_prekeys;
     if r.one_time_prekeys.len() > usize::try_from(max).unwrap_or(usize::MAX) {
         return Err(RequestError::TooManyPrekeys(max));
@@ -215,7 +213,8 @@ async fn create_account(
     }
 }
 
-/// An `error` frame for `error`, answering `rid` (or pushed, for a frame without one).
+/// An `error` frame for `error`, answering `rid`: every error answers the frame that
+/// caused it and carries its `rid`, nil only when that frame had no readable one.
 pub fn error_frame(rid: Option<RequestId>, error: &RequestError) -> ServerFrame {
     let body = ServerBody::Error(error.to_wire());
     match rid {

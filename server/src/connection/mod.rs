@@ -17,6 +17,7 @@ mod authenticated;
 mod awaiting_auth;
 mod business;
 mod delivery;
+mod prekey_checks;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -89,7 +90,9 @@ pub async fn serve(
     };
     let mut transport = Transport::new(ws, shared.config.write_timeout, shared.metrics.clone());
     let ending = match awaiting_auth::run(&mut transport, &shared, peer, &shutdown).await {
-        Ok(session) => authenticated::run(&mut transport, &shared, session, &shutdown).await,
+        Ok((session, rid)) => {
+            authenticated::run(&mut transport, &shared, session, rid, &shutdown).await
+        }
         Err(ending) => ending,
     };
     match ending {

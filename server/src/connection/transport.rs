@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use parley_protocol::ids::RequestId;
 use parley_protocol::limits::MAX_FRAME_BYTES;
 use parley_protocol::wire::{self, ClientFrame, CloseCode, DecodeError, ServerFrame};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -95,8 +96,14 @@ pub enum Incoming {
     Frame(ClientFrame),
     /// A ping or pong: the client is alive.
     Heartbeat,
-    /// A binary message that is not a valid frame.
-    Malformed(DecodeError),
+    /// A binary message that is not a valid frame, with its `rid` if one could be read
+    /// ([`wire::codec::request_id`]): the `error` answering it carries it.
+    Malformed {
+        /// Why it is not a frame.
+        error: DecodeError,
+        /// The request id it carries, if readable.
+        rid: Option<RequestId>,
+    },
     /// A transport-level violation; close with this code.
     Violation(CloseCode),
     /// The client closed or the connection broke.
@@ -156,9 +163,12 @@ impl Transport {
                     self.metrics.frame_in(&frame.body);
                     Incoming::Frame(frame)
                 }
-                Err(e) => {
+                Err(error) => {
                     self.metrics.malformed_frame_in();
-                    Incoming::Malformed(e)
+                    Incoming::Malformed {
+                        error,
+                        rid: wire::codec::request_id(&bytes),
+                    }
                 }
             },
             Some(Ok(Message::Text(_))) => Incoming::Violation(CloseCode::UnsupportedData),
