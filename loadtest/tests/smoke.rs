@@ -274,8 +274,8 @@ fn cluster_loses_nothing() -> anyhow::Result<()> {
 /// 2000 msg/s for 10 minutes, sampled every minute. Flat means: nothing lost; the most
 /// dead tuples of the second five minutes at most 1.5 times those of the first five
 /// (plus one minute's envelopes of slack: vacuum runs in bursts), so vacuum keeps up
-/// with the queue's delete churn; and the last minute's p99 at most twice the first's
-/// (plus 5 ms).
+/// with the queue's delete churn; and the last minute's p99 at most twice the median
+/// minute's (plus 5 ms; the first minute also vacuums what the saturation phase left).
 #[test]
 fn cluster_soak_is_flat() -> anyhow::Result<()> {
     if std::env::var_os("PARLEY_LONG_TESTS").is_none_or(|v| v != "1") {
@@ -327,10 +327,10 @@ fn cluster_soak_is_flat() -> anyhow::Result<()> {
         most_dead(second) <= 1.5 * most_dead(first) + one_minute,
         "dead tuples grow: {soak}"
     );
-    let p99 = |sample: Option<&Value>| sample.map_or(f64::NAN, |s| field(s, "p99_us"));
-    assert!(
-        p99(samples.last()) <= 2.0 * p99(samples.first()) + 5_000.0,
-        "latency grows: {soak}"
-    );
+    let mut p99s: Vec<f64> = samples.iter().map(|s| field(s, "p99_us")).collect();
+    let last = p99s.last().copied().unwrap_or(f64::NAN);
+    p99s.sort_by(f64::total_cmp);
+    let median = p99s.get(p99s.len() / 2).copied().unwrap_or(f64::NAN);
+    assert!(last <= 2.0 * median + 5_000.0, "latency grows: {soak}");
     Ok(())
 }
