@@ -7,13 +7,14 @@
 //! temporary directory, `fsync` on, default `synchronous_commit`), a throwaway
 //! `nats-server`, then the nodes one after the other (the first creates the
 //! `authority.key`, the others get a copy). Phases:
-//! 1. **Saturation** (closed loop, `--window` in flight per sender), `--reps` times:
+//! 1. **Light load** (open loop at `--rate` msg/s): cross-node latency p50/p99 from the
+//!    intended send time. It runs first, so that it does not share the database with
+//!    the vacuuming of what a saturation phase left behind.
+//! 2. **Saturation** (closed loop, `--window` in flight per sender), `--reps` times:
 //!    delivered msg/s, CPU µs per delivered message of every node, of PostgreSQL (the
 //!    postmaster and its children, utime + stime from `/proc`) and of NATS, PostgreSQL's
 //!    CPU in % of a core, WAL bytes per message (`pg_current_wal_lsn()` before and after
 //!    the phase, over every message delivered in it).
-//! 2. **Light load** (open loop at `--rate` msg/s): cross-node latency p50/p99 from the
-//!    intended send time.
 //! 3. With `--soak 10m`, a **soak** (open loop at `--soak-rate`) sampled every
 //!    `--soak-interval`: latency, PostgreSQL's dead tuples, queue rows and size
 //!    (`cluster_soak.rs`).
@@ -192,21 +193,6 @@ pub async fn run(
         })
     };
     let mut fleet = Fleet::across(servers, args.pairs, probe).await?;
-    let mut sat = Vec::new();
-    for rep in 0..reps {
-        let before = pg.wal_lsn()?;
-        let phase = run_phase(
-            &mut fleet,
-            saturation,
-            warmup,
-            window,
-            &framing(Target::Product),
-            format!("cluster n={nodes} saturation {}", rep + 1),
-        )
-        .await?;
-        let wal = pg.wal_lsn()?.saturating_sub(before);
-        sat.push((phase, wal));
-    }
     let mut open = None;
     if light {
         let before = pg.wal_lsn()?;
@@ -221,6 +207,21 @@ pub async fn run(
         .await?;
         let wal = pg.wal_lsn()?.saturating_sub(before);
         open = Some((phase, wal));
+    }
+    let mut sat = Vec::new();
+    for rep in 0..reps {
+        let before = pg.wal_lsn()?;
+        let phase = run_phase(
+            &mut fleet,
+            saturation,
+            warmup,
+            window,
+            &framing(Target::Product),
+            format!("cluster n={nodes} saturation {}", rep + 1),
+        )
+        .await?;
+        let wal = pg.wal_lsn()?.saturating_sub(before);
+        sat.push((phase, wal));
     }
     let soak = if args.soak.soak.is_zero() {
         None
