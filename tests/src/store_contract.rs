@@ -217,6 +217,14 @@ async fn accepted_seqs(pending: Vec<Pending<EnqueueOutcome>>) -> anyhow::Result<
     Ok(seqs)
 }
 
+/// The address of an account nobody registered.
+fn unregistered_device() -> DeviceAddress {
+    DeviceAddress {
+        account: TestAccount::new(None, 0).identity.account_id(),
+        device: DeviceId::PRIMARY,
+    }
+}
+
 fn handle(name: &str) -> Handle {
     Handle::parse(name).expect("test handles are valid")
 }
@@ -370,10 +378,7 @@ pub async fn pipelined_sends_get_the_answers_of_sends_one_by_one(
     let a = register(store, &TestAccount::new(None, 0)).await?;
     let b = register(store, &TestAccount::new(None, 0)).await?;
     let c = register(store, &TestAccount::new(None, 0)).await?;
-    let nobody = DeviceAddress {
-        account: TestAccount::new(None, 0).identity.account_id(),
-        device: DeviceId::PRIMARY,
-    };
+    let nobody = unregistered_device();
     store
         .set_blocked(b.account, c.account, true, now_ms())
         .await?;
@@ -507,10 +512,7 @@ pub async fn people_reach_people_unless_blocked(opener: &dyn OpenStore) -> anyho
     let store = &*s.store;
     let a = register(store, &TestAccount::new(None, 0)).await?;
     let b = register(store, &TestAccount::new(None, 0)).await?;
-    let nobody = DeviceAddress {
-        account: TestAccount::new(None, 0).identity.account_id(),
-        device: DeviceId::PRIMARY,
-    };
+    let nobody = unregistered_device();
     assert_eq!(
         send(store, a, nobody, None).await?,
         EnqueueOutcome::UnknownRecipient
