@@ -100,6 +100,7 @@ macro_rules! store_contract_cases {
             a_suspended_business_is_refused,
             a_person_may_not_send_in_a_category,
             sweeps_delete_expired_envelopes,
+            the_dedup_window_is_separate_from_retention,
             deleting_an_account_frees_its_handle,
             concurrent_senders_to_one_recipient_stay_dense,
             concurrent_registrations_create_one_account,
@@ -813,6 +814,74 @@ pub async fn sweeps_delete_expired_envelopes(opener: &dyn OpenStore) -> anyhow::
     assert_eq!(report.envelopes, 1);
     let left = store.page(b, Seq(0), 10).await?;
     assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![fresh]);
+    Ok(())
+}
+
+/// `sweep_expired` forgets dedup entries by their own cutoff: an entry outlives the
+/// envelope it answers for (a retry of an expired envelope is still a retry), and an
+/// envelope outlives its entry (a retry after the window is a new send; the queued
+/// envelope stays).
+pub async fn the_dedup_window_is_separate_from_retention(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let now = now_ms();
+    let hour = 3_600_000;
+    let (expired_id, kept_id) = (message_id(), message_id());
+    let expired = NewEnvelope {
+        now_ms: now - 3 * hour,
+        ..envelope(a, b, expired_id, b"expired", None)
+    };
+    let kept = NewEnvelope {
+        now_ms: now - 3 * hour,
+        ..envelope(a, b, kept_id, b"kept", None)
+    };
+    let expired_seq = seq_of(store.enqueue(expired.clone()).await?)?;
+    let kept_seq = seq_of(store.enqueue(kept.clone()).await?)?;
+
+    // Envelopes older than 2 h expire; dedup entries are kept for 4 h.
+    let report = store.sweep_expired(now - 2 * hour, now - 4 * hour).await?;
+    assert_eq!((report.envelopes, report.dedup_entries), (2, 0));
+    assert_eq!(
+        store
+            .enqueue(NewEnvelope {
+                now_ms: now,
+                ..expired
+            })
+            .await?,
+        EnqueueOutcome::Duplicate(expired_seq),
+        "the entry outlives its envelope"
+    );
+
+    // A retry after the dedup window (1 h) is stored as a new send.
+    let queued = seq_of(send(store, a, b, None).await?)?;
+    let report = store.sweep_expired(now - 4 * hour, now - hour).await?;
+    assert_eq!((report.envelopes, report.dedup_entries), (0, 2));
+    let again = seq_of(
+        store
+            .enqueue(NewEnvelope {
+                now_ms: now,
+                ..kept
+            })
+            .await?,
+    )?;
+    assert!(again > kept_seq, "{again:?} after {kept_seq:?}");
+    let left: Vec<Seq> = store
+        .page(b, Seq(0), 10)
+        .await?
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        left,
+        vec![queued, again],
+        "the sweep kept the queued envelope"
+    );
     Ok(())
 }
 
