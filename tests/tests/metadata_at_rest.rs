@@ -1,0 +1,245 @@
+//! Metadata at rest (issue 14): after a conversation between two people is delivered and
+//! acknowledged, the server's database holds no row that names both of them, directly
+//! (account, handle) or through a device id; the same after a restart and after the
+//! sweeps. A real `parley-server` process on SQLite; the database is read read-only,
+//! every row of every table.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
+use parley_server::store::sqlite::DATABASE_FILE;
+use parley_tests::{Client, ServerProcess, TestAccount};
+use rand_core::{OsRng, RngCore};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+/// Columns that hold a `devices.id` (schema.rs: `-- devices.id`): an integer there names
+/// the device's account.
+const DEVICE_KEY_COLUMNS: &[&str] = &["recipient", "sender", "device_key"];
+
+/// How one person can appear in a row.
+#[derive(Debug)]
+struct Person {
+    account: Vec<u8>,
+    hex: String,
+    handle: String,
+    device_keys: Vec<i64>,
+}
+
+impl Person {
+    fn new(db: &Connection, account: &TestAccount) -> Person {
+        let id = account.identity.account_id();
+        let device_keys = db
+            .prepare("SELECT id FROM devices WHERE account = ?1")
+            .unwrap()
+            .query_map([id.as_bytes().as_slice()], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<Vec<i64>, _>>()
+            .unwrap();
+        assert!(!device_keys.is_empty(), "registered");
+        Person {
+            account: id.as_bytes().to_vec(),
+            hex: id.to_hex(),
+            handle: account.handle.as_ref().unwrap().as_str().to_owned(),
+            device_keys,
+        }
+    }
+
+    fn named_by(&self, column: &str, value: ValueRef<'_>) -> bool {
+        match value {
+            ValueRef::Blob(b) => contains(b, &self.account) || contains(b, self.hex.as_bytes()),
+            ValueRef::Text(t) => contains(t, self.hex.as_bytes()) || t == self.handle.as_bytes(),
+            ValueRef::Integer(i) => {
+                DEVICE_KEY_COLUMNS.contains(&column) && self.device_keys.contains(&i)
+            }
+            ValueRef::Null | ValueRef::Real(_) => false,
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn open_read_only(dir: &Path) -> Connection {
+    Connection::open_with_flags(
+        dir.join(DATABASE_FILE),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap()
+}
+
+/// Every row, of every table, that names both people: `table: row`.
+fn rows_naming_both(db: &Connection, a: &Person, b: &Person) -> Vec<String> {
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(tables.iter().any(|t| t == "sent"), "{tables:?}");
+    let mut found = Vec::new();
+    for table in tables {
+        let mut stmt = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            let names = |p: &Person| {
+                columns
+                    .iter()
+                    .enumerate()
+                    .any(|(i, c)| p.named_by(c, row.get_ref(i).unwrap()))
+            };
+            if names(a) && names(b) {
+                let values: Vec<String> = (0..columns.len())
+                    .map(|i| format!("{}={}", columns[i], short(row.get_ref(i).unwrap())))
+                    .collect();
+                found.push(format!("{table}: {}", values.join(", ")));
+            }
+        }
+    }
+    found
+}
+
+/// A value for a failure message: blobs as their first 8 bytes in hex.
+fn short(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Blob(b) => format!("x'{}..'", hex::encode(&b[..b.len().min(8)])),
+        other => format!("{other:?}"),
+    }
+}
+
+fn count(db: &Connection, table: &str) -> i64 {
+    db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Polls `condition` on a fresh read-only connection until it holds; fails after 30 s.
+async fn wait_until(dir: &Path, what: &str, condition: impl Fn(&Connection) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition(&open_read_only(dir)) {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn message_id() -> MessageId {
+    MessageId::time_ordered(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros(),
+        )
+        .unwrap(),
+        &mut OsRng,
+    )
+}
+
+fn ciphertext() -> Vec<u8> {
+    let mut bytes = vec![0u8; 200];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Sends a new message, then again as a retry (same id and bytes: the lost-reply case),
+/// which must get the same seq. Returns the seq.
+async fn send_with_retry(sender: &mut Client, to: DeviceAddress) -> (MessageId, Seq) {
+    let (id, bytes) = (message_id(), ciphertext());
+    let seq = sender.send(to, id, bytes.clone()).await.unwrap();
+    assert_eq!(sender.send(to, id, bytes).await.unwrap(), seq, "a retry");
+    (id, seq)
+}
+
+/// Receives the envelopes `expected` (in order) and acknowledges them.
+async fn receive_and_ack(receiver: &mut Client, expected: &[(MessageId, Seq)]) {
+    for (id, seq) in expected {
+        let d = receiver.next_deliver().await.unwrap();
+        assert_eq!((d.id, d.seq), (*id, *seq));
+    }
+    receiver.ack(expected.last().unwrap().1).await.unwrap();
+}
+
+fn stop(server: ServerProcess) {
+    server.signal("TERM").unwrap();
+    assert!(server.wait_exit(Duration::from_secs(15)).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_delivery_no_row_names_both_people_also_after_a_restart_and_a_sweep() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = ServerProcess::start(dir, listen, &[]).unwrap();
+    let url = server.url();
+    let alice = TestAccount::new(Some("alice"), 5);
+    let bob = TestAccount::new(Some("bob"), 5);
+    let mut a = Client::register(&url, &alice).await.unwrap();
+    let mut b = Client::register(&url, &bob).await.unwrap();
+
+    // Online, both ways, each send retried once.
+    let sent = send_with_retry(&mut a, bob.address()).await;
+    receive_and_ack(&mut b, &[sent]).await;
+    let sent = send_with_retry(&mut b, alice.address()).await;
+    receive_and_ack(&mut a, &[sent]).await;
+
+    // Offline, both ways: the envelopes wait in the queue, and the queue names both
+    // (as it must until delivery; this also shows the check finds such a row).
+    drop(b);
+    let for_bob = [
+        send_with_retry(&mut a, bob.address()).await,
+        send_with_retry(&mut a, bob.address()).await,
+    ];
+    let db = open_read_only(dir);
+    let (pa, pb) = (Person::new(&db, &alice), Person::new(&db, &bob));
+    let waiting = rows_naming_both(&db, &pa, &pb);
+    assert!(
+        !waiting.is_empty() && waiting.iter().all(|r| r.starts_with("queue:")),
+        "{waiting:?}"
+    );
+    drop(a);
+    let mut b = Client::login(&url, &bob).await.unwrap();
+    receive_and_ack(&mut b, &for_bob).await;
+    let for_alice = [send_with_retry(&mut b, alice.address()).await];
+    let mut a = Client::login(&url, &alice).await.unwrap();
+    receive_and_ack(&mut a, &for_alice).await;
+    drop((a, b));
+
+    // Every ack committed: the queue is empty, the dedup entries are there.
+    wait_until(dir, "every envelope is acknowledged", |db| {
+        count(db, "queue") == 0
+    })
+    .await;
+    let db = open_read_only(dir);
+    assert_eq!(count(&db, "sent"), 5, "one dedup entry per message");
+    assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
+    drop(db);
+
+    // After a restart.
+    stop(server);
+    let server = ServerProcess::start(dir, listen, &[]).unwrap();
+    let db = open_read_only(dir);
+    assert_eq!(count(&db, "sent"), 5);
+    assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
+    drop(db);
+    stop(server);
+
+    // After the sweeps: two hours later the dedup entries (1 h) are gone.
+    let _server = ServerProcess::start(
+        dir,
+        listen,
+        &["--test-clock-offset", "2h", "--sweep-interval", "100ms"],
+    )
+    .unwrap();
+    wait_until(dir, "the dedup entries are swept", |db| {
+        count(db, "sent") == 0
+    })
+    .await;
+    let db = open_read_only(dir);
+    assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
+    assert_eq!(count(&db, "devices"), 2, "the accounts stay");
+}
