@@ -1,7 +1,8 @@
 //! Metadata at rest (issue 14): after a conversation between two people is delivered and
 //! acknowledged, the server's database holds no row that names both of them, directly
 //! (account, handle) or through a device id; the same after a restart and after the
-//! sweeps. A real `parley-server` process on SQLite; the database is read read-only,
+//! sweeps. Its log at `info` and `debug` has no line naming both, and its metrics carry
+//! neither. A real `parley-server` process on SQLite; the database is read read-only,
 //! every row of every table.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
 use parley_server::store::sqlite::DATABASE_FILE;
+use parley_tests::admin::http_get;
 use parley_tests::{Client, ServerProcess, TestAccount};
 use rand_core::{OsRng, RngCore};
 use rusqlite::types::ValueRef;
@@ -169,52 +171,65 @@ fn stop(server: ServerProcess) {
     assert!(server.wait_exit(Duration::from_secs(15)).unwrap());
 }
 
+/// The conversation: Alice and Bob online, then each offline in turn, both ways; every
+/// send retried once, everything delivered and acknowledged. `while_bob_is_offline` runs
+/// while two envelopes wait for Bob. Returns once the clients are gone (their acks may
+/// still be committing).
+async fn converse(
+    url: &str,
+    alice: &TestAccount,
+    bob: &TestAccount,
+    while_bob_is_offline: impl FnOnce(),
+) {
+    let mut a = Client::register(url, alice).await.unwrap();
+    let mut b = Client::register(url, bob).await.unwrap();
+    let sent = send_with_retry(&mut a, bob.address()).await;
+    receive_and_ack(&mut b, &[sent]).await;
+    let sent = send_with_retry(&mut b, alice.address()).await;
+    receive_and_ack(&mut a, &[sent]).await;
+
+    drop(b);
+    let for_bob = [
+        send_with_retry(&mut a, bob.address()).await,
+        send_with_retry(&mut a, bob.address()).await,
+    ];
+    while_bob_is_offline();
+    drop(a);
+    let mut b = Client::login(url, bob).await.unwrap();
+    receive_and_ack(&mut b, &for_bob).await;
+    let for_alice = [send_with_retry(&mut b, alice.address()).await];
+    let mut a = Client::login(url, alice).await.unwrap();
+    receive_and_ack(&mut a, &for_alice).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_delivery_no_row_names_both_people_also_after_a_restart_and_a_sweep() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
     let listen = "127.0.0.1:0".parse().unwrap();
     let server = ServerProcess::start(dir, listen, &[]).unwrap();
-    let url = server.url();
     let alice = TestAccount::new(Some("alice"), 5);
     let bob = TestAccount::new(Some("bob"), 5);
-    let mut a = Client::register(&url, &alice).await.unwrap();
-    let mut b = Client::register(&url, &bob).await.unwrap();
-
-    // Online, both ways, each send retried once.
-    let sent = send_with_retry(&mut a, bob.address()).await;
-    receive_and_ack(&mut b, &[sent]).await;
-    let sent = send_with_retry(&mut b, alice.address()).await;
-    receive_and_ack(&mut a, &[sent]).await;
-
-    // Offline, both ways: the envelopes wait in the queue, and the queue names both
-    // (as it must until delivery; this also shows the check finds such a row).
-    drop(b);
-    let for_bob = [
-        send_with_retry(&mut a, bob.address()).await,
-        send_with_retry(&mut a, bob.address()).await,
-    ];
+    converse(&server.url(), &alice, &bob, || {
+        // The envelopes wait in the queue, which names both (as it must until delivery;
+        // this also shows that the check finds such a row).
+        let db = open_read_only(dir);
+        let (pa, pb) = (Person::new(&db, &alice), Person::new(&db, &bob));
+        let waiting = rows_naming_both(&db, &pa, &pb);
+        assert!(
+            waiting.len() == 2 && waiting.iter().all(|r| r.starts_with("queue:")),
+            "{waiting:?}"
+        );
+    })
+    .await;
     let db = open_read_only(dir);
     let (pa, pb) = (Person::new(&db, &alice), Person::new(&db, &bob));
-    let waiting = rows_naming_both(&db, &pa, &pb);
-    assert!(
-        !waiting.is_empty() && waiting.iter().all(|r| r.starts_with("queue:")),
-        "{waiting:?}"
-    );
-    drop(a);
-    let mut b = Client::login(&url, &bob).await.unwrap();
-    receive_and_ack(&mut b, &for_bob).await;
-    let for_alice = [send_with_retry(&mut b, alice.address()).await];
-    let mut a = Client::login(&url, &alice).await.unwrap();
-    receive_and_ack(&mut a, &for_alice).await;
-    drop((a, b));
 
     // Every ack committed: the queue is empty, the dedup entries are there.
     wait_until(dir, "every envelope is acknowledged", |db| {
         count(db, "queue") == 0
     })
     .await;
-    let db = open_read_only(dir);
     assert_eq!(count(&db, "sent"), 5, "one dedup entry per message");
     assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
     drop(db);
@@ -242,4 +257,60 @@ async fn after_delivery_no_row_names_both_people_also_after_a_restart_and_a_swee
     let db = open_read_only(dir);
     assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
     assert_eq!(count(&db, "devices"), 2, "the accounts stay");
+}
+
+/// How a log line or a metric could name an account: its id in hex (the first 16
+/// characters also catch an abbreviated id) or its handle.
+fn identifiers(account: &TestAccount) -> [String; 2] {
+    [
+        account.identity.account_id().to_hex()[..16].to_owned(),
+        account.handle.as_ref().unwrap().as_str().to_owned(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_at_info_and_debug_and_metrics_name_no_pair_of_accounts() {
+    for level in ["info", "debug"] {
+        let data = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(
+            data.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            &["--log", level],
+        )
+        .unwrap();
+        let alice = TestAccount::new(Some("alice4q7z"), 5);
+        let bob = TestAccount::new(Some("bob8w3k"), 5);
+        converse(&server.url(), &alice, &bob, || {}).await;
+        let (_, metrics) = http_get(server.admin_addr.unwrap(), "/metrics")
+            .await
+            .unwrap();
+        let (ia, ib) = (identifiers(&alice), identifiers(&bob));
+        for id in ia.iter().chain(&ib) {
+            assert!(!metrics.contains(id.as_str()), "{id} in the metrics");
+        }
+
+        // The whole log: up to the line of a clean stop.
+        server.signal("TERM").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server
+            .logs()
+            .iter()
+            .any(|l| l.contains("parley-server stopped"))
+        {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let logs = server.logs();
+        let names = |line: &str, ids: &[String; 2]| ids.iter().any(|id| line.contains(id.as_str()));
+        let pairs: Vec<&String> = logs
+            .iter()
+            .filter(|l| names(l, &ia) && names(l, &ib))
+            .collect();
+        assert!(pairs.is_empty(), "at {level}: {pairs:#?}");
+        // The log did see the chat (so a pair could have shown).
+        assert!(logs.iter().any(|l| names(l, &ia)), "at {level}: {logs:#?}");
+        if level == "debug" {
+            assert!(logs.iter().any(|l| l.contains("DEBUG")), "{logs:#?}");
+        }
+    }
 }
