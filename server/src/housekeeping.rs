@@ -1,14 +1,14 @@
 //! Periodic maintenance: deletes envelopes older than the retention period, dedup
-//! entries older than the dedup window, and business bookkeeping that no longer counts (reach entries
-//! older than 24 h, closed care windows, expired consents), in bounded batches so the
-//! writer is never held for long.
+//! entries older than the dedup window, and business bookkeeping that no longer counts
+//! (reach entries older than 24 h, closed care windows, expired consents, reports that no
+//! longer count), in bounded batches so the writer is never held for long.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{now_ms, Shared};
-use crate::store::SweepReport;
+use crate::store::{BusinessWindows, SweepReport};
 
 /// Sweeps every `sweep_interval` until shutdown.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -70,9 +70,12 @@ fn millis(d: std::time::Duration) -> u64 {
 
 /// Sweeps business bookkeeping in batches until none is left; `false` if the store failed.
 async fn sweep_business(shared: &Shared, shutdown: &CancellationToken) -> bool {
-    let care_window_ms = millis(shared.config.care_window);
+    let windows = BusinessWindows {
+        care_window_ms: millis(shared.config.care_window),
+        report_window_ms: millis(shared.config.report_window),
+    };
     loop {
-        match shared.store.sweep_business(now_ms(), care_window_ms).await {
+        match shared.store.sweep_business(now_ms(), windows).await {
             Ok(deleted) => {
                 shared.metrics.business_rows_expired.add(deleted);
                 if deleted == 0 || shutdown.is_cancelled() {

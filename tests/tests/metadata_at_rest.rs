@@ -1,7 +1,8 @@
 //! Metadata at rest (issue 14): after a conversation between two people is delivered and
 //! acknowledged, the server's database holds no row that names both of them, directly
 //! (account, handle) or through a device id; the same after a restart and after the
-//! sweeps. Its log at `info` and `debug` has no line naming both, and its metrics carry
+//! sweeps. A business's bookkeeping (care window, reach, reports) is gone after its
+//! window. Its log at `info` and `debug` has no line naming both, and its metrics carry
 //! neither. A real `parley-server` process on SQLite; the database is read read-only,
 //! every row of every table.
 
@@ -10,9 +11,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
+use parley_protocol::wire::client::{ClientBody, Report};
+use parley_protocol::wire::server::ServerBody;
 use parley_server::store::sqlite::DATABASE_FILE;
 use parley_tests::admin::http_get;
+use parley_tests::business::{grant, send_grant, send_in, verify_business};
+use parley_tests::client::Reply;
 use parley_tests::{Client, ServerProcess, TestAccount};
 use rand_core::{OsRng, RngCore};
 use rusqlite::types::ValueRef;
@@ -313,4 +319,80 @@ async fn logs_at_info_and_debug_and_metrics_name_no_pair_of_accounts() {
             assert!(logs.iter().any(|l| l.contains("DEBUG")), "{logs:#?}");
         }
     }
+}
+
+/// Whether a reply is `accepted`.
+fn accepted(reply: &Reply) -> bool {
+    matches!(reply, Ok(ServerBody::Accepted(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_bookkeeping_is_gone_after_its_window() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = ServerProcess::start(dir, listen, &[]).unwrap();
+    let url = server.url();
+    let bank = TestAccount::new(Some("acme"), 2);
+    let alice = TestAccount::new(Some("alice"), 2);
+    let bob = TestAccount::new(Some("bob"), 2);
+    let mut k = Client::register(&url, &bank).await.unwrap();
+    let mut a = Client::register(&url, &alice).await.unwrap();
+    let mut b = Client::register(&url, &bob).await.unwrap();
+    verify_business(dir, "acme", "Acme Bank", "transactional").unwrap();
+    let bank_id = bank.identity.account_id();
+
+    // Alice consents to transactional messages and gets one (reach); she writes to the
+    // bank, which answers within the care window; Bob reports the bank, and Alice.
+    let transactional = CategorySet::of([Category::Transactional]);
+    send_grant(&mut a, grant(&alice, bank_id, transactional))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = send_in(&mut k, alice.address(), Some(Category::Transactional));
+    assert!(accepted(&reply.await.unwrap()));
+    assert!(accepted(
+        &send_in(&mut a, bank.address(), None).await.unwrap()
+    ));
+    let reply = send_in(&mut k, alice.address(), Some(Category::Conversation));
+    assert!(accepted(&reply.await.unwrap()));
+    for account in [bank_id, alice.identity.account_id()] {
+        let report = ClientBody::Report(Report { account });
+        b.request(report).await.unwrap().unwrap();
+    }
+    for (client, expected) in [(&mut a, 2u64), (&mut k, 1)] {
+        let mut last = Seq(0);
+        for _ in 0..expected {
+            last = client.next_deliver().await.unwrap().seq;
+        }
+        client.ack(last).await.unwrap();
+    }
+    drop((a, b, k));
+    wait_until(dir, "every envelope is acknowledged", |db| {
+        count(db, "queue") == 0
+    })
+    .await;
+    let db = open_read_only(dir);
+    for table in ["consents", "care_windows", "reach"] {
+        assert_eq!(count(&db, table), 1, "{table}");
+    }
+    assert_eq!(count(&db, "reports"), 2);
+    drop(db);
+    stop(server);
+
+    // 25 hours later: the care window (24 h), the daily reach and the report window
+    // (24 h) have passed; the standing consent is still in force.
+    let _server = ServerProcess::start(
+        dir,
+        listen,
+        &["--test-clock-offset", "25h", "--sweep-interval", "100ms"],
+    )
+    .unwrap();
+    wait_until(dir, "the business bookkeeping is swept", |db| {
+        ["care_windows", "reach", "reports", "sent"]
+            .iter()
+            .all(|table| count(db, table) == 0)
+    })
+    .await;
+    assert_eq!(count(&open_read_only(dir), "consents"), 1);
 }

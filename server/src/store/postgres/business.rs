@@ -12,7 +12,9 @@ use crate::store::admin::decode_certificate;
 use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts, NameCheck};
 use crate::store::policy::category_code;
 use crate::store::values::{to_i64, to_u64};
-use crate::store::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy};
+use crate::store::{
+    BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
+};
 
 use super::queue::SWEEP_BATCH;
 
@@ -284,8 +286,11 @@ pub(super) async fn set_display_name(
 
 /// Deletes business bookkeeping that no longer counts, at most [`SWEEP_BATCH`] rows of
 /// each kind per call; returns the rows deleted.
-pub(super) async fn sweep(tx: &Transaction<'_>, input: &(u64, u64)) -> Result<u64, Failure> {
-    let (now_ms, care_window_ms) = *input;
+pub(super) async fn sweep(
+    tx: &Transaction<'_>,
+    input: &(u64, BusinessWindows),
+) -> Result<u64, Failure> {
+    let (now_ms, windows) = *input;
     let sweeps = [
         "DELETE FROM reach WHERE (business, recipient) IN
            (SELECT business, recipient FROM reach WHERE first_sent_ms <= $1 LIMIT $2)",
@@ -294,11 +299,16 @@ pub(super) async fn sweep(tx: &Transaction<'_>, input: &(u64, u64)) -> Result<u6
         "DELETE FROM consents WHERE (person, business, category) IN
            (SELECT person, business, category FROM consents
             WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1 LIMIT $2)",
+        "DELETE FROM reports WHERE (account, reporter) IN
+           (SELECT r.account, r.reporter FROM reports AS r
+            LEFT JOIN businesses AS b ON b.account = r.account
+            WHERE b.suspended_at_ms IS NULL
+              AND (r.at_ms < $1 OR r.at_ms < b.standing_since_ms) LIMIT $2)",
     ];
     let mut deleted = 0;
     for (sql, cutoff) in sweeps
         .into_iter()
-        .zip(business_sweep_cutoffs(now_ms, care_window_ms))
+        .zip(business_sweep_cutoffs(now_ms, windows))
     {
         deleted += tx.execute(sql, &[&to_i64(cutoff), &SWEEP_BATCH]).await?;
     }

@@ -13,7 +13,8 @@ use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts
 use crate::store::policy::category_code;
 use crate::store::values::{to_i64, to_u64};
 use crate::store::{
-    BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, StoreError,
+    BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
+    StoreError,
 };
 
 /// Stores a verified grant or revocation for `user`.
@@ -289,12 +290,13 @@ pub(super) fn set_display_name(
 }
 
 /// Deletes business bookkeeping that no longer counts: reach entries older than the reach
-/// window, care windows that closed, consents past their expiry. At most `SWEEP_BATCH`
-/// rows of each per call; returns the rows deleted.
+/// window, care windows that closed, consents past their expiry, reports that no longer
+/// count (`business_sweep_cutoffs`). At most `SWEEP_BATCH` rows of each per call; returns
+/// the rows deleted.
 pub(super) fn sweep(
     conn: &Connection,
     now_ms: u64,
-    care_window_ms: u64,
+    windows: BusinessWindows,
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
     let sweeps = [
@@ -305,10 +307,15 @@ pub(super) fn sweep(
         "DELETE FROM consents WHERE (user, business, category) IN
            (SELECT user, business, category FROM consents
             WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 LIMIT ?2)",
+        "DELETE FROM reports WHERE (account, reporter) IN
+           (SELECT r.account, r.reporter FROM reports AS r
+            LEFT JOIN businesses AS b ON b.account = r.account
+            WHERE b.suspended_at_ms IS NULL
+              AND (r.at_ms < ?1 OR r.at_ms < b.standing_since_ms) LIMIT ?2)",
     ];
     for (sql, cutoff) in sweeps
         .into_iter()
-        .zip(business_sweep_cutoffs(now_ms, care_window_ms))
+        .zip(business_sweep_cutoffs(now_ms, windows))
     {
         let n = conn
             .prepare_cached(sql)
