@@ -237,6 +237,17 @@ async fn after_delivery_no_row_names_both_people_also_after_a_restart_and_a_swee
     })
     .await;
     assert_eq!(count(&db, "sent"), 5, "one dedup entry per message");
+    // Times are kept only as precisely as a rule needs: the dedup window's sweep to the
+    // minute, account and device creation (no rule reads them) to the day.
+    for (table, column, unit) in [
+        ("sent", "accepted_at_ms", 60_000),
+        ("accounts", "created_at_ms", 86_400_000),
+        ("devices", "created_at_ms", 86_400_000),
+    ] {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} % {unit} != 0");
+        let finer: i64 = db.query_row(&sql, [], |r| r.get(0)).unwrap();
+        assert_eq!(finer, 0, "{table}.{column} to {unit} ms");
+    }
     assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
     drop(db);
 

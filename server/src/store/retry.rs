@@ -8,7 +8,7 @@
 //! | sender, message id | the key a retry is looked up by |
 //! | digest | first 16 bytes of `SHA-256(DOMAIN ‖ recipient account ‖ recipient device (u64 BE) ‖ ciphertext)` |
 //! | sealed seq | the seq, XORed with bytes 16..24 of that hash |
-//! | time | acceptance time, rounded up to [`DEDUP_TIME_GRANULARITY_MS`] |
+//! | time | acceptance time, to the minute ([`dedup_time`]) |
 //!
 //! Neither the recipient nor the seq (a per-recipient counter, which would point at
 //! its recipient) can be read back from a row: only a send carrying the same recipient
@@ -81,12 +81,11 @@ impl RetryKey {
     }
 }
 
-/// The time a dedup entry keeps of a send accepted at `now_ms`: rounded up, so that an
-/// entry never expires before its window.
+/// The time a dedup entry keeps of a send accepted at `now_ms`: the start of its minute.
+/// The dedup window counts from there, so an entry may go up to a minute early; a retry
+/// then is a new send (protocol.md, "Retries").
 pub fn dedup_time(now_ms: u64) -> u64 {
-    now_ms
-        .div_ceil(DEDUP_TIME_GRANULARITY_MS)
-        .saturating_mul(DEDUP_TIME_GRANULARITY_MS)
+    now_ms - now_ms % DEDUP_TIME_GRANULARITY_MS
 }
 
 #[cfg(test)]
@@ -142,10 +141,9 @@ mod tests {
     }
 
     #[test]
-    fn dedup_times_round_up_to_the_minute() {
-        assert_eq!(dedup_time(0), 0);
-        assert_eq!(dedup_time(1), 60_000);
+    fn dedup_times_are_kept_to_the_minute() {
+        assert_eq!(dedup_time(59_999), 0);
         assert_eq!(dedup_time(60_000), 60_000);
-        assert_eq!(dedup_time(60_001), 120_000);
+        assert_eq!(dedup_time(60_001), 60_000);
     }
 }

@@ -11,7 +11,7 @@ use super::errors::Failure;
 use crate::store::admin::decode_certificate;
 use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts, NameCheck};
 use crate::store::policy::category_code;
-use crate::store::values::{to_i64, to_u64};
+use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::{
     BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
 };
@@ -91,7 +91,13 @@ pub(super) async fn change_consent(
                  ON CONFLICT (person, business, category) DO UPDATE
                    SET expires_at_ms = excluded.expires_at_ms,
                        granted_at_ms = excluded.granted_at_ms",
-                &[&u, &b, &codes, &g.grant.expires_at_ms.map(to_i64), &now],
+                &[
+                    &u,
+                    &b,
+                    &codes,
+                    &g.grant.expires_at_ms.map(to_i64),
+                    &to_i64(to_day(*now_ms)),
+                ],
             )
             .await?;
         }
@@ -151,7 +157,7 @@ pub(super) async fn set_blocked(tx: &Transaction<'_>, input: &BlockInput) -> Res
         tx.execute(
             "INSERT INTO blocks (person, blocked, at_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
-            &[&u, &b, &to_i64(*now_ms)],
+            &[&u, &b, &to_i64(to_day(*now_ms))],
         )
         .await?;
     } else {

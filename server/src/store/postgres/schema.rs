@@ -209,7 +209,8 @@ const MIGRATIONS: &[&str] = &[
     // recipient and ciphertext together and the seq sealed under it, so a copy of the
     // database no longer says who wrote to whom. Old rows named the recipient and cannot
     // be rewritten (the ciphertext of a delivered envelope is gone): they expire here,
-    // as at the end of the dedup window. The queue is untouched.
+    // as at the end of the dedup window. The queue is untouched. Times that no rule
+    // reads are kept to the day.
     r#"
     DROP TABLE sent;
     CREATE TABLE sent (
@@ -221,6 +222,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (sender, message_id)
     ) WITH (autovacuum_vacuum_scale_factor = 0.02);
     CREATE INDEX sent_by_age ON sent (accepted_at_ms);
+
+    -- Times no rule reads, to the day (values::to_day).
+    UPDATE accounts SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE devices SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE blocks SET at_ms = at_ms - at_ms % 86400000;
+    UPDATE consents SET granted_at_ms = granted_at_ms - granted_at_ms % 86400000;
     "#,
 ];
 

@@ -11,7 +11,7 @@ use super::{policy, sql_error};
 use crate::store::admin::decode_certificate;
 use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts, NameCheck};
 use crate::store::policy::category_code;
-use crate::store::values::{to_i64, to_u64};
+use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::{
     BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
     StoreError,
@@ -89,7 +89,7 @@ pub(super) fn change_consent(
                         b,
                         category_code(category),
                         g.grant.expires_at_ms.map(to_i64),
-                        to_i64(now_ms),
+                        to_i64(to_day(now_ms)),
                     ])
                 })
                 .map_err(sql_error)?;
@@ -167,7 +167,7 @@ pub(super) fn set_blocked(
     let mut stmt = conn.prepare_cached(sql).map_err(sql_error)?;
     let (u, b) = (user.as_bytes().as_slice(), blocked.as_bytes().as_slice());
     if with_time {
-        stmt.execute(params![u, b, to_i64(now_ms)])
+        stmt.execute(params![u, b, to_i64(to_day(now_ms))])
     } else {
         stmt.execute(params![u, b])
     }

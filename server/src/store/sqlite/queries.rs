@@ -13,7 +13,7 @@ use super::{business, sql_error};
 use crate::store::bundle::{SignedRow, StoredBundle, KIND_KEM, KIND_SIGNED};
 use crate::store::policy::{category_code, category_from_code, Decision};
 use crate::store::retry::{dedup_time, RetryKey};
-use crate::store::values::{corrupt, to_i64, to_u64};
+use crate::store::values::{corrupt, to_day, to_i64, to_u64};
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
@@ -68,7 +68,7 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
             a.identity.dh.as_bytes().as_slice(),
             a.identity.dh_signature.as_bytes().as_slice(),
             a.handle.as_ref().map(Handle::as_str),
-            to_i64(a.now_ms),
+            to_i64(to_day(a.now_ms)),
         ])
     })
     .map_err(sql_error)?;
@@ -81,7 +81,7 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
             s.execute(params![
                 account.as_bytes().as_slice(),
                 address.device.0,
-                to_i64(a.now_ms)
+                to_i64(to_day(a.now_ms))
             ])
         })
         .map_err(sql_error)?;

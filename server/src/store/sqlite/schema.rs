@@ -217,7 +217,8 @@ const MIGRATIONS: &[&str] = &[
     // recipient and ciphertext together and the seq sealed under it, so a copy of the
     // database no longer says who wrote to whom. Old rows named the recipient and cannot
     // be rewritten (the ciphertext of a delivered envelope is gone): they expire here,
-    // as at the end of the dedup window. The queue is untouched.
+    // as at the end of the dedup window. The queue is untouched. Times that no rule
+    // reads are kept to the day.
     r#"
     DROP TABLE sent;
     CREATE TABLE sent (
@@ -229,6 +230,12 @@ const MIGRATIONS: &[&str] = &[
         accepted_at_ms INTEGER NOT NULL      -- retry::dedup_time
     );
     CREATE UNIQUE INDEX sent_by_message ON sent (sender, message_id);
+
+    -- Times no rule reads, to the day (values::to_day).
+    UPDATE accounts SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE devices SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE blocks SET at_ms = at_ms - at_ms % 86400000;
+    UPDATE consents SET granted_at_ms = granted_at_ms - granted_at_ms % 86400000;
     "#,
 ];
 
@@ -310,7 +317,8 @@ mod tests {
                                 accepted_at_ms, ciphertext)
                  VALUES (7, 1, x'01', 1, x'02', 100, x'aa');
              INSERT INTO sent (sender, message_id, seq, accepted_at_ms, recipient, digest)
-                 VALUES (3, x'02', 1, 100, 7, x'bb');",
+                 VALUES (3, x'02', 1, 100, 7, x'bb');
+             INSERT INTO blocks VALUES (x'01', x'03', 86400123);",
         )
         .unwrap();
         tx.commit().unwrap();
@@ -336,6 +344,10 @@ mod tests {
             !columns.iter().any(|c| c == "recipient" || c == "seq"),
             "{columns:?}"
         );
+        let blocked_at: i64 = conn
+            .query_row("SELECT at_ms FROM blocks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(blocked_at, 86_400_000, "to the day");
     }
 
     #[test]
