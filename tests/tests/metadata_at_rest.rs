@@ -177,6 +177,15 @@ fn stop(server: ServerProcess) {
     assert!(server.wait_exit(Duration::from_secs(15)).unwrap());
 }
 
+/// Stops `server` and starts it again on `dir`, `offset` later by its clock
+/// (`--test-clock-offset`), sweeping every 100 ms.
+fn restart_later(server: ServerProcess, dir: &Path, offset: &str) -> ServerProcess {
+    stop(server);
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let args = ["--test-clock-offset", offset, "--sweep-interval", "100ms"];
+    ServerProcess::start(dir, listen, &args).unwrap()
+}
+
 /// The conversation: Alice and Bob online, then each offline in turn, both ways; every
 /// send retried once, everything delivered and acknowledged. `while_bob_is_offline` runs
 /// while two envelopes wait for Bob. Returns once the clients are gone (their acks may
@@ -258,15 +267,9 @@ async fn after_delivery_no_row_names_both_people_also_after_a_restart_and_a_swee
     assert_eq!(count(&db, "sent"), 5);
     assert_eq!(rows_naming_both(&db, &pa, &pb), Vec::<String>::new());
     drop(db);
-    stop(server);
 
     // After the sweeps: two hours later the dedup entries (1 h) are gone.
-    let _server = ServerProcess::start(
-        dir,
-        listen,
-        &["--test-clock-offset", "2h", "--sweep-interval", "100ms"],
-    )
-    .unwrap();
+    let _server = restart_later(server, dir, "2h");
     wait_until(dir, "the dedup entries are swept", |db| {
         count(db, "sent") == 0
     })
@@ -389,16 +392,10 @@ async fn business_bookkeeping_is_gone_after_its_window() {
     }
     assert_eq!(count(&db, "reports"), 2);
     drop(db);
-    stop(server);
 
     // 25 hours later: the care window (24 h), the daily reach and the report window
     // (24 h) have passed; the standing consent is still in force.
-    let _server = ServerProcess::start(
-        dir,
-        listen,
-        &["--test-clock-offset", "25h", "--sweep-interval", "100ms"],
-    )
-    .unwrap();
+    let _server = restart_later(server, dir, "25h");
     wait_until(dir, "the business bookkeeping is swept", |db| {
         ["care_windows", "reach", "reports", "sent"]
             .iter()
