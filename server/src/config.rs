@@ -136,9 +136,17 @@ pub struct Config {
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// How long undelivered envelopes (and retry dedup entries) are kept.
+    /// How long undelivered envelopes are kept.
     #[arg(long, env = "PARLEY_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
+
+    /// How long a send's retry dedup entry is kept: within it, a retry (same id, bytes and
+    /// recipient) gets the first `accepted`; after it, the retry is stored and delivered
+    /// again (the recipient's client drops it as seen). `parley-sdk` resends its outbox
+    /// at every reconnection, within seconds to minutes; the entry names no recipient,
+    /// but says that the sending device sent, and when.
+    #[arg(long, env = "PARLEY_DEDUP_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub dedup_window: Duration,
 
     /// How often expired envelopes are swept.
     #[arg(long, env = "PARLEY_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -374,6 +382,7 @@ impl Config {
             ("keepalive-interval", self.keepalive_interval),
             ("write-timeout", self.write_timeout),
             ("sweep-interval", self.sweep_interval),
+            ("dedup-window", self.dedup_window),
             ("care-window", self.care_window),
             ("report-window", self.report_window),
         ] {
@@ -505,6 +514,7 @@ mod tests {
             "--write-timeout",
             "--shutdown-grace",
             "--retention",
+            "--dedup-window",
             "--sweep-interval",
             "--care-window",
             "--report-window",

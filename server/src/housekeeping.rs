@@ -1,14 +1,14 @@
-//! Periodic maintenance: deletes envelopes older than the retention period and dedup
-//! entries older than it, and business bookkeeping that no longer counts (reach entries
-//! older than 24 h, closed care windows, expired consents), in bounded batches so the
-//! writer is never held for long.
+//! Periodic maintenance: deletes envelopes older than the retention period, dedup
+//! entries older than the dedup window, and business bookkeeping that no longer counts
+//! (reach entries older than 24 h, closed care windows, expired consents, reports that no
+//! longer count), in bounded batches so the writer is never held for long.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{now_ms, Shared};
-use crate::store::SweepReport;
+use crate::store::{BusinessWindows, SweepReport};
 
 /// Sweeps every `sweep_interval` until shutdown.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -19,12 +19,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let retention_ms = u64::try_from(shared.config.retention.as_millis()).unwrap_or(u64::MAX);
-        let cutoff = now_ms().saturating_sub(retention_ms);
+        let now = now_ms();
+        let queue_cutoff = now.saturating_sub(millis(shared.config.retention));
+        let dedup_cutoff = now.saturating_sub(millis(shared.config.dedup_window));
         let mut total = SweepReport::default();
         let mut failed = false;
         loop {
-            match shared.store.sweep_expired(cutoff, cutoff).await {
+            match shared.store.sweep_expired(queue_cutoff, dedup_cutoff).await {
                 Ok(report) => {
                     shared.metrics.envelopes_expired.add(report.envelopes);
                     shared
@@ -63,11 +64,18 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Sweeps business bookkeeping in batches until none is left; `false` if the store failed.
 async fn sweep_business(shared: &Shared, shutdown: &CancellationToken) -> bool {
-    let care_window_ms = u64::try_from(shared.config.care_window.as_millis()).unwrap_or(u64::MAX);
+    let windows = BusinessWindows {
+        care_window_ms: millis(shared.config.care_window),
+        report_window_ms: millis(shared.config.report_window),
+    };
     loop {
-        match shared.store.sweep_business(now_ms(), care_window_ms).await {
+        match shared.store.sweep_business(now_ms(), windows).await {
             Ok(deleted) => {
                 shared.metrics.business_rows_expired.add(deleted);
                 if deleted == 0 || shutdown.is_cancelled() {

@@ -20,8 +20,9 @@ use anyhow::{bail, ensure, Context};
 use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId, Seq};
 use parley_server::store::{
-    BundleOutcome, CommitListener, ConsentChange, ConsentOutcome, EnqueueOutcome, NewAccount,
-    NewEnvelope, Pending, RegisterOutcome, SendPolicy, Store, StoreError, StoredEnvelope,
+    BundleOutcome, BusinessWindows, CommitListener, ConsentChange, ConsentOutcome, EnqueueOutcome,
+    NewAccount, NewEnvelope, Pending, RegisterOutcome, ReportPolicy, SendPolicy, Store, StoreError,
+    StoredEnvelope,
 };
 use rand_core::{OsRng, RngCore};
 
@@ -100,6 +101,8 @@ macro_rules! store_contract_cases {
             a_suspended_business_is_refused,
             a_person_may_not_send_in_a_category,
             sweeps_delete_expired_envelopes,
+            the_dedup_window_is_separate_from_retention,
+            reports_are_swept_once_they_no_longer_count,
             deleting_an_account_frees_its_handle,
             concurrent_senders_to_one_recipient_stay_dense,
             concurrent_registrations_create_one_account,
@@ -815,6 +818,121 @@ pub async fn sweeps_delete_expired_envelopes(opener: &dyn OpenStore) -> anyhow::
     assert_eq!(report.envelopes, 1);
     let left = store.page(b, Seq(0), 10).await?;
     assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![fresh]);
+    Ok(())
+}
+
+/// `sweep_expired` forgets dedup entries by their own cutoff: an entry outlives the
+/// envelope it answers for (a retry of an expired envelope is still a retry), and an
+/// envelope outlives its entry (a retry after the window is a new send; the queued
+/// envelope stays).
+pub async fn the_dedup_window_is_separate_from_retention(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let a = register(store, &TestAccount::new(None, 0)).await?;
+    let b = register(store, &TestAccount::new(None, 0)).await?;
+    let now = now_ms();
+    let hour = 3_600_000;
+    let (expired_id, kept_id) = (message_id(), message_id());
+    let expired = NewEnvelope {
+        now_ms: now - 3 * hour,
+        ..envelope(a, b, expired_id, b"expired", None)
+    };
+    let kept = NewEnvelope {
+        now_ms: now - 3 * hour,
+        ..envelope(a, b, kept_id, b"kept", None)
+    };
+    let expired_seq = seq_of(store.enqueue(expired.clone()).await?)?;
+    let kept_seq = seq_of(store.enqueue(kept.clone()).await?)?;
+
+    // Envelopes older than 2 h expire; dedup entries are kept for 4 h.
+    let report = store.sweep_expired(now - 2 * hour, now - 4 * hour).await?;
+    assert_eq!((report.envelopes, report.dedup_entries), (2, 0));
+    assert_eq!(
+        store
+            .enqueue(NewEnvelope {
+                now_ms: now,
+                ..expired
+            })
+            .await?,
+        EnqueueOutcome::Duplicate(expired_seq),
+        "the entry outlives its envelope"
+    );
+
+    // A retry after the dedup window (1 h) is stored as a new send.
+    let queued = seq_of(send(store, a, b, None).await?)?;
+    let report = store.sweep_expired(now - 4 * hour, now - hour).await?;
+    assert_eq!((report.envelopes, report.dedup_entries), (0, 2));
+    let again = seq_of(
+        store
+            .enqueue(NewEnvelope {
+                now_ms: now,
+                ..kept
+            })
+            .await?,
+    )?;
+    assert!(again > kept_seq, "{again:?} after {kept_seq:?}");
+    let left: Vec<Seq> = store
+        .page(b, Seq(0), 10)
+        .await?
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        left,
+        vec![queued, again],
+        "the sweep kept the queued envelope"
+    );
+    Ok(())
+}
+
+/// `sweep_business` deletes the reports that no longer count: older than the report
+/// window, of a business or of a person, or from before a business's standing was
+/// restored; a suspended business's reports stay for the operator's review.
+pub async fn reports_are_swept_once_they_no_longer_count(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let open_business = business_world(&s, CategorySet::ALL).await?;
+    let suspended = business_world(&s, CategorySet::ALL).await?;
+    s.admin.set_suspended(&suspended.business_handle, true)?;
+    let reporter = register(store, &TestAccount::new(None, 0)).await?.account;
+    let day = 86_400_000;
+    let (now, long_ago) = (now_ms(), now_ms() - 2 * day);
+    let policy = ReportPolicy {
+        suspend_after: 100,
+        window_ms: day,
+    };
+    let windows = BusinessWindows {
+        care_window_ms: day,
+        report_window_ms: day,
+    };
+    for (account, at) in [
+        (open_business.business.account, long_ago),
+        (suspended.business.account, long_ago),
+        (open_business.person_address.account, long_ago),
+        (suspended.person_address.account, now),
+    ] {
+        store.report(reporter, account, policy, at).await?;
+    }
+    assert_eq!(
+        store.sweep_business(now, windows).await?,
+        2,
+        "the old reports of the open business and of the person"
+    );
+    assert_eq!(store.sweep_business(now, windows).await?, 0);
+    s.admin.set_suspended(&suspended.business_handle, false)?;
+    assert_eq!(
+        store.sweep_business(now, windows).await?,
+        1,
+        "restored: its old report no longer counts"
+    );
     Ok(())
 }
 

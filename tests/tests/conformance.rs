@@ -572,7 +572,8 @@ fn every_server_limit_is_in_section_10_with_its_default() {
             || key.starts_with("max_")
             || key.ends_with("_threshold")
             || key == "keepalive_interval"
-            || key == "retention";
+            || key == "retention"
+            || key == "dedup_window";
         if !is_limit {
             continue;
         }

@@ -492,7 +492,14 @@ async fn a_deleted_account_frees_its_handle_and_can_no_longer_log_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_envelopes_expire_after_the_retention_period() {
-    let Some(server) = deployment(&["--retention", "300ms", "--sweep-interval", "100ms"]) else {
+    let Some(server) = deployment(&[
+        "--retention",
+        "300ms",
+        "--dedup-window",
+        "300ms",
+        "--sweep-interval",
+        "100ms",
+    ]) else {
         return;
     };
     let alice = TestAccount::new(Some("alice"), 1);

@@ -154,14 +154,26 @@ impl ReportPolicy {
     }
 }
 
+/// The windows within which business bookkeeping counts: past them its rows are swept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusinessWindows {
+    /// `--care-window`, in ms.
+    pub care_window_ms: u64,
+    /// `--report-window`, in ms ([`ReportPolicy::window_ms`]).
+    pub report_window_ms: u64,
+}
+
 /// The cutoffs of a business sweep at `now_ms`: reach entries counted at or before the
-/// first, care windows last opened at or before the second, and consents expiring at or
-/// before the third no longer count.
-pub(crate) fn business_sweep_cutoffs(now_ms: u64, care_window_ms: u64) -> [u64; 3] {
+/// first, care windows last opened at or before the second, consents expiring at or
+/// before the third, and reports made before the fourth (or before their account's
+/// standing was restored) no longer count; a suspended business's reports are kept for
+/// the operator's review.
+pub(crate) fn business_sweep_cutoffs(now_ms: u64, windows: BusinessWindows) -> [u64; 4] {
     [
         now_ms.saturating_sub(REACH_WINDOW_MS),
-        now_ms.saturating_sub(care_window_ms),
+        now_ms.saturating_sub(windows.care_window_ms),
         now_ms,
+        now_ms.saturating_sub(windows.report_window_ms),
     ]
 }
 

@@ -31,7 +31,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use admin::{AdminError, BusinessListing, Verification};
-pub use business::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy};
+pub use business::{
+    BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
+};
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{
     AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
@@ -167,8 +169,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreFuture<'_, bool>;
 
     /// Deletes business bookkeeping that no longer counts (old reach entries, closed
-    /// care windows, expired consents), in a bounded batch; returns the rows deleted.
-    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64>;
+    /// care windows, expired consents, reports outside the report window unless their
+    /// business is suspended), in a bounded batch; returns the rows deleted.
+    fn sweep_business(&self, now_ms: u64, windows: BusinessWindows) -> StoreFuture<'_, u64>;
 
     /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
     /// For readiness checks.

@@ -1,79 +1,149 @@
-//! Retry dedup: what a send whose `(sender device, message id)` was stored before gets.
+//! Retry dedup: what a send whose `(sender device, message id)` was stored before gets,
+//! and what a store keeps to answer it without knowing who the message went to.
 //!
-//! Every store keeps, for each accepted message id, its seq, its recipient and a digest
-//! of its ciphertext, and answers a send with a known id through [`answer_retry`]: the
-//! same bytes to the same recipient are a retry and get the first seq back; anything
-//! else reuses an id and is refused (docs/protocol.md, "Retries").
+//! For each accepted message id a store keeps, in its `sent` table, only:
+//!
+//! | column | value |
+//! |---|---|
+//! | sender, message id | the key a retry is looked up by |
+//! | digest | first 16 bytes of `SHA-256(DOMAIN ‖ recipient account ‖ recipient device (u64 BE) ‖ ciphertext)` |
+//! | sealed seq | the seq, XORed with bytes 16..24 of that hash |
+//! | time | acceptance time, to the minute ([`dedup_time`]) |
+//!
+//! Neither the recipient nor the seq (a per-recipient counter, which would point at
+//! its recipient) can be read back from a row: only a send carrying the same recipient
+//! and the same bytes matches the digest and unseals the seq. Such a send is a retry and
+//! gets the first seq; the same id with anything else reuses an id and is refused
+//! (docs/protocol.md, "Retries"). Rows live for the dedup window
+//! (`--dedup-window`), not the envelope retention.
 
-use parley_protocol::ids::Seq;
+use parley_protocol::ids::{DeviceAddress, Seq};
+use sha2::{Digest, Sha256};
 
 use super::EnqueueOutcome;
 
-/// What a store keeps of a ciphertext for retry dedup: the first 16 bytes of its
-/// SHA-256.
-pub type CiphertextDigest = [u8; 16];
+/// Separates this hash from every other SHA-256 of a ciphertext.
+const DOMAIN: &[u8] = b"parley retry dedup v1\0";
 
-/// The digest [`answer_retry`] compares.
-pub fn ciphertext_digest(ciphertext: &[u8]) -> CiphertextDigest {
-    let full = <sha2::Sha256 as sha2::Digest>::digest(ciphertext);
-    let mut digest = [0u8; 16];
-    digest.copy_from_slice(&full[..16]);
-    digest
-}
+/// How precisely a dedup entry keeps its time: the sweep needs no more (it runs every
+/// `--sweep-interval`, 60 s by default).
+pub const DEDUP_TIME_GRANULARITY_MS: u64 = 60_000;
 
-/// An earlier send with the same `(sender device, message id)`, as the store kept it.
+/// What a store keeps of one send for retry dedup (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EarlierSend {
-    /// Where it was queued.
-    pub seq: Seq,
-    /// Whether it went to the same recipient device; `None` when the store did not keep
-    /// the recipient (SQLite rows from before schema 4).
-    pub same_recipient: Option<bool>,
-    /// Whether its ciphertext had the same digest; `None` when not kept (same rows).
-    pub same_bytes: Option<bool>,
+pub struct RetryKey {
+    digest: [u8; 16],
+    mask: u64,
 }
 
-/// The answer to a send whose id was used before: `Duplicate` for a retry, `IdReused`
-/// when the recipient or the bytes differ. Rows that kept neither are taken as retries.
-pub fn answer_retry(earlier: EarlierSend) -> EnqueueOutcome {
-    if earlier.same_recipient == Some(false) || earlier.same_bytes == Some(false) {
-        EnqueueOutcome::IdReused
-    } else {
-        EnqueueOutcome::Duplicate(earlier.seq)
+impl RetryKey {
+    /// The key of a send of `ciphertext` to `to`.
+    pub fn of(to: &DeviceAddress, ciphertext: &[u8]) -> RetryKey {
+        let mut hash = Sha256::new();
+        hash.update(DOMAIN);
+        hash.update(to.account.as_bytes());
+        hash.update(u64::from(to.device.0).to_be_bytes());
+        hash.update(ciphertext);
+        let full = hash.finalize();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        let mut mask = [0u8; 8];
+        mask.copy_from_slice(&full[16..24]);
+        RetryKey {
+            digest,
+            mask: u64::from_be_bytes(mask),
+        }
     }
+
+    /// The digest a store keeps (and compares).
+    pub fn digest(&self) -> &[u8; 16] {
+        &self.digest
+    }
+
+    /// `seq` as a store keeps it: readable only with this key.
+    pub fn seal(&self, seq: Seq) -> i64 {
+        i64::from_be_bytes((seq.0 ^ self.mask).to_be_bytes())
+    }
+
+    fn unseal(&self, sealed: i64) -> Seq {
+        Seq(u64::from_be_bytes(sealed.to_be_bytes()) ^ self.mask)
+    }
+
+    /// The answer to this send, whose id an earlier send used and stored as
+    /// `(earlier_digest, sealed_seq)`: `Duplicate` with the first seq for a retry (same
+    /// recipient, same bytes), `IdReused` otherwise.
+    pub fn answer(&self, earlier_digest: &[u8], sealed_seq: i64) -> EnqueueOutcome {
+        if earlier_digest == self.digest.as_slice() {
+            EnqueueOutcome::Duplicate(self.unseal(sealed_seq))
+        } else {
+            EnqueueOutcome::IdReused
+        }
+    }
+}
+
+/// The time a dedup entry keeps of a send accepted at `now_ms`: the start of its minute.
+/// The dedup window counts from there, so an entry may go up to a minute early; a retry
+/// then is a new send (protocol.md, "Retries").
+pub fn dedup_time(now_ms: u64) -> u64 {
+    now_ms - now_ms % DEDUP_TIME_GRANULARITY_MS
 }
 
 #[cfg(test)]
 mod tests {
+    use parley_protocol::ids::{AccountId, DeviceId};
+
     use super::*;
 
-    #[test]
-    fn a_retry_gets_its_seq_and_a_reused_id_is_refused() {
-        let earlier = EarlierSend {
-            seq: Seq(7),
-            same_recipient: Some(true),
-            same_bytes: Some(true),
-        };
-        assert_eq!(answer_retry(earlier), EnqueueOutcome::Duplicate(Seq(7)));
-        for (same_recipient, same_bytes) in [(Some(false), Some(true)), (Some(true), Some(false))] {
-            let reused = EarlierSend {
-                same_recipient,
-                same_bytes,
-                ..earlier
-            };
-            assert_eq!(answer_retry(reused), EnqueueOutcome::IdReused);
+    fn to(byte: u8, device: u32) -> DeviceAddress {
+        DeviceAddress {
+            account: AccountId::from_slice(&[byte; 32]).expect("32 bytes"),
+            device: DeviceId(device),
         }
-        let old_row = EarlierSend {
-            same_recipient: None,
-            same_bytes: None,
-            ..earlier
-        };
-        assert_eq!(answer_retry(old_row), EnqueueOutcome::Duplicate(Seq(7)));
     }
 
     #[test]
-    fn digests_differ_for_different_bytes() {
-        assert_ne!(ciphertext_digest(b"a"), ciphertext_digest(b"b"));
-        assert_eq!(ciphertext_digest(b"a"), ciphertext_digest(b"a"));
+    fn a_retry_gets_its_seq_and_a_reused_id_is_refused() {
+        let first = RetryKey::of(&to(1, 1), b"one");
+        let sealed = first.seal(Seq(7));
+        assert_eq!(
+            first.answer(first.digest(), sealed),
+            EnqueueOutcome::Duplicate(Seq(7))
+        );
+        for other in [
+            RetryKey::of(&to(1, 1), b"two"),
+            RetryKey::of(&to(2, 1), b"one"),
+            RetryKey::of(&to(1, 2), b"one"),
+        ] {
+            assert_ne!(other.digest(), first.digest());
+            assert_eq!(
+                other.answer(first.digest(), sealed),
+                EnqueueOutcome::IdReused
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_shows_neither_the_seq_nor_the_recipient() {
+        let key = RetryKey::of(&to(1, 1), b"one");
+        assert_ne!(key.seal(Seq(7)), 7);
+        assert_ne!(key.seal(Seq(7)), key.seal(Seq(8)));
+        // Known answer: a change would leave every stored entry unanswerable (change
+        // DOMAIN, with a migration, instead).
+        assert_eq!(hex(key.digest()), "bf8a2e30bd7683283c622e970203bf26");
+        assert_eq!(
+            u64::from_be_bytes(key.seal(Seq(7)).to_be_bytes()),
+            0xad6b_d948_cb9e_7426 ^ 7
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn dedup_times_are_kept_to_the_minute() {
+        assert_eq!(dedup_time(59_999), 0);
+        assert_eq!(dedup_time(60_000), 60_000);
+        assert_eq!(dedup_time(60_001), 60_000);
     }
 }

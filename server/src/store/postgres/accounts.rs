@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 use super::business::name_reserved;
 use super::errors::Failure;
 use crate::store::bundle::{SignedRow, StoredBundle, KIND_KEM, KIND_SIGNED};
-use crate::store::values::{corrupt, to_i64};
+use crate::store::values::{corrupt, to_day, to_i64};
 use crate::store::{
     AuthRecord, BundleOutcome, NewAccount, PrekeyUpload, RegisterOutcome, UploadOutcome,
 };
@@ -46,7 +46,7 @@ pub(super) async fn register(
             return Ok(RegisterOutcome::NameReserved);
         }
     }
-    let now = to_i64(a.now_ms);
+    let now = to_i64(to_day(a.now_ms));
     tx.execute(
         "INSERT INTO accounts (account, identity_dh, dh_signature, handle, created_at_ms)
          VALUES ($1, $2, $3, $4, $5)",

@@ -11,8 +11,10 @@ use super::errors::Failure;
 use crate::store::admin::decode_certificate;
 use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts, NameCheck};
 use crate::store::policy::category_code;
-use crate::store::values::{to_i64, to_u64};
-use crate::store::{BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy};
+use crate::store::values::{to_day, to_i64, to_u64};
+use crate::store::{
+    BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
+};
 
 use super::queue::SWEEP_BATCH;
 
@@ -89,7 +91,13 @@ pub(super) async fn change_consent(
                  ON CONFLICT (person, business, category) DO UPDATE
                    SET expires_at_ms = excluded.expires_at_ms,
                        granted_at_ms = excluded.granted_at_ms",
-                &[&u, &b, &codes, &g.grant.expires_at_ms.map(to_i64), &now],
+                &[
+                    &u,
+                    &b,
+                    &codes,
+                    &g.grant.expires_at_ms.map(to_i64),
+                    &to_i64(to_day(*now_ms)),
+                ],
             )
             .await?;
         }
@@ -149,7 +157,7 @@ pub(super) async fn set_blocked(tx: &Transaction<'_>, input: &BlockInput) -> Res
         tx.execute(
             "INSERT INTO blocks (person, blocked, at_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
-            &[&u, &b, &to_i64(*now_ms)],
+            &[&u, &b, &to_i64(to_day(*now_ms))],
         )
         .await?;
     } else {
@@ -284,8 +292,11 @@ pub(super) async fn set_display_name(
 
 /// Deletes business bookkeeping that no longer counts, at most [`SWEEP_BATCH`] rows of
 /// each kind per call; returns the rows deleted.
-pub(super) async fn sweep(tx: &Transaction<'_>, input: &(u64, u64)) -> Result<u64, Failure> {
-    let (now_ms, care_window_ms) = *input;
+pub(super) async fn sweep(
+    tx: &Transaction<'_>,
+    input: &(u64, BusinessWindows),
+) -> Result<u64, Failure> {
+    let (now_ms, windows) = *input;
     let sweeps = [
         "DELETE FROM reach WHERE (business, recipient) IN
            (SELECT business, recipient FROM reach WHERE first_sent_ms <= $1 LIMIT $2)",
@@ -294,11 +305,16 @@ pub(super) async fn sweep(tx: &Transaction<'_>, input: &(u64, u64)) -> Result<u6
         "DELETE FROM consents WHERE (person, business, category) IN
            (SELECT person, business, category FROM consents
             WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1 LIMIT $2)",
+        "DELETE FROM reports WHERE (account, reporter) IN
+           (SELECT r.account, r.reporter FROM reports AS r
+            LEFT JOIN businesses AS b ON b.account = r.account
+            WHERE b.suspended_at_ms IS NULL
+              AND (r.at_ms < $1 OR r.at_ms < b.standing_since_ms) LIMIT $2)",
     ];
     let mut deleted = 0;
     for (sql, cutoff) in sweeps
         .into_iter()
-        .zip(business_sweep_cutoffs(now_ms, care_window_ms))
+        .zip(business_sweep_cutoffs(now_ms, windows))
     {
         deleted += tx.execute(sql, &[&to_i64(cutoff), &SWEEP_BATCH]).await?;
     }

@@ -41,7 +41,7 @@ use super::errors::Failure;
 use super::policy::{self, PolicyStatements, SendRules, PEOPLE_FACTS};
 use super::pool::JobFuture;
 use crate::store::policy::{category_code, decide, Decision, Effects};
-use crate::store::retry::{answer_retry, ciphertext_digest, CiphertextDigest, EarlierSend};
+use crate::store::retry::{dedup_time, RetryKey};
 use crate::store::values::{to_i64, to_u64};
 use crate::store::{EnqueueOutcome, NewEnvelope, StoreError};
 
@@ -76,7 +76,7 @@ impl EnqueueStatements {
                 .await?,
             facts: tx
                 .prepare_cached(&format!(
-                    "SELECT d.id, s.seq, s.recipient, s.digest, {PEOPLE_FACTS}
+                    "SELECT d.id, s.digest, s.sealed_seq, {PEOPLE_FACTS}
                      FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[])
                             WITH ORDINALITY AS i(from_account, from_device, message_id,
                                                  to_account, n)
@@ -84,7 +84,7 @@ impl EnqueueStatements {
                                         WHERE account = i.from_account
                                           AND device = i.from_device
                                         LIMIT 1) AS d ON true
-                     LEFT JOIN LATERAL (SELECT seq, recipient, digest FROM sent
+                     LEFT JOIN LATERAL (SELECT digest, sealed_seq FROM sent
                                         WHERE sender = d.id AND message_id = i.message_id
                                         LIMIT 1) AS s ON true
                      ORDER BY i.n"
@@ -108,9 +108,9 @@ impl EnqueueStatements {
                 .await?,
             insert_sent: tx
                 .prepare_cached(
-                    "INSERT INTO sent (sender, message_id, seq, recipient, digest, accepted_at_ms)
+                    "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
                      SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[],
-                                          $4::bigint[], $5::bytea[], $6::bigint[])",
+                                          $4::bytea[], $5::bigint[])",
                 )
                 .await?,
             policy: PolicyStatements::prepare(tx).await?,
@@ -129,12 +129,11 @@ struct Head {
     next: i64,
 }
 
-/// A message id stored earlier in this batch.
+/// The dedup entry of a message id stored earlier in this batch: its key and sealed seq.
 #[derive(Clone, Copy, Debug)]
 struct StoredHere {
-    seq: i64,
-    recipient: i64,
-    digest: CiphertextDigest,
+    key: RetryKey,
+    sealed_seq: i64,
 }
 
 /// The rows of the accepted envelopes, column by column (for `unnest`).
@@ -149,7 +148,9 @@ struct Rows<'a> {
     accepted_at_ms: Vec<i64>,
     ciphertext: Vec<&'a [u8]>,
     category: Vec<Option<i64>>,
+    sealed_seq: Vec<i64>,
     digest: Vec<Vec<u8>>,
+    dedup_time: Vec<i64>,
 }
 
 /// Stores `envelopes` (or finds the earlier result of their ids) in the caller's
@@ -241,32 +242,18 @@ pub(super) async fn store_envelopes<'a>(
             .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
         let head = heads.get_mut(index).and_then(Option::as_mut);
         let id = e.id.as_bytes().as_slice();
-        let digest = ciphertext_digest(&e.ciphertext);
-        let recipient_key = head.as_ref().map(|h| h.key);
+        let key = RetryKey::of(&e.to, &e.ciphertext);
         let earlier = match stored_here.get(&(sender_key, id)) {
-            Some(here) => Some(EarlierSend {
-                seq: Seq(to_u64(here.seq)),
-                same_recipient: Some(Some(here.recipient) == recipient_key),
-                same_bytes: Some(here.digest == digest),
-            }),
-            None => match fact.try_get::<_, Option<i64>>(1)? {
-                Some(seq) => Some(EarlierSend {
-                    seq: Seq(to_u64(seq)),
-                    same_recipient: fact
-                        .try_get::<_, Option<i64>>(2)?
-                        .map(|r| Some(r) == recipient_key),
-                    same_bytes: fact
-                        .try_get::<_, Option<Vec<u8>>>(3)?
-                        .map(|d| d.as_slice() == digest.as_slice()),
-                }),
-                None => None,
-            },
+            Some(here) => Some((here.key.digest().to_vec(), here.sealed_seq)),
+            None => fact
+                .try_get::<_, Option<Vec<u8>>>(1)?
+                .zip(fact.try_get::<_, Option<i64>>(2)?),
         };
-        if let Some(earlier) = earlier {
-            outcomes.push(answer_retry(earlier));
+        if let Some((digest, sealed_seq)) = earlier {
+            outcomes.push(key.answer(&digest, sealed_seq));
             continue;
         }
-        let (mut facts, from_a_business) = policy::people_facts(fact, 4)?;
+        let (mut facts, from_a_business) = policy::people_facts(fact, 3)?;
         facts.recipient_exists = head.is_some();
         let bucket = if from_a_business {
             // Behind the effects decided so far: the reads see them.
@@ -297,14 +284,8 @@ pub(super) async fn store_envelopes<'a>(
                 tx, &st.policy, rules, e, decided, bucket,
             )));
         }
-        stored_here.insert(
-            (sender_key, id),
-            StoredHere {
-                seq,
-                recipient: head.key,
-                digest,
-            },
-        );
+        let sealed_seq = key.seal(Seq(to_u64(seq)));
+        stored_here.insert((sender_key, id), StoredHere { key, sealed_seq });
         rows.recipient.push(head.key);
         rows.seq.push(seq);
         rows.sender_account
@@ -316,7 +297,9 @@ pub(super) async fn store_envelopes<'a>(
         rows.ciphertext.push(&e.ciphertext);
         rows.category
             .push(e.category.filter(|_| from_business).map(category_code));
-        rows.digest.push(digest.to_vec());
+        rows.sealed_seq.push(sealed_seq);
+        rows.digest.push(key.digest().to_vec());
+        rows.dedup_time.push(to_i64(dedup_time(e.now_ms)));
         outcomes.push(EnqueueOutcome::Accepted {
             seq: Seq(to_u64(seq)),
             from_business,
@@ -354,10 +337,9 @@ pub(super) async fn store_envelopes<'a>(
                 &[
                     &rows.sender_key,
                     &rows.message_id,
-                    &rows.seq,
-                    &rows.recipient,
+                    &rows.sealed_seq,
                     &rows.digest,
-                    &rows.accepted_at_ms,
+                    &rows.dedup_time,
                 ],
             )
             .err_into::<Failure>(),

@@ -47,10 +47,10 @@ pub use self::node::{check_authority, NodeLock, NodeRefused};
 use self::policy::SendRules;
 use self::pool::{in_transaction, JobFuture, TxJob};
 use crate::store::{
-    AuthRecord, BundleOutcome, BusinessRecord, ConsentChange, ConsentOutcome, EnqueueOutcome,
-    NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome, ReportPolicy,
-    Store, StoreError, StoreFuture, StoreHooks, StoreLoad, StoredEnvelope, SweepReport,
-    UploadOutcome,
+    AuthRecord, BundleOutcome, BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome,
+    EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome,
+    ReportPolicy, Store, StoreError, StoreFuture, StoreHooks, StoreLoad, StoredEnvelope,
+    SweepReport, UploadOutcome,
 };
 
 /// How to open the store.
@@ -338,8 +338,8 @@ impl Store for PostgresStore {
         }))
     }
 
-    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64> {
-        Box::pin(self.write((now_ms, care_window_ms), |tx, input| {
+    fn sweep_business(&self, now_ms: u64, windows: BusinessWindows) -> StoreFuture<'_, u64> {
+        Box::pin(self.write((now_ms, windows), |tx, input| {
             Box::pin(business::sweep(tx, input))
         }))
     }

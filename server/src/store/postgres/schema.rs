@@ -12,7 +12,8 @@
 //! (`queue_head`, `queue`, `sent`) use. `queue_head` holds each recipient's next seq
 //! (`fillfactor` 70 so that its updates stay HOT); `queue` is hash-partitioned by
 //! recipient into 16 partitions, each vacuumed early because acknowledged envelopes are
-//! deleted at the rate they arrive; `sent` is the retry-dedup index. Everything a send
+//! deleted at the rate they arrive; `sent` is the retry-dedup index, which names no
+//! recipient (migration 2, `store::retry`). Everything a send
 //! checks is keyed so that it could later move with its recipient. Times are `bigint`
 //! ms since the epoch; categories are `store::policy::category_code`s.
 
@@ -203,6 +204,30 @@ const MIGRATIONS: &[&str] = &[
         id    bigint PRIMARY KEY,
         at_ms bigint NOT NULL
     );
+    "#,
+    // 2: retry dedup without the recipient (store::retry): each row keeps a digest over
+    // recipient and ciphertext together and the seq sealed under it, so a copy of the
+    // database no longer says who wrote to whom. Old rows named the recipient and cannot
+    // be rewritten (the ciphertext of a delivered envelope is gone): they expire here,
+    // as at the end of the dedup window. The queue is untouched. Times that no rule
+    // reads are kept to the day.
+    r#"
+    DROP TABLE sent;
+    CREATE TABLE sent (
+        sender         bigint NOT NULL,      -- devices.id
+        message_id     bytea NOT NULL,
+        sealed_seq     bigint NOT NULL,      -- RetryKey::seal(seq)
+        digest         bytea NOT NULL,       -- RetryKey::digest(recipient, ciphertext)
+        accepted_at_ms bigint NOT NULL,      -- retry::dedup_time
+        PRIMARY KEY (sender, message_id)
+    ) WITH (autovacuum_vacuum_scale_factor = 0.02);
+    CREATE INDEX sent_by_age ON sent (accepted_at_ms);
+
+    -- Times no rule reads, to the day (values::to_day).
+    UPDATE accounts SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE devices SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE blocks SET at_ms = at_ms - at_ms % 86400000;
+    UPDATE consents SET granted_at_ms = granted_at_ms - granted_at_ms % 86400000;
     "#,
 ];
 

@@ -11,9 +11,10 @@ use super::{policy, sql_error};
 use crate::store::admin::decode_certificate;
 use crate::store::business::{business_sweep_cutoffs, judge_consent, ConsentFacts, NameCheck};
 use crate::store::policy::category_code;
-use crate::store::values::{to_i64, to_u64};
+use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::{
-    BusinessRecord, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy, StoreError,
+    BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
+    StoreError,
 };
 
 /// Stores a verified grant or revocation for `user`.
@@ -88,7 +89,7 @@ pub(super) fn change_consent(
                         b,
                         category_code(category),
                         g.grant.expires_at_ms.map(to_i64),
-                        to_i64(now_ms),
+                        to_i64(to_day(now_ms)),
                     ])
                 })
                 .map_err(sql_error)?;
@@ -166,7 +167,7 @@ pub(super) fn set_blocked(
     let mut stmt = conn.prepare_cached(sql).map_err(sql_error)?;
     let (u, b) = (user.as_bytes().as_slice(), blocked.as_bytes().as_slice());
     if with_time {
-        stmt.execute(params![u, b, to_i64(now_ms)])
+        stmt.execute(params![u, b, to_i64(to_day(now_ms))])
     } else {
         stmt.execute(params![u, b])
     }
@@ -289,12 +290,13 @@ pub(super) fn set_display_name(
 }
 
 /// Deletes business bookkeeping that no longer counts: reach entries older than the reach
-/// window, care windows that closed, consents past their expiry. At most `SWEEP_BATCH`
-/// rows of each per call; returns the rows deleted.
+/// window, care windows that closed, consents past their expiry, reports that no longer
+/// count (`business_sweep_cutoffs`). At most `SWEEP_BATCH` rows of each per call; returns
+/// the rows deleted.
 pub(super) fn sweep(
     conn: &Connection,
     now_ms: u64,
-    care_window_ms: u64,
+    windows: BusinessWindows,
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
     let sweeps = [
@@ -305,10 +307,15 @@ pub(super) fn sweep(
         "DELETE FROM consents WHERE (user, business, category) IN
            (SELECT user, business, category FROM consents
             WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 LIMIT ?2)",
+        "DELETE FROM reports WHERE (account, reporter) IN
+           (SELECT r.account, r.reporter FROM reports AS r
+            LEFT JOIN businesses AS b ON b.account = r.account
+            WHERE b.suspended_at_ms IS NULL
+              AND (r.at_ms < ?1 OR r.at_ms < b.standing_since_ms) LIMIT ?2)",
     ];
     for (sql, cutoff) in sweeps
         .into_iter()
-        .zip(business_sweep_cutoffs(now_ms, care_window_ms))
+        .zip(business_sweep_cutoffs(now_ms, windows))
     {
         let n = conn
             .prepare_cached(sql)

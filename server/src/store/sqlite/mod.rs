@@ -38,10 +38,10 @@ use self::threads::{ReadJob, WriteJob, WriterMsg};
 pub use crate::store::admin::{AdminError, BusinessListing, Verification};
 use crate::store::types::announce;
 use crate::store::{
-    AuthRecord, BundleOutcome, BusinessRecord, CommitListener, ConsentChange, ConsentOutcome,
-    EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome,
-    ReportPolicy, Store, StoreError, StoreFuture, StoreHooks, StoredEnvelope, SweepReport,
-    UploadOutcome,
+    AuthRecord, BundleOutcome, BusinessRecord, BusinessWindows, CommitListener, ConsentChange,
+    ConsentOutcome, EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload,
+    RegisterOutcome, ReportOutcome, ReportPolicy, Store, StoreError, StoreFuture, StoreHooks,
+    StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// How durable a commit is.
@@ -364,8 +364,8 @@ impl Store for SqliteStore {
         )
     }
 
-    fn sweep_business(&self, now_ms: u64, care_window_ms: u64) -> StoreFuture<'_, u64> {
-        Box::pin(self.write(move |c| business::sweep(c, now_ms, care_window_ms)))
+    fn sweep_business(&self, now_ms: u64, windows: BusinessWindows) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |c| business::sweep(c, now_ms, windows)))
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {

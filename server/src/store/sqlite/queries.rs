@@ -12,8 +12,8 @@ use super::policy::{self, SendRules};
 use super::{business, sql_error};
 use crate::store::bundle::{SignedRow, StoredBundle, KIND_KEM, KIND_SIGNED};
 use crate::store::policy::{category_code, category_from_code, Decision};
-use crate::store::retry::{answer_retry, ciphertext_digest, EarlierSend};
-use crate::store::values::{corrupt, to_i64, to_u64};
+use crate::store::retry::{dedup_time, RetryKey};
+use crate::store::values::{corrupt, to_day, to_i64, to_u64};
 use crate::store::{
     AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
     RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
@@ -68,7 +68,7 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
             a.identity.dh.as_bytes().as_slice(),
             a.identity.dh_signature.as_bytes().as_slice(),
             a.handle.as_ref().map(Handle::as_str),
-            to_i64(a.now_ms),
+            to_i64(to_day(a.now_ms)),
         ])
     })
     .map_err(sql_error)?;
@@ -81,7 +81,7 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
             s.execute(params![
                 account.as_bytes().as_slice(),
                 address.device.0,
-                to_i64(a.now_ms)
+                to_i64(to_day(a.now_ms))
             ])
         })
         .map_err(sql_error)?;
@@ -217,11 +217,11 @@ pub(super) fn enqueue(
     e: &NewEnvelope,
     rules: &SendRules,
 ) -> Result<EnqueueOutcome, StoreError> {
-    // One statement (it runs for every envelope): the sender's device key, the seq and
-    // recipient of an earlier envelope with the same id, the recipient's device key.
-    let (sender, earlier, earlier_recipient, earlier_digest, recipient) = conn
+    // One statement (it runs for every envelope): the sender's device key, the dedup
+    // entry of an earlier send with the same id, the recipient's device key.
+    let (sender, earlier, recipient) = conn
         .prepare_cached(
-            "SELECT d.id, s.seq, s.recipient, s.digest,
+            "SELECT d.id, s.digest, s.sealed_seq,
                     (SELECT id FROM devices WHERE account = ?4 AND device = ?5)
              FROM devices AS d
              LEFT JOIN sent AS s ON s.sender = d.id AND s.message_id = ?3
@@ -237,12 +237,12 @@ pub(super) fn enqueue(
                     e.to.device.0,
                 ],
                 |r| {
+                    let digest = r.get::<_, Option<Vec<u8>>>(1)?;
+                    let sealed = r.get::<_, Option<i64>>(2)?;
                     Ok((
                         r.get::<_, i64>(0)?,
-                        r.get::<_, Option<i64>>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
+                        digest.zip(sealed),
+                        r.get::<_, Option<i64>>(3)?,
                     ))
                 },
             )
@@ -250,13 +250,9 @@ pub(super) fn enqueue(
         })
         .map_err(sql_error)?
         .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
-    let digest = ciphertext_digest(&e.ciphertext);
-    if let Some(seq) = earlier {
-        return Ok(answer_retry(EarlierSend {
-            seq: Seq(to_u64(seq)),
-            same_recipient: earlier_recipient.map(|r| Some(r) == recipient),
-            same_bytes: earlier_digest.map(|d| d.as_slice() == digest.as_slice()),
-        }));
+    let key = RetryKey::of(&e.to, &e.ciphertext);
+    if let Some((digest, sealed_seq)) = earlier {
+        return Ok(key.answer(&digest, sealed_seq));
     }
     let from_business = match policy::check(conn, e, recipient.is_some(), rules)? {
         Decision::Refuse(outcome) => return Ok(outcome),
@@ -291,17 +287,16 @@ pub(super) fn enqueue(
     })
     .map_err(sql_error)?;
     conn.prepare_cached(
-        "INSERT INTO sent (sender, message_id, seq, accepted_at_ms, recipient, digest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| {
         s.execute(params![
             sender,
             e.id.as_bytes().as_slice(),
-            seq,
-            now,
-            recipient,
-            digest.as_slice()
+            key.seal(Seq(to_u64(seq))),
+            key.digest().as_slice(),
+            to_i64(dedup_time(e.now_ms)),
         ])
     })
     .map_err(sql_error)?;

@@ -6,8 +6,9 @@
 //!
 //! Devices get a compact integer key (`devices.id`) so that the hot tables (`queue`,
 //! `sent`) index 8-byte integers instead of 36-byte addresses. Since migration 3 both hot
-//! tables are append-only rowid tables: rows go in commit order, retention deletes from
-//! the lowest id, and no index on time is kept.
+//! tables are append-only rowid tables: rows go in commit order, retention (and the
+//! dedup window) deletes from the lowest id, and no index on time is kept. Since
+//! migration 5 `sent` names no recipient (`store::retry`).
 
 use rusqlite::Connection;
 
@@ -212,6 +213,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sent ADD COLUMN recipient INTEGER;
     ALTER TABLE sent ADD COLUMN digest BLOB;      -- first 16 bytes of SHA-256(ciphertext)
     "#,
+    // 5: retry dedup without the recipient (store::retry): each row keeps a digest over
+    // recipient and ciphertext together and the seq sealed under it, so a copy of the
+    // database no longer says who wrote to whom. Old rows named the recipient and cannot
+    // be rewritten (the ciphertext of a delivered envelope is gone): they expire here,
+    // as at the end of the dedup window. The queue is untouched. Times that no rule
+    // reads are kept to the day.
+    r#"
+    DROP TABLE sent;
+    CREATE TABLE sent (
+        id             INTEGER PRIMARY KEY,  -- commit order
+        sender         INTEGER NOT NULL,     -- devices.id
+        message_id     BLOB NOT NULL,
+        sealed_seq     INTEGER NOT NULL,     -- RetryKey::seal(seq)
+        digest         BLOB NOT NULL,        -- RetryKey::digest(recipient, ciphertext)
+        accepted_at_ms INTEGER NOT NULL      -- retry::dedup_time
+    );
+    CREATE UNIQUE INDEX sent_by_message ON sent (sender, message_id);
+
+    -- Times no rule reads, to the day (values::to_day).
+    UPDATE accounts SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE devices SET created_at_ms = created_at_ms - created_at_ms % 86400000;
+    UPDATE blocks SET at_ms = at_ms - at_ms % 86400000;
+    UPDATE consents SET granted_at_ms = granted_at_ms - granted_at_ms % 86400000;
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.
@@ -258,7 +283,7 @@ mod tests {
         )
         .unwrap();
         tx.commit().unwrap();
-        migrate(&mut conn).unwrap();
+        conn.execute_batch(MIGRATIONS[2]).unwrap(); // 3 alone: 5 empties `sent`
         let rows: Vec<(i64, i64, i64, Option<i64>)> = conn
             .prepare("SELECT id, seq, accepted_at_ms, category FROM queue ORDER BY id")
             .unwrap()
@@ -277,6 +302,52 @@ mod tests {
         assert_eq!(seq, 2);
         let duplicate = conn.execute("INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id, accepted_at_ms, ciphertext) VALUES (7, 2, x'01', 1, x'04', 300, x'cc')", []);
         assert!(duplicate.is_err(), "(recipient, seq) stays unique");
+    }
+
+    #[test]
+    fn migration_5_forgets_recipients_and_keeps_queued_envelopes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        tx.execute_batch(
+            "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
+                                accepted_at_ms, ciphertext)
+                 VALUES (7, 1, x'01', 1, x'02', 100, x'aa');
+             INSERT INTO sent (sender, message_id, seq, accepted_at_ms, recipient, digest)
+                 VALUES (3, x'02', 1, 100, 7, x'bb');
+             INSERT INTO blocks VALUES (x'01', x'03', 86400123);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let queued: i64 = conn
+            .query_row("SELECT COUNT(*) FROM queue WHERE recipient = 7", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(queued, 1, "the queued envelope stays");
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sent", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 0, "entries that named a recipient expire");
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('sent')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !columns.iter().any(|c| c == "recipient" || c == "seq"),
+            "{columns:?}"
+        );
+        let blocked_at: i64 = conn
+            .query_row("SELECT at_ms FROM blocks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(blocked_at, 86_400_000, "to the day");
     }
 
     #[test]
