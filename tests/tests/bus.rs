@@ -81,15 +81,24 @@ async fn wait_until(
     Ok(())
 }
 
-/// Waits until the attachment is woken and returns what it takes then.
+/// Waits until the attachment is woken with something to take (an envelope, or "read
+/// the store") and returns it; a wake that finds nothing (one left over from attaching)
+/// is waited past.
 async fn woken(
     attachment: &Attachment,
     limit: Duration,
 ) -> anyhow::Result<parley_server::presence::Taken> {
-    timeout(limit, attachment.wake.notified())
-        .await
-        .context("the attachment was not woken")?;
-    Ok(attachment.take_fresh())
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        timeout(left, attachment.wake.notified())
+            .await
+            .context("the attachment was not woken")?;
+        let taken = attachment.take_fresh();
+        if taken.stale || !taken.envelopes.is_empty() {
+            return Ok(taken);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
