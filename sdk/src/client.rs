@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use parley_protocol::business::AuthorityKey;
-use parley_protocol::e2e::content::{Content, Text};
+use parley_protocol::e2e::content::{Content, Text, MAX_TEXT_BYTES};
 use parley_protocol::e2e::safety_number::SafetyNumber;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId};
@@ -27,6 +27,25 @@ use crate::store::{ClientStore, Contact, Profile};
 /// Capacity of the command and event queues. A slow application slows the engine down
 /// (messages wait on the server) rather than growing memory.
 pub const QUEUE_CAPACITY: usize = 256;
+
+/// Refuses a text that is empty (or only spaces) or longer than [`MAX_TEXT_BYTES`], in
+/// one sentence naming the limit; [`Client::send_content`] checks every text with it, and
+/// an application may call it before connecting.
+pub fn check_text(body: &str) -> Result<(), SdkError> {
+    if body.trim().is_empty() {
+        return Err(SdkError::InvalidInput(
+            "the message is empty; nothing was sent".into(),
+        ));
+    }
+    if body.len() > MAX_TEXT_BYTES {
+        return Err(SdkError::InvalidInput(format!(
+            "the message is {} bytes long and the limit is {MAX_TEXT_BYTES} bytes; nothing was \
+             sent",
+            body.len()
+        )));
+    }
+    Ok(())
+}
 
 /// How to reach the server.
 #[derive(Clone, Debug)]
@@ -228,6 +247,9 @@ impl Client {
     /// `category` is the caller's to choose: [`crate::bot::BusinessBot`] keeps it equal
     /// to the category inside the content, which is what clients check.
     pub async fn send_content(&self, message: Outgoing) -> Result<MessageId, SdkError> {
+        if let Content::Text(text) = &message.content {
+            check_text(&text.body)?;
+        }
         self.call(|reply| Command::Send { message, reply }).await
     }
 
@@ -314,4 +336,25 @@ fn identity_from(secret: &[u8]) -> Result<IdentityKeyPair, SdkError> {
         .try_into()
         .map_err(|_| SdkError::Storage("corrupt identity".into()))?;
     Ok(IdentityKeyPair::from_secret_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_empty_or_over_the_limit_are_refused_naming_the_limit() {
+        for empty in ["", " \n\t "] {
+            let refused = check_text(empty).unwrap_err().to_string();
+            assert_eq!(refused, "the message is empty; nothing was sent");
+        }
+        assert!(check_text(&"x".repeat(MAX_TEXT_BYTES)).is_ok());
+        let refused = check_text(&"x".repeat(MAX_TEXT_BYTES + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&format!("the limit is {MAX_TEXT_BYTES} bytes")),
+            "{refused}"
+        );
+    }
 }

@@ -50,6 +50,16 @@ impl ServerList {
                 let host = url
                     .strip_prefix("ws://")
                     .or_else(|| url.strip_prefix("wss://"));
+                let web = url
+                    .strip_prefix("http://")
+                    .map(|rest| ("ws", rest))
+                    .or_else(|| url.strip_prefix("https://").map(|rest| ("wss", rest)));
+                if let Some((scheme, rest)) = web {
+                    return Err(SdkError::InvalidInput(format!(
+                        "server URL {url:?} is an HTTP address, but Parley speaks WebSocket: \
+                         use {scheme}://{rest} (ws:// or, with TLS, wss://)"
+                    )));
+                }
                 if host.is_none_or(str::is_empty) {
                     return Err(SdkError::InvalidInput(format!(
                         "server URL {url:?} is not ws://HOST:PORT or wss://HOST:PORT"
@@ -298,6 +308,13 @@ mod tests {
             );
         }
         assert!(ServerList::new(Vec::<String>::new()).is_err());
+        for (web, hint) in [
+            ("http://h:7878", "use ws://h:7878"),
+            ("https://h", "use wss://h"),
+        ] {
+            let refused = ServerList::new([web]).unwrap_err().to_string();
+            assert!(refused.contains(hint), "{refused}");
+        }
     }
 
     #[test]

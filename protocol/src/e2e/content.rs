@@ -52,6 +52,11 @@ pub const MAX_CARD_ACTIONS: usize = 8;
 pub const MAX_ACTION_ID_BYTES: usize = 64;
 /// Most message ids in one receipt.
 pub const MAX_RECEIPT_MESSAGES: usize = 256;
+/// Longest text body a client sends, in bytes: the plaintext limit less 2 KiB for the
+/// rest of the encoded content (field names, the sender's handle, a category), so that a
+/// text this long always encrypts. Receivers do not enforce it (they enforce
+/// [`MAX_PLAINTEXT_BYTES`]); senders check it to refuse a long text in words.
+pub const MAX_TEXT_BYTES: usize = MAX_PLAINTEXT_BYTES - 2048;
 
 fixed_bytes!(
     /// Names a card; chosen by its sender, unique per sender.
@@ -375,6 +380,16 @@ mod tests {
             expires_at_ms: Some(1_000),
             category: None,
         }
+    }
+
+    #[test]
+    fn the_longest_text_fits_with_the_longest_handle_and_a_category() {
+        let text = Content::Text(Text {
+            body: "é".repeat(MAX_TEXT_BYTES / 2),
+            sender_handle: Some(crate::ids::Handle::parse(&"h".repeat(32)).unwrap()),
+            category: Some(crate::business::Category::SecurityAlert),
+        });
+        assert!(text.encode().unwrap().len() <= MAX_PLAINTEXT_BYTES);
     }
 
     #[test]
