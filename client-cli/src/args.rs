@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The profile used without `--profile`.
+pub const DEFAULT_PROFILE: &str = "default";
+
 /// parley: end-to-end encrypted chat on a Parley server.
 ///
 /// Identities live in profiles under the home directory; each profile is one account.
@@ -32,7 +35,7 @@ pub struct Args {
     pub home: Option<PathBuf>,
 
     /// Which identity to use; several profiles can live on one machine.
-    #[arg(long, global = true, env = "PARLEY_PROFILE", default_value = "default")]
+    #[arg(long, global = true, env = "PARLEY_PROFILE", default_value = DEFAULT_PROFILE)]
     pub profile: String,
 
     /// Machine-readable output: one JSON object per line.

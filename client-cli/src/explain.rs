@@ -2,20 +2,35 @@
 //! error code that a command can meet, with the wait when the server gives one, and
 //! for a send the client itself refused (a verified contact's identity changed).
 
+use parley_protocol::business::Category;
 use parley_protocol::e2e::E2eError;
 use parley_protocol::ids::Handle;
 use parley_protocol::wire::ErrorCode;
 use parley_sdk::SdkError;
 
-/// The error of a send to `to`: the SDK's, or, when the client refused it because `to`
-/// belonged to a verified contact and now names another account, what to do about it,
-/// naming the handle.
-pub fn send_error(error: SdkError, to: &Handle) -> anyhow::Error {
+/// The error of a send to `to` (in `category`, for a business): the SDK's, or, when the
+/// client refused it because `to` belonged to a verified contact and now names another
+/// account, what to do about it, naming the handle; `parley` is the command as the person
+/// runs it. A send without a category that the relay refuses was blocked by the
+/// recipient (the relay does not say so, and neither does this): categories are not
+/// mentioned to a person who never used one.
+pub fn send_error(
+    error: SdkError,
+    to: &Handle,
+    category: Option<Category>,
+    parley: &str,
+) -> anyhow::Error {
     match error {
+        SdkError::Refused {
+            code: ErrorCode::Refused,
+            ..
+        } if category.is_none() => {
+            anyhow::anyhow!("not delivered: {to} does not accept messages from you")
+        }
         SdkError::Crypto(E2eError::IdentityChanged { .. }) => anyhow::anyhow!(
             "not sent: you verified {to}, but the server now names another account for it; \
-             compare safety numbers (parley safety-number {to}), and to write to the new \
-             account anyway, run: parley unverify {to}"
+             compare safety numbers ({parley} safety-number {to}), and to write to the new \
+             account anyway, run: {parley} unverify {to}"
         ),
         other => other.into(),
     }

@@ -30,9 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = args.json;
     let out = Output {
-        json: args.json,
+        json,
         authority,
+        profile: (args.profile != args::DEFAULT_PROFILE).then(|| args.profile.clone()),
     };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,7 +46,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let message = explain::refusal(&e).unwrap_or_else(|| format!("{e:#}"));
-            if out.json {
+            if json {
                 let code = match e.downcast_ref::<parley_sdk::SdkError>() {
                     Some(parley_sdk::SdkError::Refused { code, .. }) => Some(code.as_str()),
                     _ => None,
@@ -62,7 +64,19 @@ fn main() -> ExitCode {
 
 async fn run(args: Args, out: Output) -> anyhow::Result<()> {
     let servers = ServerList::new(&args.server).context("--server")?;
+    if let Command::Consent(ConsentCommand::Verify { file }) = &args.command {
+        // Offline, and about a file: no profile is opened (or created).
+        return commands::consent::verify(&out, file);
+    }
     let path = paths::profile_database(args.home, &args.profile)?;
+    if !matches!(args.command, Command::Register { .. }) && !path.exists() {
+        // Opening would create the profile: only `register` makes one.
+        anyhow::bail!(
+            "there is no profile {:?} yet; to create it, run: {} register <handle>",
+            args.profile,
+            out.parley()
+        );
+    }
     // Only an explicit `register --replace-damaged-profile` replaces a damaged profile.
     let damaged = match args.command {
         Command::Register {
@@ -107,7 +121,8 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
             }
             ConsentCommand::List => commands::consent::list(&ctx),
             ConsentCommand::Export => commands::consent::export(&ctx).await,
-            ConsentCommand::Verify { file } => commands::consent::verify(&ctx, &file),
+            // Answered above, before a profile is opened.
+            ConsentCommand::Verify { file } => commands::consent::verify(&ctx.out, &file),
         },
         Command::Block { handle } => {
             commands::moderation::moderate(&ctx, &handle, Action::Block).await

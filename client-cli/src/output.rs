@@ -9,15 +9,26 @@ use serde_json::{json, Value};
 use crate::render;
 
 /// How to print.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Output {
     /// JSON lines instead of text.
     pub json: bool,
     /// The configured verification authority (else the pinned one) for badges.
     pub authority: Option<AuthorityKey>,
+    /// `--profile`, when it is not the default one: hints name it.
+    pub profile: Option<String>,
 }
 
 impl Output {
+    /// `parley`, with `--profile NAME` when the profile in use is not the default: the
+    /// start of every command a hint tells the person to run.
+    pub fn parley(&self) -> String {
+        match &self.profile {
+            Some(profile) => format!("parley --profile {profile}"),
+            None => "parley".to_owned(),
+        }
+    }
+
     /// Prints a result: `text` for people, `value` for machines.
     pub fn print(&self, text: &str, value: Value) {
         if self.json {
@@ -40,7 +51,8 @@ impl Output {
         eprintln!(
             "\n!!! WARNING: the identity key of {who} has CHANGED.\n\
              !!! Either they re-registered (new phone, reinstall), or someone is impersonating them.\n\
-             !!! Compare safety numbers before trusting new messages: parley safety-number {who}\n"
+             !!! Compare safety numbers before trusting new messages: {} safety-number {who}\n",
+            self.parley()
         );
     }
 
@@ -77,7 +89,7 @@ impl Output {
             Some(card) => format!(
                 "[{}] {who} sent a card{category}:\n{}",
                 clock(m.sent_at_ms),
-                render::card_text(card, m.category, &id)
+                render::card_text(card, m.category, &id, &self.parley())
             ),
             None => format!("[{}] {who}{category}: {}", clock(m.sent_at_ms), m.text),
         };

@@ -15,7 +15,13 @@ pub fn badge(business: Option<&BusinessCertificate>) -> String {
 }
 
 /// A card as lines of text, to print under the sender line.
-pub fn card_text(card: &Card, category: Option<Category>, message_id: &str) -> String {
+/// `parley` is the command as the person runs it (with `--profile` when not the default).
+pub fn card_text(
+    card: &Card,
+    category: Option<Category>,
+    message_id: &str,
+    parley: &str,
+) -> String {
     let width = card
         .fields
         .iter()
@@ -52,7 +58,7 @@ pub fn card_text(card: &Card, category: Option<Category>, message_id: &str) -> S
         .map(|a| a.id.as_str())
         .unwrap_or("ACTION");
     out.push_str(&format!(
-        "  +-- answer with: parley answer {} {example}",
+        "  +-- answer with: {parley} answer {} {example}",
         &message_id[..message_id.len().min(12)]
     ));
     out
@@ -142,11 +148,19 @@ mod tests {
             expires_at_ms: None,
             category: None,
         };
-        let text = card_text(&card, Some(Category::SecurityAlert), "00112233445566778899");
+        let text = card_text(
+            &card,
+            Some(Category::SecurityAlert),
+            "00112233445566778899",
+            "parley --profile carol",
+        );
         assert!(text.contains("|  Amount    42.00 EUR"), "{text}");
         assert!(text.contains("|  Merchant  Shop"), "{text}");
         assert!(text.contains("[yes] Yes, it was me   [no] No"), "{text}");
         assert!(text.contains("Category: security_alert"), "{text}");
-        assert!(text.contains("parley answer 001122334455 yes"), "{text}");
+        assert!(
+            text.contains("answer with: parley --profile carol answer 001122334455 yes"),
+            "{text}"
+        );
     }
 }

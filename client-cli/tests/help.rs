@@ -101,7 +101,7 @@ fn several_servers_are_taken_repeated_or_as_a_comma_list_and_an_empty_one_is_ref
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    // Accepted (the profile is not registered, which is the next thing checked).
+    // Accepted (the profile does not exist, which is the next thing checked).
     for (servers, env) in [
         (&["ws://127.0.0.1:1", "ws://127.0.0.1:2"][..], None),
         (&["ws://127.0.0.1:1, ws://127.0.0.1:2"], None),
@@ -109,7 +109,7 @@ fn several_servers_are_taken_repeated_or_as_a_comma_list_and_an_empty_one_is_ref
     ] {
         let stderr = whoami(servers, env);
         assert!(
-            stderr.contains("not registered"),
+            stderr.contains("there is no profile"),
             "{servers:?} {env:?}: {stderr}"
         );
     }
@@ -139,7 +139,7 @@ fn global_options_work_after_the_command_and_bad_profiles_are_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not registered: run `parley register"),
+        stderr.contains("there is no profile \"nobody\" yet; to create it, run: parley --profile nobody register <handle>"),
         "{stderr}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

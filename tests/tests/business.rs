@@ -237,6 +237,20 @@ async fn a_fraud_card_reaches_a_consenting_customer_and_the_signed_answer_comes_
     let message = card["id"].as_str().unwrap();
     assert_eq!(message, id.to_hex());
 
+    // Issue 17: `contacts` shows the bank as a verified business, and says that "not
+    // verified" is about the safety number.
+    let listed = alice.run(&["contacts"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("@acmebank [verified business: Acme Bank")
+            && listed.contains("safety number not verified"),
+        "{listed}"
+    );
+    let contacts = alice.json(&["contacts"]);
+    let bank = contacts.iter().find(|c| c["handle"] == BANK).unwrap();
+    assert_eq!(bank["verified_business"], "Acme Bank", "{contacts:?}");
+    assert_eq!(bank["verified"], false, "{contacts:?}");
+
     alice.run(&["answer", &message[..8], "yes"]);
     let (answer, answered) = wait_for(&mut bot, |e| match e {
         Event::CardAnswered { answer, card, .. } => Some((answer, card)),

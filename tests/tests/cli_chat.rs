@@ -191,7 +191,7 @@ fn a_verified_contact_stays_verified_after_a_change(first: FirstAfterTheChange) 
 
     let refused = alice.fail(&["send", "bob", "for the old bob only"]);
     assert!(
-        refused.contains("parley unverify @bob") && !refused.contains("HANDLE"),
+        refused.contains("parley --profile alice unverify @bob") && !refused.contains("HANDLE"),
         "{first:?}: {refused}"
     );
     let contacts = alice.json(&["contacts"]);

@@ -117,7 +117,8 @@ fn regression_a_failed_register_is_not_shown_as_an_account() {
     offline.fail(&["register", "bob"]);
     let whoami = offline.fail(&["whoami"]);
     assert!(
-        whoami.contains("not registered") && whoami.contains("parley register bob"),
+        whoami.contains("not registered")
+            && whoami.contains("parley --profile offline register bob"),
         "{whoami}"
     );
 

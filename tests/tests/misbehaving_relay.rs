@@ -791,7 +791,10 @@ async fn the_cli_explains_the_refusal_and_unverify_accepts_the_change() {
     w.mitm
         .redirect_handle(handle("bob"), Some(mallory_addr.account));
     let refused = alice.fail(&["send", "bob", "for bob only"]);
-    assert!(refused.contains("parley unverify"), "{refused}");
+    assert!(
+        refused.contains("parley --profile alice unverify @bob"),
+        "{refused}"
+    );
     assert!(w.mitm.deliveries_to(mallory_addr).is_empty());
 
     alice.run(&["unverify", "bob"]);

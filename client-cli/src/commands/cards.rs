@@ -30,7 +30,9 @@ fn find_card(ctx: &Context, prefix: &str) -> anyhow::Result<MessageId> {
     let prefix = prefix.trim().to_ascii_lowercase();
     if prefix.len() < MIN_PREFIX || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
         anyhow::bail!(
-            "'{prefix}' is not a message id: give at least {MIN_PREFIX} hex digits as `parley inbox` shows them"
+            "'{prefix}' is not a message id: give at least {MIN_PREFIX} hex digits as `{} inbox` \
+             shows them",
+            ctx.out.parley()
         );
     }
     let matches: Vec<MessageId> = ctx
@@ -43,7 +45,8 @@ fn find_card(ctx: &Context, prefix: &str) -> anyhow::Result<MessageId> {
     match matches.as_slice() {
         [id] => Ok(*id),
         [] => anyhow::bail!(
-            "no card with id {prefix} in this profile's inbox (run `parley inbox` first)"
+            "no card with id {prefix} in this profile's inbox (run `{} inbox` first)",
+            ctx.out.parley()
         ),
         _ => anyhow::bail!("{prefix} matches several cards: give more digits"),
     }

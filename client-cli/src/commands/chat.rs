@@ -51,7 +51,7 @@ pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
                         Err(e) => eprintln!("error: consent not revoked: {e}"),
                     }
                 } else if let Err(e) = client.send_text(&peer, line).await {
-                    let e = crate::explain::send_error(e, &peer);
+                    let e = crate::explain::send_error(e, &peer, None, &ctx.out.parley());
                     let why = crate::explain::refusal(&e)
                         .unwrap_or_else(|| format!("not sent: {e:#}"));
                     eprintln!("error: {why}");

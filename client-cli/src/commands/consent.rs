@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::business::pin_notice;
 use super::{parse_handle, start_quiet, Context};
-use crate::output::{name, now_ms};
+use crate::output::{name, now_ms, Output};
 
 /// Parses `--category` values (each may be a comma-separated list); none means all.
 pub fn categories(values: &[String]) -> anyhow::Result<CategorySet> {
@@ -133,14 +133,14 @@ pub async fn export(ctx: &Context) -> anyhow::Result<()> {
 }
 
 /// `parley consent verify <file>`.
-pub fn verify(ctx: &Context, file: &std::path::Path) -> anyhow::Result<()> {
+pub fn verify(out: &Output, file: &std::path::Path) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(file)?
     };
     let records = verify_ledger(&text)?;
-    ctx.out.print(
+    out.print(
         &format!(
             "All {} records verify: each is signed by the person it names.",
             records.len()

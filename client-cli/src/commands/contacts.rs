@@ -2,8 +2,11 @@
 
 use serde_json::json;
 
+use parley_sdk::business_info::cached_verdict;
+
 use super::{parse_handle, Context};
-use crate::output::name;
+use crate::output::{name, now_ms};
+use crate::render::badge;
 
 /// `parley contacts`.
 pub fn contacts(ctx: &Context) -> anyhow::Result<()> {
@@ -12,19 +15,25 @@ pub fn contacts(ctx: &Context) -> anyhow::Result<()> {
         println!("No contacts yet.");
     }
     for c in contacts {
-        let state = if c.verified {
-            "verified"
+        // Two different marks: the safety number compared by the person, and a business
+        // certificate checked on this machine (shown as the same badge as on messages).
+        let safety = if c.verified {
+            "safety number verified"
         } else {
-            "not verified"
+            "safety number not verified"
         };
+        let business =
+            cached_verdict(&ctx.store, ctx.out.authority.as_ref(), &c.account, now_ms())?;
+        let who = format!(
+            "{}{}",
+            name(c.handle.as_ref(), &c.account),
+            badge(business.as_ref())
+        );
         ctx.out.print(
-            &format!(
-                "{:<24} {state:<13} {}",
-                name(c.handle.as_ref(), &c.account),
-                c.account
-            ),
+            &format!("{who:<24} {safety:<26} {}", c.account),
             json!({"type": "contact", "handle": c.handle.as_ref().map(|h| h.as_str()),
-                   "account": c.account.to_hex(), "verified": c.verified}),
+                   "account": c.account.to_hex(), "verified": c.verified,
+                   "verified_business": business.map(|c| c.display_name)}),
         );
     }
     Ok(())
@@ -34,7 +43,8 @@ fn contact(ctx: &Context, handle: &str) -> anyhow::Result<parley_sdk::store::Con
     let handle = parse_handle(handle)?;
     ctx.store.contact_by_handle(&handle)?.ok_or_else(|| {
         anyhow::anyhow!(
-            "no contact {handle} yet: exchange a message first (parley send {handle} ...)"
+            "no contact {handle} yet: exchange a message first ({} send {handle} ...)",
+            ctx.out.parley()
         )
     })
 }
@@ -46,8 +56,9 @@ pub fn safety_number(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let who = name(c.handle.as_ref(), &c.account);
     ctx.out.print(
         &format!(
-            "Safety number with {who}:\n\n{}\n\nCompare it with theirs; if it matches, run: parley verify {who}",
-            number.display()
+            "Safety number with {who}:\n\n{}\n\nCompare it with theirs; if it matches, run: {} verify {who}",
+            number.display(),
+            ctx.out.parley()
         ),
         json!({"type": "safety_number", "handle": c.handle.as_ref().map(|h| h.as_str()),
                "digits": number.digits(), "verified": c.verified}),

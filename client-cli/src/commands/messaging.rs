@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use parley_protocol::business::Category;
 use parley_protocol::e2e::content::{Content, Text};
-use parley_sdk::{Outgoing, Peer};
+use parley_sdk::{Event, Outgoing, Peer};
 use serde_json::json;
 
 use super::{on_event, parse_handle, start, Context};
@@ -23,6 +23,7 @@ pub async fn send(
     category: Option<&str>,
 ) -> anyhow::Result<()> {
     let to = parse_handle(handle)?;
+    parley_sdk::check_text(text)?;
     let category = category
         .map(|name| {
             Category::parse(name).ok_or_else(|| {
@@ -54,7 +55,9 @@ pub async fn send(
         }
     };
     let sent = match tokio::time::timeout(SEND_TIMEOUT, sending).await {
-        Ok(result) => result.map_err(|e| crate::explain::send_error(e, &to)),
+        Ok(result) => {
+            result.map_err(|e| crate::explain::send_error(e, &to, category, &ctx.out.parley()))
+        }
         Err(_) => Err(anyhow::anyhow!(
             "no answer from the server within {} s; if the message was already encrypted it \
              stays queued and is resent on the next connection",
@@ -76,13 +79,14 @@ pub async fn send(
 /// `parley inbox [--wait DURATION]`: everything that arrived, then more for `wait`.
 pub async fn inbox(ctx: &Context, wait: Duration) -> anyhow::Result<()> {
     // Messages stored by an earlier command but not shown yet come first.
-    ctx.out.show_unshown(&ctx.store)?;
+    let mut shown = ctx.out.show_unshown(&ctx.store)?;
     let mut client = start(ctx).await?;
     let drain_deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
         let event = tokio::time::timeout_at(drain_deadline, client.next_event()).await;
         match event {
             Ok(Some(event)) => {
+                shown += usize::from(is_shown(&event));
                 if on_event(ctx, &event)? {
                     break;
                 }
@@ -93,9 +97,26 @@ pub async fn inbox(ctx: &Context, wait: Duration) -> anyhow::Result<()> {
     }
     let until = tokio::time::Instant::now() + wait;
     while let Ok(Some(event)) = tokio::time::timeout_at(until, client.next_event()).await {
+        shown += usize::from(is_shown(&event));
         on_event(ctx, &event)?;
     }
     client.stop().await;
-    ctx.out.show_unshown(&ctx.store)?;
+    shown += ctx.out.show_unshown(&ctx.store)?;
+    if shown == 0 && !ctx.out.json {
+        println!("No new messages.");
+    }
     Ok(())
+}
+
+/// Whether [`on_event`] prints something the person reads for `event`: a message, a
+/// card, or a warning about one.
+fn is_shown(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Message { .. }
+            | Event::Card { .. }
+            | Event::Undecryptable { .. }
+            | Event::DroppedWithoutConsent { .. }
+            | Event::IdentityChanged { .. }
+    )
 }

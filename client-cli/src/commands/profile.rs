@@ -34,8 +34,9 @@ pub fn whoami(ctx: &Context) -> anyhow::Result<()> {
             .map_or_else(|| "<handle>".to_owned(), |h| h.as_str().to_owned());
         anyhow::bail!(
             "not registered: the registration of {} was not confirmed by the server; run \
-             `parley register {again}` again (it reuses the same key)",
-            name(p.handle.as_ref(), &p.account)
+             `{} register {again}` again (it reuses the same key)",
+            name(p.handle.as_ref(), &p.account),
+            ctx.out.parley()
         );
     }
     ctx.out.print(
