@@ -189,13 +189,27 @@ impl Client {
                     offered.join(", ")
                 ))
             })?;
-        self.send_content(Outgoing {
-            to: Peer::Account(entry.from.account),
-            content: Content::CardAnswer(answer),
-            category: None,
-            id: None,
-        })
-        .await
+        let n = entry.n;
+        if let Some(first) = blocking(self.store(), move |s| s.card_answer(n)).await? {
+            return Err(SdkError::InvalidInput(format!(
+                "this card was already answered with {first:?}, and an answer cannot be \
+                 changed; nothing was sent"
+            )));
+        }
+        let sent = self
+            .send_content(Outgoing {
+                to: Peer::Account(entry.from.account),
+                content: Content::CardAnswer(answer),
+                category: None,
+                id: None,
+            })
+            .await;
+        // A queued answer goes out on the next connection: it is an answer too.
+        if matches!(sent, Ok(_) | Err(SdkError::Queued(_))) {
+            let action = action.to_owned();
+            blocking(self.store(), move |s| s.set_card_answer(n, &action)).await?;
+        }
+        sent
     }
 
     /// The account behind a handle.

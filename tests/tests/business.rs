@@ -260,6 +260,10 @@ async fn a_fraud_card_reaches_a_consenting_customer_and_the_signed_answer_comes_
     .await;
     assert_eq!(answer.action, "yes");
     assert_eq!(answered.title, "Did you make this purchase?");
+    // Issue 17: a second answer is refused in one sentence naming the first.
+    let again = alice.fail(&["answer", message, "no"]);
+    assert!(again.contains("already answered with \"yes\""), "{again}");
+    assert_eq!(again.trim().lines().count(), 1, "one sentence: {again}");
     // An action the card does not offer is refused before anything is sent.
     let refused = alice.fail(&["answer", message, "maybe"]);
     assert!(refused.contains("its actions are: yes, no"), "{refused}");

@@ -537,6 +537,28 @@ impl ClientStore {
             .map_err(db)
     }
 
+    /// The action the card stored as inbox entry `n` was answered with, if it was.
+    pub fn card_answer(&self, n: i64) -> Result<Option<String>, SdkError> {
+        self.lock()
+            .query_row("SELECT answer FROM inbox WHERE n = ?1", params![n], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()
+            .map(Option::flatten)
+            .map_err(db)
+    }
+
+    /// Records that the card stored as inbox entry `n` was answered with `action`.
+    pub fn set_card_answer(&self, n: i64, action: &str) -> Result<(), SdkError> {
+        self.lock()
+            .execute(
+                "UPDATE inbox SET answer = ?2 WHERE n = ?1",
+                params![n, action],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
     /// The stored message with this id (from anyone), if any.
     pub fn inbox_message(&self, id: &MessageId) -> Result<Option<InboxEntry>, SdkError> {
         let hex = id.to_hex();

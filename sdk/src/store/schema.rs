@@ -43,6 +43,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sessions ADD COLUMN previous BLOB;
 "#,
+    // The action a card was answered with, so that a second answer is refused naming
+    // the first (the card's sender would refuse it anyway).
+    r#"
+    ALTER TABLE inbox ADD COLUMN answer TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
