@@ -36,6 +36,13 @@ pub fn send_error(
     }
 }
 
+/// For a profile without an account, the command that registers it as the person runs
+/// it (`parley --profile NAME register`); `None` for any other error.
+pub fn not_registered(error: &anyhow::Error, parley: &str) -> Option<String> {
+    matches!(error.downcast_ref::<SdkError>()?, SdkError::NotRegistered)
+        .then(|| format!("not registered: run `{parley} register <handle>` first"))
+}
+
 /// A sentence for `error`, when it is a refusal worth explaining; `None` otherwise.
 pub fn refusal(error: &anyhow::Error) -> Option<String> {
     let SdkError::Refused {

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         authority,
         profile: (args.profile != args::DEFAULT_PROFILE).then(|| args.profile.clone()),
     };
+    let parley = out.parley();
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,7 +46,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = explain::refusal(&e).unwrap_or_else(|| format!("{e:#}"));
+            let message = explain::refusal(&e)
+                .or_else(|| explain::not_registered(&e, &parley))
+                .unwrap_or_else(|| format!("{e:#}"));
             if json {
                 let code = match e.downcast_ref::<parley_sdk::SdkError>() {
                     Some(parley_sdk::SdkError::Refused { code, .. }) => Some(code.as_str()),

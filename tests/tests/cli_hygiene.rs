@@ -152,6 +152,14 @@ fn regression_hints_name_the_profile_in_use() {
         "{}",
         stdout(&out)
     );
+    // A profile whose account was deleted.
+    bob.run(&["delete-account", "--yes"]);
+    let said = bob.fail(&["whoami"]);
+    one_sentence(&said);
+    assert!(
+        said.contains("not registered: run `parley --profile bob register <handle>`"),
+        "{said}"
+    );
 }
 
 #[test]
