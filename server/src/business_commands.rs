@@ -152,9 +152,10 @@ pub async fn run(command: &AdminCommand, config: &Config) -> anyhow::Result<Opti
             store.tier(&handle, *tier).await?;
             format!("@{} is now in tier {tier}\n", handle.as_str())
         }
-        AdminCommand::Stats | AdminCommand::Backup { .. } | AdminCommand::Migrate => {
-            return Ok(None)
-        }
+        AdminCommand::Stats
+        | AdminCommand::Backup { .. }
+        | AdminCommand::Migrate
+        | AdminCommand::SelfSignedCert { .. } => return Ok(None),
     };
     Ok(Some(out))
 }

@@ -123,6 +123,20 @@ pub enum AdminCommand {
         /// Tier number, 0 first.
         tier: u32,
     },
+    /// Write a self-signed end-entity certificate (cert.pem) and its private key
+    /// (key.pem, mode 0600) into DIR, for trying `wss://`: start the server with
+    /// `--tls-cert DIR/cert.pem --tls-key DIR/key.pem` and give clients
+    /// `parley --ca-file DIR/cert.pem`. For testing only; existing files are not
+    /// overwritten.
+    SelfSignedCert {
+        /// A DNS name or IP address clients connect to (repeat for more), e.g.
+        /// `--host localhost --host 127.0.0.1`.
+        #[arg(long = "host", required = true, value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Directory to write cert.pem and key.pem into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Where a setting's value came from.

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod presence;
 pub mod rate_limit;
 pub mod ready;
+pub mod self_signed;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -81,6 +81,17 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Admin(AdminCommand::SelfSignedCert { hosts, out })) => {
+            let written = parley_server::self_signed::write(hosts, out)?;
+            let (cert, key) = (written.cert_file.display(), written.key_file.display());
+            println!("certificate: {cert}\nprivate key: {key} (mode 0600)");
+            println!("server: parley-server --tls-cert {cert} --tls-key {key}");
+            println!(
+                "client: parley --ca-file {cert} --server wss://{}:PORT ...",
+                hosts[0]
+            );
+            Ok(())
+        }
         Some(Command::Admin(AdminCommand::Backup { file })) => {
             let report = sqlite::backup(config.sqlite_dir(), file)?;
             println!(
