@@ -49,7 +49,13 @@ impl Connection {
         let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
             .await
             .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| match crate::certificate_error::explain(url, &e) {
+                Some(advice) => SdkError::Certificate {
+                    url: url.to_owned(),
+                    advice,
+                },
+                None => unreachable(e.to_string()),
+            })?;
         let mut conn = Connection {
             ws,
             hello: Hello {

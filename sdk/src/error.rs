@@ -47,6 +47,15 @@ pub enum SdkError {
         /// Why.
         reason: String,
     },
+    /// The server's TLS certificate was refused; `advice` is one sentence naming the
+    /// server, the problem and what to do (see `certificate_error`).
+    #[error("{advice}")]
+    Certificate {
+        /// The URL tried.
+        url: String,
+        /// The sentence shown.
+        advice: String,
+    },
     /// The server refused a request.
     #[error("server refused: {code}: {message}")]
     Refused {
@@ -96,7 +105,9 @@ impl SdkError {
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            SdkError::Unreachable { .. } | SdkError::ConnectionLost(_)
+            SdkError::Unreachable { .. }
+                | SdkError::Certificate { .. }
+                | SdkError::ConnectionLost(_)
         )
     }
 }

@@ -261,6 +261,13 @@ impl Rotation {
 /// of the `last` failure.
 pub(crate) fn unreachable(servers: &ServerList, last: &SdkError) -> SdkError {
     let reason = match last {
+        // The advice names the server whose certificate was refused and what to do.
+        SdkError::Certificate { url, advice } => {
+            return SdkError::Certificate {
+                url: url.clone(),
+                advice: advice.clone(),
+            }
+        }
         SdkError::Unreachable { reason, .. } | SdkError::ConnectionLost(reason) => reason.clone(),
         other => other.to_string(),
     };

@@ -57,6 +57,7 @@
 
 pub mod bot;
 pub mod business_info;
+mod certificate_error;
 pub mod client;
 pub mod connection;
 pub mod consent;

@@ -137,3 +137,182 @@ fn the_cli_chats_over_wss_with_a_ca_file() {
     assert!(inbox.contains("hello over tls"), "{inbox}");
     server.kill().unwrap();
 }
+
+/// Starts a TLS server with `cert` / `key` and returns it with its `wss://` URL.
+fn tls_server(
+    data: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (ServerProcess, String) {
+    let server = ServerProcess::start(
+        data,
+        "127.0.0.1:0".parse().unwrap(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let url = format!("wss://127.0.0.1:{}", server.addr.port());
+    (server, url)
+}
+
+/// Runs the real `parley` with `args` against `url`, trusting `ca_file` if given.
+fn parley(
+    home: &std::path::Path,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    args: &[&str],
+) -> std::process::Output {
+    let binary = parley_tests::server::workspace_binary("parley-cli", "parley").unwrap();
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(args)
+        .args(["--server", url])
+        .arg("--home")
+        .arg(home)
+        .stdin(std::process::Stdio::null());
+    if let Some(ca_file) = ca_file {
+        command.arg("--ca-file").arg(ca_file);
+    }
+    command.output().unwrap()
+}
+
+/// The one line `parley` printed on stderr, after checking that it failed.
+fn one_sentence(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("OtherError"), "{stderr}");
+    assert!(!stderr.contains("IO error"), "{stderr}");
+    stderr
+}
+
+/// Issue 17, TLS on a first try: `parley-server admin self-signed-cert` makes a
+/// certificate the server serves and `parley --ca-file` trusts, end to end; without
+/// `--ca-file` the client says in one sentence what to do.
+#[test]
+fn the_self_signed_cert_command_works_end_to_end_with_a_ca_file() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let out_dir = certs.path().join("tls");
+    let server_binary = parley_tests::server::server_binary().unwrap();
+    let made = std::process::Command::new(&server_binary)
+        .args([
+            "admin",
+            "self-signed-cert",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert, key) = (out_dir.join("cert.pem"), out_dir.join("key.pem"));
+    assert!(String::from_utf8_lossy(&made.stdout).contains("--ca-file"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the private key is private");
+    }
+
+    let (server, url) = tls_server(data.path(), &cert, &key);
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(parley(
+        home.path(),
+        &url,
+        Some(&cert),
+        &["--profile", "alice", "register", "alice"],
+    ));
+    ok(parley(
+        home.path(),
+        &url,
+        Some(&cert),
+        &["--profile", "bob", "register", "bob"],
+    ));
+    ok(parley(
+        home.path(),
+        &url,
+        Some(&cert),
+        &["--profile", "alice", "send", "bob", "hi over wss"],
+    ));
+    let inbox = ok(parley(
+        home.path(),
+        &url,
+        Some(&cert),
+        &["--profile", "bob", "--json", "inbox"],
+    ));
+    assert!(inbox.contains("hi over wss"), "{inbox}");
+
+    // The same certificate, not trusted: one sentence naming the server and --ca-file.
+    let untrusted = one_sentence(&parley(
+        home.path(),
+        &url,
+        None,
+        &["--profile", "mallory", "register", "mallory"],
+    ));
+    assert!(
+        untrusted.contains("is not signed by any authority this client trusts"),
+        "{untrusted}"
+    );
+    assert!(untrusted.contains(&url), "{untrusted}");
+    assert!(untrusted.contains("--ca-file FILE"), "{untrusted}");
+    server.kill().unwrap();
+}
+
+/// Issue 17: a CA certificate as the server's own (what `openssl req -x509` makes) used
+/// to end in `invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`; now one
+/// sentence says to give the server an end-entity certificate and how to make one.
+#[test]
+fn regression_a_ca_certificate_as_the_servers_certificate_is_explained() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key_pair).unwrap();
+    let (cert, key) = (certs.path().join("ca.pem"), certs.path().join("ca.key"));
+    std::fs::write(&cert, ca.pem()).unwrap();
+    std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+
+    let (server, url) = tls_server(data.path(), &cert, &key);
+    let out = parley(
+        home.path(),
+        &url,
+        Some(&cert),
+        &["--profile", "alice", "register", "alice"],
+    );
+    let sentence = one_sentence(&out);
+    assert!(
+        sentence.contains("presents a CA certificate as its own"),
+        "{sentence}"
+    );
+    assert!(
+        sentence.contains("parley-server admin self-signed-cert --host 127.0.0.1"),
+        "{sentence}"
+    );
+    assert!(sentence.contains(&url), "{sentence}");
+    server.kill().unwrap();
+}
