@@ -297,7 +297,17 @@ async fn a_bus_with_a_password_takes_the_credentials_of_its_url() -> anyhow::Res
         Arc::new(BusMetrics::default()),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server's refusal is the event to wait for; after it, the node is not connected.
+    wait_until(
+        "NATS refused the wrong password",
+        Duration::from_secs(5),
+        || {
+            nats.log()
+                .lines()
+                .any(|l| l.contains("parley-server c\"") && l.contains("authentication error"))
+        },
+    )
+    .await?;
     assert!(!presence.is_connected(), "a wrong password is refused");
     Ok(())
 }
