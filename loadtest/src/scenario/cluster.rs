@@ -298,31 +298,17 @@ pub async fn run(
 
     // The embedded SQLite node under the same quota.
     if args.compare_sqlite {
-        let server = ServerProcess::start_with(
+        let runs = single_relay_runs(
             launch,
             Target::Product,
-            2 * args.pairs + 64,
-            Extra {
-                cgroup: group(format!("parley-sqlite-{tag}"))?,
-                ..Extra::default()
-            },
-        )?;
-        let mut fleet = Fleet::on(server, args.pairs, 0).await?;
-        let mut runs = Vec::new();
-        for rep in 0..reps {
-            runs.push(
-                run_phase(
-                    &mut fleet,
-                    saturation,
-                    warmup,
-                    window,
-                    &framing(Target::Product),
-                    format!("sqlite node saturation {}", rep + 1),
-                )
-                .await?,
-            );
-        }
-        drop(fleet);
+            group(format!("parley-sqlite-{tag}"))?,
+            args.pairs,
+            reps,
+            (saturation, warmup, window),
+            &framing(Target::Product),
+            "sqlite node",
+        )
+        .await?;
         let side = single_json(&runs, cgroups);
         product["lost"] = json!(lost + side["lost"].as_u64().unwrap_or(0));
         let sqlite_rate = median(&runs.iter().map(Phase::rate).collect::<Vec<_>>());
@@ -334,31 +320,17 @@ pub async fn run(
     }
     // The bare relay under the same quota.
     if args.common.compare_baseline {
-        let server = ServerProcess::start_with(
+        let runs = single_relay_runs(
             launch,
             Target::Baseline,
-            2 * args.pairs,
-            Extra {
-                cgroup: group(format!("parley-baseline-{tag}"))?,
-                ..Extra::default()
-            },
-        )?;
-        let mut fleet = Fleet::on(server, args.pairs, 0).await?;
-        let mut runs = Vec::new();
-        for rep in 0..reps {
-            runs.push(
-                run_phase(
-                    &mut fleet,
-                    saturation,
-                    warmup,
-                    window,
-                    &framing(Target::Baseline),
-                    format!("baseline saturation {}", rep + 1),
-                )
-                .await?,
-            );
-        }
-        drop(fleet);
+            group(format!("parley-baseline-{tag}"))?,
+            args.pairs,
+            reps,
+            (saturation, warmup, window),
+            &framing(Target::Baseline),
+            "baseline",
+        )
+        .await?;
         let baseline_rate = median(&runs.iter().map(Phase::rate).collect::<Vec<_>>());
         report.baseline = Some(single_json(&runs, cgroups));
         report.ratio = Some(cluster_rate / baseline_rate);
@@ -392,6 +364,48 @@ pub async fn run(
         .map(|(p, _)| vec![(format!("cluster n={nodes} {:.0}/s", args.rate), p.latency)])
         .unwrap_or_default();
     Ok((report, plots))
+}
+
+/// One relay process (the SQLite node or the bare relay) under `cgroup`, saturated
+/// `reps` times by `pairs` pairs: the runs.
+#[allow(clippy::too_many_arguments)]
+async fn single_relay_runs(
+    launch: &Launch,
+    target: Target,
+    cgroup: Option<CpuGroup>,
+    pairs: usize,
+    reps: usize,
+    (saturation, warmup, window): (Mode, Duration, Duration),
+    framing: &Framing,
+    label: &str,
+) -> anyhow::Result<Vec<Phase>> {
+    // The product needs a few more descriptors than its clients (its database).
+    let files = 2 * pairs + if target == Target::Product { 64 } else { 0 };
+    let server = ServerProcess::start_with(
+        launch,
+        target,
+        files,
+        Extra {
+            cgroup,
+            ..Extra::default()
+        },
+    )?;
+    let mut fleet = Fleet::on(server, pairs, 0).await?;
+    let mut runs = Vec::with_capacity(reps);
+    for rep in 0..reps {
+        runs.push(
+            run_phase(
+                &mut fleet,
+                saturation,
+                warmup,
+                window,
+                framing,
+                format!("{label} saturation {}", rep + 1),
+            )
+            .await?,
+        );
+    }
+    Ok(runs)
 }
 
 fn spread(values: &[f64]) -> Value {
