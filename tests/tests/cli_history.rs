@@ -97,6 +97,9 @@ fn history_shows_the_conversation_in_order_with_sent_delivered_and_read_and_surv
         !seen.contains("(delivered)"),
         "no state on their lines: {seen}"
     );
+    // The read receipt is taken by alice's next command, and is not a message.
+    let taken = alice.json(&["inbox"]);
+    assert!(taken.is_empty(), "a receipt shows nothing: {taken:?}");
     assert_eq!(history(&alice, "bob"), vec![mine("one: hello bob", "read")]);
 
     // Bob answers; alice writes again; bob opens the chat, which shows the recent past
@@ -259,4 +262,62 @@ fn delete_history_leaves_no_row_of_the_conversation() {
         .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// An open `chat` prints a line when a receipt moves one of my messages forward.
+#[test]
+fn an_open_chat_shows_my_message_delivered_then_read() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let people = People::start();
+    let (alice, bob) = (people.person("alice"), people.person("bob"));
+    let mut chat = alice
+        .command(&["chat", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = chat.stdin.take().unwrap();
+    let (lines, printed) = mpsc::channel();
+    let stdout = BufReader::new(chat.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for_line = |wanted: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match printed.recv_timeout(left) {
+                Ok(line) if line.contains(wanted) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {wanted:?} from the open chat"),
+            }
+        }
+    };
+    writeln!(input, "ping from the chat").unwrap();
+
+    // Bob's client stores it as soon as it is there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bob
+        .json(&["inbox"])
+        .iter()
+        .any(|v| v["text"] == "ping from the chat")
+    {
+        assert!(Instant::now() < deadline, "bob never got the message");
+    }
+    let delivered = wait_for_line("delivered: \"ping from the chat\"");
+    assert!(delivered.ends_with("(to @bob)"), "{delivered}");
+    bob.run(&["history", "alice"]);
+    wait_for_line("read: \"ping from the chat\"");
+
+    writeln!(input, "/quit").unwrap();
+    assert!(chat.wait().unwrap().success());
 }
