@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use parley_protocol::devices::list::MAX_DEVICE_LIST_ENTRIES;
 use parley_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_STORED_ONE_TIME_PREKEYS};
 
 use crate::store::sqlite::{Durability, SqliteOptions};
@@ -163,6 +164,10 @@ pub struct Config {
     /// A device is told to upload more one-time prekeys when fewer than this remain.
     #[arg(long, env = "PARLEY_PREKEYS_LOW_THRESHOLD", default_value_t = 20)]
     pub prekeys_low_threshold: u32,
+
+    /// Most devices one account may list (linked devices; at most 32).
+    #[arg(long, env = "PARLEY_MAX_DEVICES_PER_ACCOUNT", default_value_t = 6)]
+    pub max_devices_per_account: usize,
 
     /// Registrations allowed per source IP address per hour.
     #[arg(
@@ -368,6 +373,14 @@ impl Config {
             return Err(ConfigError(format!(
                 "{} must be between 1 and {MAX_ENVELOPE_BYTES}",
                 setting("max-envelope-bytes")
+            )));
+        }
+        if self.max_devices_per_account == 0
+            || self.max_devices_per_account > MAX_DEVICE_LIST_ENTRIES
+        {
+            return Err(ConfigError(format!(
+                "{} must be between 1 and {MAX_DEVICE_LIST_ENTRIES}",
+                setting("max-devices-per-account")
             )));
         }
         if self.max_one_time_prekeys > MAX_STORED_ONE_TIME_PREKEYS {

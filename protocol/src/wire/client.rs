@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::business::{Category, SignedGrant, SignedRevocation};
+use crate::devices::SignedDeviceList;
 use crate::identity::IdentityPublic;
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, RequestId, Seq};
 use crate::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
@@ -72,6 +73,11 @@ pub enum ClientBody {
     FetchBusiness(FetchBusiness),
     /// Set or clear this account's display name. Reply: `done`, or `name_reserved`.
     SetDisplayName(SetDisplayName),
+    /// Store a newer signed list of this account's devices; devices no longer on it are
+    /// deleted and closed. Reply: `devices`.
+    PublishDevices(PublishDevices),
+    /// An account's latest signed device list. Reply: `devices`.
+    FetchDevices(FetchDevices),
 }
 
 /// `auth`: the answer to the server's `hello` challenge.
@@ -209,4 +215,19 @@ pub struct FetchBusiness {
 pub struct SetDisplayName {
     /// The new name, or nil to clear it.
     pub display_name: Option<String>,
+}
+
+/// `publish_devices`: the list must be this account's, signed by it (ADR 0007), with a
+/// version greater than the one the server holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishDevices {
+    /// The new list.
+    pub list: SignedDeviceList,
+}
+
+/// `fetch_devices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchDevices {
+    /// Whose devices.
+    pub account: AccountId,
 }

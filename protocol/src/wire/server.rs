@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::business::{AuthorityKey, Category, CategorySet, SignedCertificate};
+use crate::devices::SignedDeviceList;
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, Nonce, RequestId, Seq, ServerId};
 use crate::prekeys::PrekeyBundle;
 use crate::wire::ErrorCode;
@@ -72,6 +73,8 @@ pub enum ServerBody {
     Business(Business),
     /// Reply to `block`, `unblock`, `report` and `set_display_name`: it took effect.
     Done(Done),
+    /// Reply to `publish_devices` and `fetch_devices`: the account's latest device list.
+    Devices(Devices),
     /// A request failed (with `rid`) or the connection is about to close (nil `rid`).
     Error(ErrorBody),
 }
@@ -198,4 +201,16 @@ pub struct ErrorBody {
     pub message: String,
     /// For `rate_limited` and `reach_exhausted`: milliseconds to wait before retrying.
     pub retry_after_ms: Option<u64>,
+}
+
+/// `devices`: an account's latest signed device list as the server holds it. `nil` when the
+/// account never published one: it has the implicit list, device 1 at version 0
+/// ([`crate::devices::DeviceList::implicit`]). A client verifies the list itself
+/// ([`crate::devices::DeviceListView::accept`]); the server's word is not enough.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Devices {
+    /// Whose list.
+    pub account: AccountId,
+    /// The list, or nil for the implicit one.
+    pub list: Option<SignedDeviceList>,
 }

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::awaiting_auth::{error_frame, Session};
 use super::business;
 use super::delivery::Cursor;
+use super::devices;
 use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
@@ -95,7 +96,13 @@ async fn serve(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ending::Closed(CloseCode::GoingAway),
-            _ = attachment.displaced.cancelled() => return Ending::Closed(CloseCode::Displaced),
+            _ = attachment.displaced.cancelled() => {
+                return Ending::Closed(if attachment.was_removed() {
+                    CloseCode::DeviceRemoved
+                } else {
+                    CloseCode::Displaced
+                });
+            }
             Some(reply) = in_flight.next(), if in_flight.len() > 0 => {
                 // Every reply of the same commit is ready now: write them in one batch.
                 let mut frames: Vec<ServerFrame> = reply.into_iter().collect();
@@ -263,6 +270,8 @@ async fn handle(
         ClientBody::SetDisplayName(n) => {
             business::set_display_name(shared, address.account, n).await?
         }
+        ClientBody::PublishDevices(p) => devices::publish(shared, address.account, p).await?,
+        ClientBody::FetchDevices(f) => devices::fetch(shared, f.account).await?,
         ClientBody::Send(_) | ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
             return Err(RequestError::Malformed(
                 "handled by the connection loop".into(),

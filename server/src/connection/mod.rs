@@ -17,6 +17,7 @@ mod authenticated;
 mod awaiting_auth;
 mod business;
 mod delivery;
+mod devices;
 mod prekey_checks;
 pub mod transport;
 

@@ -114,6 +114,12 @@ impl Presence for LocalPresence {
         }
     }
 
+    fn remove(&self, device: &DeviceAddress) {
+        if let Some(a) = self.get(device) {
+            a.remove();
+        }
+    }
+
     fn consent_changed(
         &self,
         device: &DeviceAddress,

@@ -54,6 +54,11 @@ pub trait Presence: CommitListener {
     /// Tells `device`, wherever it is connected, that it has `remaining` one-time prekeys.
     fn prekeys_low(&self, device: &DeviceAddress, remaining: u32);
 
+    /// Closes `device`'s connection, wherever it is, because its account removed it (the
+    /// store already deleted it: it cannot authenticate again). A hint like the others:
+    /// lost on the bus, the connection stays open but receives nothing more.
+    fn remove(&self, device: &DeviceAddress);
+
     /// `device` (connected here) revoked `categories` from `business`, or granted them
     /// again: hand-offs from before a revocation are not written (the store purged them).
     fn consent_changed(

@@ -300,6 +300,7 @@ impl Inner {
                 }
             }
             DeviceMessage::Resync => attachment.resync(),
+            DeviceMessage::Removed => attachment.remove(),
             DeviceMessage::PrekeysLow { remaining } => attachment.report_prekeys_low(remaining),
             DeviceMessage::Connected { node, auth_time_ms } => {
                 let theirs = (auth_time_ms, node.as_str());
@@ -456,6 +457,12 @@ impl Presence for NatsPresence {
             self.inner.subjects.device(device),
             &DeviceMessage::PrekeysLow { remaining },
         );
+    }
+
+    fn remove(&self, device: &DeviceAddress) {
+        self.inner.local.remove(device);
+        self.inner
+            .publish(self.inner.subjects.device(device), &DeviceMessage::Removed);
     }
 
     fn consent_changed(
