@@ -169,6 +169,22 @@ pub struct Config {
     #[arg(long, env = "PARLEY_MAX_DEVICES_PER_ACCOUNT", default_value_t = 6)]
     pub max_devices_per_account: usize,
 
+    /// How long a linking code's rendezvous stays open on the server (`parley link`).
+    #[arg(long, env = "PARLEY_LINK_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    pub link_lifetime: Duration,
+
+    /// Linking codes an account may open per hour.
+    #[arg(
+        long,
+        env = "PARLEY_LINK_CODES_PER_ACCOUNT_PER_HOUR",
+        default_value_t = 10
+    )]
+    pub link_codes_per_account_per_hour: u32,
+
+    /// Joins of linking codes allowed per source IP address per hour.
+    #[arg(long, env = "PARLEY_LINK_JOINS_PER_IP_PER_HOUR", default_value_t = 20)]
+    pub link_joins_per_ip_per_hour: u32,
+
     /// Registrations allowed per source IP address per hour.
     #[arg(
         long,
@@ -398,6 +414,7 @@ impl Config {
             ("dedup-window", self.dedup_window),
             ("care-window", self.care_window),
             ("report-window", self.report_window),
+            ("link-lifetime", self.link_lifetime),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!(

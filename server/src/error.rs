@@ -105,6 +105,9 @@ pub enum RequestError {
     /// A published device list names more devices than allowed.
     #[error("an account may have at most {0} devices")]
     TooManyDevices(usize),
+    /// No device waits on that linking rendezvous (or it is already open).
+    #[error("{0}")]
+    LinkUnavailable(&'static str),
     /// The server is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
@@ -141,6 +144,7 @@ impl RequestError {
             RequestError::InvalidDeviceList(_) => ErrorCode::InvalidDeviceList,
             RequestError::StaleDeviceList { .. } => ErrorCode::StaleDeviceList,
             RequestError::TooManyDevices(_) => ErrorCode::TooManyDevices,
+            RequestError::LinkUnavailable(_) => ErrorCode::LinkUnavailable,
             RequestError::ShuttingDown => ErrorCode::Unavailable,
             RequestError::Store(StoreError::Full) => ErrorCode::StorageFull,
             RequestError::Store(StoreError::Unavailable) => ErrorCode::Unavailable,

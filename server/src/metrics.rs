@@ -183,7 +183,7 @@ pub struct BusMetrics {
 }
 
 /// The kinds of client frames, in the order of [`client_kind`].
-pub const CLIENT_FRAME_KINDS: [&str; 18] = [
+pub const CLIENT_FRAME_KINDS: [&str; 21] = [
     "auth",
     "register",
     "upload_prekeys",
@@ -201,6 +201,9 @@ pub const CLIENT_FRAME_KINDS: [&str; 18] = [
     "set_display_name",
     "publish_devices",
     "fetch_devices",
+    "open_link",
+    "seal_link",
+    "join_link",
     "malformed",
 ];
 
@@ -224,11 +227,14 @@ fn client_kind(body: &ClientBody) -> usize {
         ClientBody::SetDisplayName(_) => 14,
         ClientBody::PublishDevices(_) => 15,
         ClientBody::FetchDevices(_) => 16,
+        ClientBody::OpenLink(_) => 17,
+        ClientBody::SealLink(_) => 18,
+        ClientBody::JoinLink(_) => 19,
     }
 }
 
 /// The kinds of server frames, in the order of [`server_kind`].
-pub const SERVER_FRAME_KINDS: [&str; 15] = [
+pub const SERVER_FRAME_KINDS: [&str; 18] = [
     "hello",
     "authenticated",
     "prekeys_stored",
@@ -244,6 +250,9 @@ pub const SERVER_FRAME_KINDS: [&str; 15] = [
     "business",
     "done",
     "devices",
+    "link_opened",
+    "link_joined",
+    "link_sealed",
 ];
 
 /// Index of a server frame's kind in [`SERVER_FRAME_KINDS`].
@@ -264,6 +273,9 @@ fn server_kind(body: &ServerBody) -> usize {
         ServerBody::Business(_) => 12,
         ServerBody::Done(_) => 13,
         ServerBody::Devices(_) => 14,
+        ServerBody::LinkOpened(_) => 15,
+        ServerBody::LinkJoined(_) => 16,
+        ServerBody::LinkSealed(_) => 17,
     }
 }
 

@@ -75,6 +75,9 @@ pub enum ErrorCode {
     /// A `publish_devices` list with more devices than the server allows per account;
     /// nothing was stored.
     TooManyDevices,
+    /// No device is waiting on this linking rendezvous: the code expired, was used, or the
+    /// device that showed it went away (or, for `open_link`, it is already open).
+    LinkUnavailable,
 }
 
 impl ErrorCode {
@@ -108,6 +111,7 @@ impl ErrorCode {
             ErrorCode::InvalidDeviceList => "invalid_device_list",
             ErrorCode::StaleDeviceList => "stale_device_list",
             ErrorCode::TooManyDevices => "too_many_devices",
+            ErrorCode::LinkUnavailable => "link_unavailable",
         }
     }
 }

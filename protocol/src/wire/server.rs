@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::business::{AuthorityKey, Category, CategorySet, SignedCertificate};
+use crate::devices::link::{JoinMac, RendezvousId};
 use crate::devices::SignedDeviceList;
+use crate::identity::X25519Public;
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, Nonce, RequestId, Seq, ServerId};
 use crate::prekeys::PrekeyBundle;
 use crate::wire::ErrorCode;
@@ -75,6 +77,12 @@ pub enum ServerBody {
     Done(Done),
     /// Reply to `publish_devices` and `fetch_devices`: the account's latest device list.
     Devices(Devices),
+    /// Reply to `open_link`: the rendezvous is open until `expires_at_ms`.
+    LinkOpened(LinkOpened),
+    /// Push to the connection that opened a rendezvous: a new device joined it.
+    LinkJoined(LinkJoined),
+    /// Reply to `join_link`: what the existing device sealed.
+    LinkSealed(LinkSealed),
     /// A request failed (with `rid`) or the connection is about to close (nil `rid`).
     Error(ErrorBody),
 }
@@ -213,4 +221,30 @@ pub struct Devices {
     pub account: AccountId,
     /// The list, or nil for the implicit one.
     pub list: Option<SignedDeviceList>,
+}
+
+/// `link_opened`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOpened {
+    /// When the server forgets the rendezvous (server time, ms since the epoch).
+    pub expires_at_ms: u64,
+}
+
+/// `link_joined`: check `mac` against the code before sealing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkJoined {
+    /// The rendezvous joined.
+    pub rendezvous: RendezvousId,
+    /// The new device's ephemeral X25519 key.
+    pub public: X25519Public,
+    /// Its MAC, as the new device sent it.
+    pub mac: JoinMac,
+}
+
+/// `link_sealed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSealed {
+    /// The sealed `LinkSecrets`.
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
 }

@@ -18,6 +18,7 @@ mod awaiting_auth;
 mod business;
 mod delivery;
 mod devices;
+mod linking;
 mod prekey_checks;
 pub mod transport;
 
