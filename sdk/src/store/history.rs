@@ -267,7 +267,9 @@ impl ClientStore {
 
     /// Deletes the messages of one conversation or of all, with their receipts owed and
     /// the states of the messages sent in them. Contacts, sessions and the consent ledger
-    /// stay. Returns how many messages were deleted.
+    /// stay. Returns how many messages were deleted. (On a business's profile the states
+    /// are also what makes an idempotency key one message: a key used before the
+    /// deletion sends again.)
     pub fn delete_history(&self, which: Forget<'_>) -> Result<usize, SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
