@@ -37,7 +37,9 @@ pub fn advice(command: &Command, parley: &str) -> String {
     let todo = match command {
         Command::Send { handle, .. } => format!(
             "type the message in the open chat instead (to someone other than the person \
-             you chat with: /to {handle} TEXT), or leave that chat with /quit first"
+             you chat with: /to {} TEXT), or leave that chat with /quit first",
+            parley_protocol::Handle::parse(handle)
+                .map_or_else(|_| handle.clone(), |h| h.to_string())
         ),
         Command::Chat { .. } => "use the chat that is already open (/to HANDLE TEXT writes to \
                                  someone else from there), or leave it with /quit first"
@@ -70,7 +72,7 @@ mod tests {
         };
         assert!(!reads_only(&send));
         let said = advice(&send, "parley --profile alice");
-        assert!(said.contains("/to carol TEXT"), "{said}");
+        assert!(said.contains("/to @carol TEXT"), "{said}");
         assert!(!said.contains("--profile"), "{said}");
         let said = advice(
             &Command::Verify {

@@ -16,9 +16,10 @@ mod common;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{finish, open_bot, who, Args, Error};
+use common::{finish, open_bot, Args, Error};
 use parley_protocol::business::Category;
 use parley_protocol::e2e::content::{Card, CardAction, CardField, CardId};
+use parley_protocol::ids::AccountId;
 use parley_sdk::bot::{BusinessBot, SendOutcome};
 use parley_sdk::Event;
 
@@ -157,6 +158,16 @@ async fn send_with_retry(
     Ok(bot
         .send_card(customer, card, Category::SecurityAlert, key)
         .await?)
+}
+
+/// `@handle` of an account the bot has talked to, else the start of its id.
+fn who(bot: &BusinessBot, account: &AccountId) -> String {
+    match bot.client().store().contact(account) {
+        Ok(Some(contact)) if contact.handle.is_some() => {
+            contact.handle.map(|h| h.to_string()).unwrap_or_default()
+        }
+        _ => format!("account {}…", &account.to_hex()[..16]),
+    }
 }
 
 fn field(label: &str, value: &str) -> CardField {

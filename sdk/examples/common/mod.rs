@@ -1,6 +1,6 @@
 //! What both example bots share: command-line arguments (`--help` prints the usage and
 //! exits 0; a bad argument is one line and exit code 2), opening (or registering) the
-//! bot's profile, naming an account by its handle, and how `main` ends (an error is one
+//! bot's profile, and how `main` ends (an error is one
 //! line, `error: ...`, exit code 1).
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_protocol::ids::{AccountId, Handle};
+use parley_protocol::ids::Handle;
 use parley_sdk::bot::BusinessBot;
 use parley_sdk::store::ClientStore;
 use parley_sdk::{Client, ClientConfig, ServerList};
@@ -131,16 +131,6 @@ pub async fn open_bot(args: &Args, categories: &str) -> Result<Option<BusinessBo
 fn bad_usage(message: &str) -> ! {
     eprintln!("error: {message}");
     std::process::exit(i32::from(BAD_USAGE))
-}
-
-/// `@handle` of an account the bot has talked to, else the start of its id.
-pub fn who(bot: &BusinessBot, account: &AccountId) -> String {
-    match bot.client().store().contact(account) {
-        Ok(Some(contact)) if contact.handle.is_some() => {
-            contact.handle.map(|h| h.to_string()).unwrap_or_default()
-        }
-        _ => format!("account {}…", &account.to_hex()[..16]),
-    }
 }
 
 /// How `main` ends: an error is one line on standard error and exit code 1.

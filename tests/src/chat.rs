@@ -1,0 +1,138 @@
+//! A `parley chat` process driven through pipes, as a script would: lines typed on its
+//! standard input, its standard output and error collected as they come, and waits on
+//! what it printed, each with a deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cli::CliUser;
+
+/// Longest wait for something a chat should print.
+pub const CHAT_WAIT: Duration = Duration::from_secs(20);
+
+/// A running `parley chat`.
+#[derive(Debug)]
+pub struct ChatProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ChatProcess {
+    /// Starts `parley chat HANDLE` for `user` and waits for its greeting.
+    pub fn open(user: &CliUser, handle: &str) -> ChatProcess {
+        let mut child = user
+            .command(&["chat", handle])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("parley chat starts");
+        let stdin = child.stdin.take();
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        let chat = ChatProcess {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        };
+        chat.wait_stderr("Chatting with");
+        chat
+    }
+
+    /// Types `line` and Enter.
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type into the chat");
+        stdin.flush().expect("flush");
+    }
+
+    /// What it printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What it printed on standard error so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until standard output contains `text`; returns all of it.
+    pub fn wait_stdout(&self, text: &str) -> String {
+        self.wait(text, || self.stdout())
+    }
+
+    /// Waits until standard error contains `text`; returns all of it.
+    pub fn wait_stderr(&self, text: &str) -> String {
+        self.wait(text, || self.stderr())
+    }
+
+    fn wait(&self, text: &str, read: impl Fn() -> String) -> String {
+        let deadline = Instant::now() + CHAT_WAIT;
+        loop {
+            let seen = read();
+            if seen.contains(text) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the chat did not print {text:?} within {CHAT_WAIT:?}; stdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types `/quit` and waits for the process to end; returns whether it succeeded.
+    pub fn quit(mut self) -> bool {
+        self.type_line("/quit");
+        drop(self.stdin.take());
+        let deadline = Instant::now() + CHAT_WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for parley chat") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "parley chat did not leave on /quit; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChatProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects what `pipe` gives, line by line, on a thread of its own.
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    seen
+}
