@@ -124,7 +124,16 @@ pub async fn open_bot(args: &Args, categories: &str) -> Result<Option<BusinessBo
         );
         return Ok(None);
     }
-    Ok(Some(BusinessBot::start(config, store).await?))
+    match BusinessBot::start(config, store).await {
+        Ok(bot) => Ok(Some(bot)),
+        Err(parley_sdk::SdkError::NotRegistered) => Err(format!(
+            "the bot profile in {} is not registered yet: run this example once with \
+             --register <bot-handle>",
+            args.profile_dir.display()
+        )
+        .into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Prints `message` (one line) and exits with [`BAD_USAGE`].

@@ -102,3 +102,26 @@ impl std::fmt::Display for SendOutcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn outcomes_read_as_words() {
+        let id = MessageId([0xab; 16]);
+        assert_eq!(
+            SendOutcome::Accepted { id }.to_string(),
+            "accepted (message abababababab)"
+        );
+        let limited = SendOutcome::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(limited.to_string(), "rate limited: retry in 2 s");
+        assert!(SendOutcome::NoConsent
+            .to_string()
+            .starts_with("not taken: "));
+    }
+}
