@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use parley_tests::chat::ChatProcess;
+use parley_tests::chat::{ChatProcess, TerminalChat};
 use parley_tests::cli::CliUser;
 use parley_tests::deployment::Deployment;
 use parley_tests::server::ServerProcess;
@@ -359,4 +359,40 @@ fn chat_says_when_the_connection_is_lost_and_back() {
         vec![(Some("alice".into()), "after the restart".into())]
     );
     assert!(server.panics().is_empty());
+}
+
+/// Issue 17, `chat` on a terminal: a message that arrives while a line is being typed
+/// is printed above it and the line is drawn again, whole; a pasted 5 000-character line
+/// is sent whole (the terminal's line discipline would cut it at 4 095).
+#[test]
+fn chat_on_a_terminal_keeps_the_typed_line_and_a_long_paste_whole() {
+    let Some(people) = TwoPeople::start() else {
+        return;
+    };
+    let (alice, bob) = (people.alice.clone(), people.bob.clone());
+    let mut chat = TerminalChat::open(&alice, "bob");
+    chat.keys(b"half typed");
+    chat.wait_for(|screen| screen.contains("to @bob> half typed"));
+    bob.run(&["send", "alice", "incoming while typing"]);
+    chat.wait_for(|screen| {
+        screen
+            .rsplit_once("@bob: incoming while typing")
+            .is_some_and(|(_, after)| after.contains("to @bob> half typed"))
+    });
+
+    let long: String = (0..5000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    chat.keys(b"\x15"); // Ctrl-U: the half-typed line goes
+                        // Pasted as a terminal emulator writes a paste: in pieces, each once the pty has
+                        // room (here: once the previous piece is drawn; the prompt row then ends with its
+                        // last characters and the cursor in the last column).
+    for end in (1000..=long.len()).step_by(1000) {
+        chat.keys(&long.as_bytes()[end - 1000..end]);
+        let drawn = format!("{}\u{1b}[80G", &long[end - 30..end]);
+        chat.wait_for(|screen| screen.ends_with(&drawn));
+    }
+    chat.keys(b"\r/quit\r");
+    assert!(chat.wait_exit(), "chat left cleanly on /quit");
+    assert_eq!(inbox(&bob), vec![(Some("alice".into()), long)]);
 }

@@ -9,6 +9,7 @@
 //! [`Terminal`] is dropped, on every way out of `chat` (an error or a panic included).
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use crossterm::cursor::MoveToColumn;
 use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -50,30 +51,49 @@ impl Terminal {
             let Some(event) = self.events.next().await.transpose()? else {
                 return Ok(None);
             };
-            let outcome = match event {
-                Event::Key(key) => match editor_key(key) {
-                    Some(key) => self.editor.key(key),
-                    None => Outcome::Unchanged,
-                },
-                Event::Resize(width, _) => {
-                    self.width = usize::from(width);
-                    Outcome::Edited
+            // Apply every event already waiting (a paste is thousands of them) before
+            // drawing once.
+            let mut event = Some(event);
+            let mut edited = false;
+            while let Some(next) = event.take() {
+                match self.apply(next) {
+                    Outcome::Unchanged => {}
+                    Outcome::Edited => edited = true,
+                    Outcome::Submitted(line) => {
+                        // The line stays on the screen, whole, as the terminal would
+                        // keep it.
+                        self.above(|| println!("{}{line}", self.prompt))?;
+                        return Ok(Some(line));
+                    }
+                    Outcome::Leave => {
+                        self.clear_row()?;
+                        return Ok(None);
+                    }
                 }
-                _ => Outcome::Unchanged,
-            };
-            match outcome {
-                Outcome::Unchanged => {}
-                Outcome::Edited => self.draw()?,
-                Outcome::Submitted(line) => {
-                    // The line stays on the screen, whole, as the terminal would keep it.
-                    self.above(|| println!("{}{line}", self.prompt))?;
-                    return Ok(Some(line));
-                }
-                Outcome::Leave => {
-                    self.clear_row()?;
-                    return Ok(None);
+                // Non-blocking: only an event that is already there (polling the
+                // stream without its waker would lose the wake-up).
+                if crossterm::event::poll(Duration::ZERO)? {
+                    event = Some(crossterm::event::read()?);
                 }
             }
+            if edited {
+                self.draw()?;
+            }
+        }
+    }
+
+    /// What one terminal event does to the line.
+    fn apply(&mut self, event: Event) -> Outcome {
+        match event {
+            Event::Key(key) => match editor_key(key) {
+                Some(key) => self.editor.key(key),
+                None => Outcome::Unchanged,
+            },
+            Event::Resize(width, _) => {
+                self.width = usize::from(width);
+                Outcome::Edited
+            }
+            _ => Outcome::Unchanged,
         }
     }
 
