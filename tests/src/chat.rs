@@ -81,38 +81,29 @@ impl ChatProcess {
     }
 
     fn wait(&self, text: &str, read: impl Fn() -> String) -> String {
-        let deadline = Instant::now() + CHAT_WAIT;
-        loop {
-            let seen = read();
-            if seen.contains(text) {
-                return seen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the chat did not print {text:?} within {CHAT_WAIT:?}; stdout:\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            || Some(read()).filter(|seen| seen.contains(text)),
+            || {
+                format!(
+                    "the chat did not print {text:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                )
+            },
+        )
     }
 
     /// Types `/quit` and waits for the process to end; returns whether it succeeded.
     pub fn quit(mut self) -> bool {
         self.type_line("/quit");
         drop(self.stdin.take());
-        let deadline = Instant::now() + CHAT_WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for parley chat") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
+        let stderr = self.stderr.clone();
+        exited(&mut self.child, || {
+            format!(
                 "parley chat did not leave on /quit; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                stderr.lock().unwrap_or_else(|p| p.into_inner())
+            )
+        })
     }
 }
 
@@ -214,38 +205,29 @@ impl TerminalChat {
 
     /// Waits until what was drawn satisfies `done`; returns it.
     pub fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + CHAT_WAIT;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the terminal did not show what was expected within {CHAT_WAIT:?}:\n{screen:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            || Some(self.screen()).filter(|screen| done(screen)),
+            || {
+                format!(
+                    "the terminal did not show what was expected:\n{:?}",
+                    self.screen()
+                )
+            },
+        )
     }
 
     /// Waits for the process to end (after `/quit` or Ctrl-C); returns whether it
     /// succeeded.
     pub fn wait_exit(mut self) -> bool {
-        let deadline = Instant::now() + CHAT_WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for parley chat") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
+        let screen = self.screen.clone();
+        exited(&mut self.child, || {
+            let screen = screen.lock().unwrap_or_else(|p| p.into_inner());
+            let tail = &screen[screen.len().saturating_sub(600)..];
+            format!(
                 "parley chat did not end; the terminal shows:\n{:?}",
-                {
-                    let screen = self.screen();
-                    screen[screen.len().saturating_sub(600)..].to_owned()
-                }
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                String::from_utf8_lossy(tail)
+            )
+        })
     }
 }
 
@@ -254,4 +236,34 @@ impl Drop for TerminalChat {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `check` every 20 ms until it gives a value; fails the test with `failure()`
+/// after [`CHAT_WAIT`].
+fn poll<T>(mut check: impl FnMut() -> Option<T>, failure: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + CHAT_WAIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} (waited {CHAT_WAIT:?})",
+            failure()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to end; whether it succeeded.
+fn exited(child: &mut Child, failure: impl Fn() -> String) -> bool {
+    poll(
+        || {
+            child
+                .try_wait()
+                .expect("wait for parley chat")
+                .map(|status| status.success())
+        },
+        failure,
+    )
 }
