@@ -21,8 +21,10 @@ pub enum Typed<'a> {
     Help,
     /// `/quit` or `/exit`.
     Leave,
-    /// A `/command` that is not one (or one without what it needs): show the help.
+    /// A `/command` that is not one: show the help.
     Unknown(&'a str),
+    /// A command without what it needs: its usage.
+    Usage(&'static str),
 }
 
 /// The help shown for `/help` and after an unknown command; `peer` is the open
@@ -67,7 +69,7 @@ pub fn parse(line: &str) -> Typed<'_> {
                 handle,
                 text: text.trim(),
             },
-            _ => Typed::Unknown("/to needs a handle and a text"),
+            _ => Typed::Usage("/to HANDLE TEXT"),
         },
         _ => Typed::Unknown(line.split_whitespace().next().unwrap_or(line)),
     }
@@ -100,8 +102,8 @@ mod tests {
                 text: "see you at 6"
             }
         );
-        assert!(matches!(parse("/to carol"), Typed::Unknown(_)));
-        assert!(matches!(parse("/to"), Typed::Unknown(_)));
+        assert_eq!(parse("/to carol"), Typed::Usage("/to HANDLE TEXT"));
+        assert_eq!(parse("/to"), Typed::Usage("/to HANDLE TEXT"));
         assert!(help("@bob", false).contains("/to HANDLE TEXT"));
         assert!(help("@acme", true).contains("STOP"));
     }

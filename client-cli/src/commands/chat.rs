@@ -95,12 +95,7 @@ impl Session<'_> {
     }
 
     /// Acts on a typed line; `false` when the person leaves.
-    async fn typed(
-        &mut self,
-        client: &Client,
-        input: &ChatInput,
-        line: &str,
-    ) -> anyhow::Result<bool> {
+    async fn typed(&self, client: &Client, input: &ChatInput, line: &str) -> anyhow::Result<bool> {
         let help = || typed::help(self.peer.as_str(), self.business);
         match typed::parse(line) {
             Typed::Nothing => {}
@@ -108,6 +103,7 @@ impl Session<'_> {
             Typed::Help => input.above(|| eprintln!("{}", help()))?,
             Typed::Unknown(what) => input
                 .above(|| eprintln!("{what}: not a chat command; nothing was sent.\n{}", help()))?,
+            Typed::Usage(usage) => input.above(|| eprintln!("usage: {usage}; nothing was sent"))?,
             Typed::To { handle, text } => match parse_handle(handle) {
                 Ok(to) => {
                     if self.send(client, input, &to, text).await? {
@@ -124,8 +120,7 @@ impl Session<'_> {
                 })?;
             }
             Typed::Text(text) => {
-                let peer = self.peer.clone();
-                self.send(client, input, &peer, text).await?;
+                self.send(client, input, &self.peer, text).await?;
             }
         }
         Ok(true)
