@@ -7,6 +7,7 @@
 //! * [`identity`], [`prekeys`]: identity keys and prekeys, public and secret halves.
 //! * [`signature`]: domain-separated Ed25519 signatures; every label lives there.
 //! * [`auth`]: the login and registration transcripts.
+//! * [`devices`]: linked devices: the owner-signed device list and the linking code.
 //! * [`business`]: business certificates, consent grants and revocations, categories,
 //!   confusable names.
 //! * [`wire`]: frames of wire protocol v1 and their MessagePack codec.
@@ -28,6 +29,7 @@
 
 pub mod auth;
 pub mod business;
+pub mod devices;
 pub mod duration;
 pub mod e2e;
 pub(crate) mod fixed_bytes;

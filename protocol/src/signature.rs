@@ -41,6 +41,8 @@ pub enum SignatureDomain {
     BusinessCertificate,
     /// A device's answer to a card action.
     CardAnswer,
+    /// The account's list of its devices (ADR 0007).
+    DeviceList,
 }
 
 impl SignatureDomain {
@@ -56,6 +58,7 @@ impl SignatureDomain {
             SignatureDomain::ConsentRevocation => b"parley/v1/consent-revocation",
             SignatureDomain::BusinessCertificate => b"parley/v1/business-certificate",
             SignatureDomain::CardAnswer => b"parley/v1/card-answer",
+            SignatureDomain::DeviceList => b"parley/v1/device-list",
         }
     }
 }
@@ -162,6 +165,7 @@ mod tests {
             ConsentRevocation,
             BusinessCertificate,
             CardAnswer,
+            DeviceList,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

@@ -117,6 +117,10 @@ fn the_reply_columns_of_section_6_name_only_real_codes_and_frames() {
         "consent_updated",
         "business",
         "done",
+        "devices",
+        "link_opened",
+        "link_joined",
+        "link_sealed",
     ];
     let mut checked = 0;
     for line in table.lines().filter(|l| l.starts_with("| `")) {
@@ -124,7 +128,10 @@ fn the_reply_columns_of_section_6_name_only_real_codes_and_frames() {
         let Some(reply) = cells.get(3) else { continue };
         for word in reply.split('`').skip(1).step_by(2) {
             // Also named: the limits behind `rate_limited`, and an ack's `error` `rid`.
-            let other = word.ends_with("_per_minute") || word == "error" || word == "rid";
+            let other = word.ends_with("_per_minute")
+                || word.ends_with("_per_hour")
+                || word == "error"
+                || word == "rid";
             assert!(
                 known.contains(&word) || replies.contains(&word) || other,
                 "§6 names `{word}` as a reply in {line}"

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use parley_protocol::devices::list::MAX_DEVICE_LIST_ENTRIES;
 use parley_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_STORED_ONE_TIME_PREKEYS};
 
 use crate::store::sqlite::{Durability, SqliteOptions};
@@ -163,6 +164,26 @@ pub struct Config {
     /// A device is told to upload more one-time prekeys when fewer than this remain.
     #[arg(long, env = "PARLEY_PREKEYS_LOW_THRESHOLD", default_value_t = 20)]
     pub prekeys_low_threshold: u32,
+
+    /// Most devices one account may list (linked devices; at most 32).
+    #[arg(long, env = "PARLEY_MAX_DEVICES_PER_ACCOUNT", default_value_t = 6)]
+    pub max_devices_per_account: usize,
+
+    /// How long a linking code's rendezvous stays open on the server (`parley link`).
+    #[arg(long, env = "PARLEY_LINK_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    pub link_lifetime: Duration,
+
+    /// Linking codes an account may open per hour.
+    #[arg(
+        long,
+        env = "PARLEY_LINK_CODES_PER_ACCOUNT_PER_HOUR",
+        default_value_t = 10
+    )]
+    pub link_codes_per_account_per_hour: u32,
+
+    /// Joins of linking codes allowed per source IP address per hour.
+    #[arg(long, env = "PARLEY_LINK_JOINS_PER_IP_PER_HOUR", default_value_t = 20)]
+    pub link_joins_per_ip_per_hour: u32,
 
     /// Registrations allowed per source IP address per hour.
     #[arg(
@@ -370,6 +391,14 @@ impl Config {
                 setting("max-envelope-bytes")
             )));
         }
+        if self.max_devices_per_account == 0
+            || self.max_devices_per_account > MAX_DEVICE_LIST_ENTRIES
+        {
+            return Err(ConfigError(format!(
+                "{} must be between 1 and {MAX_DEVICE_LIST_ENTRIES}",
+                setting("max-devices-per-account")
+            )));
+        }
         if self.max_one_time_prekeys > MAX_STORED_ONE_TIME_PREKEYS {
             return Err(ConfigError(format!(
                 "{} must be at most {MAX_STORED_ONE_TIME_PREKEYS}",
@@ -385,6 +414,7 @@ impl Config {
             ("dedup-window", self.dedup_window),
             ("care-window", self.care_window),
             ("report-window", self.report_window),
+            ("link-lifetime", self.link_lifetime),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!(

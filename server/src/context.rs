@@ -29,6 +29,10 @@ pub struct Limiters {
     pub bundle_target: Limit<(AccountId, DeviceAddress)>,
     /// Lookups of handles that do not exist, per account.
     pub failed_handle_lookups: Limit<AccountId>,
+    /// Linking codes opened, per account.
+    pub link_codes: Limit<AccountId>,
+    /// Linking codes joined, per source address.
+    pub link_joins: Limit<IpAddr>,
 }
 
 impl Limiters {
@@ -54,6 +58,8 @@ impl Limiters {
                 config.failed_handle_lookups_per_minute,
                 minute,
             ),
+            link_codes: Limit::new("link_codes", config.link_codes_per_account_per_hour, hour),
+            link_joins: Limit::new("link_joins", config.link_joins_per_ip_per_hour, hour),
         }
     }
 }

@@ -93,6 +93,21 @@ pub enum RequestError {
     /// The name is confusable with a verified business's, or imitates the badge.
     #[error("this name is reserved: it looks like a verified business or its badge")]
     NameReserved,
+    /// A published device list is malformed, another account's, or not signed by it.
+    #[error("invalid device list: {0}")]
+    InvalidDeviceList(String),
+    /// A published device list is not newer than the stored one.
+    #[error("the server holds device list version {stored_version}: publish a newer one")]
+    StaleDeviceList {
+        /// The version held.
+        stored_version: u64,
+    },
+    /// A published device list names more devices than allowed.
+    #[error("an account may have at most {0} devices")]
+    TooManyDevices(usize),
+    /// No device waits on that linking rendezvous (or it is already open).
+    #[error("{0}")]
+    LinkUnavailable(&'static str),
     /// The server is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
@@ -126,6 +141,10 @@ impl RequestError {
             RequestError::InvalidConsent(_) => ErrorCode::InvalidConsent,
             RequestError::IdReused => ErrorCode::IdReused,
             RequestError::NameReserved => ErrorCode::NameReserved,
+            RequestError::InvalidDeviceList(_) => ErrorCode::InvalidDeviceList,
+            RequestError::StaleDeviceList { .. } => ErrorCode::StaleDeviceList,
+            RequestError::TooManyDevices(_) => ErrorCode::TooManyDevices,
+            RequestError::LinkUnavailable(_) => ErrorCode::LinkUnavailable,
             RequestError::ShuttingDown => ErrorCode::Unavailable,
             RequestError::Store(StoreError::Full) => ErrorCode::StorageFull,
             RequestError::Store(StoreError::Unavailable) => ErrorCode::Unavailable,

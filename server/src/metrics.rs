@@ -183,7 +183,7 @@ pub struct BusMetrics {
 }
 
 /// The kinds of client frames, in the order of [`client_kind`].
-pub const CLIENT_FRAME_KINDS: [&str; 16] = [
+pub const CLIENT_FRAME_KINDS: [&str; 21] = [
     "auth",
     "register",
     "upload_prekeys",
@@ -199,6 +199,11 @@ pub const CLIENT_FRAME_KINDS: [&str; 16] = [
     "report",
     "fetch_business",
     "set_display_name",
+    "publish_devices",
+    "fetch_devices",
+    "open_link",
+    "seal_link",
+    "join_link",
     "malformed",
 ];
 
@@ -220,11 +225,16 @@ fn client_kind(body: &ClientBody) -> usize {
         ClientBody::Report(_) => 12,
         ClientBody::FetchBusiness(_) => 13,
         ClientBody::SetDisplayName(_) => 14,
+        ClientBody::PublishDevices(_) => 15,
+        ClientBody::FetchDevices(_) => 16,
+        ClientBody::OpenLink(_) => 17,
+        ClientBody::SealLink(_) => 18,
+        ClientBody::JoinLink(_) => 19,
     }
 }
 
 /// The kinds of server frames, in the order of [`server_kind`].
-pub const SERVER_FRAME_KINDS: [&str; 14] = [
+pub const SERVER_FRAME_KINDS: [&str; 18] = [
     "hello",
     "authenticated",
     "prekeys_stored",
@@ -239,6 +249,10 @@ pub const SERVER_FRAME_KINDS: [&str; 14] = [
     "consent_updated",
     "business",
     "done",
+    "devices",
+    "link_opened",
+    "link_joined",
+    "link_sealed",
 ];
 
 /// Index of a server frame's kind in [`SERVER_FRAME_KINDS`].
@@ -258,6 +272,10 @@ fn server_kind(body: &ServerBody) -> usize {
         ServerBody::ConsentUpdated(_) => 11,
         ServerBody::Business(_) => 12,
         ServerBody::Done(_) => 13,
+        ServerBody::Devices(_) => 14,
+        ServerBody::LinkOpened(_) => 15,
+        ServerBody::LinkJoined(_) => 16,
+        ServerBody::LinkSealed(_) => 17,
     }
 }
 
@@ -277,6 +295,7 @@ pub fn close_label(code: CloseCode) -> &'static str {
         CloseCode::Displaced => "displaced",
         CloseCode::SlowConsumer => "slow_consumer",
         CloseCode::KeepaliveTimeout => "keepalive_timeout",
+        CloseCode::DeviceRemoved => "device_removed",
     }
 }
 

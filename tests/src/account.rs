@@ -68,7 +68,16 @@ impl TestAccount {
 
     /// A correctly signed `auth` for the challenge in `hello`.
     pub fn auth_body(&self, hello: &Hello) -> ClientBody {
-        let address = self.address();
+        self.auth_body_as(hello, DeviceId::PRIMARY)
+    }
+
+    /// A correctly signed `auth` as the account's `device` (a linked device holds the same
+    /// identity key).
+    pub fn auth_body_as(&self, hello: &Hello, device: DeviceId) -> ClientBody {
+        let address = DeviceAddress {
+            account: self.identity.account_id(),
+            device,
+        };
         let transcript = auth_transcript(&hello.server_id, &hello.nonce, &address);
         ClientBody::Auth(Auth {
             address,

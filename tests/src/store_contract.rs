@@ -18,11 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, ensure, Context};
 use parley_protocol::business::{Category, CategorySet};
+use parley_protocol::devices::{DeviceEntry, DeviceList, SignedDeviceList};
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId, Seq};
 use parley_server::store::{
-    BundleOutcome, BusinessWindows, CommitListener, ConsentChange, ConsentOutcome, EnqueueOutcome,
-    NewAccount, NewEnvelope, Pending, RegisterOutcome, ReportPolicy, SendPolicy, Store, StoreError,
-    StoredEnvelope,
+    BundleOutcome, BusinessWindows, CommitListener, ConsentChange, ConsentOutcome,
+    DeviceListLookup, EnqueueOutcome, NewAccount, NewDeviceList, NewEnvelope, Pending,
+    PrekeyUpload, PublishOutcome, RegisterOutcome, ReportPolicy, SendPolicy, Store, StoreError,
+    StoredEnvelope, UploadOutcome,
 };
 use rand_core::{OsRng, RngCore};
 
@@ -110,6 +112,7 @@ macro_rules! store_contract_cases {
             a_block_is_in_force_for_every_send_after_it,
             the_store_reports_writability_and_queue_depth,
             closing_finishes_pending_writes_then_refuses,
+            a_device_list_only_moves_forward_and_the_devices_follow_it,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -1268,6 +1271,161 @@ pub async fn closing_finishes_pending_writes_then_refuses(
     assert_eq!(
         store.page(b, Seq(0), 10).await,
         Err(StoreError::Unavailable)
+    );
+    Ok(())
+}
+
+/// `account`'s list at `version` naming `devices`, signed.
+pub fn device_list(account: &TestAccount, version: u64, devices: &[u32]) -> SignedDeviceList {
+    DeviceList {
+        account: account.identity.account_id(),
+        version,
+        devices: devices
+            .iter()
+            .map(|d| DeviceEntry {
+                device: DeviceId(*d),
+                name: format!("device {d}"),
+                linked_at_ms: now_ms(),
+            })
+            .collect(),
+    }
+    .sign(&account.identity)
+    .expect("a well-formed list of the signer")
+}
+
+/// Publishing a device list: only a newer version is stored; a device new on the list can
+/// authenticate and upload prekeys; a device dropped from it loses its row, prekeys and
+/// queue, and sends to it are refused as to an unknown device.
+pub async fn a_device_list_only_moves_forward_and_the_devices_follow_it(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let alice = TestAccount::new(None, 2);
+    let phone = register(store, &alice).await?;
+    let bob = register(store, &TestAccount::new(None, 0)).await?;
+    let laptop = DeviceAddress {
+        account: phone.account,
+        device: DeviceId(2),
+    };
+    ensure!(
+        store.device_list(phone.account).await? == DeviceListLookup::Implicit,
+        "an account without a list has the implicit one"
+    );
+    let publish = |list: SignedDeviceList| NewDeviceList {
+        list,
+        now_ms: now_ms(),
+    };
+
+    // Version 0 is the implicit list's: not newer.
+    assert_eq!(
+        store
+            .publish_device_list(publish(device_list(&alice, 0, &[1, 2])))
+            .await?,
+        PublishOutcome::Stale { stored_version: 0 }
+    );
+    ensure!(store.auth_record(laptop).await?.is_none(), "nothing stored");
+
+    let v1 = device_list(&alice, 1, &[1, 2]);
+    assert_eq!(
+        store.publish_device_list(publish(v1.clone())).await?,
+        PublishOutcome::Stored {
+            added: vec![DeviceId(2)],
+            removed: vec![]
+        }
+    );
+    assert_eq!(
+        store.device_list(phone.account).await?,
+        DeviceListLookup::Published(v1.clone())
+    );
+    ensure!(
+        store.auth_record(laptop).await?.is_some(),
+        "a listed device can authenticate"
+    );
+    ensure!(
+        matches!(store.take_bundle(laptop).await?, BundleOutcome::NotFound),
+        "no bundle before the new device uploads its prekeys"
+    );
+    let uploaded = store
+        .upload_prekeys(
+            laptop,
+            PrekeyUpload {
+                signed_prekey: Some(alice.signed_prekey.signed_by(&alice.identity)),
+                kem_prekey: None,
+                one_time_prekeys: alice.one_time.iter().map(|p| p.one_time()).collect(),
+                max_one_time_prekeys: 100,
+            },
+        )
+        .await?;
+    assert_eq!(
+        uploaded,
+        UploadOutcome::Stored {
+            one_time_prekeys: 2
+        }
+    );
+    ensure!(
+        matches!(
+            store.take_bundle(laptop).await?,
+            BundleOutcome::Found { .. }
+        ),
+        "the new device's bundle is served"
+    );
+    seq_of(send(store, bob, laptop, None).await?)?;
+    seq_of(send(store, bob, phone, None).await?)?;
+
+    // The same version again, or an older one: refused, nothing changes.
+    for stale in [device_list(&alice, 1, &[1]), device_list(&alice, 0, &[1])] {
+        assert_eq!(
+            store.publish_device_list(publish(stale)).await?,
+            PublishOutcome::Stale { stored_version: 1 }
+        );
+    }
+    ensure!(store.auth_record(laptop).await?.is_some());
+
+    // Version 2 drops the phone: its row, prekeys and queue go; the laptop keeps its own.
+    assert_eq!(
+        store
+            .publish_device_list(publish(device_list(&alice, 2, &[2, 3])))
+            .await?,
+        PublishOutcome::Stored {
+            added: vec![DeviceId(3)],
+            removed: vec![DeviceId(1)]
+        }
+    );
+    ensure!(
+        store.auth_record(phone).await?.is_none(),
+        "the removed device cannot log in"
+    );
+    ensure!(
+        store.page(phone, Seq(0), 10).await?.is_empty(),
+        "the removed device's queue is gone"
+    );
+    assert_eq!(
+        send(store, bob, phone, None).await?,
+        EnqueueOutcome::UnknownRecipient
+    );
+    assert_eq!(store.page(laptop, Seq(0), 10).await?.len(), 1);
+
+    // Another account's list is the caller's to refuse; the store answers for unknown ones.
+    let stranger = TestAccount::new(None, 0);
+    assert_eq!(
+        store
+            .publish_device_list(publish(device_list(&stranger, 1, &[1])))
+            .await?,
+        PublishOutcome::UnknownAccount
+    );
+    assert_eq!(
+        store.device_list(stranger.identity.account_id()).await?,
+        DeviceListLookup::UnknownAccount
+    );
+
+    // Deleting the account deletes its list.
+    assert!(store.delete_account(phone.account).await?);
+    assert_eq!(
+        store.device_list(phone.account).await?,
+        DeviceListLookup::UnknownAccount
     );
     Ok(())
 }

@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::business::{Category, SignedGrant, SignedRevocation};
+use crate::devices::link::{JoinMac, RendezvousId};
+use crate::devices::SignedDeviceList;
 use crate::identity::IdentityPublic;
+use crate::identity::X25519Public;
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, RequestId, Seq};
 use crate::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
 use crate::signature::Signature;
@@ -72,6 +75,20 @@ pub enum ClientBody {
     FetchBusiness(FetchBusiness),
     /// Set or clear this account's display name. Reply: `done`, or `name_reserved`.
     SetDisplayName(SetDisplayName),
+    /// Store a newer signed list of this account's devices; devices no longer on it are
+    /// deleted and closed. Reply: `devices`.
+    PublishDevices(PublishDevices),
+    /// An account's latest signed device list. Reply: `devices`.
+    FetchDevices(FetchDevices),
+    /// (Existing device) wait for a new device to join with a linking code. Reply:
+    /// `link_opened`; later the push `link_joined`.
+    OpenLink(OpenLink),
+    /// (Existing device) hand the sealed account secrets to the device that joined.
+    /// Reply: `done`.
+    SealLink(SealLink),
+    /// (New device, before authentication) join the rendezvous of a linking code. Reply:
+    /// `link_sealed` once the existing device sealed the secrets.
+    JoinLink(JoinLink),
 }
 
 /// `auth`: the answer to the server's `hello` challenge.
@@ -209,4 +226,48 @@ pub struct FetchBusiness {
 pub struct SetDisplayName {
     /// The new name, or nil to clear it.
     pub display_name: Option<String>,
+}
+
+/// `publish_devices`: the list must be this account's, signed by it (ADR 0007), with a
+/// version greater than the one the server holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishDevices {
+    /// The new list.
+    pub list: SignedDeviceList,
+}
+
+/// `fetch_devices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchDevices {
+    /// Whose devices.
+    pub account: AccountId,
+}
+
+/// `open_link`: at most one open rendezvous per connection; it ends with the connection,
+/// after one join, or after the server's link lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenLink {
+    /// `rendezvous` of the code this device shows (protocol.md §15).
+    pub rendezvous: RendezvousId,
+}
+
+/// `seal_link`: answers the join the server pushed as `link_joined`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealLink {
+    /// The rendezvous this connection opened.
+    pub rendezvous: RendezvousId,
+    /// The sealed `LinkSecrets` (at most 4 096 bytes).
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// `join_link`: the only request besides `auth` and `register` before authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinLink {
+    /// From the code.
+    pub rendezvous: RendezvousId,
+    /// The new device's ephemeral X25519 key.
+    pub public: X25519Public,
+    /// The join MAC over `public` (protocol.md §15).
+    pub mac: JoinMac,
 }

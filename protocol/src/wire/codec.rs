@@ -15,6 +15,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::link::MAX_SEALED_LINK_SECRETS_BYTES;
 use crate::ids::RequestId;
 use crate::limits::{
     MAX_DISPLAY_NAME_BYTES, MAX_ENVELOPE_BYTES, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_BYTES,
@@ -73,6 +74,9 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
         ClientBody::SetDisplayName(SetDisplayName {
             display_name: Some(name),
         }) if name.len() > MAX_DISPLAY_NAME_BYTES => Err(DecodeError::Limit("display_name")),
+        ClientBody::SealLink(seal) if seal.sealed.len() > MAX_SEALED_LINK_SECRETS_BYTES => {
+            Err(DecodeError::Limit("sealed"))
+        }
         _ => Ok(frame),
     }
 }

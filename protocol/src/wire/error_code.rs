@@ -66,6 +66,18 @@ pub enum ErrorCode {
     /// A `send` with a `category` from an account that is not a verified business;
     /// nothing was stored. Only businesses send in categories: send without one.
     NotABusiness,
+    /// A `publish_devices` list that is malformed, another account's, or not signed by
+    /// the account (ADR 0007); nothing was stored.
+    InvalidDeviceList,
+    /// A `publish_devices` list whose version is not greater than the one the server
+    /// holds; nothing was stored. Fetch the current list, and sign a newer one.
+    StaleDeviceList,
+    /// A `publish_devices` list with more devices than the server allows per account;
+    /// nothing was stored.
+    TooManyDevices,
+    /// No device is waiting on this linking rendezvous: the code expired, was used, or the
+    /// device that showed it went away (or, for `open_link`, it is already open).
+    LinkUnavailable,
 }
 
 impl ErrorCode {
@@ -96,6 +108,10 @@ impl ErrorCode {
             ErrorCode::NameReserved => "name_reserved",
             ErrorCode::IdReused => "id_reused",
             ErrorCode::NotABusiness => "not_a_business",
+            ErrorCode::InvalidDeviceList => "invalid_device_list",
+            ErrorCode::StaleDeviceList => "stale_device_list",
+            ErrorCode::TooManyDevices => "too_many_devices",
+            ErrorCode::LinkUnavailable => "link_unavailable",
         }
     }
 }
@@ -135,6 +151,8 @@ pub enum CloseCode {
     SlowConsumer,
     /// 4004: no pong (or any frame) within the keepalive deadline.
     KeepaliveTimeout,
+    /// 4005: the account removed this device from its list; it cannot log in again.
+    DeviceRemoved,
 }
 
 impl CloseCode {
@@ -154,6 +172,7 @@ impl CloseCode {
             CloseCode::Displaced => 4002,
             CloseCode::SlowConsumer => 4003,
             CloseCode::KeepaliveTimeout => 4004,
+            CloseCode::DeviceRemoved => 4005,
         }
     }
 
@@ -173,6 +192,7 @@ impl CloseCode {
             CloseCode::Displaced => "device connected elsewhere",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::KeepaliveTimeout => "keepalive timeout",
+            CloseCode::DeviceRemoved => "device removed from the account",
         }
     }
 }

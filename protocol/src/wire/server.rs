@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::business::{AuthorityKey, Category, CategorySet, SignedCertificate};
+use crate::devices::link::{JoinMac, RendezvousId};
+use crate::devices::SignedDeviceList;
+use crate::identity::X25519Public;
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, Nonce, RequestId, Seq, ServerId};
 use crate::prekeys::PrekeyBundle;
 use crate::wire::ErrorCode;
@@ -72,6 +75,14 @@ pub enum ServerBody {
     Business(Business),
     /// Reply to `block`, `unblock`, `report` and `set_display_name`: it took effect.
     Done(Done),
+    /// Reply to `publish_devices` and `fetch_devices`: the account's latest device list.
+    Devices(Devices),
+    /// Reply to `open_link`: the rendezvous is open until `expires_at_ms`.
+    LinkOpened(LinkOpened),
+    /// Push to the connection that opened a rendezvous: a new device joined it.
+    LinkJoined(LinkJoined),
+    /// Reply to `join_link`: what the existing device sealed.
+    LinkSealed(LinkSealed),
     /// A request failed (with `rid`) or the connection is about to close (nil `rid`).
     Error(ErrorBody),
 }
@@ -198,4 +209,42 @@ pub struct ErrorBody {
     pub message: String,
     /// For `rate_limited` and `reach_exhausted`: milliseconds to wait before retrying.
     pub retry_after_ms: Option<u64>,
+}
+
+/// `devices`: an account's latest signed device list as the server holds it. `nil` when the
+/// account never published one: it has the implicit list, device 1 at version 0
+/// ([`crate::devices::DeviceList::implicit`]). A client verifies the list itself
+/// ([`crate::devices::DeviceListView::accept`]); the server's word is not enough.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Devices {
+    /// Whose list.
+    pub account: AccountId,
+    /// The list, or nil for the implicit one.
+    pub list: Option<SignedDeviceList>,
+}
+
+/// `link_opened`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOpened {
+    /// When the server forgets the rendezvous (server time, ms since the epoch).
+    pub expires_at_ms: u64,
+}
+
+/// `link_joined`: check `mac` against the code before sealing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkJoined {
+    /// The rendezvous joined.
+    pub rendezvous: RendezvousId,
+    /// The new device's ephemeral X25519 key.
+    pub public: X25519Public,
+    /// Its MAC, as the new device sent it.
+    pub mac: JoinMac,
+}
+
+/// `link_sealed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSealed {
+    /// The sealed `LinkSecrets`.
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
 }

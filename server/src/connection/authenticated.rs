@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 use super::awaiting_auth::{error_frame, Session};
 use super::business;
 use super::delivery::Cursor;
+use super::devices;
+use super::linking::LinkState;
 use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
@@ -89,13 +91,20 @@ async fn serve(
     let interval = shared.config.keepalive_interval;
     let depth = shared.config.pipeline_depth.max(1);
     let mut in_flight = Pipeline::default();
+    let mut link = LinkState::default();
     let mut last_heard = Instant::now();
     let mut next_ping = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ending::Closed(CloseCode::GoingAway),
-            _ = attachment.displaced.cancelled() => return Ending::Closed(CloseCode::Displaced),
+            _ = attachment.displaced.cancelled() => {
+                return Ending::Closed(if attachment.was_removed() {
+                    CloseCode::DeviceRemoved
+                } else {
+                    CloseCode::Displaced
+                });
+            }
             Some(reply) = in_flight.next(), if in_flight.len() > 0 => {
                 // Every reply of the same commit is ready now: write them in one batch.
                 let mut frames: Vec<ServerFrame> = reply.into_iter().collect();
@@ -140,11 +149,30 @@ async fn serve(
                         let through = ack.through.min(cursor.last_sent());
                         in_flight.push(Box::pin(submit_ack(shared, address, rid, through)).await);
                     }
+                    ClientBody::OpenLink(open) => {
+                        let reply = Box::pin(link.open(shared, address.account, open)).await;
+                        if let Err(ending) = Box::pin(reply_in_order(transport, &mut in_flight, rid, reply)).await {
+                            return ending;
+                        }
+                    }
+                    ClientBody::SealLink(seal) => {
+                        let reply = Box::pin(link.seal(seal)).await;
+                        if let Err(ending) = Box::pin(reply_in_order(transport, &mut in_flight, rid, reply)).await {
+                            return ending;
+                        }
+                    }
                     body => {
                         let served = serve_alone(transport, shared, address, rid, body, &mut in_flight);
                         if let Err(ending) = Box::pin(served).await {
                             return ending;
                         }
+                    }
+                }
+            }
+            push = link.next_push(), if link.is_open() => {
+                if let Some(push) = push {
+                    if let Err(e) = transport.send(&push).await {
+                        return ending_for(e);
                     }
                 }
             }
@@ -213,6 +241,22 @@ async fn serve_alone(
     transport.send(&reply).await.map_err(ending_for)
 }
 
+/// Writes the reply to a request served in the loop (the linking requests, which need
+/// the connection's [`LinkState`]) after the replies of the pipelined ones before it.
+async fn reply_in_order(
+    transport: &mut Transport,
+    in_flight: &mut Pipeline<'_>,
+    rid: RequestId,
+    reply: Result<ServerBody, RequestError>,
+) -> Result<(), Ending> {
+    finish(transport, in_flight).await.map_err(ending_for)?;
+    let frame = match reply {
+        Ok(body) => ServerFrame::reply(rid, body),
+        Err(e) => error_frame(Some(rid), &e),
+    };
+    transport.send(&frame).await.map_err(ending_for)
+}
+
 /// Answers one request (everything but `send`, `ack` and `delete_account`).
 async fn handle(
     shared: &Shared,
@@ -221,7 +265,7 @@ async fn handle(
     body: ClientBody,
 ) -> Result<ServerFrame, RequestError> {
     let reply = match body {
-        ClientBody::Auth(_) | ClientBody::Register(_) => {
+        ClientBody::Auth(_) | ClientBody::Register(_) | ClientBody::JoinLink(_) => {
             return Err(RequestError::AlreadyAuthenticated)
         }
         ClientBody::FetchBundle(fetch) => fetch_bundle(shared, address, fetch).await?,
@@ -263,7 +307,13 @@ async fn handle(
         ClientBody::SetDisplayName(n) => {
             business::set_display_name(shared, address.account, n).await?
         }
-        ClientBody::Send(_) | ClientBody::Ack(_) | ClientBody::DeleteAccount(_) => {
+        ClientBody::PublishDevices(p) => devices::publish(shared, address.account, p).await?,
+        ClientBody::FetchDevices(f) => devices::fetch(shared, f.account).await?,
+        ClientBody::Send(_)
+        | ClientBody::Ack(_)
+        | ClientBody::DeleteAccount(_)
+        | ClientBody::OpenLink(_)
+        | ClientBody::SealLink(_) => {
             return Err(RequestError::Malformed(
                 "handled by the connection loop".into(),
             ))

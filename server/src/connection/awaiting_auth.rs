@@ -7,6 +7,8 @@
 //!   nonce dies with the connection: a captured signature cannot be replayed. Failures
 //!   are counted per source address; past `--auth-failures-per-ip-per-hour`, `auth` from
 //!   that address is answered `rate_limited` without checking anything.
+//! * `join_link` (a new device joining a linking code, `linking`) waits for the existing
+//!   device's sealed answer with the auth deadline suspended, then restarts it.
 //! * `register` is limited per source address, verifies the identity, the prekey
 //!   signatures and a proof of possession over the register transcript, requires a KEM
 //!   prekey that is an ML-KEM-768 encapsulation key (an account without one could never
@@ -18,13 +20,14 @@ use std::net::SocketAddr;
 use parley_protocol::auth::{auth_transcript, register_transcript};
 use parley_protocol::ids::{DeviceAddress, Nonce, RequestId};
 use parley_protocol::signature;
-use parley_protocol::wire::client::{Auth, ClientBody, Register};
-use parley_protocol::wire::server::{Hello, ServerBody};
+use parley_protocol::wire::client::{Auth, ClientBody, JoinLink, Register};
+use parley_protocol::wire::server::{Hello, LinkSealed, ServerBody};
 use parley_protocol::wire::{CloseCode, ServerFrame};
 use rand_core::{OsRng, RngCore};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::linking;
 use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, Transport};
 use super::{close_code_for, request_error_for, Ending};
@@ -64,7 +67,7 @@ pub async fn run(
     if transport.send(&hello).await.is_err() {
         return Err(Ending::ClientLeft);
     }
-    let deadline = Instant::now() + shared.config.auth_timeout;
+    let mut deadline = Instant::now() + shared.config.auth_timeout;
     loop {
         let frame = tokio::select! {
             biased;
@@ -86,6 +89,12 @@ pub async fn run(
         let outcome = match frame.body {
             ClientBody::Auth(auth) => authenticate(shared, &nonce, peer, auth).await,
             ClientBody::Register(register) => create_account(shared, &nonce, peer, register).await,
+            ClientBody::JoinLink(join) => {
+                wait_for_link(transport, shared, peer, shutdown, rid, join).await?;
+                // The new device logs in next, on this connection and its nonce.
+                deadline = Instant::now() + shared.config.auth_timeout;
+                continue;
+            }
             _ => Err(RequestError::NotAuthenticated),
         };
         match outcome {
@@ -110,6 +119,55 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Serves `join_link`: joins the rendezvous and waits (the auth deadline suspended, the
+/// link lifetime at most) for the sealed answer, then replies `link_sealed`, or
+/// `link_unavailable` when none comes. Frames the client sends meanwhile are answered
+/// `not_authenticated`.
+async fn wait_for_link(
+    transport: &mut Transport,
+    shared: &Shared,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+    rid: RequestId,
+    join: JoinLink,
+) -> Result<(), Ending> {
+    let reply = match linking::join(shared, peer, join).await {
+        Err(e) => error_frame(Some(rid), &e),
+        Ok(mut sealed) => {
+            let give_up = Instant::now() + shared.config.link_lifetime;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Err(Ending::Closed(CloseCode::GoingAway)),
+                    answer = &mut sealed => break match answer {
+                        Ok(sealed) => ServerFrame::reply(rid, ServerBody::LinkSealed(LinkSealed { sealed })),
+                        Err(_) => error_frame(Some(rid), &RequestError::LinkUnavailable(linking::NO_DEVICE_WAITING)),
+                    },
+                    () = sleep_until(give_up) => {
+                        break error_frame(Some(rid), &RequestError::LinkUnavailable(linking::NO_DEVICE_WAITING));
+                    }
+                    incoming = transport.recv() => match incoming {
+                        Incoming::Frame(other) => {
+                            let refusal = error_frame(Some(other.rid), &RequestError::NotAuthenticated);
+                            if transport.send(&refusal).await.is_err() {
+                                return Err(Ending::ClientLeft);
+                            }
+                        }
+                        Incoming::Heartbeat => {}
+                        Incoming::Gone => return Err(Ending::ClientLeft),
+                        Incoming::Violation(code) => return Err(Ending::Closed(code)),
+                        Incoming::Malformed { error, rid } => {
+                            let _ = transport.send(&error_frame(rid, &request_error_for(&error))).await;
+                            return Err(Ending::Closed(close_code_for(&error)));
+                        }
+                    },
+                }
+            }
+        }
+    };
+    transport.send(&reply).await.map_err(|_| Ending::ClientLeft)
 }
 
 /// Checks an `auth` answer. Every failure is the same [`RequestError::AuthFailed`], and

@@ -17,6 +17,8 @@ mod authenticated;
 mod awaiting_auth;
 mod business;
 mod delivery;
+mod devices;
+mod linking;
 mod prekey_checks;
 pub mod transport;
 

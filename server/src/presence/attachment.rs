@@ -10,7 +10,7 @@
 //! loses an envelope.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -63,8 +63,11 @@ pub struct Attachment {
     auth_time_ms: u64,
     /// Woken when new envelopes may be in the store for this device.
     pub wake: Notify,
-    /// Cancelled when another connection of the same device attaches.
+    /// Cancelled when another connection of the same device attaches, or the device is
+    /// removed from its account ([`Attachment::was_removed`] tells which).
     pub displaced: CancellationToken,
+    /// The account removed the device: close with 4005, not 4002.
+    removed: AtomicBool,
     /// Remaining one-time prekeys to report, or `u32::MAX` when there is nothing to report.
     prekeys_low: AtomicU32,
     fresh: Mutex<Fresh>,
@@ -81,6 +84,7 @@ impl Attachment {
             auth_time_ms,
             wake: Notify::new(),
             displaced: CancellationToken::new(),
+            removed: AtomicBool::new(false),
             prekeys_low: AtomicU32::new(u32::MAX),
             fresh: Mutex::default(),
             revoked: Mutex::default(),
@@ -95,6 +99,17 @@ impl Attachment {
     /// When its connection authenticated.
     pub fn auth_time_ms(&self) -> u64 {
         self.auth_time_ms
+    }
+
+    /// Closes the connection because the account removed the device.
+    pub fn remove(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.displaced.cancel();
+    }
+
+    /// Whether [`Attachment::remove`] ended it (rather than another connection).
+    pub fn was_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     /// Takes a pending "prekeys low" report, if any.

@@ -11,10 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use parley_protocol::business::CategorySet;
+use parley_protocol::devices::link::{JoinMac, RendezvousId};
+use parley_protocol::identity::X25519Public;
 use parley_protocol::ids::{AccountId, DeviceAddress};
+use tokio::sync::oneshot;
 
 use super::attachment::lock;
-use super::{Attachment, Presence, PresenceFuture};
+use super::link::Rendezvous;
+use super::{Attachment, LinkFuture, OpenRendezvous, Presence, PresenceFuture};
 use crate::store::{CommitListener, StoredEnvelope};
 
 /// The devices connected to this process.
@@ -22,6 +26,8 @@ use crate::store::{CommitListener, StoredEnvelope};
 pub struct LocalPresence {
     next_id: AtomicU64,
     devices: Mutex<HashMap<DeviceAddress, Arc<Attachment>>>,
+    /// Linking rendezvous opened by connections of this process.
+    pub rendezvous: Rendezvous,
 }
 
 impl LocalPresence {
@@ -114,6 +120,12 @@ impl Presence for LocalPresence {
         }
     }
 
+    fn remove(&self, device: &DeviceAddress) {
+        if let Some(a) = self.get(device) {
+            a.remove();
+        }
+    }
+
     fn consent_changed(
         &self,
         device: &DeviceAddress,
@@ -128,6 +140,22 @@ impl Presence for LocalPresence {
                 a.consent_granted(business, categories);
             }
         }
+    }
+
+    fn open_link(&self, id: RendezvousId) -> LinkFuture<'_, OpenRendezvous> {
+        Box::pin(std::future::ready(self.rendezvous.open(id)))
+    }
+
+    fn join_link(
+        &self,
+        id: RendezvousId,
+        public: X25519Public,
+        mac: JoinMac,
+        _wait: std::time::Duration,
+    ) -> LinkFuture<'_, oneshot::Receiver<Vec<u8>>> {
+        Box::pin(std::future::ready(
+            self.rendezvous.join_here(&id, public, mac),
+        ))
     }
 
     fn len(&self) -> usize {

@@ -16,6 +16,7 @@
 //! "device connected elsewhere".
 
 mod attachment;
+pub mod link;
 mod local;
 pub mod nats;
 
@@ -24,9 +25,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use parley_protocol::business::CategorySet;
+use parley_protocol::devices::link::{JoinMac, RendezvousId};
+use parley_protocol::identity::X25519Public;
 use parley_protocol::ids::{AccountId, DeviceAddress};
+use tokio::sync::oneshot;
 
 pub use attachment::{Attachment, Taken, FRESH_MAX_BYTES, FRESH_MAX_ENVELOPES};
+pub use link::{Answer, Joined, LinkUnavailable, OpenRendezvous};
 pub use local::LocalPresence;
 pub use nats::NatsPresence;
 
@@ -34,6 +39,9 @@ use crate::store::CommitListener;
 
 /// A boxed future of a [`Presence::attach`].
 pub type PresenceFuture<'a> = Pin<Box<dyn Future<Output = Arc<Attachment>> + Send + 'a>>;
+
+/// A boxed future of the linking methods.
+pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LinkUnavailable>> + Send + 'a>>;
 
 /// Which devices are connected, and how to reach them. As a [`CommitListener`] it is
 /// told of every envelope the store commits, in commit order, and hands it to the
@@ -54,6 +62,11 @@ pub trait Presence: CommitListener {
     /// Tells `device`, wherever it is connected, that it has `remaining` one-time prekeys.
     fn prekeys_low(&self, device: &DeviceAddress, remaining: u32);
 
+    /// Closes `device`'s connection, wherever it is, because its account removed it (the
+    /// store already deleted it: it cannot authenticate again). A hint like the others:
+    /// lost on the bus, the connection stays open but receives nothing more.
+    fn remove(&self, device: &DeviceAddress);
+
     /// `device` (connected here) revoked `categories` from `business`, or granted them
     /// again: hand-offs from before a revocation are not written (the store purged them).
     fn consent_changed(
@@ -63,6 +76,21 @@ pub trait Presence: CommitListener {
         categories: CategorySet,
         revoked: bool,
     );
+
+    /// Opens linking rendezvous `id` for a connection of this process, reachable from
+    /// every node once this resolves (`presence::link`).
+    fn open_link(&self, id: RendezvousId) -> LinkFuture<'_, OpenRendezvous>;
+
+    /// Joins rendezvous `id` wherever it is open: resolves to the receiver of the sealed
+    /// answer, which closes without one when the opener goes away, `wait` passes, or (in a
+    /// cluster) nobody held the rendezvous.
+    fn join_link(
+        &self,
+        id: RendezvousId,
+        public: X25519Public,
+        mac: JoinMac,
+        wait: std::time::Duration,
+    ) -> LinkFuture<'_, oneshot::Receiver<Vec<u8>>>;
 
     /// Devices connected to this process.
     fn len(&self) -> usize;

@@ -13,6 +13,8 @@
 //! * Sequence numbers are per recipient device, dense, starting at 1, assigned in commit
 //!   order; so a cumulative `ack_through` never deletes what was not delivered.
 //! * `take_bundle` hands each one-time prekey out exactly once, also under concurrency.
+//! * `publish_device_list` changes the list and the device rows together, and only to a
+//!   newer version (`store::devices`).
 //! * `enqueue` checks the business policy (blocks, consent, care window, limits) in the
 //!   same transaction that stores the envelope, so a revocation, block or suspension is
 //!   in force for every send committed after it.
@@ -20,6 +22,7 @@
 pub mod admin;
 mod bundle;
 mod business;
+pub mod devices;
 pub mod policy;
 pub mod postgres;
 pub mod retry;
@@ -34,6 +37,7 @@ pub use admin::{AdminError, BusinessListing, Verification};
 pub use business::{
     BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
 };
+pub use devices::{DeviceListLookup, NewDeviceList, PublishOutcome};
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{
     AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
@@ -172,6 +176,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// care windows, expired consents, reports outside the report window unless their
     /// business is suspended), in a bounded batch; returns the rows deleted.
     fn sweep_business(&self, now_ms: u64, windows: BusinessWindows) -> StoreFuture<'_, u64>;
+
+    /// Stores a newer device list (verified by the caller) and, in the same transaction,
+    /// makes the account's device rows match it: rows for new devices; row, prekeys,
+    /// queue and retry entries deleted for devices no longer listed. A list whose version
+    /// does not exceed the stored one (0 without a list) is `Stale` and changes nothing.
+    fn publish_device_list(&self, list: NewDeviceList) -> StoreFuture<'_, PublishOutcome>;
+
+    /// The account's latest device list.
+    fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup>;
 
     /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
     /// For readiness checks.

@@ -41,6 +41,9 @@ pub enum DeviceMessage {
         /// One-time prekeys left.
         remaining: u32,
     },
+    /// The account removed the device: close its connection (4005).
+    #[serde(rename = "x")]
+    Removed,
 }
 
 /// A committed envelope as a wake carries it.
@@ -157,6 +160,7 @@ mod tests {
                 auth_time_ms: 7,
             },
             DeviceMessage::PrekeysLow { remaining: 3 },
+            DeviceMessage::Removed,
         ] {
             assert_eq!(DeviceMessage::decode(&message.encode()), Some(message));
         }

@@ -24,6 +24,7 @@
 //! This is best effort, as in Signal: two connections of one device may both live for
 //! about one NATS round trip; the client drops what it already has by seq.
 
+mod link;
 mod message;
 pub mod subjects;
 
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use self::message::DeviceMessage;
 pub use self::subjects::Subjects;
 use super::attachment::lock;
-use super::{Attachment, LocalPresence, Presence, PresenceFuture};
+use super::{Attachment, LinkFuture, LocalPresence, OpenRendezvous, Presence, PresenceFuture};
 use crate::metrics::BusMetrics;
 use crate::store::{CommitListener, StoredEnvelope};
 use crate::topology::{ClusterKey, SecretUrl};
@@ -300,6 +301,7 @@ impl Inner {
                 }
             }
             DeviceMessage::Resync => attachment.resync(),
+            DeviceMessage::Removed => attachment.remove(),
             DeviceMessage::PrekeysLow { remaining } => attachment.report_prekeys_low(remaining),
             DeviceMessage::Connected { node, auth_time_ms } => {
                 let theirs = (auth_time_ms, node.as_str());
@@ -456,6 +458,35 @@ impl Presence for NatsPresence {
             self.inner.subjects.device(device),
             &DeviceMessage::PrekeysLow { remaining },
         );
+    }
+
+    fn open_link(
+        &self,
+        id: parley_protocol::devices::link::RendezvousId,
+    ) -> LinkFuture<'_, OpenRendezvous> {
+        Box::pin(link::open(&self.inner, id))
+    }
+
+    fn join_link(
+        &self,
+        id: parley_protocol::devices::link::RendezvousId,
+        public: parley_protocol::identity::X25519Public,
+        mac: parley_protocol::devices::link::JoinMac,
+        wait: Duration,
+    ) -> LinkFuture<'_, tokio::sync::oneshot::Receiver<Vec<u8>>> {
+        Box::pin(std::future::ready(link::join(
+            &self.inner,
+            id,
+            public,
+            mac,
+            wait,
+        )))
+    }
+
+    fn remove(&self, device: &DeviceAddress) {
+        self.inner.local.remove(device);
+        self.inner
+            .publish(self.inner.subjects.device(device), &DeviceMessage::Removed);
     }
 
     fn consent_changed(

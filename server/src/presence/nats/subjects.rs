@@ -6,15 +6,18 @@
 //! ```text
 //! parley.<cluster>.d.<device>     one device: wakes, "connected", prekeys low
 //! parley.<cluster>.ctl.resync     every node: read every local device's queue again
+//! parley.<cluster>.l.<rendezvous> one linking rendezvous: a join, answered by request-reply
 //!
 //! <cluster> = hex(HMAC-SHA256(key, "parley/v1/bus/cluster"))[..16]
 //! <device>  = hex(HMAC-SHA256(key, "parley/v1/bus/device" || account (32) || device (4, BE)))[..32]
+//! <rendezvous> = hex(HMAC-SHA256(key, "parley/v1/bus/link" || rendezvous id (16)))[..32]
 //! ```
 //!
 //! The labels keep the two uses of the key apart; the cluster part keeps two clusters on
 //! one NATS from hearing each other.
 
 use hmac::{Hmac, Mac};
+use parley_protocol::devices::link::RendezvousId;
 use parley_protocol::ids::DeviceAddress;
 use sha2::Sha256;
 
@@ -22,6 +25,7 @@ use crate::topology::ClusterKey;
 
 const CLUSTER_LABEL: &[u8] = b"parley/v1/bus/cluster";
 const DEVICE_LABEL: &[u8] = b"parley/v1/bus/device";
+const LINK_LABEL: &[u8] = b"parley/v1/bus/link";
 
 /// Names the subjects of one cluster.
 #[derive(Clone)]
@@ -29,6 +33,8 @@ pub struct Subjects {
     /// The HMAC keyed with the cluster key that has read [`DEVICE_LABEL`]: each device's
     /// subject clones it (half the hashing of keying it anew, on every wake).
     device_mac: Hmac<Sha256>,
+    /// The same for [`LINK_LABEL`].
+    link_mac: Hmac<Sha256>,
     prefix: String,
 }
 
@@ -45,8 +51,11 @@ impl Subjects {
     pub fn new(key: ClusterKey) -> Subjects {
         let mut device_mac = keyed(&key);
         device_mac.update(DEVICE_LABEL);
+        let mut link_mac = keyed(&key);
+        link_mac.update(LINK_LABEL);
         Subjects {
             device_mac,
+            link_mac,
             prefix: format!("parley.{}", hex_digits(keyed(&key), &[CLUSTER_LABEL], 16)),
         }
     }
@@ -59,6 +68,12 @@ impl Subjects {
             32,
         );
         format!("{}.d.{id}", self.prefix)
+    }
+
+    /// The subject of one linking rendezvous.
+    pub fn link(&self, rendezvous: &RendezvousId) -> String {
+        let id = hex_digits(self.link_mac.clone(), &[rendezvous.as_bytes()], 32);
+        format!("{}.l.{id}", self.prefix)
     }
 
     /// The subject every node listens on for "resync every device".
@@ -117,5 +132,12 @@ mod tests {
         };
         assert_ne!(subject, a.device(&other));
         assert_eq!(subject, a.device(&device), "stable");
+        let rendezvous = RendezvousId([0xcd; 16]);
+        let link = a.link(&rendezvous);
+        assert!(
+            !link.contains("cdcd") && link.split('.').count() == 4,
+            "{link}"
+        );
+        assert_ne!(link, b.link(&rendezvous));
     }
 }

@@ -282,6 +282,7 @@ pub(super) async fn delete_account(
         "DELETE FROM consent_log WHERE person = $1 OR business = $1".to_owned(),
         "DELETE FROM rate_buckets WHERE subject = $1".to_owned(),
         "DELETE FROM businesses WHERE account = $1".to_owned(),
+        "DELETE FROM device_lists WHERE account = $1".to_owned(),
     ] {
         tx.execute(&sql, &[&account]).await?;
     }

@@ -21,6 +21,7 @@
 mod accounts;
 mod admin;
 mod business;
+mod devices;
 mod enqueue;
 mod errors;
 mod lanes;
@@ -48,9 +49,9 @@ use self::policy::SendRules;
 use self::pool::{in_transaction, JobFuture, TxJob};
 use crate::store::{
     AuthRecord, BundleOutcome, BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome,
-    EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload, RegisterOutcome, ReportOutcome,
-    ReportPolicy, Store, StoreError, StoreFuture, StoreHooks, StoreLoad, StoredEnvelope,
-    SweepReport, UploadOutcome,
+    DeviceListLookup, EnqueueOutcome, NewAccount, NewDeviceList, NewEnvelope, Pending,
+    PrekeyUpload, PublishOutcome, RegisterOutcome, ReportOutcome, ReportPolicy, Store, StoreError,
+    StoreFuture, StoreHooks, StoreLoad, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// How to open the store.
@@ -342,6 +343,14 @@ impl Store for PostgresStore {
         Box::pin(self.write((now_ms, windows), |tx, input| {
             Box::pin(business::sweep(tx, input))
         }))
+    }
+
+    fn publish_device_list(&self, list: NewDeviceList) -> StoreFuture<'_, PublishOutcome> {
+        Box::pin(self.write(list, |tx, list| Box::pin(devices::publish(tx, list))))
+    }
+
+    fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup> {
+        Box::pin(self.read(account, |c, a| Box::pin(devices::lookup(c, a))))
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {

@@ -229,6 +229,15 @@ const MIGRATIONS: &[&str] = &[
     UPDATE blocks SET at_ms = at_ms - at_ms % 86400000;
     UPDATE consents SET granted_at_ms = granted_at_ms - granted_at_ms % 86400000;
     "#,
+    // 3: linked devices (ADR 0007): each account's latest signed device list, as its
+    // client sent it (store::devices).
+    r#"
+    CREATE TABLE device_lists (
+        account bytea PRIMARY KEY,
+        version bigint NOT NULL,
+        list    bytea NOT NULL                -- MessagePack SignedDeviceList
+    );
+    "#,
 ];
 
 /// The schema version this server knows.

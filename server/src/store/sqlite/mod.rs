@@ -15,6 +15,7 @@
 
 mod business;
 mod business_admin;
+mod devices;
 mod maintenance;
 mod policy;
 mod queries;
@@ -39,9 +40,9 @@ pub use crate::store::admin::{AdminError, BusinessListing, Verification};
 use crate::store::types::announce;
 use crate::store::{
     AuthRecord, BundleOutcome, BusinessRecord, BusinessWindows, CommitListener, ConsentChange,
-    ConsentOutcome, EnqueueOutcome, NewAccount, NewEnvelope, Pending, PrekeyUpload,
-    RegisterOutcome, ReportOutcome, ReportPolicy, Store, StoreError, StoreFuture, StoreHooks,
-    StoredEnvelope, SweepReport, UploadOutcome,
+    ConsentOutcome, DeviceListLookup, EnqueueOutcome, NewAccount, NewDeviceList, NewEnvelope,
+    Pending, PrekeyUpload, PublishOutcome, RegisterOutcome, ReportOutcome, ReportPolicy, Store,
+    StoreError, StoreFuture, StoreHooks, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// How durable a commit is.
@@ -366,6 +367,14 @@ impl Store for SqliteStore {
 
     fn sweep_business(&self, now_ms: u64, windows: BusinessWindows) -> StoreFuture<'_, u64> {
         Box::pin(self.write(move |c| business::sweep(c, now_ms, windows)))
+    }
+
+    fn publish_device_list(&self, list: NewDeviceList) -> StoreFuture<'_, PublishOutcome> {
+        Box::pin(self.write(move |c| devices::publish(c, &list)))
+    }
+
+    fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup> {
+        Box::pin(self.read(move |c| devices::lookup(c, &account)))
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {

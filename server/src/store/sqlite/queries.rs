@@ -395,6 +395,7 @@ pub(super) fn delete_account(conn: &Connection, account: &AccountId) -> Result<b
         "DELETE FROM reports WHERE reporter = ?1 OR account = ?1".to_owned(),
         "DELETE FROM consent_log WHERE user = ?1 OR business = ?1".to_owned(),
         "DELETE FROM businesses WHERE account = ?1".to_owned(),
+        "DELETE FROM device_lists WHERE account = ?1".to_owned(),
     ] {
         conn.prepare_cached(&sql)
             .and_then(|mut s| s.execute(params![account]))

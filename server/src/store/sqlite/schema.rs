@@ -237,6 +237,15 @@ const MIGRATIONS: &[&str] = &[
     UPDATE blocks SET at_ms = at_ms - at_ms % 86400000;
     UPDATE consents SET granted_at_ms = granted_at_ms - granted_at_ms % 86400000;
     "#,
+    // 6: linked devices (ADR 0007): each account's latest signed device list, as its
+    // client sent it (store::devices).
+    r#"
+    CREATE TABLE device_lists (
+        account BLOB PRIMARY KEY,
+        version INTEGER NOT NULL,
+        list    BLOB NOT NULL                -- MessagePack SignedDeviceList
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.

@@ -1,0 +1,114 @@
+//! Device lists on SQLite (`store::devices` has the rules).
+
+use parley_protocol::ids::{AccountId, DeviceId};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::sql_error;
+use crate::store::devices::{self, DeviceListLookup, NewDeviceList, PublishOutcome};
+use crate::store::values::{to_day, to_i64, to_u64};
+use crate::store::StoreError;
+
+/// Stores a newer list and makes the account's device rows match it.
+pub(super) fn publish(
+    conn: &Connection,
+    new: &NewDeviceList,
+) -> Result<PublishOutcome, StoreError> {
+    let account = new.account();
+    let a = account.as_bytes().as_slice();
+    if !account_exists(conn, &account)? {
+        return Ok(PublishOutcome::UnknownAccount);
+    }
+    let stored_version = conn
+        .prepare_cached("SELECT version FROM device_lists WHERE account = ?1")
+        .and_then(|mut s| s.query_row(params![a], |r| r.get::<_, i64>(0)).optional())
+        .map_err(sql_error)?
+        .map_or(0, to_u64);
+    if new.version() <= stored_version {
+        return Ok(PublishOutcome::Stale { stored_version });
+    }
+    let (added, removed) = devices::changes(&current_devices(conn, a)?, &new.devices());
+    let created = to_i64(to_day(new.now_ms));
+    for device in &added {
+        conn.prepare_cached(
+            "INSERT INTO devices (account, device, created_at_ms) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![a, device.0, created]))
+        .map_err(sql_error)?;
+    }
+    for device in &removed {
+        remove_device(conn, a, *device)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO device_lists (account, version, list) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account) DO UPDATE SET version = excluded.version, list = excluded.list",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            a,
+            to_i64(new.version()),
+            devices::encode(&new.list)
+        ])
+    })
+    .map_err(sql_error)?;
+    Ok(PublishOutcome::Stored { added, removed })
+}
+
+/// The account's latest list.
+pub(super) fn lookup(
+    conn: &Connection,
+    account: &AccountId,
+) -> Result<DeviceListLookup, StoreError> {
+    let stored: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT list FROM device_lists WHERE account = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![account.as_bytes().as_slice()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql_error)?;
+    match stored {
+        Some(bytes) => devices::decode(&bytes).map(DeviceListLookup::Published),
+        None if account_exists(conn, account)? => Ok(DeviceListLookup::Implicit),
+        None => Ok(DeviceListLookup::UnknownAccount),
+    }
+}
+
+fn account_exists(conn: &Connection, account: &AccountId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE account = ?1)")
+        .and_then(|mut s| s.query_row(params![account.as_bytes().as_slice()], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+fn current_devices(conn: &Connection, account: &[u8]) -> Result<Vec<DeviceId>, StoreError> {
+    conn.prepare_cached("SELECT device FROM devices WHERE account = ?1 ORDER BY device")
+        .and_then(|mut s| {
+            s.query_map(params![account], |r| r.get::<_, u32>(0).map(DeviceId))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_error)
+}
+
+/// Deletes one device: its queue, retry entries, prekeys and row.
+fn remove_device(conn: &Connection, account: &[u8], device: DeviceId) -> Result<(), StoreError> {
+    let key: Option<i64> = conn
+        .prepare_cached("SELECT id FROM devices WHERE account = ?1 AND device = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![account, device.0], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql_error)?;
+    let Some(key) = key else {
+        return Ok(());
+    };
+    for sql in [
+        "DELETE FROM queue WHERE recipient = ?1",
+        "DELETE FROM sent WHERE sender = ?1",
+        "DELETE FROM one_time_prekeys WHERE device_key = ?1",
+        "DELETE FROM signed_prekeys WHERE device_key = ?1",
+        "DELETE FROM devices WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![key]))
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
