@@ -95,11 +95,47 @@ pub enum Command {
     /// Lines starting with / are never sent (//TEXT sends /TEXT). Times are local (TZ).
     /// On a terminal, keys are read one by one: the line being typed stays put when a
     /// message arrives, and a long pasted line is kept whole. While the chat runs,
-    /// `contacts`, `safety-number`, `whoami` and `consent list` work beside it.
+    /// `contacts`, `history`, `safety-number`, `whoami` and `consent list` work beside it.
+    ///
+    /// Opens on the last 20 messages of the conversation, then shows new ones as they
+    /// arrive, and the state of yours as receipts come back (delivered, read). Viewing the
+    /// conversation sends read receipts (see `parley settings read-receipts`).
     Chat {
         /// Who to chat with.
         handle: String,
     },
+    /// Show a conversation, oldest first, with the state of your messages.
+    ///
+    /// Each message with its date and time, and the state of yours: queued (not yet
+    /// accepted by the server), sent, delivered (their device has it), read (they viewed
+    /// the conversation), or not sent (the server refused it).
+    ///
+    /// Fetches what is waiting on the server first (new messages, receipts), when it can
+    /// be reached; otherwise shows what this profile has stored. Viewing the conversation
+    /// marks its messages read and sends read receipts, unless they are turned off
+    /// (`parley settings read-receipts off`).
+    History {
+        /// The contact.
+        handle: String,
+        /// Show at most this many of the latest messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Delete the stored messages of one conversation, or of all (--all).
+    ///
+    /// On this machine only: the other side keeps its copy. Contacts, safety-number
+    /// marks and consent stay. Asks nothing; says how many messages it deleted.
+    DeleteHistory {
+        /// The contact whose conversation to delete.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        handle: Option<String>,
+        /// Delete every conversation.
+        #[arg(long)]
+        all: bool,
+    },
+    /// This profile's local settings.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
     /// List the people this profile has talked to.
     Contacts,
     /// Show the safety number with a contact, to compare in person or by phone.
@@ -204,6 +240,20 @@ pub enum ConsentCommand {
     Verify {
         /// The exported JSON.
         file: std::path::PathBuf,
+    },
+}
+
+/// `parley settings ...`.
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Turn read receipts on or off (without on/off: show the setting).
+    ///
+    /// With read receipts on (the default), viewing a conversation (history, chat) tells
+    /// the other person you read their messages. Delivered receipts are always sent.
+    ReadReceipts {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
     },
 }
 

@@ -26,6 +26,7 @@ pub fn reads_only(command: &Command) -> bool {
         Command::Whoami
             | Command::Contacts
             | Command::SafetyNumber { .. }
+            | Command::History { .. }
             | Command::Consent(ConsentCommand::List)
     )
 }
@@ -49,7 +50,7 @@ pub fn advice(command: &Command, parley: &str) -> String {
             .to_owned(),
         _ => format!(
             "leave the open chat with /quit (or stop the other process) first; `{parley} \
-             contacts`, `safety-number`, `whoami` and `consent list` work beside it"
+             contacts`, `history`, `safety-number`, `whoami` and `consent list` work beside it"
         ),
     };
     format!("{busy}: {todo}")

@@ -309,6 +309,11 @@ fn chat_commands_stay_local_and_third_parties_can_be_answered() {
         handles.contains(&"bob") && handles.contains(&"carol"),
         "{contacts:?}"
     );
+    let shown = alice.run(&["history", "bob"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("hello bob"),
+        "history beside the open chat: {shown:?}"
+    );
     let refused = alice.fail(&["send", "carol", "from another terminal"]);
     assert!(
         refused.contains("type the message in the open chat")

@@ -128,6 +128,7 @@ async fn a_listed_device_joins_the_account_and_a_removed_one_is_shut_out() {
             id: MessageId([8; 16]),
             ciphertext: b"too late".to_vec(),
             category: None,
+            receipt: false,
         }))
         .await
         .unwrap();

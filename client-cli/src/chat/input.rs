@@ -38,9 +38,25 @@ impl ChatInput {
     /// Runs `print` so that its lines appear above the line being typed, which is
     /// drawn again below them.
     pub fn above<T>(&self, print: impl FnOnce() -> T) -> io::Result<T> {
+        self.hide()?;
+        let result = print();
+        self.show()?;
+        Ok(result)
+    }
+
+    /// Clears the prompt row, for whole lines to be printed (then [`ChatInput::show`]).
+    pub fn hide(&self) -> io::Result<()> {
         match self {
-            ChatInput::Terminal(terminal) => terminal.above(print),
-            ChatInput::Lines(_) => Ok(print()),
+            ChatInput::Terminal(terminal) => terminal.hide(),
+            ChatInput::Lines(_) => Ok(()),
+        }
+    }
+
+    /// Draws the prompt and the line being typed again, below what was printed.
+    pub fn show(&self) -> io::Result<()> {
+        match self {
+            ChatInput::Terminal(terminal) => terminal.show(),
+            ChatInput::Lines(_) => Ok(()),
         }
     }
 }

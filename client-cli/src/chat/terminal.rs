@@ -62,7 +62,9 @@ impl Terminal {
                     Outcome::Submitted(line) => {
                         // The line stays on the screen, whole, as the terminal would
                         // keep it.
-                        self.above(|| println!("{}{line}", self.prompt))?;
+                        self.hide()?;
+                        println!("{}{line}", self.prompt);
+                        self.show()?;
                         return Ok(Some(line));
                     }
                     Outcome::Leave => {
@@ -97,14 +99,15 @@ impl Terminal {
         }
     }
 
-    /// Runs `print` (which prints whole lines) with the prompt row cleared, then draws
-    /// the prompt and the line being typed again below what it printed.
-    pub fn above<T>(&self, print: impl FnOnce() -> T) -> io::Result<T> {
-        self.clear_row()?;
-        let result = print();
+    /// Clears the prompt row, for whole lines to be printed.
+    pub fn hide(&self) -> io::Result<()> {
+        self.clear_row()
+    }
+
+    /// Draws the prompt and the line being typed again.
+    pub fn show(&self) -> io::Result<()> {
         io::stderr().flush()?;
-        self.draw()?;
-        Ok(result)
+        self.draw()
     }
 
     fn clear_row(&self) -> io::Result<()> {

@@ -1,5 +1,6 @@
 //! `chat <handle>`: an interactive conversation. The handle is looked up before the
-//! prompt (an unknown one fails at once); typed lines are read by [`crate::chat`]
+//! prompt (an unknown one fails at once); the chat opens on the recent past of the
+//! conversation, and shows the states of my messages as receipts come back; typed lines are read by [`crate::chat`]
 //! (`/help`, `/to`, `/quit` and the other local commands are never sent); messages from
 //! third parties are shown too, with how to answer them; the connection's loss and
 //! return are said. With a verified business, typing `STOP` does not send the word (the
@@ -14,7 +15,8 @@ use parley_sdk::{Client, ConnectionState, Event, Peer, SdkError};
 
 use super::business::pin_notice;
 use super::consent::report;
-use super::{on_event, parse_handle, start, Context};
+use super::history::{on_chat_event, show_recent, take_backlog, viewed, CHAT_RECENT};
+use super::{parse_handle, start, Context};
 use crate::chat::input::ChatInput;
 use crate::chat::typed::{self, Typed};
 use crate::render::badge;
@@ -26,6 +28,13 @@ pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     if let Err(e) = client.resolve(&peer).await {
         client.stop().await;
         return Err(e.into());
+    }
+    // The recent past of the conversation (with what was waiting on the server) first,
+    // then what else is new.
+    take_backlog(ctx, &mut client).await?;
+    if let Some(contact) = ctx.store.contact_by_handle(&peer)? {
+        show_recent(ctx, &contact.account, &peer, CHAT_RECENT)?;
+        viewed(ctx, Some(&client), &contact.account).await?;
     }
     ctx.out.show_unshown(&ctx.store)?;
     let business = match client.business_info(Peer::Handle(peer.clone())).await {
@@ -83,11 +92,11 @@ impl Session<'_> {
                         return Ok(());
                     }
                     while let Some(event) = client.try_next_event() {
-                        input.above(|| self.event(&event))??;
+                        self.event(client, input, &event).await?;
                     }
                 }
                 event = client.next_event() => match event {
-                    Some(event) => input.above(|| self.event(&event))??,
+                    Some(event) => self.event(client, input, &event).await?,
                     None => anyhow::bail!("the client stopped"),
                 },
             }
@@ -147,8 +156,20 @@ impl Session<'_> {
         Ok(false)
     }
 
-    /// Shows one engine event (call it through [`ChatInput::above`]).
-    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
+    /// Shows one engine event above the line being typed.
+    async fn event(
+        &mut self,
+        client: &Client,
+        input: &ChatInput,
+        event: &Event,
+    ) -> anyhow::Result<()> {
+        input.hide()?;
+        let shown = self.show(client, event).await;
+        input.show()?;
+        shown
+    }
+
+    async fn show(&mut self, client: &Client, event: &Event) -> anyhow::Result<()> {
         match event {
             Event::Connection(ConnectionState::Connected) => {
                 if !self.connected {
@@ -164,16 +185,14 @@ impl Session<'_> {
                 }
             }
             Event::Message { handle, .. } | Event::Card { handle, .. } => {
-                on_event(self.ctx, event)?;
+                on_chat_event(self.ctx, client, &self.peer, event).await?;
                 if let Some(other) = handle.as_ref().filter(|h| **h != self.peer) {
                     if self.hinted.insert(other.clone()) {
                         eprintln!("(to answer {other} from this chat: /to {other} TEXT)");
                     }
                 }
             }
-            _ => {
-                on_event(self.ctx, event)?;
-            }
+            _ => on_chat_event(self.ctx, client, &self.peer, event).await?,
         }
         Ok(())
     }

@@ -197,6 +197,7 @@ mod tests {
                 id: MessageId([2; 16]),
                 ciphertext: vec![3; len],
                 category: None,
+                receipt: false,
             }),
         )
     }
