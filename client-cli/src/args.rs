@@ -89,7 +89,13 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = parley_protocol::duration::parse)]
         wait: std::time::Duration,
     },
-    /// Chat interactively: type a line to send it, /quit to leave.
+    /// Chat interactively: type a line to send it; /help lists the chat's commands
+    /// (/to HANDLE TEXT answers someone else, /quit or /exit leaves).
+    ///
+    /// Lines starting with / are never sent (//TEXT sends /TEXT). Times are local (TZ).
+    /// On a terminal, keys are read one by one: the line being typed stays put when a
+    /// message arrives, and a long pasted line is kept whole. While the chat runs,
+    /// `contacts`, `history`, `safety-number`, `whoami` and `consent list` work beside it.
     ///
     /// Opens on the last 20 messages of the conversation, then shows new ones as they
     /// arrive, and the state of yours as receipts come back (delivered, read). Viewing the

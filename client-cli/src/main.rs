@@ -2,8 +2,11 @@
 //! runs the command, and turns errors into a message and a non-zero exit code.
 
 mod args;
+mod beside;
+mod chat;
 mod commands;
 mod explain;
+mod local_time;
 mod output;
 mod paths;
 mod render;
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use parley_sdk::store::{ClientStore, Damaged};
-use parley_sdk::{ClientConfig, ServerList, TlsTrust};
+use parley_sdk::{ClientConfig, SdkError, ServerList, TlsTrust};
 
 use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand, SettingsCommand};
 use commands::moderation::Action;
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         json,
         authority,
         profile: (args.profile != args::DEFAULT_PROFILE).then(|| args.profile.clone()),
+        days: Default::default(),
     };
     let parley = out.parley();
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +92,17 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
         } => Damaged::SetAside,
         _ => Damaged::Refuse,
     };
-    let store = Arc::new(ClientStore::open_with(&path, damaged)?);
+    let store = match ClientStore::open_with(&path, damaged) {
+        Ok(store) => store,
+        // Another process (an open chat) holds the profile: read beside it, or say what
+        // to do (see `beside`).
+        Err(SdkError::ProfileInUse) if beside::reads_only(&args.command) => {
+            ClientStore::open_read_only(&path)?
+        }
+        Err(SdkError::ProfileInUse) => anyhow::bail!(beside::advice(&args.command, &out.parley())),
+        Err(e) => return Err(e.into()),
+    };
+    let store = Arc::new(store);
     let mut config = ClientConfig::with_servers(servers);
     config.authority = out.authority;
     if let Some(ca_file) = &args.ca_file {

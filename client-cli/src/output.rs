@@ -6,6 +6,7 @@ use parley_sdk::business_info::cached_verdict;
 use parley_sdk::store::{ClientStore, InboxEntry};
 use serde_json::{json, Value};
 
+use crate::local_time::{self, DayChanges};
 use crate::render;
 
 /// How to print.
@@ -17,6 +18,8 @@ pub struct Output {
     pub authority: Option<AuthorityKey>,
     /// `--profile`, when it is not the default one: hints name it.
     pub profile: Option<String>,
+    /// The day of the last message printed (a heading goes where the day changes).
+    pub days: std::sync::Arc<DayChanges>,
 }
 
 impl Output {
@@ -85,13 +88,19 @@ impl Output {
         );
         let category = m.category.map(|c| format!(" ({c})")).unwrap_or_default();
         let id = m.id.to_hex();
-        let text = match &m.card {
+        let local = local_time::system();
+        let now = now_ms();
+        let stamp = local.stamp(m.sent_at_ms, now);
+        let body = match &m.card {
             Some(card) => format!(
-                "[{}] {who} sent a card{category}:\n{}",
-                clock(m.sent_at_ms),
+                "[{stamp}] {who} sent a card{category}:\n{}",
                 render::card_text(card, m.category, &id, &self.parley())
             ),
-            None => format!("[{}] {who}{category}: {}", clock(m.sent_at_ms), m.text),
+            None => format!("[{stamp}] {who}{category}: {}", m.text),
+        };
+        let text = match self.days.heading(local, m.sent_at_ms, now) {
+            Some(heading) => format!("{heading}\n{body}"),
+            None => body,
         };
         self.print(
             &text,
@@ -116,17 +125,6 @@ pub fn name(handle: Option<&Handle>, account: &AccountId) -> String {
         Some(h) => h.to_string(),
         None => format!("{}…", &account.to_hex()[..16]),
     }
-}
-
-/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
-fn clock(ms: u64) -> String {
-    let seconds = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}",
-        (seconds / 3600) % 24,
-        (seconds / 60) % 60,
-        seconds % 60
-    )
 }
 
 /// Milliseconds since the Unix epoch.

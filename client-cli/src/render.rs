@@ -1,6 +1,6 @@
 //! How business things look in a terminal: cards (title, aligned fields, actions with
 //! their ids, expiry, category), the verified badge (only for a certificate checked on
-//! this machine), and dates.
+//! this machine), and dates (in local time, see [`crate::local_time`]).
 
 use parley_protocol::business::{BusinessCertificate, Category};
 use parley_protocol::e2e::content::Card;
@@ -47,7 +47,7 @@ pub fn card_text(
         out.push_str(&format!("  |  Actions: {}\n", actions.join("   ")));
     }
     if let Some(expiry) = card.expires_at_ms {
-        out.push_str(&format!("  |  Expires: {}\n", utc(expiry)));
+        out.push_str(&format!("  |  Expires: {}\n", date_time(expiry)));
     }
     if let Some(category) = category {
         out.push_str(&format!("  |  Category: {category}\n"));
@@ -75,34 +75,10 @@ pub fn card_json(card: &Card) -> Value {
     })
 }
 
-/// `YYYY-MM-DD HH:MM UTC` of a Unix time in milliseconds.
-pub fn utc(ms: u64) -> String {
-    let seconds = ms / 1000;
-    let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        (seconds / 3600) % 24,
-        (seconds / 60) % 60
-    )
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
+/// `YYYY-MM-DD HH:MM ZONE` of a Unix time in milliseconds, in the person's time zone
+/// (see [`crate::local_time`]).
+pub fn date_time(ms: u64) -> String {
+    crate::local_time::system().date_time(ms)
 }
 
 #[cfg(test)]
@@ -112,13 +88,6 @@ mod tests {
     use parley_protocol::e2e::content::{CardAction, CardField, CardId};
 
     use super::*;
-
-    #[test]
-    fn dates_are_gregorian() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00 UTC");
-        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
-    }
 
     #[test]
     fn cards_align_fields_and_list_action_ids() {

@@ -12,9 +12,10 @@
 
 mod common;
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{open_bot, Args, Error};
+use common::{finish, open_bot, Args, Error};
 use parley_protocol::business::Category;
 use parley_protocol::ids::Handle;
 use parley_sdk::bot::{BotMessage, Pacing, SendOutcome};
@@ -29,9 +30,26 @@ const FLIGHTS: &[(&str, &str)] = &[
     ("LH2001", "on time: departure 09:10, gate A3"),
 ];
 
+const HELP: &str = "An airline: broadcasts a delay notice (category transactional) to the \
+passengers of a flight who opted in, and answers `status <flight>` in conversation.
+
+  <server-urls>        the relay, e.g. ws://127.0.0.1:7878 (or a comma-separated list)
+  <profile-dir>        where the bot keeps its identity and state (bot.db)
+  --register HANDLE    register the bot's account once; the operator then verifies it
+  --delay FLIGHT       broadcast FLIGHT's delay notice (e.g. LH1234)
+  --passengers A,B,C   to these passengers' handles
+  --serve DURATION     then answer `status <flight>` for this long (e.g. 5m)
+
+See docs/bots.md.";
+
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    let args = Args::parse(USAGE)?;
+async fn main() -> ExitCode {
+    let args = Args::parse_or_exit(USAGE, HELP, &["register", "delay", "passengers", "serve"]);
+    finish(run(args).await)
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let serve = args.duration("serve", Duration::ZERO);
     let Some(mut bot) = open_bot(&args, "transactional").await? else {
         return Ok(());
     };
@@ -42,8 +60,10 @@ async fn main() -> Result<(), Error> {
             .unwrap_or_default()
             .split(',')
             .filter(|p| !p.is_empty())
-            .map(Handle::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|p| {
+                Handle::parse(p).unwrap_or_else(|e| args.bad(&format!("--passengers {p}: {e}")))
+            })
+            .collect::<Vec<_>>();
         let notice = format!("Flight {flight} is {}.", status_of(flight));
         // One key per flight and notice: running this again reaches nobody twice.
         let report = bot
@@ -59,13 +79,7 @@ async fn main() -> Result<(), Error> {
             let said = match outcome {
                 SendOutcome::Accepted { .. } => "notified".to_owned(),
                 SendOutcome::NoConsent => "not opted in (or not a passenger on Parley)".to_owned(),
-                SendOutcome::ReachExhausted { retry_after } => {
-                    format!(
-                        "daily reach exhausted; retry in {} s",
-                        retry_after.as_secs()
-                    )
-                }
-                other => format!("{other:?}"),
+                other => other.to_string(),
             };
             println!("{passenger}: {said}");
         }
@@ -76,7 +90,6 @@ async fn main() -> Result<(), Error> {
         );
     }
 
-    let serve = args.duration("serve", Duration::ZERO)?;
     let until = tokio::time::Instant::now() + serve;
     println!("Answering `status <flight>` for {} s.", serve.as_secs());
     while let Ok(Some(event)) = tokio::time::timeout_at(until, bot.next_event()).await {
@@ -105,7 +118,7 @@ async fn main() -> Result<(), Error> {
                 &format!("reply:{id}"),
             )
             .await?;
-        println!("{from} asked {text:?}: {outcome:?}");
+        println!("{from} asked \"{text}\": answer {outcome}");
     }
     bot.stop().await;
     Ok(())

@@ -13,27 +13,48 @@
 
 mod common;
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{open_bot, Args, Error};
+use common::{finish, open_bot, Args, Error};
 use parley_protocol::business::Category;
 use parley_protocol::e2e::content::{Card, CardAction, CardField, CardId};
+use parley_protocol::ids::AccountId;
 use parley_sdk::bot::{BusinessBot, SendOutcome};
 use parley_sdk::Event;
 
 const USAGE: &str = "fraud_alert_bot <server-urls> <profile-dir> \
                      (--register <bot-handle> | --customer <handle> [--wait DURATION])";
 
+const HELP: &str = "A bank's fraud alerts: sends the customer a card \"Did you make this \
+purchase?\" (category security_alert) and acts on the signed answer.
+
+  <server-urls>        the relay, e.g. ws://127.0.0.1:7878 (or a comma-separated list)
+  <profile-dir>        where the bot keeps its identity and state (bot.db)
+  --register HANDLE    register the bot's account once; the operator then verifies it
+  --customer HANDLE    the customer to ask (who granted security_alert)
+  --wait DURATION      how long to wait for the answer (default 5m)
+
+See docs/bots.md.";
+
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    let args = Args::parse(USAGE)?;
+async fn main() -> ExitCode {
+    let args = Args::parse_or_exit(USAGE, HELP, &["register", "customer", "wait"]);
+    finish(run(args).await)
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let customer = args.handle("customer");
+    let wait = args.duration("wait", Duration::from_secs(300));
+    if customer.is_none() && args.handle("register").is_none() {
+        args.bad("--customer or --register is required");
+    }
     let Some(mut bot) = open_bot(&args, "security_alert").await? else {
         return Ok(());
     };
-    let customer = args
-        .handle("customer")?
-        .ok_or_else(|| format!("--customer is required; usage: {USAGE}"))?;
-    let wait = args.duration("wait", Duration::from_secs(300))?;
+    let Some(customer) = customer else {
+        args.bad("--customer is required");
+    };
 
     // The core banking system flags a payment (simulated).
     let transaction = format!("tx-{}", now_ms());
@@ -56,14 +77,14 @@ async fn main() -> Result<(), Error> {
     let key = format!("fraud:{transaction}");
     let outcome = send_with_retry(&bot, &customer, card, &key).await?;
     match outcome {
-        SendOutcome::Accepted { id } => println!("Card sent (message {id})."),
+        SendOutcome::Accepted { .. } => println!("Card sent to {customer}: {outcome}."),
         SendOutcome::NoConsent => {
             println!("{customer} does not take security alerts from us: calling them instead.");
             bot.stop().await;
             return Ok(());
         }
         SendOutcome::Suspended => return Err("this business is suspended; stop sending".into()),
-        other => return Err(format!("not sent: {other:?}").into()),
+        other => return Err(format!("card not sent to {customer}: {other}").into()),
     }
 
     let deadline = tokio::time::Instant::now() + wait;
@@ -89,8 +110,9 @@ async fn main() -> Result<(), Error> {
                     "Your card is now blocked. A new card is on its way."
                 };
                 println!(
-                    "{customer} answered {:?} (signed by {}).",
-                    answer.action, from.account
+                    "{} answered \"{}\" (signature checked against their identity key).",
+                    who(&bot, &from.account),
+                    answer.action
                 );
                 // Answering opened the 24 h care window: a `conversation` reply is allowed.
                 let reply = bot
@@ -101,14 +123,14 @@ async fn main() -> Result<(), Error> {
                         &format!("{key}:reply"),
                     )
                     .await?;
-                println!("Reply: {reply:?}");
+                println!("Reply to {customer}: {reply}.");
                 break;
             }
             Event::InvalidCardAnswer { reason, .. } => {
                 println!("An answer was refused ({reason}); still waiting.");
             }
             Event::ConsentChanged { user, in_force, .. } => {
-                println!("Consent of {user} is now: {in_force}");
+                println!("{} now consents to: {in_force}", who(&bot, &user));
             }
             _ => {}
         }
@@ -136,6 +158,16 @@ async fn send_with_retry(
     Ok(bot
         .send_card(customer, card, Category::SecurityAlert, key)
         .await?)
+}
+
+/// `@handle` of an account the bot has talked to, else the start of its id.
+fn who(bot: &BusinessBot, account: &AccountId) -> String {
+    match bot.client().store().contact(account) {
+        Ok(Some(contact)) if contact.handle.is_some() => {
+            contact.handle.map(|h| h.to_string()).unwrap_or_default()
+        }
+        _ => format!("account {}…", &account.to_hex()[..16]),
+    }
 }
 
 fn field(label: &str, value: &str) -> CardField {

@@ -116,6 +116,9 @@ impl Client {
         store: Arc<ClientStore>,
         handle: Option<Handle>,
     ) -> Result<Profile, SdkError> {
+        if store.is_read_only() {
+            return Err(SdkError::ProfileInUse);
+        }
         let existing = blocking(&store, |s| s.identity()).await?;
         if let Some(existing) = existing.as_ref().filter(|e| !e.pending) {
             let name = existing
@@ -185,6 +188,10 @@ impl Client {
     /// reached (or one refuses the login). Once running, the engine fails over on its
     /// own ([`crate::failover`]).
     pub async fn start(config: ClientConfig, store: Arc<ClientStore>) -> Result<Client, SdkError> {
+        if store.is_read_only() {
+            // A reader beside the process that holds the profile: never a second engine.
+            return Err(SdkError::ProfileInUse);
+        }
         let stored = blocking(&store, |s| s.identity())
             .await?
             .filter(|s| !s.pending)

@@ -24,8 +24,13 @@ pub enum SdkError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Another process uses this profile.
-    #[error("this profile is in use by another parley process (close it, or use --profile)")]
+    /// Another process holds this profile (only one at a time connects a profile to the
+    /// server); commands that only read the local store can open it read-only beside
+    /// that process ([`crate::store::ClientStore::open_read_only`]).
+    #[error(
+        "this profile is open in another process (a running `parley chat`, for example), \
+         and only one process at a time can connect a profile to the server"
+    )]
     ProfileInUse,
     /// The message is encrypted and stored locally but the server has not confirmed it;
     /// it is resent (same id, so at most once) on the next connection.

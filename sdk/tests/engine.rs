@@ -292,3 +292,28 @@ fn a_profile_is_used_by_one_process_at_a_time() {
     drop(first);
     ClientStore::open(&path).unwrap();
 }
+
+/// Beside the process that holds a profile, a reader sees its store but can neither
+/// write nor start a second engine on it.
+#[tokio::test]
+async fn a_profile_in_use_can_be_read_beside_but_not_connected_or_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.db");
+    let holder = ClientStore::open(&path).unwrap();
+    let reader = ClientStore::open_read_only(&path).unwrap();
+    assert!(reader.is_read_only() && !holder.is_read_only());
+    assert_eq!(reader.contacts().unwrap(), holder.contacts().unwrap());
+    assert!(
+        reader.forget_identity().is_err(),
+        "a read-only store refuses writes"
+    );
+    let reader = Arc::new(reader);
+    assert!(matches!(
+        Client::start(ClientConfig::new("ws://127.0.0.1:9"), reader.clone()).await,
+        Err(parley_sdk::SdkError::ProfileInUse)
+    ));
+    assert!(matches!(
+        Client::register(&ClientConfig::new("ws://127.0.0.1:9"), reader, None).await,
+        Err(parley_sdk::SdkError::ProfileInUse)
+    ));
+}

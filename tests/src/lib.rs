@@ -9,6 +9,7 @@
 //!   business sends.
 //! * [`account`]: test identities with real keys and the frames to register or log in.
 //! * [`cli`]: the `parley` binary run as a process, one profile each.
+//! * [`chat`]: a `parley chat` process typed into through a pipe.
 //! * [`mitm`]: a misbehaving relay, a WebSocket man-in-the-middle between real clients
 //!   and a real server that replays, tampers with, re-addresses and withholds deliveries
 //!   and substitutes prekey bundles and handle lookups.
@@ -45,6 +46,7 @@ pub mod admin;
 pub mod burst;
 pub mod business;
 pub mod canary;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -7,8 +7,10 @@
 use std::path::Path;
 use std::process::{Output, Stdio};
 
+use parley_tests::chat::{ChatProcess, TerminalChat};
 use parley_tests::cli::CliUser;
 use parley_tests::deployment::Deployment;
+use parley_tests::server::ServerProcess;
 use serde_json::Value;
 
 /// `inbox --json`: the messages' (from, text).
@@ -258,4 +260,144 @@ fn regression_a_person_sending_with_a_category_is_refused_and_told_why() {
         vec![(Some("alice".into()), "without a category".into())],
         "only the message without a category was delivered"
     );
+}
+
+/// Issue 17, `chat`: a local command or an unknown `/word` is never sent, an unknown
+/// handle fails before the prompt, a third person's message can be answered with `/to`,
+/// a line over the limit gets `send`'s sentence, and beside the open chat `contacts`
+/// works while `send` says what to do.
+#[test]
+fn chat_commands_stay_local_and_third_parties_can_be_answered() {
+    let Some(people) = TwoPeople::start() else {
+        return;
+    };
+    let (alice, bob) = (people.alice.clone(), people.bob.clone());
+    let carol = CliUser::new(&alice.home, "carol", &people.deployment.url_for(1)).unwrap();
+    carol.run(&["register", "carol"]);
+
+    let started = std::time::Instant::now();
+    let refused = alice.fail(&["chat", "nosuchuser"]);
+    assert_eq!(
+        refused.trim(),
+        "error: no such user: @nosuchuser",
+        "{refused}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let mut chat = ChatProcess::open(&alice, "bob");
+    chat.type_line("/help");
+    chat.wait_stderr("/to HANDLE TEXT");
+    chat.type_line("/shrug whatever");
+    chat.wait_stderr("/shrug: not a chat command; nothing was sent.");
+    chat.type_line(&"x".repeat(100_000));
+    chat.wait_stderr("the message is 100000 bytes long and the limit is");
+    chat.type_line("hello bob");
+    chat.type_line("/to carol hi carol");
+    chat.wait_stderr("(sent to @carol)");
+    assert_eq!(
+        inbox(&carol),
+        vec![(Some("alice".into()), "hi carol".into())]
+    );
+
+    // Beside the open chat: reading works, a send says what to do.
+    let contacts = alice.json(&["contacts"]);
+    let handles: Vec<&str> = contacts
+        .iter()
+        .filter_map(|c| c["handle"].as_str())
+        .collect();
+    assert!(
+        handles.contains(&"bob") && handles.contains(&"carol"),
+        "{contacts:?}"
+    );
+    let shown = alice.run(&["history", "bob"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("hello bob"),
+        "history beside the open chat: {shown:?}"
+    );
+    let refused = alice.fail(&["send", "carol", "from another terminal"]);
+    assert!(
+        refused.contains("type the message in the open chat")
+            && refused.contains("/to @carol TEXT")
+            && !refused.contains("use --profile"),
+        "{refused}"
+    );
+
+    // A third person writes: shown, with how to answer.
+    carol.run(&["send", "alice", "hey alice, carol here"]);
+    chat.wait_stdout("@carol: hey alice, carol here");
+    chat.wait_stderr("/to @carol TEXT");
+    assert!(chat.quit(), "chat left cleanly on /quit");
+
+    assert_eq!(
+        inbox(&bob),
+        vec![(Some("alice".into()), "hello bob".into())],
+        "only the typed message reached bob: no /help, no /shrug, no over-long line"
+    );
+}
+
+/// Issue 17, `chat`: the chat says when the server goes away and when it is back, and
+/// goes on sending after.
+#[test]
+fn chat_says_when_the_connection_is_lost_and_back() {
+    if parley_tests::deployment::on_cluster() {
+        return; // one server process is what this test kills and restarts
+    }
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let server = ServerProcess::start(data.path(), any, &[]).unwrap();
+    let addr = server.addr;
+    let alice = CliUser::new(home.path(), "alice", &server.url()).unwrap();
+    let bob = CliUser::new(home.path(), "bob", &server.url()).unwrap();
+    alice.run(&["register", "alice"]);
+    bob.run(&["register", "bob"]);
+
+    let mut chat = ChatProcess::open(&alice, "bob");
+    server.kill().unwrap();
+    chat.wait_stderr("--- connection lost");
+    let server = ServerProcess::start(data.path(), addr, &[]).unwrap();
+    chat.wait_stderr("--- connection back");
+    chat.type_line("after the restart");
+    assert!(chat.quit());
+    assert_eq!(
+        inbox(&bob),
+        vec![(Some("alice".into()), "after the restart".into())]
+    );
+    assert!(server.panics().is_empty());
+}
+
+/// Issue 17, `chat` on a terminal: a message that arrives while a line is being typed
+/// is printed above it and the line is drawn again, whole; a pasted 5 000-character line
+/// is sent whole (the terminal's line discipline would cut it at 4 095).
+#[test]
+fn chat_on_a_terminal_keeps_the_typed_line_and_a_long_paste_whole() {
+    let Some(people) = TwoPeople::start() else {
+        return;
+    };
+    let (alice, bob) = (people.alice.clone(), people.bob.clone());
+    let mut chat = TerminalChat::open(&alice, "bob");
+    chat.keys(b"half typed");
+    chat.wait_for(|screen| screen.contains("to @bob> half typed"));
+    bob.run(&["send", "alice", "incoming while typing"]);
+    chat.wait_for(|screen| {
+        screen
+            .rsplit_once("@bob: incoming while typing")
+            .is_some_and(|(_, after)| after.contains("to @bob> half typed"))
+    });
+
+    let long: String = (0..5000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    chat.keys(b"\x15"); // Ctrl-U: the half-typed line goes
+                        // Pasted as a terminal emulator writes a paste: in pieces, each once the pty has
+                        // room (here: once the previous piece is drawn; the prompt row then ends with its
+                        // last characters and the cursor in the last column).
+    for end in (1000..=long.len()).step_by(1000) {
+        chat.keys(&long.as_bytes()[end - 1000..end]);
+        let drawn = format!("{}\u{1b}[80G", &long[end - 30..end]);
+        chat.wait_for(|screen| screen.ends_with(&drawn));
+    }
+    chat.keys(b"\r/quit\r");
+    assert!(chat.wait_exit(), "chat left cleanly on /quit");
+    assert_eq!(inbox(&bob), vec![(Some("alice".into()), long)]);
 }

@@ -4,7 +4,7 @@ use parley_sdk::{BusinessInfo, CertificateStatus, Peer};
 use serde_json::json;
 
 use super::{parse_handle, start_quiet, Context};
-use crate::render::utc;
+use crate::render::date_time;
 
 /// `parley business show <handle>`.
 pub async fn show(ctx: &Context, handle: &str) -> anyhow::Result<()> {
@@ -40,8 +40,8 @@ pub async fn show(ctx: &Context, handle: &str) -> anyhow::Result<()> {
             c.domain,
             categories.join(", "),
             c.serial,
-            utc(c.issued_at_ms),
-            utc(c.expires_at_ms),
+            date_time(c.issued_at_ms),
+            date_time(c.expires_at_ms),
         ));
     }
     if info.suspended {

@@ -63,7 +63,10 @@ pub async fn viewed(
     account: &AccountId,
 ) -> anyhow::Result<()> {
     let Some(client) = client else {
-        ctx.store.mark_read(account)?;
+        // Beside an open chat the store is read-only; that chat marks what it shows.
+        if !ctx.store.is_read_only() {
+            ctx.store.mark_read(account)?;
+        }
         return Ok(());
     };
     match client.mark_read(account).await {
@@ -99,7 +102,7 @@ pub async fn on_chat_event(
 
 /// One line (or, for a card, a few) about a message of a conversation with `handle`.
 pub fn show_entry(ctx: &Context, entry: &HistoryEntry, handle: &Handle) {
-    let when = render::utc(entry.at_ms);
+    let when = render::date_time(entry.at_ms);
     let mine = entry.state.is_mine();
     let who = if mine {
         "me".to_owned()
@@ -157,7 +160,7 @@ pub fn show_status(ctx: &Context, id: &MessageId, to: &AccountId, status: SendSt
     ctx.out.print(
         &format!(
             "[{}] {state}: \"{preview}\" (to {})",
-            render::utc(crate::output::now_ms()),
+            render::date_time(crate::output::now_ms()),
             name(handle.as_ref(), to)
         ),
         json!({"type": "status", "id": id.to_hex(), "to": handle.as_ref().map(Handle::as_str),
@@ -222,7 +225,12 @@ fn conversation(ctx: &Context, handle: &str) -> anyhow::Result<(Handle, AccountI
 
 /// Connects and takes what the server holds (messages are stored, receipts move states);
 /// `None` when no server answers: the history is then what the profile has stored.
+/// `None` too beside an open chat (a read-only store, see `crate::beside`): that chat
+/// holds the connection and keeps the store current.
 async fn fetch(ctx: &Context) -> anyhow::Result<Option<Client>> {
+    if ctx.store.is_read_only() {
+        return Ok(None);
+    }
     let mut client = match start(ctx).await {
         Ok(client) => client,
         Err(e) => match e.downcast_ref::<SdkError>() {

@@ -71,3 +71,57 @@ impl SendOutcome {
         matches!(self, SendOutcome::Accepted { .. })
     }
 }
+
+/// One line for a person reading a bot's log: `accepted (message 1a2b3c4d5e6f)`,
+/// `not taken: ...`, with the wait in seconds where there is one.
+impl std::fmt::Display for SendOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendOutcome::Accepted { id } => {
+                let hex = id.to_hex();
+                write!(f, "accepted (message {})", &hex[..hex.len().min(12)])
+            }
+            SendOutcome::NoConsent => f.write_str(
+                "not taken: no consent to this category, outside the care window, blocked, \
+                 or not on this server",
+            ),
+            SendOutcome::RateLimited { retry_after } => write!(
+                f,
+                "rate limited: retry in {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
+            SendOutcome::ReachExhausted { retry_after } => write!(
+                f,
+                "daily reach of new recipients exhausted: retry in {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
+            SendOutcome::Suspended => f.write_str("refused: this business is suspended"),
+            SendOutcome::CategoryNotAllowed => {
+                f.write_str("refused: the certificate does not list this category")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn outcomes_read_as_words() {
+        let id = MessageId([0xab; 16]);
+        assert_eq!(
+            SendOutcome::Accepted { id }.to_string(),
+            "accepted (message abababababab)"
+        );
+        let limited = SendOutcome::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(limited.to_string(), "rate limited: retry in 2 s");
+        assert!(SendOutcome::NoConsent
+            .to_string()
+            .starts_with("not taken: "));
+    }
+}

@@ -5,7 +5,10 @@
 //!   and the database, its `-wal`/`-shm` files and the lock file are `0600`; a profile
 //!   made by an older version (or copied with a loose umask) is tightened when opened.
 //! * **One process.** `client.lock` next to the database is locked for the store's
-//!   lifetime ([`SdkError::ProfileInUse`] for a second opener).
+//!   lifetime ([`SdkError::ProfileInUse`] for a second opener): the lock guards the
+//!   profile's single connection to the relay (two engines on one profile would
+//!   displace each other's connection and race on the same sessions). Beside the holder,
+//!   [`open_read_only`] gives a reader that cannot write and cannot start an engine.
 //! * **New or damaged.** A new database is built under a temporary name and renamed into
 //!   place once its schema is written, so a database file that exists always held a
 //!   profile. One that is empty, is not SQLite, or has lost its schema is damaged:
@@ -18,7 +21,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::error::SdkError;
 
@@ -78,6 +81,16 @@ pub(super) fn open(path: &Path, damaged: Damaged) -> Result<Connection, SdkError
         }
     }
     Ok(conn)
+}
+
+/// Opens the existing database at `path` read-only, without taking the lock (the
+/// database's own locking keeps each read consistent while the holder writes).
+pub(super) fn open_read_only(path: &Path) -> Result<Connection, SdkError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(path, flags)
+        .map_err(|e| SdkError::Storage(format!("{}: {e}", path.display())))
 }
 
 /// Opens `path` and checks that it holds a profile's schema.

@@ -157,6 +157,8 @@ pub struct ClientStore {
     conn: Mutex<Connection>,
     /// Held for the store's lifetime: one process per profile (see [`ClientStore::open`]).
     _lock: Option<std::fs::File>,
+    /// Opened with [`ClientStore::open_read_only`]: no engine may run on it.
+    read_only: bool,
 }
 
 impl ClientStore {
@@ -186,6 +188,31 @@ impl ClientStore {
         Ok(store)
     }
 
+    /// Opens the profile database at `path` for reading only, without its lock: for a
+    /// command that only reads the local store (contacts, a safety number) while
+    /// another process holds the profile (a running `parley chat`). SQLite in WAL mode
+    /// lets readers see the last committed state while that process writes, and a
+    /// read-only connection cannot write: nothing here can race the holder's sessions
+    /// or connection. [`crate::Client::start`] and [`crate::Client::register`] refuse
+    /// such a store ([`SdkError::ProfileInUse`]). The schema must be this version's
+    /// (no migration is possible read-only).
+    pub fn open_read_only(path: &Path) -> Result<ClientStore, SdkError> {
+        let conn = file::open_read_only(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        schema::check_current(&conn)?;
+        Ok(ClientStore {
+            conn: Mutex::new(conn),
+            _lock: None,
+            read_only: true,
+        })
+    }
+
+    /// Whether the store was opened with [`ClientStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// A store in memory, for tests.
     pub fn in_memory() -> Result<ClientStore, SdkError> {
         ClientStore::with_connection(Connection::open_in_memory().map_err(db)?)
@@ -198,6 +225,7 @@ impl ClientStore {
         Ok(ClientStore {
             conn: Mutex::new(conn),
             _lock: None,
+            read_only: false,
         })
     }
 

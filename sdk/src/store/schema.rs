@@ -72,6 +72,22 @@ const MIGRATIONS: &[&str] = &[
 "#,
 ];
 
+/// Checks that a database opened read-only has this version's schema (it cannot be
+/// migrated there).
+pub(super) fn check_current(conn: &Connection) -> Result<(), SdkError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| SdkError::Storage(e.to_string()))?;
+    if usize::try_from(version).ok() != Some(MIGRATIONS.len()) {
+        return Err(SdkError::Storage(
+            "the profile is in use by a parley process of another version, whose database \
+             this one cannot read; close that process first"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
     let db = |e: rusqlite::Error| SdkError::Storage(e.to_string());
     let current: usize = conn

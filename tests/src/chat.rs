@@ -1,0 +1,269 @@
+//! A `parley chat` process driven through pipes, as a script would ([`ChatProcess`]:
+//! lines typed on its standard input, its standard output and error collected as they
+//! come), or on a pseudo-terminal, as a person would ([`TerminalChat`]: keys, and what
+//! it draws); waits on what it printed, each with a deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cli::CliUser;
+
+/// Longest wait for something a chat should print.
+pub const CHAT_WAIT: Duration = Duration::from_secs(20);
+
+/// A running `parley chat`.
+#[derive(Debug)]
+pub struct ChatProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ChatProcess {
+    /// Starts `parley chat HANDLE` for `user` and waits for its greeting.
+    pub fn open(user: &CliUser, handle: &str) -> ChatProcess {
+        let mut child = user
+            .command(&["chat", handle])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("parley chat starts");
+        let stdin = child.stdin.take();
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        let chat = ChatProcess {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        };
+        chat.wait_stderr("Chatting with");
+        chat
+    }
+
+    /// Types `line` and Enter.
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type into the chat");
+        stdin.flush().expect("flush");
+    }
+
+    /// What it printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What it printed on standard error so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until standard output contains `text`; returns all of it.
+    pub fn wait_stdout(&self, text: &str) -> String {
+        self.wait(text, || self.stdout())
+    }
+
+    /// Waits until standard error contains `text`; returns all of it.
+    pub fn wait_stderr(&self, text: &str) -> String {
+        self.wait(text, || self.stderr())
+    }
+
+    fn wait(&self, text: &str, read: impl Fn() -> String) -> String {
+        poll(
+            || Some(read()).filter(|seen| seen.contains(text)),
+            || {
+                format!(
+                    "the chat did not print {text:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                )
+            },
+        )
+    }
+
+    /// Types `/quit` and waits for the process to end; returns whether it succeeded.
+    pub fn quit(mut self) -> bool {
+        self.type_line("/quit");
+        drop(self.stdin.take());
+        let stderr = self.stderr.clone();
+        exited(&mut self.child, || {
+            format!(
+                "parley chat did not leave on /quit; stderr:\n{}",
+                stderr.lock().unwrap_or_else(|p| p.into_inner())
+            )
+        })
+    }
+}
+
+impl Drop for ChatProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects what `pipe` gives, line by line, on a thread of its own.
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    seen
+}
+
+/// A `parley chat` on a pseudo-terminal of its own: it reads keys in raw mode as it
+/// does for a person; what it draws is collected raw (escape sequences included).
+#[derive(Debug)]
+pub struct TerminalChat {
+    child: Child,
+    master: std::fs::File,
+    screen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl TerminalChat {
+    /// Starts `parley chat HANDLE` for `user` on a new 80 × 24 pseudo-terminal and
+    /// waits for its prompt.
+    pub fn open(user: &CliUser, handle: &str) -> TerminalChat {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        use rustix::termios::{tcsetwinsize, Winsize};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let size = Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        tcsetwinsize(&master, size).expect("window size");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_string_lossy().as_ref())
+            .expect("open the terminal");
+        let child = user
+            .command(&["chat", handle])
+            .stdin(slave.try_clone().expect("dup"))
+            .stdout(slave.try_clone().expect("dup"))
+            .stderr(slave)
+            .spawn()
+            .expect("parley chat starts");
+        let master = std::fs::File::from(master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let kept = screen.clone();
+        let mut reader = master.try_clone().expect("dup");
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                kept.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buffer[..n]);
+            }
+        });
+        let chat = TerminalChat {
+            child,
+            master,
+            screen,
+        };
+        chat.wait_for(|screen| {
+            screen.contains(&format!("to @{}> ", handle.trim_start_matches('@')))
+        });
+        chat
+    }
+
+    /// Types `keys` (bytes as a terminal sends them: `\r` is Enter, `\x15` Ctrl-U).
+    pub fn keys(&mut self, keys: &[u8]) {
+        self.master.write_all(keys).expect("type on the terminal");
+    }
+
+    /// Everything drawn so far, as text.
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Waits until what was drawn satisfies `done`; returns it.
+    pub fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        poll(
+            || Some(self.screen()).filter(|screen| done(screen)),
+            || {
+                format!(
+                    "the terminal did not show what was expected:\n{:?}",
+                    self.screen()
+                )
+            },
+        )
+    }
+
+    /// Waits for the process to end (after `/quit` or Ctrl-C); returns whether it
+    /// succeeded.
+    pub fn wait_exit(mut self) -> bool {
+        let screen = self.screen.clone();
+        exited(&mut self.child, || {
+            let screen = screen.lock().unwrap_or_else(|p| p.into_inner());
+            let tail = &screen[screen.len().saturating_sub(600)..];
+            format!(
+                "parley chat did not end; the terminal shows:\n{:?}",
+                String::from_utf8_lossy(tail)
+            )
+        })
+    }
+}
+
+impl Drop for TerminalChat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it gives a value; fails the test with `failure()`
+/// after [`CHAT_WAIT`].
+fn poll<T>(mut check: impl FnMut() -> Option<T>, failure: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + CHAT_WAIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} (waited {CHAT_WAIT:?})",
+            failure()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to end; whether it succeeded.
+fn exited(child: &mut Child, failure: impl Fn() -> String) -> bool {
+    poll(
+        || {
+            child
+                .try_wait()
+                .expect("wait for parley chat")
+                .map(|status| status.success())
+        },
+        failure,
+    )
+}
