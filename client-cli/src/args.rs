@@ -90,10 +90,43 @@ pub enum Command {
         wait: std::time::Duration,
     },
     /// Chat interactively: type a line to send it, /quit to leave.
+    ///
+    /// Opens on the last 20 messages of the conversation, then shows new ones as they
+    /// arrive, and the state of yours as receipts come back (delivered, read). Viewing the
+    /// conversation sends read receipts (see `parley settings read-receipts`).
     Chat {
         /// Who to chat with.
         handle: String,
     },
+    /// Show the conversation with a contact, oldest first: the time (with the date) of
+    /// each message, and the state of yours: queued (not yet accepted by the server),
+    /// sent, delivered (their device has it), read (they viewed it), or not sent.
+    ///
+    /// Fetches what is waiting on the server first (new messages, receipts), when it can
+    /// be reached; otherwise shows what this profile has stored. Viewing the conversation
+    /// marks its messages read and sends read receipts, unless they are turned off
+    /// (`parley settings read-receipts off`).
+    History {
+        /// The contact.
+        handle: String,
+        /// Show at most this many of the latest messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Delete the stored messages of one conversation (HANDLE) or of all (--all), on this
+    /// machine only: the other side keeps its copy. Contacts, safety-number marks and
+    /// consent stay. Asks nothing; says what it deleted.
+    DeleteHistory {
+        /// The contact whose conversation to delete.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        handle: Option<String>,
+        /// Delete every conversation.
+        #[arg(long)]
+        all: bool,
+    },
+    /// This profile's local settings.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
     /// List the people this profile has talked to.
     Contacts,
     /// Show the safety number with a contact, to compare in person or by phone.
@@ -198,6 +231,18 @@ pub enum ConsentCommand {
     Verify {
         /// The exported JSON.
         file: std::path::PathBuf,
+    },
+}
+
+/// `parley settings ...`.
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Whether viewing a conversation (history, chat) tells the other person you read
+    /// their messages. Delivered receipts are always sent. Without on/off: show it.
+    ReadReceipts {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
     },
 }
 

@@ -16,7 +16,7 @@ use clap::Parser;
 use parley_sdk::store::{ClientStore, Damaged};
 use parley_sdk::{ClientConfig, ServerList, TlsTrust};
 
-use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand};
+use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand, SettingsCommand};
 use commands::moderation::Action;
 use commands::Context;
 use output::Output;
@@ -105,6 +105,13 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
         } => commands::send(&ctx, &handle, &text.join(" "), category.as_deref()).await,
         Command::Inbox { wait } => commands::inbox(&ctx, wait).await,
         Command::Chat { handle } => commands::chat(&ctx, &handle).await,
+        Command::History { handle, limit } => commands::history(&ctx, &handle, limit).await,
+        Command::DeleteHistory { handle, all: _ } => {
+            commands::delete_history(&ctx, handle.as_deref())
+        }
+        Command::Settings(SettingsCommand::ReadReceipts { state }) => {
+            commands::read_receipts(&ctx, state.as_deref())
+        }
         Command::Contacts => commands::contacts(&ctx),
         Command::SafetyNumber { handle } => commands::safety_number(&ctx, &handle),
         Command::Verify { handle } => commands::verify(&ctx, &handle),

@@ -62,6 +62,7 @@ impl Envelopes {
             id: client_message_id(),
             ciphertext: self.stamped(intended_ns, seq),
             category: None,
+            receipt: false,
         });
         Ok(wire::encode_client(&ClientFrame::new(
             parley_protocol::ids::RequestId(rid),

@@ -173,6 +173,7 @@ fn write_seeds() {
                 id: MessageId([7; 16]),
                 ciphertext: Vec::new(),
                 category: None,
+                receipt: false,
             }),
         ),
     ];

@@ -71,6 +71,7 @@ fn vectors() -> Vec<(&'static str, String)> {
                     id: MessageId([0x33; 16]),
                     ciphertext: b"opaque".to_vec(),
                     category: None,
+                    receipt: false,
                 }),
             )),
         ),

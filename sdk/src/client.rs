@@ -6,7 +6,7 @@ use parley_protocol::business::AuthorityKey;
 use parley_protocol::e2e::content::{Content, Text, MAX_TEXT_BYTES};
 use parley_protocol::e2e::safety_number::SafetyNumber;
 use parley_protocol::identity::IdentityKeyPair;
-use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -64,6 +64,11 @@ pub struct ClientConfig {
     /// report...) turns this off: what is queued stays on the relay for the next
     /// receiving session, so a revocation purges it there instead of it being shown.
     pub receive: bool,
+    /// Send delivered receipts for the texts and cards this client stores, and read
+    /// receipts when the person views a conversation ([`Client::mark_read`]; the profile
+    /// may turn read receipts off, [`ClientStore::set_read_receipts`]). On by default;
+    /// [`crate::bot::BusinessBot`] turns it off (a business's envelope needs a category).
+    pub send_receipts: bool,
     /// Test hook: the engine stops dead after storing a received message and before
     /// acknowledging it, as if the process were killed at the worst moment.
     #[doc(hidden)]
@@ -87,6 +92,7 @@ impl ClientConfig {
             tls: crate::tls::TlsTrust::default(),
             authority: None,
             receive: true,
+            send_receipts: true,
             halt_before_ack: false,
         }
     }
@@ -198,6 +204,7 @@ impl Client {
             me,
             authority: config.authority,
             receive: config.receive,
+            send_receipts: config.send_receipts,
             servers: config.servers.clone(),
             failover: config.failover,
             tls: config.tls.clone(),
@@ -251,6 +258,19 @@ impl Client {
             check_text(&text.body)?;
         }
         self.call(|reply| Command::Send { message, reply }).await
+    }
+
+    /// The person viewed the conversation with `peer`: its received messages are marked
+    /// read and, unless this profile turned read receipts off, `peer` is sent a read
+    /// receipt for them (batched). Returns the ids newly marked read. The receipts owed
+    /// are kept if the connection breaks, and sent on the next one.
+    pub async fn mark_read(&self, peer: &AccountId) -> Result<Vec<MessageId>, SdkError> {
+        let peer = *peer;
+        let read = blocking(&self.store, move |s| s.mark_read(&peer)).await?;
+        if !read.is_empty() {
+            self.call(|reply| Command::SendReceipts { reply }).await?;
+        }
+        Ok(read)
     }
 
     /// Sends a request frame and returns the server's reply.

@@ -266,6 +266,7 @@ pub async fn send_pipelined(
                         id: message_id(i),
                         ciphertext,
                         category: None,
+                        receipt: false,
                     }))
                     .await?,
             );

@@ -142,6 +142,7 @@ pub async fn send_in(
             id: MessageId(id),
             ciphertext: b"opaque business envelope".to_vec(),
             category,
+            receipt: false,
         }))
         .await
 }

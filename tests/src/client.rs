@@ -136,6 +136,7 @@ impl Client {
                 id,
                 ciphertext,
                 category: None,
+                receipt: false,
             }))
             .await?
         {

@@ -174,6 +174,7 @@ fn envelope(
         ciphertext: body.to_vec(),
         now_ms: now_ms(),
         category,
+        receipt: false,
     }
 }
 

@@ -65,6 +65,7 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
                 id: id(9),
                 ciphertext: vec![0; 10],
                 category: None,
+                receipt: false,
             },
         ))
         .await

@@ -135,6 +135,7 @@ async fn requests_before_authentication_are_refused_but_the_connection_may_still
             id: MessageId([1; 16]),
             ciphertext: vec![1],
             category: None,
+            receipt: false,
         }))
         .await
         .unwrap();

@@ -330,6 +330,7 @@ async fn send_raw(
             id,
             ciphertext: b"y".to_vec(),
             category: None,
+            receipt: false,
         }))
         .await
         .unwrap();

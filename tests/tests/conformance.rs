@@ -153,6 +153,7 @@ async fn an_envelope_over_the_announced_limit_is_too_large_and_the_connection_st
             id: id(1),
             ciphertext: vec![7; limit + 1],
             category: None,
+            receipt: false,
         });
         let rid = a.send_frame(over).await.unwrap();
         let (error_rid, error) = error_of(next_but_drained(&mut a).await);

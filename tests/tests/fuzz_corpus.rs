@@ -78,6 +78,7 @@ fn write_seeds() {
                 id: MessageId([n as u8; 16]),
                 ciphertext: vec![0xab; 32],
                 category: None,
+                receipt: false,
             }),
         )
     };

@@ -373,6 +373,7 @@ async fn a_message_id_reused_for_another_recipient_or_other_bytes_is_refused() {
             id: id(7),
             ciphertext: bytes.to_vec(),
             category: None,
+            receipt: false,
         })
     };
     let first = a.send(bob.address(), id(7), b"x".to_vec()).await.unwrap();
@@ -408,6 +409,7 @@ async fn sending_to_an_unknown_device_or_too_much_is_refused() {
             id: id(1),
             ciphertext: vec![0; 10],
             category: None,
+            receipt: false,
         }))
         .await
         .unwrap();
@@ -418,6 +420,7 @@ async fn sending_to_an_unknown_device_or_too_much_is_refused() {
             id: id(2),
             ciphertext: vec![0; 1001],
             category: None,
+            receipt: false,
         }))
         .await
         .unwrap();

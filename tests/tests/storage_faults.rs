@@ -71,6 +71,7 @@ async fn a_full_disk_is_answered_with_storage_full_never_a_false_accept_and_reco
                     id: message_id(n),
                     ciphertext: vec![0x42; ENVELOPE],
                     category: None,
+                    receipt: false,
                 },
             ))
             .await
@@ -125,6 +126,7 @@ async fn a_full_disk_is_answered_with_storage_full_never_a_false_accept_and_reco
                     id,
                     ciphertext: vec![0x42; ENVELOPE],
                     category: None,
+                    receipt: false,
                 },
             ))
             .await

@@ -8,13 +8,19 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::business::pin_notice;
 use super::consent::report;
-use super::{on_event, parse_handle, start, Context};
+use super::history::{on_chat_event, show_recent, viewed, CHAT_RECENT};
+use super::{parse_handle, start, Context};
 use crate::render::badge;
 
 /// `parley chat <handle>`.
 pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let peer = parse_handle(handle)?;
     let mut client = start(ctx).await?;
+    // The recent past of the conversation first, then what else is new.
+    if let Some(contact) = ctx.store.contact_by_handle(&peer)? {
+        show_recent(ctx, &contact.account, &peer, CHAT_RECENT)?;
+        viewed(ctx, Some(&client), &contact.account).await?;
+    }
     ctx.out.show_unshown(&ctx.store)?;
     let business = match client.business_info(Peer::Handle(peer.clone())).await {
         Ok(info) => {
@@ -57,11 +63,11 @@ pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
                     eprintln!("error: {why}");
                 }
                 while let Some(event) = client.try_next_event() {
-                    on_event(ctx, &event)?;
+                    on_chat_event(ctx, &client, &peer, &event).await?;
                 }
             }
             event = client.next_event() => match event {
-                Some(event) => { on_event(ctx, &event)?; }
+                Some(event) => { on_chat_event(ctx, &client, &peer, &event).await?; }
                 None => anyhow::bail!("the client stopped"),
             },
         }

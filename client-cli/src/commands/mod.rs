@@ -5,6 +5,7 @@ mod cards;
 mod chat;
 pub mod consent;
 mod contacts;
+mod history;
 mod messaging;
 pub mod moderation;
 mod profile;
@@ -12,6 +13,7 @@ mod profile;
 pub use cards::answer;
 pub use chat::chat;
 pub use contacts::{contacts, safety_number, unverify, verify};
+pub use history::{delete_history, history, read_receipts};
 pub use messaging::{inbox, send};
 pub use profile::{delete_account, register, set_name, whoami};
 

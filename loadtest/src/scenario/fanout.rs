@@ -199,6 +199,7 @@ pub async fn run(
                 id: crate::payload::client_message_id(),
                 ciphertext: envelopes.stamped(intended_ns, seq),
                 category: Some(Category::Transactional),
+                receipt: false,
             });
             rid = rid.wrapping_add(1);
             let bytes = wire::encode_client(&ClientFrame::new(RequestId(rid), body))?;

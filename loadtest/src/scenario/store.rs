@@ -284,6 +284,7 @@ impl Sender {
                     ciphertext: ciphertext.clone(),
                     now_ms: sys::now_ms(),
                     category: None,
+                    receipt: false,
                 };
                 let sent = Instant::now();
                 let pending = self.store.submit_enqueue(envelope).await?;

@@ -146,6 +146,12 @@ pub struct Send {
     /// ignored) between people. Omitted from the encoding when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<Category>,
+    /// The envelope carries a delivered or read receipt (an extension of version 1:
+    /// omitted when false, and a frame without it means `false`). A receipt a person
+    /// sends to a business does not open the business's care window (§14); it is the
+    /// sender's claim, and only ever narrows what the relay lets the business send.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub receipt: bool,
 }
 
 /// `delete_account`: no fields; acts on the authenticated account.

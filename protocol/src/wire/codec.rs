@@ -193,6 +193,7 @@ mod tests {
                 id: MessageId([2; 16]),
                 ciphertext: vec![3; len],
                 category: None,
+                receipt: false,
             }),
         )
     }

@@ -49,10 +49,16 @@ pub struct BusinessBot {
 
 impl BusinessBot {
     /// Starts the engine for a registered (and, to send, verified) business profile.
+    /// A business sends no receipts (its every envelope needs a category); it receives
+    /// its customers' as [`crate::Event::Status`].
     pub async fn start(
         config: ClientConfig,
         store: Arc<ClientStore>,
     ) -> Result<BusinessBot, SdkError> {
+        let config = ClientConfig {
+            send_receipts: false,
+            ..config
+        };
         Ok(BusinessBot {
             client: Client::start(config, store).await?,
         })

@@ -11,6 +11,7 @@
 
 mod business;
 mod customer;
+mod receipts;
 mod receive;
 mod send;
 mod waiting;
@@ -73,6 +74,11 @@ pub enum Command {
         /// Done.
         reply: oneshot::Sender<Result<(), SdkError>>,
     },
+    /// Send the receipts owed (after the person viewed a conversation).
+    SendReceipts {
+        /// Done: each is in the outbox (and sent, unless the connection broke).
+        reply: oneshot::Sender<Result<(), SdkError>>,
+    },
 }
 
 /// The engine's state.
@@ -85,6 +91,8 @@ pub struct Engine {
     pub(crate) authority: Option<AuthorityKey>,
     /// Whether to take deliveries (see [`crate::ClientConfig::receive`]).
     pub(crate) receive: bool,
+    /// Whether to send receipts (see [`crate::ClientConfig::send_receipts`]).
+    pub(crate) send_receipts: bool,
     pub(crate) servers: ServerList,
     pub(crate) failover: Failover,
     pub(crate) tls: crate::tls::TlsTrust,
@@ -268,7 +276,7 @@ impl Engine {
             Command::Business { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            Command::DeleteAccount { reply } => {
+            Command::DeleteAccount { reply } | Command::SendReceipts { reply } => {
                 let _ = reply.send(Err(error));
             }
         }
@@ -328,6 +336,13 @@ impl Engine {
         if let Err(e) = self.flush_outbox(&mut conn, waiting).await {
             return Stop::Lost(e);
         }
+        // Without deliveries there is no backlog to wait for: receipts owed from an
+        // earlier run go now (else once the backlog is in).
+        if !self.receive {
+            if let Err(e) = self.flush_receipts(&mut conn, waiting).await {
+                return Stop::Lost(e);
+            }
+        }
         let mut next_ping = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
         // Commands wait for the backlog: a session a peer started while we were away is
         // then taken up before we send, instead of both sides starting one at once
@@ -376,6 +391,12 @@ impl Engine {
                             return Stop::Shutdown;
                         }
                     }
+                    Some(Command::SendReceipts { reply }) => {
+                        let result = self.flush_receipts(&mut conn, waiting).await;
+                        if let Some(stop) = answer(reply, result) {
+                            return stop;
+                        }
+                    }
                 },
                 push = conn.next_push(), if self.receive => {
                     let body = match push {
@@ -387,6 +408,13 @@ impl Engine {
                         Ok(true) => {}
                         Ok(false) => return Stop::Halted,
                         Err(e) => return Stop::Lost(e),
+                    }
+                    // Delivered receipts for the backlog go in batches once it is in,
+                    // then one per message as messages arrive.
+                    if drained {
+                        if let Err(e) = self.flush_receipts(&mut conn, waiting).await {
+                            return Stop::Lost(e);
+                        }
                     }
                 }
             }

@@ -154,6 +154,9 @@ impl Engine {
             None => None,
         };
         let (from, id) = (d.from, d.id);
+        // A text or a card is owed a delivered receipt; nothing else is (a receipt
+        // never triggers one).
+        let owe_delivered_receipt = self.send_receipts && inbox.is_some();
         let record = opened.session.to_record();
         let guard = opened.guard.as_ref().map(HandshakeGuard::to_bytes);
         let used = opened.used_one_time_prekey;
@@ -167,6 +170,7 @@ impl Engine {
                 guard: guard.as_deref(),
                 used_one_time_prekey: used,
                 inbox,
+                owe_delivered_receipt,
                 contact,
             })
         })

@@ -23,7 +23,7 @@ use super::Engine;
 use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::Event;
-use crate::store::{Contact, OutboxEntry, SendStatus};
+use crate::store::{Contact, OutboxEntry, SendStatus, SentMessage};
 
 /// Who a message goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub struct Outgoing {
 }
 
 /// What preparing a send came to.
-enum Prepared {
+pub(super) enum Prepared {
     /// Sent before under this idempotency key: the relay has it already.
     Sent(MessageId),
     /// Encrypted and stored in the outbox: from here a failure only delays it.
@@ -99,7 +99,7 @@ impl Engine {
     }
 
     /// Flushes older messages, then encrypts `out` and stores it in the outbox.
-    async fn prepare(
+    pub(super) async fn prepare(
         &self,
         conn: &mut Connection,
         out: &Outgoing,
@@ -141,10 +141,12 @@ impl Engine {
             to: peer,
             ciphertext,
             category: out.category,
+            receipt: matches!(out.content, Content::Receipt(_)),
         };
+        let shown = shown(&out.content, now_ms());
         let record = session.to_record();
         let stored = entry.clone();
-        self.stored(move |s| s.commit_send(&record, &stored))
+        self.stored(move |s| s.commit_send(&record, &stored, shown.as_ref()))
             .await?;
         Ok(Prepared::Stored(entry))
     }
@@ -180,18 +182,19 @@ impl Engine {
         Ok(())
     }
 
-    async fn deliver_outbox_entry(
+    pub(super) async fn deliver_outbox_entry(
         &self,
         conn: &mut Connection,
         entry: OutboxEntry,
     ) -> Result<MessageId, SdkError> {
-        let (id, to, category) = (entry.id, entry.to, entry.category);
+        let (id, to, category, receipt) = (entry.id, entry.to, entry.category, entry.receipt);
         let reply = conn
             .request(ClientBody::Send(Send {
                 to,
                 id,
                 ciphertext: entry.ciphertext,
                 category,
+                receipt,
             }))
             .await;
         match reply {
@@ -199,6 +202,11 @@ impl Engine {
                 let at = now_ms();
                 self.stored(move |s| {
                     s.sent(&id)?;
+                    // A receipt is not the person writing: it opens no care window (here
+                    // as on the relay) and has no status of its own.
+                    if receipt {
+                        return Ok(false);
+                    }
                     s.note_sent_to(&to.account, at)?;
                     s.advance_status(&id, &to.account, SendStatus::Accepted)
                 })
@@ -295,6 +303,26 @@ impl Engine {
         };
         self.stored(move |s| s.save_contact(&contact)).await?;
         Ok(session)
+    }
+}
+
+/// What the history keeps of a message this client sends: texts and cards, which a
+/// person sees; not receipts, card answers or consent records.
+fn shown(content: &Content, at_ms: u64) -> Option<SentMessage> {
+    match content {
+        Content::Text(text) => Some(SentMessage {
+            at_ms,
+            text: text.body.clone(),
+            category: text.category,
+            card: None,
+        }),
+        Content::Card(card) => Some(SentMessage {
+            at_ms,
+            text: card.title.clone(),
+            category: card.category,
+            card: Some(card.clone()),
+        }),
+        Content::CardAnswer(_) | Content::Receipt(_) | Content::Consent(_) => None,
     }
 }
 

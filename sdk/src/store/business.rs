@@ -34,7 +34,7 @@ pub enum SendStatus {
 }
 
 impl SendStatus {
-    fn from_i64(value: i64) -> Option<SendStatus> {
+    pub(super) fn from_i64(value: i64) -> Option<SendStatus> {
         match value {
             1 => Some(SendStatus::Accepted),
             2 => Some(SendStatus::Delivered),

@@ -1,5 +1,5 @@
 //! The client's durable state: its identity, prekey secrets, sessions, contacts, what it
-//! has seen, what it still has to send, and the messages it received.
+//! has seen, what it still has to send, and the conversation history ([`history`]).
 //!
 //! [`ClientStore`] is one SQLite database (a file, or in memory for tests). Every method
 //! is synchronous and must be called off the async workers (the engine uses
@@ -11,16 +11,18 @@
 mod business;
 mod consent;
 pub mod file;
+pub mod history;
 mod schema;
 
 pub use business::{CachedBusiness, SendStatus};
 pub use file::Damaged;
+pub use history::{Conversation, Forget, HistoryEntry, MessageState, ReceiptsDue, SentMessage};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use parley_protocol::business::Category;
-use parley_protocol::e2e::content::Card;
+use parley_protocol::e2e::content::{Card, ReceiptKind};
 use parley_protocol::identity::IdentityPublic;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId, PrekeyId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -80,9 +82,12 @@ pub struct OutboxEntry {
     pub ciphertext: Vec<u8>,
     /// The category a business sends it in (`None` between people).
     pub category: Option<Category>,
+    /// It carries a receipt: the send frame says so, and the relay does not count it as
+    /// the person writing to a business (protocol §14).
+    pub receipt: bool,
 }
 
-/// A received message, as stored.
+/// A received message, as stored (in the history, [`history`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxEntry {
     /// Position in the local inbox (0 until stored).
@@ -138,8 +143,10 @@ pub struct ReceiveCommit<'a> {
     pub guard: Option<&'a [u8]>,
     /// The one-time prekey the setup consumed.
     pub used_one_time_prekey: Option<PrekeyId>,
-    /// The message to keep, if it was a text.
+    /// The message to keep, if it was a text or a card.
     pub inbox: Option<InboxEntry>,
+    /// Owe the sender a delivered receipt for the kept message.
+    pub owe_delivered_receipt: bool,
     /// The contact to record or update.
     pub contact: Option<Contact>,
 }
@@ -378,23 +385,33 @@ impl ClientStore {
         self.get("guard")
     }
 
-    /// Stores the advanced session and the ciphertext to send, together.
-    pub fn commit_send(&self, session: &[u8], entry: &OutboxEntry) -> Result<(), SdkError> {
+    /// Stores the advanced session and the ciphertext to send, together, and the message
+    /// in the history when it is one a person sees (`shown`: a text or a card).
+    pub fn commit_send(
+        &self,
+        session: &[u8],
+        entry: &OutboxEntry,
+        shown: Option<&SentMessage>,
+    ) -> Result<(), SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
         put_session(&tx, &entry.to, session, false)?;
         tx.execute(
-            "INSERT INTO outbox (message_id, account, device, ciphertext, category)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (message_id, account, device, ciphertext, category, receipt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 entry.id.as_bytes().as_slice(),
                 entry.to.account.as_bytes().as_slice(),
                 entry.to.device.0,
                 entry.ciphertext,
-                entry.category.map(Category::as_str)
+                entry.category.map(Category::as_str),
+                entry.receipt
             ],
         )
         .map_err(db)?;
+        if let Some(message) = shown {
+            history::insert_sent(&tx, &entry.to, &entry.id, message)?;
+        }
         tx.commit().map_err(db)
     }
 
@@ -403,7 +420,8 @@ impl ClientStore {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT message_id, account, device, ciphertext, category FROM outbox ORDER BY n",
+                "SELECT message_id, account, device, ciphertext, category, receipt FROM outbox
+                 ORDER BY n",
             )
             .map_err(db)?;
         let rows = stmt
@@ -414,12 +432,13 @@ impl ClientStore {
                     r.get::<_, u32>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, Option<String>>(4)?,
+                    r.get::<_, bool>(5)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, account, device, ciphertext, category) = row.map_err(db)?;
+            let (id, account, device, ciphertext, category, receipt) = row.map_err(db)?;
             out.push(OutboxEntry {
                 id: MessageId::from_slice(&id).ok_or_else(|| corrupt("outbox"))?,
                 to: DeviceAddress {
@@ -428,6 +447,7 @@ impl ClientStore {
                 },
                 ciphertext,
                 category: parse_category(category)?,
+                receipt,
             });
         }
         Ok(out)
@@ -497,9 +517,9 @@ impl ClientStore {
         }
         if let Some(m) = &commit.inbox {
             tx.execute(
-                "INSERT OR IGNORE INTO inbox
-                 (account, device, message_id, sent_at_ms, text, category, card)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO messages
+                 (account, device, outgoing, message_id, at_ms, text, category, card)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     m.from.account.as_bytes().as_slice(),
                     m.from.device.0,
@@ -511,6 +531,9 @@ impl ClientStore {
                 ],
             )
             .map_err(db)?;
+            if commit.owe_delivered_receipt {
+                history::owe_receipt(&tx, &m.from, ReceiptKind::Delivered, &m.id)?;
+            }
         }
         if let Some(contact) = &commit.contact {
             put_contact(&tx, contact)?;
@@ -519,7 +542,7 @@ impl ClientStore {
         Ok(true)
     }
 
-    /// Every stored message, oldest first.
+    /// Every stored message received, oldest first.
     pub fn inbox(&self) -> Result<Vec<InboxEntry>, SdkError> {
         self.inbox_where("1")
     }
@@ -532,7 +555,10 @@ impl ClientStore {
     /// Marks every message up to `n` as shown.
     pub fn mark_shown(&self, n: i64) -> Result<(), SdkError> {
         self.lock()
-            .execute("UPDATE inbox SET shown = 1 WHERE n <= ?1", params![n])
+            .execute(
+                "UPDATE messages SET shown = 1 WHERE n <= ?1 AND outgoing = 0",
+                params![n],
+            )
             .map(|_| ())
             .map_err(db)
     }
@@ -540,9 +566,11 @@ impl ClientStore {
     /// The action the card stored as inbox entry `n` was answered with, if it was.
     pub fn card_answer(&self, n: i64) -> Result<Option<String>, SdkError> {
         self.lock()
-            .query_row("SELECT answer FROM inbox WHERE n = ?1", params![n], |r| {
-                r.get::<_, Option<String>>(0)
-            })
+            .query_row(
+                "SELECT answer FROM messages WHERE n = ?1",
+                params![n],
+                |r| r.get::<_, Option<String>>(0),
+            )
             .optional()
             .map(Option::flatten)
             .map_err(db)
@@ -552,7 +580,7 @@ impl ClientStore {
     pub fn set_card_answer(&self, n: i64, action: &str) -> Result<(), SdkError> {
         self.lock()
             .execute(
-                "UPDATE inbox SET answer = ?2 WHERE n = ?1",
+                "UPDATE messages SET answer = ?2 WHERE n = ?1",
                 params![n, action],
             )
             .map(|_| ())
@@ -572,8 +600,8 @@ impl ClientStore {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT n, account, device, message_id, sent_at_ms, text, category, card FROM inbox
-                 WHERE {condition} ORDER BY n"
+                "SELECT n, account, device, message_id, at_ms, text, category, card FROM messages
+                 WHERE outgoing = 0 AND {condition} ORDER BY n"
             ))
             .map_err(db)?;
         let rows = stmt
@@ -677,7 +705,7 @@ const KIND_SIGNED: i64 = 0;
 const KIND_KEM: i64 = 1;
 const KIND_ONE_TIME: i64 = 2;
 
-/// Deletes the identity and everything tied to it; contacts and received messages stay.
+/// Deletes the identity and everything tied to it; contacts and the history stay.
 fn clear_identity(conn: &Connection) -> Result<(), SdkError> {
     for table in [
         "kv",
@@ -689,6 +717,7 @@ fn clear_identity(conn: &Connection) -> Result<(), SdkError> {
         "cards_sent",
         "sent_status",
         "businesses",
+        "receipts_due",
     ] {
         conn.execute(&format!("DELETE FROM {table}"), [])
             .map_err(db)?;

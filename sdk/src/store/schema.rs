@@ -48,6 +48,28 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE inbox ADD COLUMN answer TEXT;
 "#,
+    // History: the inbox becomes `messages`, holding both directions of every
+    // conversation (`account`, `device`: the peer; `outgoing`: sent by this client), each
+    // received message read or not, and the receipts owed to peers. Messages shown
+    // before count as read (no read receipt is owed for them).
+    r#"
+    CREATE TABLE messages (n INTEGER PRIMARY KEY AUTOINCREMENT, account BLOB NOT NULL,
+                           device INTEGER NOT NULL, outgoing INTEGER NOT NULL,
+                           message_id BLOB NOT NULL, at_ms INTEGER NOT NULL,
+                           text TEXT NOT NULL, category TEXT, card BLOB, answer TEXT,
+                           shown INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL DEFAULT 0,
+                           UNIQUE (account, device, outgoing, message_id));
+    INSERT INTO messages (n, account, device, outgoing, message_id, at_ms, text, category,
+                          card, answer, shown, read)
+        SELECT n, account, device, 0, message_id, sent_at_ms, text, category, card, answer,
+               shown, shown FROM inbox;
+    DROP TABLE inbox;
+    CREATE INDEX messages_by_peer ON messages (account, n);
+    CREATE TABLE receipts_due (account BLOB NOT NULL, device INTEGER NOT NULL,
+                               kind INTEGER NOT NULL, message_id BLOB NOT NULL,
+                               PRIMARY KEY (account, device, kind, message_id));
+    ALTER TABLE outbox ADD COLUMN receipt INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
@@ -67,4 +89,41 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
         tx.pragma_update(None, "user_version", i + 1).map_err(db)?;
     }
     tx.commit().map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_of_an_older_profile_becomes_its_history() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO inbox (account, device, message_id, sent_at_ms, text, shown)
+             VALUES (x'02', 1, x'01', 5, 'seen before', 1), (x'02', 1, x'03', 6, 'new', 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, String, bool, bool, bool)> = conn
+            .prepare("SELECT at_ms, text, outgoing, shown, read FROM messages ORDER BY n")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (5, "seen before".into(), false, true, true),
+                (6, "new".into(), false, false, false),
+            ]
+        );
+    }
 }

@@ -361,6 +361,7 @@ async fn submit_send<'a>(
             ciphertext: send.ciphertext,
             now_ms: now_ms(),
             category,
+            receipt: send.receipt,
         })
         .await;
     let pending = match submitted {

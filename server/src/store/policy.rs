@@ -170,6 +170,10 @@ pub struct SendFacts {
     pub rate_limited_for_ms: Option<u64>,
     /// The business's daily reach (not read for `conversation`).
     pub reach: Reach,
+    /// The sender marked the envelope as a receipt (the `receipt` field of `send`): a
+    /// person's receipt to a business does not open the care window, only the person's
+    /// messages do. Not a fact the store reads: it copies it from the envelope.
+    pub receipt: bool,
 }
 
 impl SendFacts {
@@ -185,6 +189,7 @@ impl SendFacts {
             care_window_last_ms: None,
             rate_limited_for_ms: None,
             reach: Reach::default(),
+            receipt: false,
         }
     }
 }
@@ -192,8 +197,8 @@ impl SendFacts {
 /// What the store writes, in the same transaction, for an accepted send.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Effects {
-    /// A person wrote to a business: (re)open the care window of (sender, recipient)
-    /// at the send's time.
+    /// A person wrote to a business (a message, not a receipt): (re)open the care
+    /// window of (sender, recipient) at the send's time.
     pub open_care_window: bool,
     /// Take one token of the business's messages-per-second bucket.
     pub take_rate_token: bool,
@@ -238,7 +243,7 @@ pub fn decide(
         return Decision::Accept {
             from_business: false,
             effects: Effects {
-                open_care_window: facts.recipient_is_business,
+                open_care_window: facts.recipient_is_business && !facts.receipt,
                 ..Effects::default()
             },
         };
@@ -380,6 +385,14 @@ mod tests {
             panic!("a person may write to a business");
         };
         assert!(effects.open_care_window);
+        let receipt = SendFacts {
+            receipt: true,
+            ..facts
+        };
+        let Decision::Accept { effects, .. } = decide(&receipt, None, NOW, &policy()) else {
+            panic!("a person may send a business a receipt");
+        };
+        assert!(!effects.open_care_window, "a receipt opens no care window");
         facts.blocked = true;
         assert_eq!(
             refused(decide(&facts, None, NOW, &policy())),

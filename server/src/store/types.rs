@@ -125,6 +125,9 @@ pub struct NewEnvelope {
     pub now_ms: u64,
     /// The business category it claims (`None` between people).
     pub category: Option<Category>,
+    /// The sender marked it as a receipt: it does not open a care window
+    /// ([`super::policy::SendFacts::receipt`]).
+    pub receipt: bool,
 }
 
 /// What the server gives a store once, when it opens it: the rules every send is checked
@@ -177,6 +180,7 @@ pub(crate) fn announce(
             ciphertext,
             now_ms,
             category,
+            receipt: _,
         } = envelope;
         listener.committed(
             to,

@@ -255,6 +255,7 @@ pub(super) async fn store_envelopes<'a>(
         }
         let (mut facts, from_a_business) = policy::people_facts(fact, 3)?;
         facts.recipient_exists = head.is_some();
+        facts.receipt = e.receipt;
         let bucket = if from_a_business {
             // Behind the effects decided so far: the reads see them.
             let before = try_join_all(std::mem::take(&mut effects));

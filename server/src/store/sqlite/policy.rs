@@ -143,6 +143,7 @@ fn facts(
                         care_window_last_ms: r.get::<_, Option<i64>>(6)?.map(to_u64),
                         consent,
                         rate_limited_for_ms: None,
+                        receipt: e.receipt,
                         reach: Reach {
                             already_counted: r.get(8)?,
                             recipients: u32::try_from(r.get::<_, Option<i64>>(9)?.unwrap_or(0))
