@@ -297,11 +297,7 @@ async fn perform(client: &Client, loader: &Loader<'_>, parley: &str, action: Act
             };
             match change {
                 Ok(change) => {
-                    let in_force = if change.in_force.is_empty() {
-                        "nothing (replies within 24 h of your own messages only)".to_owned()
-                    } else {
-                        change.in_force.to_string()
-                    };
+                    let in_force = crate::commands::consent::in_force_text(change.in_force);
                     let verb = if grant { "granted" } else { "withdrawn" };
                     vec![
                         Input::ConsentChanged {
