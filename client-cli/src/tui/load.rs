@@ -4,7 +4,7 @@
 //! network.
 
 use parley_protocol::business::{AuthorityKey, CategorySet};
-use parley_protocol::ids::AccountId;
+use parley_protocol::ids::{AccountId, Handle};
 use parley_sdk::business_info::cached_verdict;
 use parley_sdk::consent::in_force;
 use parley_sdk::store::{ClientStore, HistoryEntry};
@@ -57,6 +57,18 @@ impl Loader<'_> {
             entries,
             unread,
         })
+    }
+
+    /// The conversation with `handle`, just looked up as `account` (a first conversation
+    /// has no contact yet to take the handle from).
+    pub fn conversation_with(
+        &self,
+        handle: Handle,
+        account: AccountId,
+    ) -> anyhow::Result<Conversation> {
+        let mut conversation = self.conversation(account)?;
+        conversation.peer.handle.get_or_insert(handle);
+        Ok(conversation)
     }
 
     /// What this machine knows about `account`.

@@ -55,7 +55,7 @@ pub async fn tui(ctx: &Context, handle: Option<&str>, options: Options) -> anyho
     // An unknown handle fails here, before the screen is taken over.
     let first = match first {
         Some(handle) => match client.resolve(&handle).await {
-            Ok(account) => Some(account),
+            Ok(account) => Some((handle, account)),
             Err(e) => {
                 client.stop().await;
                 return Err(e.into());
@@ -73,8 +73,8 @@ pub async fn tui(ctx: &Context, handle: Option<&str>, options: Options) -> anyho
         tasks: JoinSet::new(),
         done: mpsc::channel(MAX_IN_FLIGHT),
     };
-    if let Some(account) = first {
-        let conversation = loader.conversation(account)?;
+    if let Some((handle, account)) = first {
+        let conversation = loader.conversation_with(handle, account)?;
         let actions = app.handle(Input::Opened(conversation));
         shell.perform_all(actions, None);
     }
@@ -329,7 +329,9 @@ async fn perform(client: &Client, loader: &Loader<'_>, parley: &str, action: Act
         },
         Action::Open(handle) => {
             let opened = match client.resolve(&handle).await {
-                Ok(account) => loader.conversation(account).map(Input::Opened),
+                Ok(account) => loader
+                    .conversation_with(handle.clone(), account)
+                    .map(Input::Opened),
                 Err(e) => Err(e.into()),
             };
             vec![opened.unwrap_or_else(|e| Input::Notice(format!("cannot open {handle}: {e:#}")))]
