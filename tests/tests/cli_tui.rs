@@ -8,8 +8,7 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use parley_tests::cli::CliUser;
-use parley_tests::deployment::Deployment;
+use parley_tests::cli::{CliUser, TwoPeople};
 use parley_tests::terminal::{keys, Terminal};
 
 /// How long a screen may take to show what a step expects.
@@ -43,26 +42,20 @@ fn line_with<'a>(screen: &'a str, text: &str) -> &'a str {
 
 #[test]
 fn alice_writes_in_the_tui_bob_sees_it_and_alice_sees_it_delivered_then_read() {
-    let data = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let Some(deployment) = Deployment::start(data.path(), &[]).unwrap() else {
+    let Some(people) = TwoPeople::start() else {
         return;
     };
-    let person =
-        |profile, party| CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap();
-    let (alice, bob) = (person("alice", 0), person("bob", 1));
-    alice.run(&["register", "alice"]);
-    bob.run(&["register", "bob"]);
+    let (alice, bob) = (&people.alice, &people.bob);
 
     // Bob's view is open with nothing in it yet.
-    let mut bob_view = tui(&bob, &[]);
+    let mut bob_view = tui(bob, &[]);
     bob_view
         .wait_for_text("No conversation open.", STEP)
         .unwrap();
     assert!(bob_view.alternate_screen());
 
     // Alice opens the conversation with bob and types.
-    let mut alice_view = tui(&alice, &["bob"]);
+    let mut alice_view = tui(alice, &["bob"]);
     alice_view.wait_for_text("Message @bob", STEP).unwrap();
     alice_view.press("hello bob, from the tui").unwrap();
     alice_view
@@ -133,13 +126,9 @@ fn alice_writes_in_the_tui_bob_sees_it_and_alice_sees_it_delivered_then_read() {
 
 #[test]
 fn an_unknown_handle_fails_before_the_screen_opens() {
-    let data = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let Some(deployment) = Deployment::start(data.path(), &[]).unwrap() else {
+    let Some(people) = TwoPeople::start() else {
         return;
     };
-    let alice = CliUser::new(home.path(), "alice", &deployment.url_for(0)).unwrap();
-    alice.run(&["register", "alice"]);
-    let error = alice.fail(&["tui", "nosuchuser"]);
+    let error = people.alice.fail(&["tui", "nosuchuser"]);
     assert!(error.contains("no such user: @nosuchuser"), "{error}");
 }

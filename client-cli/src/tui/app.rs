@@ -255,27 +255,17 @@ impl App {
                 Vec::new()
             }
             Input::Status { id, status } => {
-                let entry = self
-                    .conversations
-                    .iter_mut()
-                    .flat_map(|c| c.entries.iter_mut())
-                    .find(|e| e.id == id && e.state.is_mine());
-                if let Some(entry) = entry {
+                if let Some(entry) = self.entry_mut(&id).filter(|e| e.state.is_mine()) {
                     // The store moves states forward only, and says so with this event.
                     entry.state = MessageState::Sent(status);
                 }
                 Vec::new()
             }
             Input::Answered { id, action } => {
-                let entry = self
-                    .conversations
-                    .iter_mut()
-                    .flat_map(|c| c.entries.iter_mut())
-                    .find(|e| e.id == id);
                 if let Some(Entry {
                     body: Body::Card { answered, .. },
                     ..
-                }) = entry
+                }) = self.entry_mut(&id)
                 {
                     *answered = Some(action);
                 }
@@ -584,6 +574,13 @@ impl App {
         self.conversations
             .iter_mut()
             .find(|c| c.peer.account == *account)
+    }
+
+    fn entry_mut(&mut self, id: &MessageId) -> Option<&mut Entry> {
+        self.conversations
+            .iter_mut()
+            .flat_map(|c| c.entries.iter_mut())
+            .find(|e| e.id == *id)
     }
 
     fn sort(&mut self) {
