@@ -98,9 +98,11 @@ pub enum Command {
         /// Who to chat with.
         handle: String,
     },
-    /// Show the conversation with a contact, oldest first: the time (with the date) of
-    /// each message, and the state of yours: queued (not yet accepted by the server),
-    /// sent, delivered (their device has it), read (they viewed it), or not sent.
+    /// Show a conversation, oldest first, with the state of your messages.
+    ///
+    /// Each message with its date and time, and the state of yours: queued (not yet
+    /// accepted by the server), sent, delivered (their device has it), read (they viewed
+    /// the conversation), or not sent (the server refused it).
     ///
     /// Fetches what is waiting on the server first (new messages, receipts), when it can
     /// be reached; otherwise shows what this profile has stored. Viewing the conversation
@@ -113,9 +115,10 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Delete the stored messages of one conversation (HANDLE) or of all (--all), on this
-    /// machine only: the other side keeps its copy. Contacts, safety-number marks and
-    /// consent stay. Asks nothing; says what it deleted.
+    /// Delete the stored messages of one conversation, or of all (--all).
+    ///
+    /// On this machine only: the other side keeps its copy. Contacts, safety-number
+    /// marks and consent stay. Asks nothing; says how many messages it deleted.
     DeleteHistory {
         /// The contact whose conversation to delete.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -258,8 +261,10 @@ pub enum ConsentCommand {
 /// `parley settings ...`.
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
-    /// Whether viewing a conversation (history, chat) tells the other person you read
-    /// their messages. Delivered receipts are always sent. Without on/off: show it.
+    /// Turn read receipts on or off (without on/off: show the setting).
+    ///
+    /// With read receipts on (the default), viewing a conversation (history, chat) tells
+    /// the other person you read their messages. Delivered receipts are always sent.
     ReadReceipts {
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]

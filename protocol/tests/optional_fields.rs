@@ -75,6 +75,7 @@ fn send_without_category_or_with_category_nil_is_the_same_frame() {
         #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
         category: Option<()>,
+        receipt: Option<bool>,
     }
     #[derive(Serialize)]
     struct SendAbsent {
@@ -88,6 +89,7 @@ fn send_without_category_or_with_category_nil_is_the_same_frame() {
         id: MessageId([3; 16]),
         ciphertext: b"opaque".to_vec(),
         category: None,
+        receipt: None,
     };
     let absent = SendAbsent {
         to: address(),
@@ -98,6 +100,21 @@ fn send_without_category_or_with_category_nil_is_the_same_frame() {
     assert_eq!(nil, client(&frame(Rid::Some(2), "send", absent)));
     // What the encoder writes is the absent form, and it decodes the same.
     assert_eq!(client(&wire::encode_client(&nil).unwrap()), nil);
+
+    // `receipt`: nil and absent are false; true is written and read back.
+    let wire::ClientBody::Send(mut send) = nil.body.clone() else {
+        panic!("a send")
+    };
+    assert!(!send.receipt);
+    send.receipt = true;
+    let marked = ClientFrame::new(nil.rid, wire::ClientBody::Send(send));
+    let bytes = wire::encode_client(&marked).unwrap();
+    assert!(bytes.windows(7).any(|w| w == b"receipt"));
+    assert_eq!(client(&bytes), marked);
+    assert!(!wire::encode_client(&nil)
+        .unwrap()
+        .windows(7)
+        .any(|w| w == b"receipt"));
 }
 
 #[test]

@@ -97,6 +97,7 @@ macro_rules! store_contract_cases {
             people_reach_people_unless_blocked,
             a_business_needs_consent_and_a_revocation_purges_its_queue,
             a_business_answers_within_the_care_window,
+            a_persons_receipt_opens_no_care_window,
             the_daily_reach_accepts_exactly_the_tier,
             a_suspended_business_is_refused,
             a_person_may_not_send_in_a_category,
@@ -671,6 +672,30 @@ pub async fn a_business_answers_within_the_care_window(
         )
     };
     assert_eq!(store.enqueue(late).await?, EnqueueOutcome::Refused);
+    Ok(())
+}
+
+/// An envelope the person marks as a receipt is accepted but opens no care window; the
+/// person's message after it does.
+pub async fn a_persons_receipt_opens_no_care_window(opener: &dyn OpenStore) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let w = business_world(&s, CategorySet::of([Category::SecurityAlert])).await?;
+    let conversation = Some(Category::Conversation);
+    let receipt = NewEnvelope {
+        receipt: true,
+        ..envelope(w.person_address, w.business, message_id(), b"receipt", None)
+    };
+    seq_of(store.enqueue(receipt).await?)?;
+    assert_eq!(
+        send(store, w.business, w.person_address, conversation).await?,
+        EnqueueOutcome::Refused,
+        "a receipt opened the care window"
+    );
+    seq_of(send(store, w.person_address, w.business, None).await?)?;
+    seq_of(send(store, w.business, w.person_address, conversation).await?)?;
     Ok(())
 }
 

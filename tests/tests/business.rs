@@ -378,6 +378,76 @@ async fn a_business_may_reply_within_24_hours_of_the_customers_message_and_not_a
     bot.stop().await;
 }
 
+/// A customer's client sends the bank delivered and read receipts (the bot sees them as
+/// statuses), marked as receipts on the wire: they open no care window, so the bank may
+/// not answer in `conversation` until she writes, nor send what she did not consent to.
+/// (Her grant's end-to-end copy opens a window as any envelope from her does: the clock
+/// moves 25 hours on first, so that only the receipts could open one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_receipts_reach_the_bot_and_open_no_care_window() {
+    let Some(w) = World::new(&[]).await else {
+        return;
+    };
+    let bot = w.bot().await;
+    let alice = w.person("alice");
+    let alice_h = handle("alice");
+    alice.run(&["consent", "grant", BANK, "--category", "transactional"]);
+    let SendOutcome::Accepted { id } = bot
+        .send_text(&alice_h, "parcel shipped", Category::Transactional, "rc:1")
+        .await
+        .unwrap()
+    else {
+        panic!("accepted under her consent")
+    };
+    bot.stop().await;
+    let w = w.later_with(&["--test-clock-offset", "25h"]);
+    let alice = CliUser {
+        url: w.next_url(),
+        ..alice
+    };
+    let mut bot = w.bot().await;
+
+    // Her client stores it (delivered), then she views the conversation (read).
+    alice.run(&["inbox"]);
+    let status = |e| match e {
+        Event::Status { id: s, status, .. } if s == id => Some(status),
+        _ => None,
+    };
+    assert_eq!(wait_for(&mut bot, status).await, SendStatus::Delivered);
+    let shown = alice.run(&["history", BANK]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("parcel shipped"));
+    assert_eq!(wait_for(&mut bot, status).await, SendStatus::Read);
+
+    // Two receipts reached the bank, and still no window and no consent beyond hers.
+    let reply = bot
+        .send_text(&alice_h, "anything else?", Category::Conversation, "rc:2")
+        .await
+        .unwrap();
+    assert_eq!(reply, SendOutcome::NoConsent);
+    let offer = bot
+        .send_text(&alice_h, "a sale!", Category::Marketing, "rc:3")
+        .await
+        .unwrap();
+    assert_eq!(offer, SendOutcome::NoConsent);
+
+    // A message from her opens it (on a cluster her node's clock is 25 hours behind the
+    // bank's, so her message is already outside the window there).
+    if !on_cluster() {
+        alice.run(&["send", BANK, "where is it now?"]);
+        wait_for(&mut bot, |e| match e {
+            Event::Message { text, .. } => Some(text),
+            _ => None,
+        })
+        .await;
+        let reply = bot
+            .send_text(&alice_h, "at the depot", Category::Conversation, "rc:4")
+            .await
+            .unwrap();
+        assert!(reply.is_accepted(), "{reply:?}");
+    }
+    bot.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reach_blocks_reports_and_uniform_refusals() {
     let Some(w) = World::new(&[
@@ -708,7 +778,11 @@ async fn statuses_only_move_forward() {
     // A person on the SDK, so that the test can send the receipts a client would.
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(ClientStore::open(&dir.path().join("p.db")).unwrap());
-    let config = ClientConfig::new(w.next_url());
+    // Its own receipts off: the test sends them by hand, in an order no client would.
+    let config = ClientConfig {
+        send_receipts: false,
+        ..ClientConfig::new(w.next_url())
+    };
     Client::register(&config, store.clone(), Some(handle("paula")))
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::business::pin_notice;
 use super::consent::report;
-use super::history::{on_chat_event, show_recent, viewed, CHAT_RECENT};
+use super::history::{on_chat_event, show_recent, take_backlog, viewed, CHAT_RECENT};
 use super::{parse_handle, start, Context};
 use crate::render::badge;
 
@@ -16,7 +16,9 @@ use crate::render::badge;
 pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let peer = parse_handle(handle)?;
     let mut client = start(ctx).await?;
-    // The recent past of the conversation first, then what else is new.
+    // The recent past of the conversation (with what was waiting on the server) first,
+    // then what else is new.
+    take_backlog(ctx, &mut client).await?;
     if let Some(contact) = ctx.store.contact_by_handle(&peer)? {
         show_recent(ctx, &contact.account, &peer, CHAT_RECENT)?;
         viewed(ctx, Some(&client), &contact.account).await?;

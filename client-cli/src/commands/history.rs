@@ -25,8 +25,10 @@ pub const CHAT_RECENT: usize = 20;
 
 /// `parley history <handle> [--limit N]`.
 pub async fn history(ctx: &Context, handle: &str, limit: usize) -> anyhow::Result<()> {
-    let (handle, account) = conversation(ctx, handle)?;
+    parse_handle(handle)?;
+    // What is waiting may start the conversation: fetched before looking it up.
     let client = fetch(ctx).await?;
+    let (handle, account) = conversation(ctx, handle)?;
     let shown = show_recent(ctx, &account, &handle, limit)?;
     if shown == 0 && !ctx.out.json {
         println!("No messages with {handle} on this profile.");
@@ -231,14 +233,21 @@ async fn fetch(ctx: &Context) -> anyhow::Result<Option<Client>> {
             _ => return Err(e),
         },
     };
+    take_backlog(ctx, &mut client).await?;
+    Ok(Some(client))
+}
+
+/// Waits until the server's backlog is in (stored, receipts applied), so that the
+/// history shown includes it; warnings are printed, messages are left for the history.
+pub async fn take_backlog(ctx: &Context, client: &mut Client) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
     loop {
         match tokio::time::timeout_at(deadline, client.next_event()).await {
-            Ok(Some(Event::Drained)) => break,
-            Ok(Some(Event::IdentityChanged { account, handle })) => {
-                ctx.out.identity_changed(&account, handle.as_ref());
+            Ok(Some(Event::Drained)) => return Ok(()),
+            Ok(Some(Event::Message { .. } | Event::Card { .. })) => {}
+            Ok(Some(other)) => {
+                on_event(ctx, &other)?;
             }
-            Ok(Some(_)) => {}
             Ok(None) => anyhow::bail!("the client stopped before the server's backlog was in"),
             Err(_) => {
                 eprintln!(
@@ -246,9 +255,8 @@ async fn fetch(ctx: &Context) -> anyhow::Result<Option<Client>> {
                      showing what arrived",
                     FETCH_TIMEOUT.as_secs()
                 );
-                break;
+                return Ok(());
             }
         }
     }
-    Ok(Some(client))
 }

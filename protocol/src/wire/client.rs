@@ -150,8 +150,17 @@ pub struct Send {
     /// omitted when false, and a frame without it means `false`). A receipt a person
     /// sends to a business does not open the business's care window (§14); it is the
     /// sender's claim, and only ever narrows what the relay lets the business send.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "false_if_nil",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub receipt: bool,
+}
+
+/// An optional flag: a missing key and `nil` are both `false` (docs/protocol.md §2).
+fn false_if_nil<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 /// `delete_account`: no fields; acts on the authenticated account.
