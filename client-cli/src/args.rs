@@ -138,7 +138,7 @@ pub enum Command {
     /// delivered, read) and cards, which you answer by key. Opening a conversation marks
     /// it read. A message in another conversation rings the terminal bell (--no-bell
     /// turns that off). The line-based `chat` stays for scripts and small terminals.
-    #[command(after_long_help = crate::tui::keys::help_text())]
+    #[command(after_help = crate::tui::keys::help_text())]
     Tui {
         /// Open the conversation with this handle first (it is looked up before the
         /// screen opens: an unknown handle is an error).

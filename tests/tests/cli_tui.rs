@@ -125,10 +125,24 @@ fn alice_writes_in_the_tui_bob_sees_it_and_alice_sees_it_delivered_then_read() {
 }
 
 #[test]
-fn an_unknown_handle_fails_before_the_screen_opens() {
+fn without_a_terminal_or_with_an_unknown_handle_it_fails_before_the_screen_opens() {
     let Some(people) = TwoPeople::start() else {
         return;
     };
-    let error = people.alice.fail(&["tui", "nosuchuser"]);
-    assert!(error.contains("no such user: @nosuchuser"), "{error}");
+    // Without a terminal: says what to use instead.
+    let error = people.alice.fail(&["tui", "bob"]);
+    assert!(error.contains("parley tui needs a terminal"), "{error}");
+    assert!(error.contains("--profile alice chat HANDLE"), "{error}");
+    // In a terminal, an unknown handle: the error, and the terminal never taken over.
+    let mut view = tui(&people.alice, &["nosuchuser"]);
+    assert!(
+        !view.wait_exit(STEP).unwrap(),
+        "parley tui nosuchuser succeeded"
+    );
+    let screen = view.screen();
+    assert!(!view.alternate_screen());
+    assert!(
+        screen.contains("error: no such user: @nosuchuser"),
+        "{screen}"
+    );
 }

@@ -42,6 +42,14 @@ pub const MAX_IN_FLIGHT: usize = 16;
 
 /// `parley tui [HANDLE]`.
 pub async fn tui(ctx: &Context, handle: Option<&str>, options: Options) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "parley tui needs a terminal for its input and output; in a script, use `{0} chat \
+             HANDLE`, `{0} send` or `{0} history`",
+            ctx.out.parley()
+        );
+    }
     let first = handle.map(parse_handle).transpose()?;
     let mut client = start(ctx).await?;
     let me = client.profile().account;
