@@ -136,6 +136,27 @@ pub enum Command {
     /// This profile's local settings.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Full-screen chat: conversations on the left with unread counts, the open one on
+    /// the right, an input line at the bottom.
+    ///
+    /// The list marks verified businesses [B] and contacts whose safety number you
+    /// verified with ✓; the conversation shows times, the state of your messages (sent,
+    /// delivered, read) and cards, which you answer by key. Opening a conversation marks
+    /// it read. A message in another conversation rings the terminal bell (--no-bell
+    /// turns that off). The line-based `chat` stays for scripts and small terminals.
+    #[command(after_help = crate::tui::keys::help_text())]
+    Tui {
+        /// Open the conversation with this handle first (it is looked up before the
+        /// screen opens: an unknown handle is an error).
+        handle: Option<String>,
+        /// No terminal bell for a message in a conversation that is not open.
+        #[arg(long)]
+        no_bell: bool,
+        /// Messages kept on screen per conversation (older ones stay in the history).
+        #[arg(long, default_value_t = 500, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        keep: u16,
+    },
     /// List the people this profile has talked to.
     Contacts,
     /// Show the safety number with a contact, to compare in person or by phone.

@@ -10,6 +10,7 @@ mod local_time;
 mod output;
 mod paths;
 mod render;
+mod tui;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -125,6 +126,21 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
         }
         Command::Settings(SettingsCommand::ReadReceipts { state }) => {
             commands::read_receipts(&ctx, state.as_deref())
+        }
+        Command::Tui {
+            handle,
+            no_bell,
+            keep,
+        } => {
+            tui::tui(
+                &ctx,
+                handle.as_deref(),
+                tui::app::Options {
+                    bell: !no_bell,
+                    keep: keep.into(),
+                },
+            )
+            .await
         }
         Command::Contacts => commands::contacts(&ctx),
         Command::SafetyNumber { handle } => commands::safety_number(&ctx, &handle),

@@ -331,6 +331,14 @@ impl Client {
         self.events.recv().await
     }
 
+    /// Takes the event stream out of the client, so that one task can wait for events
+    /// while others send through the client (shared in an `Arc`). After this,
+    /// [`Client::next_event`] returns `None` at once.
+    pub fn take_events(&mut self) -> EventStream {
+        let (_, closed) = mpsc::channel(1);
+        EventStream(std::mem::replace(&mut self.events, closed))
+    }
+
     /// The local profile.
     pub fn profile(&self) -> &Profile {
         &self.profile
@@ -348,6 +356,17 @@ impl Client {
         drop(self.commands);
         drop(self.events);
         let _ = self.task.await;
+    }
+}
+
+/// A client's events, taken out with [`Client::take_events`].
+#[derive(Debug)]
+pub struct EventStream(mpsc::Receiver<Event>);
+
+impl EventStream {
+    /// The next event; `None` once the engine has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.0.recv().await
     }
 }
 

@@ -71,7 +71,7 @@ pub mod store;
 pub mod tls;
 
 pub use business_info::{BusinessInfo, CertificateStatus};
-pub use client::{check_text, safety_number, Client, ClientConfig};
+pub use client::{check_text, safety_number, Client, ClientConfig, EventStream};
 pub use engine::{Outgoing, Peer};
 pub use error::SdkError;
 pub use events::{ConnectionState, Event};

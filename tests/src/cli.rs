@@ -120,3 +120,40 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+/// Alice and Bob, registered with the CLI on a deployment (on a cluster, on different
+/// nodes), and what must live as long as they do.
+#[derive(Debug)]
+pub struct TwoPeople {
+    /// `alice`, on the deployment's first node.
+    pub alice: CliUser,
+    /// `bob`, on its second (the same server when there is one).
+    pub bob: CliUser,
+    /// The server or cluster.
+    pub deployment: crate::deployment::Deployment,
+    /// The server's data directory and the CLI's home.
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl TwoPeople {
+    /// Starts the deployment and registers both; `None` when the cluster's services are
+    /// not installed (the test is then skipped).
+    pub fn start() -> Option<TwoPeople> {
+        let data = tempfile::tempdir().expect("a data directory");
+        let home = tempfile::tempdir().expect("a home directory");
+        let deployment = crate::deployment::Deployment::start(data.path(), &[])
+            .expect("the deployment starts")?;
+        let person = |profile, party| {
+            CliUser::new(home.path(), profile, &deployment.url_for(party)).expect("parley")
+        };
+        let (alice, bob) = (person("alice", 0), person("bob", 1));
+        alice.run(&["register", "alice"]);
+        bob.run(&["register", "@bob"]);
+        Some(TwoPeople {
+            alice,
+            bob,
+            deployment,
+            _dirs: [data, home],
+        })
+    }
+}

@@ -34,6 +34,8 @@
 //! * [`deployment`]: one switch that runs an end-to-end test against one server or a
 //!   two-node cluster.
 //! * [`burst`]: senders that retry through server faults, and the drain that checks them.
+//! * [`terminal`]: a program in a pseudo-terminal, its screen read through a terminal
+//!   emulator (for the full-screen `parley tui`).
 //!
 //! Tests run in two tiers: the PR tier (every `cargo test`) and a longer tier, with more
 //! kills, bigger bursts and longer replays, when `PARLEY_LONG_TESTS=1` ([`long_tests`]).
@@ -59,6 +61,7 @@ pub mod raw_ws;
 pub mod server;
 pub mod services;
 pub mod store_contract;
+pub mod terminal;
 pub mod tls;
 pub mod tmpfs;
 

@@ -61,11 +61,7 @@ pub fn report(ctx: &Context, verb: &str, change: &ConsentChange, set: CategorySe
         pin_notice(info);
     }
     let who = change.handle.to_string();
-    let in_force = if change.in_force.is_empty() {
-        "nothing (replies within 24 h of your own messages only)".to_owned()
-    } else {
-        change.in_force.to_string()
-    };
+    let in_force = in_force_text(change.in_force);
     let mut text = format!("Consent {verb} for {who}: {set}. It may now send you: {in_force}.");
     if change.purged > 0 {
         text.push_str(&format!(
@@ -87,6 +83,15 @@ pub fn report(ctx: &Context, verb: &str, change: &ConsentChange, set: CategorySe
             "purged": change.purged,
         }),
     );
+}
+
+/// What a business may send now, in words.
+pub fn in_force_text(in_force: CategorySet) -> String {
+    if in_force.is_empty() {
+        "nothing (replies within 24 h of your own messages only)".to_owned()
+    } else {
+        in_force.to_string()
+    }
 }
 
 /// `parley consent list` (from the local ledger; no network).

@@ -1,11 +1,12 @@
 //! `block`, `unblock`, `report`.
 
+use parley_protocol::ids::Handle;
 use serde_json::json;
 
 use super::{parse_handle, start_quiet, Context};
 
 /// Which moderation request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Refuse the account's messages.
     Block,
@@ -26,7 +27,17 @@ pub async fn moderate(ctx: &Context, handle: &str, action: Action) -> anyhow::Re
     };
     client.stop().await;
     let account = result?;
-    let (text, kind) = match action {
+    let (text, kind) = outcome(&handle, action);
+    ctx.out.print(
+        &text,
+        json!({"type": kind, "handle": handle.as_str(), "account": account.to_hex()}),
+    );
+    Ok(())
+}
+
+/// What a done moderation request did, in a sentence and as its JSON type.
+pub fn outcome(handle: &Handle, action: Action) -> (String, &'static str) {
+    match action {
         Action::Block => (
             format!("Blocked {handle}: the server refuses its messages to you."),
             "blocked",
@@ -36,10 +47,5 @@ pub async fn moderate(ctx: &Context, handle: &str, action: Action) -> anyhow::Re
             format!("Reported {handle} to the server's operator."),
             "reported",
         ),
-    };
-    ctx.out.print(
-        &text,
-        json!({"type": kind, "handle": handle.as_str(), "account": account.to_hex()}),
-    );
-    Ok(())
+    }
 }
