@@ -72,6 +72,16 @@ impl LocalTime {
         }
     }
 
+    /// `Sat 2026-12-05`: a day on its own (the full-screen view's day lines).
+    pub fn date(&self, ms: u64) -> String {
+        self.zoned(ms).strftime("%a %Y-%m-%d").to_string()
+    }
+
+    /// `14:05`: the time of day alone.
+    pub fn time_of_day(&self, ms: u64) -> String {
+        self.zoned(ms).strftime("%H:%M").to_string()
+    }
+
     /// `--- Saturday 5 December 2026 ---`: the line above the first message of a day.
     pub fn day_heading(&self, ms: u64) -> String {
         self.zoned(ms).strftime("--- %A %-d %B %Y ---").to_string()

@@ -34,10 +34,12 @@ impl CliUser {
         })
     }
 
-    /// The command with this profile's global options, stdin closed.
+    /// The command with this profile's global options, stdin closed, and times shown in
+    /// UTC (`TZ`), so that what the tests read does not depend on the machine's zone.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
         command
+            .env("TZ", "UTC")
             .args(args)
             .args(["--profile", &self.profile, "--server", &self.url])
             .arg("--home")

@@ -125,12 +125,12 @@ impl Shell<'_> {
     ) -> anyhow::Result<()> {
         let mut screen = Screen::enter()?;
         let mut keys = KeyStream::new();
-        let clock = clock::Utc;
+        let clock = crate::local_time::system();
         if let Ok((_, rows)) = crossterm::terminal::size() {
             app.handle(Input::Resize { rows });
         }
         loop {
-            screen.draw(|frame| view::draw(frame, app, me, &clock))?;
+            screen.draw(|frame| view::draw(frame, app, me, clock))?;
             let woke = tokio::select! {
                 key = keys.next() => Woke::Terminal(key),
                 event = events.next() => Woke::Engine(event),

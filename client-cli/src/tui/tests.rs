@@ -12,7 +12,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use super::app::{Action, App, Input, Options, Overlay};
-use super::clock::Utc;
+use crate::local_time::LocalTime;
 use super::model::{Body, Conversation, Entry, PeerView};
 use super::view;
 use crate::commands::moderation;
@@ -166,7 +166,14 @@ fn type_text(app: &mut App, text: &str) {
 fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal
-        .draw(|frame| view::draw(frame, app, "@alice", &Utc))
+        .draw(|frame| {
+            view::draw(
+                frame,
+                app,
+                "@alice",
+                &LocalTime::in_zone(jiff::tz::TimeZone::UTC),
+            )
+        })
         .unwrap();
     let buffer = terminal.backend().buffer();
     (0..height)
@@ -222,7 +229,7 @@ fn opening_a_conversation_marks_it_read_and_shows_times_and_states() {
     );
     let screen = screen(&app, 80, 24);
     assert_shows(&screen, "@bob · safety number verified");
-    assert_shows(&screen, "── 2026-12-05 (times in UTC) ──");
+    assert_shows(&screen, "── Sat 2026-12-05 ──");
     assert_shows(&screen, "09:00 you: Lunch today? · read");
     assert_shows(&screen, "09:01 @bob: Sure! Where?");
     assert_shows(&screen, "· delivered");
