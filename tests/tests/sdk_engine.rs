@@ -1,4 +1,6 @@
-//! The SDK against a real server over real WebSockets.
+//! The SDK's engine against a real server over real WebSockets (here rather than in
+//! `sdk/tests/`, so that the SDK does not depend on the server crate).
+//! `two_clients_talk_both_ways` runs what the SDK's crate documentation shows.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -278,17 +280,4 @@ async fn an_interrupted_registration_is_resumed_with_the_same_identity() {
     Client::start(ClientConfig::new(&server.url), store)
         .await
         .unwrap();
-}
-
-#[test]
-fn a_profile_is_used_by_one_process_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("client.db");
-    let first = ClientStore::open(&path).unwrap();
-    assert!(matches!(
-        ClientStore::open(&path),
-        Err(parley_sdk::SdkError::ProfileInUse)
-    ));
-    drop(first);
-    ClientStore::open(&path).unwrap();
 }
