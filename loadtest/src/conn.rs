@@ -10,10 +10,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use futures_util::SinkExt;
 use parley_protocol::ids::RequestId;
 use parley_protocol::wire::client::ClientBody;
+use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ClientFrame;
 use parley_sdk::wire::{self, Authenticated, Unauthenticated, WireLimits};
 use tokio::net::{TcpSocket, TcpStream};
@@ -114,9 +115,21 @@ pub async fn parley_ws(
     account: &Account,
     how: Auth,
 ) -> anyhow::Result<Ws> {
-    Ok(parley_session(server, source, account, how)
-        .await?
-        .into_websocket()?)
+    into_ws(parley_session(server, source, account, how).await?)
+}
+
+/// The plain WebSocket of `session`, for a hot path. A `drained` kept while a setup
+/// request waited is dropped (hot paths start after the backlog); any other kept frame
+/// is an error, the hot path would never see it.
+pub fn into_ws(session: Session) -> anyhow::Result<Ws> {
+    let (ws, kept) = session.into_parts();
+    if let Some(frame) = kept
+        .iter()
+        .find(|f| !matches!(f.body, ServerBody::Drained(_)))
+    {
+        bail!("unexpected frame during setup: {:?}", frame.body);
+    }
+    Ok(ws)
 }
 
 /// Closes politely and waits briefly for the server to finish the close handshake (the

@@ -140,7 +140,7 @@ pub async fn run(
             let body = ClientBody::GrantConsent(GrantConsent { grant });
             match session.request(body).await? {
                 Ok(ServerBody::ConsentUpdated(_)) => {
-                    Ok((account.address(), session.into_websocket()?))
+                    Ok((account.address(), conn::into_ws(session)?))
                 }
                 other => bail!("grant_consent refused: {other:?}"),
             }

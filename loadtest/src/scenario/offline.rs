@@ -251,7 +251,7 @@ pub async fn run(args: &OfflineArgs, launch: &Launch) -> anyhow::Result<Report> 
             deadline,
             progress: stored.clone(),
         };
-        tasks.push(tokio::spawn(store(ws.into_websocket()?, job)));
+        tasks.push(tokio::spawn(store(conn::into_ws(ws)?, job)));
     }
     let mut expected = vec![0u64; args.recipients];
     let mut ack_latency = Latency::new();

@@ -89,8 +89,8 @@ impl Fleet {
                     let (receiver_account, receiver) = accounts.pop().context("odd count")?;
                     let (_, sender) = accounts.pop().context("odd count")?;
                     out.push(Pair {
-                        sender: sender.into_websocket()?,
-                        receiver: receiver.into_websocket()?,
+                        sender: conn::into_ws(sender)?,
+                        receiver: conn::into_ws(receiver)?,
                         to: Some(receiver_account.address()),
                         dest: 0,
                     });
@@ -150,8 +150,8 @@ impl Fleet {
             let (receiver_account, receiver) =
                 per_node[(i + 1) % n].pop().context("too few accounts")?;
             out.push(Pair {
-                sender: sender.into_websocket()?,
-                receiver: receiver.into_websocket()?,
+                sender: conn::into_ws(sender)?,
+                receiver: conn::into_ws(receiver)?,
                 to: Some(receiver_account.address()),
                 dest: 0,
             });

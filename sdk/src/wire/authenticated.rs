@@ -3,6 +3,7 @@
 use parley_protocol::ids::{DeviceAddress, RequestId};
 use parley_protocol::wire::client::ClientBody;
 use parley_protocol::wire::server::ServerBody;
+use parley_protocol::wire::ServerFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -66,10 +67,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Authenticated<S> {
         self.link.close().await
     }
 
-    /// The WebSocket itself, for the load generator's hot path (see
-    /// [`Unchecked::into_websocket`]).
-    pub fn into_websocket(self) -> Result<WebSocketStream<S>, WireError> {
-        self.link.into_websocket()
+    /// The WebSocket itself and the frames kept for later, for the load generator's
+    /// hot path (see [`Unchecked::into_parts`]).
+    pub fn into_parts(self) -> (WebSocketStream<S>, Vec<ServerFrame>) {
+        self.link.into_parts()
     }
 
     /// The escape hatch: the connection without state checks, for tests of the

@@ -81,6 +81,11 @@ impl Inbox {
         None
     }
 
+    /// Every kept frame, oldest first.
+    pub fn into_frames(self) -> Vec<ServerFrame> {
+        self.kept.into()
+    }
+
     /// How many frames are kept.
     pub fn len(&self) -> usize {
         self.kept.len()

@@ -46,8 +46,9 @@
 //!
 //! The load generator uses the core for the handshake and for reading messages
 //! ([`next_binary`] works on a split read half too), and writes its pre-encoded frames
-//! in batches on the WebSocket it gets back with `into_websocket`: its hot path must be
-//! the same code for Parley and for the bare relay it is compared against.
+//! in batches on the WebSocket it gets back with `into_parts` (with the frames kept
+//! during setup): its hot path must be the same code for Parley and for the bare relay
+//! it is compared against.
 
 mod authenticated;
 mod error;

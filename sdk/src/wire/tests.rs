@@ -381,3 +381,27 @@ async fn the_escape_hatch_sends_a_request_before_login() {
     assert_eq!(reply.unwrap_err().code, ErrorCode::NotAuthenticated);
     assert_eq!(server.await.unwrap(), resolve());
 }
+
+#[tokio::test]
+async fn the_websocket_is_handed_over_with_the_frames_kept_for_later() {
+    let (mut conn, mut script) = logged_in().await;
+    let server = tokio::spawn(async move {
+        let request = script.receive().await;
+        script.send(ServerFrame::push(deliver(1))).await;
+        script
+            .send(ServerFrame::reply(request.rid, ServerBody::Done(Done {})))
+            .await;
+        script.send(ServerFrame::push(deliver(2))).await;
+        script
+    });
+    conn.request(resolve()).await.unwrap().unwrap();
+    let (mut socket, kept) = conn.into_parts();
+    assert_eq!(kept, [ServerFrame::push(deliver(1))]);
+    let next = next_frame(&mut socket, || {}).await.unwrap();
+    assert_eq!(
+        next,
+        ServerFrame::push(deliver(2)),
+        "nothing lost in between"
+    );
+    drop(server.await.unwrap());
+}

@@ -141,16 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Unchecked<S> {
         self.closed().await.map(|_| ())
     }
 
-    /// The WebSocket itself, for a caller that reads and writes frames on its own hot
-    /// path (the load generator); fails if frames are kept that it would lose.
-    pub fn into_websocket(self) -> Result<WebSocketStream<S>, WireError> {
-        if !self.inbox.is_empty() {
-            return Err(WireError::Unexpected(format!(
-                "{} frames arrived before the caller took the WebSocket",
-                self.inbox.len()
-            )));
-        }
-        Ok(self.socket)
+    /// The WebSocket itself and the frames kept for later (oldest first), for a caller
+    /// that reads and writes frames on its own hot path (the load generator).
+    pub fn into_parts(self) -> (WebSocketStream<S>, Vec<ServerFrame>) {
+        (self.socket, self.inbox.into_frames())
     }
 
     async fn read_frame(&mut self) -> Result<ServerFrame, WireError> {
