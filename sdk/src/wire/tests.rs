@@ -82,6 +82,25 @@ impl Script {
     }
 }
 
+/// Reads one request, then sends `before`, the reply `done` to it, and `after`.
+async fn answer_between(
+    mut script: Script,
+    before: Vec<ServerFrame>,
+    after: Vec<ServerFrame>,
+) -> Script {
+    let request = script.receive().await;
+    for frame in before {
+        script.send(frame).await;
+    }
+    script
+        .send(ServerFrame::reply(request.rid, ServerBody::Done(Done {})))
+        .await;
+    for frame in after {
+        script.send(frame).await;
+    }
+    script
+}
+
 /// A client WebSocket and the script of the server it talks to.
 async fn pipe() -> (WebSocketStream<DuplexStream>, Script) {
     let (client, server) = tokio::io::duplex(256 * 1024);
@@ -200,22 +219,14 @@ async fn a_first_frame_other_than_hello_is_refused() {
 
 #[tokio::test]
 async fn a_reply_is_matched_by_request_id_and_a_push_in_between_is_kept() {
-    let (mut conn, mut script) = logged_in().await;
-    let server = tokio::spawn(async move {
-        let request = script.receive().await;
-        script.send(ServerFrame::push(deliver(1))).await;
-        script
-            .send(ServerFrame::reply(
-                RequestId(request.rid.0 + 100),
-                ServerBody::Done(Done {}),
-            ))
-            .await;
-        script
-            .send(ServerFrame::reply(request.rid, ServerBody::Done(Done {})))
-            .await;
-        script.send(ServerFrame::push(deliver(2))).await;
-        script
-    });
+    let (mut conn, script) = logged_in().await;
+    // A push, then a reply to a request nobody sent, before the awaited reply.
+    let stray = ServerFrame::reply(RequestId(u32::MAX), ServerBody::Done(Done {}));
+    let server = tokio::spawn(answer_between(
+        script,
+        vec![ServerFrame::push(deliver(1)), stray],
+        vec![ServerFrame::push(deliver(2))],
+    ));
     let reply = conn.request(resolve()).await.unwrap();
     assert_eq!(reply, Ok(ServerBody::Done(Done {})));
     // The push that came before the reply first, the stray reply dropped, then the next.
@@ -309,17 +320,9 @@ async fn too_many_pushes_while_waiting_end_the_connection() {
         max_buffered_frames: 3,
         ..quick()
     };
-    let (mut conn, _, mut script) = logged_in_as(DeviceId::PRIMARY, limits).await;
-    let server = tokio::spawn(async move {
-        let request = script.receive().await;
-        for seq in 1..=4 {
-            script.send(ServerFrame::push(deliver(seq))).await;
-        }
-        script
-            .send(ServerFrame::reply(request.rid, ServerBody::Done(Done {})))
-            .await;
-        script
-    });
+    let (mut conn, _, script) = logged_in_as(DeviceId::PRIMARY, limits).await;
+    let pushes = (1..=4).map(|seq| ServerFrame::push(deliver(seq))).collect();
+    let server = tokio::spawn(answer_between(script, pushes, Vec::new()));
     let error = conn.request(resolve()).await.unwrap_err();
     assert!(matches!(error, WireError::TooManyBuffered(3)), "{error:?}");
     drop(server.await.unwrap());
@@ -384,16 +387,12 @@ async fn the_escape_hatch_sends_a_request_before_login() {
 
 #[tokio::test]
 async fn the_websocket_is_handed_over_with_the_frames_kept_for_later() {
-    let (mut conn, mut script) = logged_in().await;
-    let server = tokio::spawn(async move {
-        let request = script.receive().await;
-        script.send(ServerFrame::push(deliver(1))).await;
-        script
-            .send(ServerFrame::reply(request.rid, ServerBody::Done(Done {})))
-            .await;
-        script.send(ServerFrame::push(deliver(2))).await;
-        script
-    });
+    let (mut conn, script) = logged_in().await;
+    let server = tokio::spawn(answer_between(
+        script,
+        vec![ServerFrame::push(deliver(1))],
+        vec![ServerFrame::push(deliver(2))],
+    ));
     conn.request(resolve()).await.unwrap().unwrap();
     let (mut socket, kept) = conn.into_parts();
     assert_eq!(kept, [ServerFrame::push(deliver(1))]);
