@@ -15,6 +15,14 @@
 //! sends one, and only a successful login exchange makes an [`Authenticated`]. A
 //! refused login is [`WireError::Refused`] and consumes the connection.
 //!
+//! ```compile_fail,E0599
+//! # use parley_protocol::wire::client::ClientBody;
+//! # use parley_sdk::wire::Unauthenticated;
+//! # async fn before_login(opened: Unauthenticated<tokio::net::TcpStream>, body: ClientBody) {
+//! opened.request(body).await; // E0599: no method named `request`: log in first
+//! # }
+//! ```
+//!
 //! Tests of the server's refusals must do what a correct client never does (a request
 //! before login, a malformed frame, a text message). They take the clearly named escape
 //! hatch, `into_unchecked`, which gives an [`Unchecked`] connection: the same core
