@@ -4,13 +4,13 @@
 //! (nobody starts a session with a load-test account).
 
 use anyhow::Context;
-use parley_protocol::auth::{auth_transcript, register_transcript};
+use parley_protocol::auth::register_transcript;
 use parley_protocol::business::{CategorySet, ConsentGrant, ConsentNonce, SignedGrant};
 use parley_protocol::e2e::KemPrekeySecret;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, PrekeyId};
 use parley_protocol::prekeys::PrekeySecret;
-use parley_protocol::wire::client::{Auth, ClientBody, Register};
+use parley_protocol::wire::client::{Auth, Register};
 use parley_protocol::wire::server::Hello;
 use parley_server::store::NewAccount;
 use rand_core::{OsRng, RngCore};
@@ -48,7 +48,7 @@ impl Account {
     }
 
     /// A signed `register` for the challenge in `hello`.
-    pub fn register_body(&self, hello: &Hello) -> ClientBody {
+    pub fn register(&self, hello: &Hello) -> Register {
         let identity = self.identity.public();
         let transcript = register_transcript(
             &hello.server_id,
@@ -56,7 +56,7 @@ impl Account {
             &identity,
             self.handle.as_ref(),
         );
-        ClientBody::Register(Register {
+        Register {
             signature: self.identity.sign(&transcript),
             identity,
             handle: self.handle.clone(),
@@ -65,7 +65,7 @@ impl Account {
                 KemPrekeySecret::generate(PrekeyId(2), &mut OsRng).signed_by(&self.identity),
             ),
             one_time_prekeys: Vec::new(),
-        })
+        }
     }
 
     /// The account as the server stores it at registration (for the in-process store
@@ -82,13 +82,8 @@ impl Account {
     }
 
     /// A signed `auth` for the challenge in `hello`.
-    pub fn auth_body(&self, hello: &Hello) -> ClientBody {
-        let address = self.address();
-        let transcript = auth_transcript(&hello.server_id, &hello.nonce, &address);
-        ClientBody::Auth(Auth {
-            address,
-            signature: self.identity.sign(&transcript),
-        })
+    pub fn auth(&self, hello: &Hello) -> Auth {
+        Auth::signed(&self.identity, hello, self.address())
     }
 
     /// This account's signed grant of `categories` to `business`, issued now, without

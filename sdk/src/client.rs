@@ -16,7 +16,7 @@ use parley_protocol::wire::client::ClientBody;
 use parley_protocol::wire::server::ServerBody;
 
 use crate::business_info::BusinessInfo;
-use crate::connection::Connection;
+use crate::connection::{self, Connection};
 use crate::engine::{blocking, Command, Engine, Outgoing, Peer};
 use crate::error::SdkError;
 use crate::events::Event;
@@ -150,16 +150,16 @@ impl Client {
             }
         };
         let records = blocking(&store, |s| s.prekeys()).await?;
-        let (_, mut conn) = Connection::open_first(&config.servers, &config.tls).await?;
+        let (_, opened) = connection::open_first(&config.servers, &config.tls).await?;
         let mut body = None;
-        let registered = conn
-            .register(|hello| {
-                let built = register_body(&identity, &records, hello, handle.as_ref());
-                let register = built.as_ref().ok().cloned();
-                body = Some(built);
-                register
-            })
-            .await;
+        let registered = Connection::register(opened, |hello| {
+            let built = register_body(&identity, &records, hello, handle.as_ref());
+            let register = built.as_ref().ok().cloned();
+            body = Some(built);
+            register
+        })
+        .await
+        .map(|conn| conn.address());
         if let Some(Err(e)) = body {
             return Err(e);
         }
@@ -170,8 +170,8 @@ impl Client {
                 code: parley_protocol::wire::ErrorCode::AccountExists,
                 ..
             }) => {
-                let (_, mut conn) = Connection::open_first(&config.servers, &config.tls).await?;
-                conn.login(&identity).await?
+                let (_, opened) = connection::open_first(&config.servers, &config.tls).await?;
+                Connection::login(opened, &identity).await?.address()
             }
             Err(e) => return Err(e),
         };

@@ -4,6 +4,8 @@
 use parley_protocol::wire::server::ErrorBody;
 use parley_protocol::wire::ErrorCode;
 
+use crate::wire::WireError;
+
 /// Something the SDK could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
@@ -114,6 +116,18 @@ impl SdkError {
                 | SdkError::Certificate { .. }
                 | SdkError::ConnectionLost(_)
         )
+    }
+}
+
+impl From<WireError> for SdkError {
+    /// A failed connection is [`SdkError::ConnectionLost`] (the engine reconnects), a
+    /// refused login the server's refusal, anything else a protocol error.
+    fn from(e: WireError) -> SdkError {
+        match e {
+            WireError::Refused(refusal) => refusal.into(),
+            e if e.is_connection_error() => SdkError::ConnectionLost(e.to_string()),
+            e => SdkError::Protocol(e.to_string()),
+        }
     }
 }
 

@@ -14,23 +14,22 @@
 //! * [`business_info`]: checking a business certificate against the pinned authority.
 //! * [`bot`]: [`bot::BusinessBot`], the business side: categorised, idempotent sends
 //!   with typed outcomes, broadcasts paced within the relay's limits.
+//! * [`wire`]: the client side of wire protocol v1 with typed states (unauthenticated,
+//!   then authenticated), shared with the test kit and the load generator.
 //! * [`failover`]: several servers of one deployment ([`ServerList`]) and how the
 //!   engine moves between them ([`Failover`]).
 //!
-//! Two clients talking through a real server:
+//! Two clients talking through a server at `ws://127.0.0.1:7878` (compiled here, run
+//! against a real server by `tests/tests/sdk_engine.rs`, since the SDK does not depend
+//! on the server crate):
 //!
-//! ```
+//! ```no_run
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use parley_sdk::{Client, ClientConfig, Event, store::ClientStore};
 //! use parley_protocol::Handle;
-//! # let dir = tempfile::tempdir()?;
-//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! # let url = format!("ws://{}", listener.local_addr()?);
-//! # let shutdown = tokio_util::sync::CancellationToken::new();
-//! # tokio::spawn(parley_server::run(parley_server::Config::with_data_dir(dir.path()), listener, shutdown.clone()));
-//! let config = ClientConfig::new(url);
+//! let config = ClientConfig::new("ws://127.0.0.1:7878");
 //! let (alice_store, bob_store) = (Arc::new(ClientStore::in_memory()?), Arc::new(ClientStore::in_memory()?));
 //! Client::register(&config, alice_store.clone(), Some(Handle::parse("alice")?)).await?;
 //! Client::register(&config, bob_store.clone(), Some(Handle::parse("bob")?)).await?;
@@ -50,7 +49,6 @@
 //!         None => panic!("bob stopped"),
 //!     }
 //! }
-//! # shutdown.cancel();
 //! # Ok(())
 //! # }
 //! ```
@@ -69,6 +67,7 @@ pub mod keys;
 pub mod person;
 pub mod store;
 pub mod tls;
+pub mod wire;
 
 pub use business_info::{BusinessInfo, CertificateStatus};
 pub use client::{check_text, safety_number, Client, ClientConfig, EventStream};

@@ -1,6 +1,6 @@
 //! Test identities: real Ed25519/X25519 keys and correctly signed frames.
 
-use parley_protocol::auth::{auth_transcript, register_transcript};
+use parley_protocol::auth::register_transcript;
 use parley_protocol::e2e::KemPrekeySecret;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, PrekeyId};
@@ -48,7 +48,7 @@ impl TestAccount {
     }
 
     /// A correctly signed `register` for the challenge in `hello`.
-    pub fn register_body(&self, hello: &Hello) -> ClientBody {
+    pub fn register(&self, hello: &Hello) -> Register {
         let identity = self.identity.public();
         let transcript = register_transcript(
             &hello.server_id,
@@ -56,14 +56,19 @@ impl TestAccount {
             &identity,
             self.handle.as_ref(),
         );
-        ClientBody::Register(Register {
+        Register {
             signature: self.identity.sign(&transcript),
             identity,
             handle: self.handle.clone(),
             signed_prekey: self.signed_prekey.signed_by(&self.identity),
             kem_prekey: Some(self.kem_prekey.signed_by(&self.identity)),
             one_time_prekeys: self.one_time.iter().map(PrekeySecret::one_time).collect(),
-        })
+        }
+    }
+
+    /// [`TestAccount::register`] as a frame body.
+    pub fn register_body(&self, hello: &Hello) -> ClientBody {
+        ClientBody::Register(self.register(hello))
     }
 
     /// A correctly signed `auth` for the challenge in `hello`.
@@ -78,10 +83,6 @@ impl TestAccount {
             account: self.identity.account_id(),
             device,
         };
-        let transcript = auth_transcript(&hello.server_id, &hello.nonce, &address);
-        ClientBody::Auth(Auth {
-            address,
-            signature: self.identity.sign(&transcript),
-        })
+        ClientBody::Auth(Auth::signed(&self.identity, hello, address))
     }
 }

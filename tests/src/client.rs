@@ -1,126 +1,107 @@
-//! A raw-frame WebSocket client for tests.
+//! The test kit's Parley client, on the SDK's client-side wire core
+//! ([`parley_sdk::wire`]).
 //!
 //! It speaks Parley correctly when asked ([`Client::register`], [`Client::login`],
-//! [`Client::send`]) and incorrectly when told to ([`Client::send_raw`]). Pushed frames
-//! that arrive while it waits for a reply are kept, in order, for [`Client::next_push`].
+//! [`Client::send`]: the core's typed login exchange) and incorrectly when told to: a
+//! connection from [`Client::connect`] has not logged in and still sends any request
+//! ([`Client::request`], [`Client::send_frame`]) or any WebSocket message
+//! ([`Client::send_raw`]), through the core's escape hatch
+//! ([`parley_sdk::wire::Unchecked`]), because these tests check the server's refusals.
+//! Pushed frames that arrive while it waits for a reply are kept, in order, for
+//! [`Client::next_push`].
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
-use parley_protocol::ids::{DeviceAddress, MessageId, RequestId, Seq};
+use parley_protocol::ids::{DeviceAddress, DeviceId, MessageId, RequestId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, Send};
 use parley_protocol::wire::server::{Deliver, ErrorBody, Hello, ServerBody};
-use parley_protocol::wire::{self, ClientFrame, ErrorCode, ServerFrame};
+use parley_protocol::wire::{ErrorCode, ServerFrame};
+use parley_sdk::wire::{self, Unauthenticated, Unchecked, WireLimits};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
 
 use crate::account::TestAccount;
 
-/// How long a test waits for any single frame before failing.
+/// How long a test waits for any single frame (or reply, or close) before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most frames a client keeps while a test waits for a reply: far more than any test
+/// leaves unread, still a bound.
+pub const MAX_KEPT_FRAMES: usize = 65_536;
 
 /// A connected test client.
 #[derive(Debug)]
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    link: Unchecked<MaybeTlsStream<TcpStream>>,
     /// The server's challenge.
     pub hello: Hello,
-    next_rid: u32,
-    pushed: VecDeque<ServerFrame>,
 }
 
 /// What the server answered to a request.
 pub type Reply = Result<ServerBody, ErrorBody>;
 
 impl Client {
-    /// Connects and reads the `hello` challenge.
+    /// Connects and reads the `hello` challenge; does not log in.
     pub async fn connect(url: &str) -> anyhow::Result<Client> {
         Client::connect_with(url, None).await
     }
 
     /// Connects with a TLS `connector` for `wss://` URLs (see [`crate::tls`]) and reads
-    /// the `hello` challenge.
+    /// the `hello` challenge; does not log in.
     pub async fn connect_with(
         url: &str,
         connector: Option<tokio_tungstenite::Connector>,
     ) -> anyhow::Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        let mut client = Client {
-            ws,
-            hello: Hello {
-                server_id: parley_protocol::ids::ServerId([0; 32]),
-                nonce: parley_protocol::ids::Nonce([0; 32]),
-                max_envelope_bytes: 0,
-                auth_timeout_ms: 0,
-            },
-            next_rid: 1,
-            pushed: VecDeque::new(),
-        };
-        match client.next_frame().await?.body {
-            ServerBody::Hello(hello) => client.hello = hello,
-            other => bail!("expected hello, got {other:?}"),
-        }
-        Ok(client)
+        let (link, hello) = Client::open(url, connector).await?.into_unchecked();
+        Ok(Client { link, hello })
     }
 
     /// Connects and registers `account`.
     pub async fn register(url: &str, account: &TestAccount) -> anyhow::Result<Client> {
-        let mut client = Client::connect(url).await?;
-        let body = account.register_body(&client.hello);
-        match client.request(body).await? {
-            Ok(ServerBody::Authenticated(_)) => Ok(client),
-            other => bail!("register failed: {other:?}"),
-        }
+        let opened = Client::open(url, None).await?;
+        let register = account.register(opened.hello());
+        let hello = opened.hello().clone();
+        let conn = opened.register(register).await.context("register failed")?;
+        Ok(Client {
+            link: conn.into_unchecked(),
+            hello,
+        })
     }
 
     /// Connects and logs in as `account`.
     pub async fn login(url: &str, account: &TestAccount) -> anyhow::Result<Client> {
-        let mut client = Client::connect(url).await?;
-        let body = account.auth_body(&client.hello);
-        match client.request(body).await? {
-            Ok(ServerBody::Authenticated(_)) => Ok(client),
-            other => bail!("login failed: {other:?}"),
-        }
+        let opened = Client::open(url, None).await?;
+        let hello = opened.hello().clone();
+        let conn = opened
+            .login(&account.identity, DeviceId::PRIMARY)
+            .await
+            .context("login failed")?;
+        Ok(Client {
+            link: conn.into_unchecked(),
+            hello,
+        })
     }
 
     /// Sends a request frame without waiting; returns its request id.
     pub async fn send_frame(&mut self, body: ClientBody) -> anyhow::Result<RequestId> {
-        let rid = RequestId(self.next_rid);
-        self.next_rid = self.next_rid.wrapping_add(1);
-        let bytes = wire::encode_client(&ClientFrame::new(rid, body))?;
-        self.ws.send(Message::Binary(Bytes::from(bytes))).await?;
-        Ok(rid)
+        Ok(self.link.send(body).await?)
     }
 
     /// Sends any WebSocket message as is.
     pub async fn send_raw(&mut self, message: Message) -> anyhow::Result<()> {
-        self.ws.send(message).await?;
-        Ok(())
+        Ok(self.link.send_raw(message).await?)
     }
 
     /// Sends a request and waits for its reply, keeping pushed frames for later.
     pub async fn request(&mut self, body: ClientBody) -> anyhow::Result<Reply> {
-        let rid = self.send_frame(body).await?;
-        self.reply_to(rid).await
+        Ok(self.link.request(body).await?)
     }
 
     /// Waits for the reply to `rid`, keeping pushed frames for later.
     pub async fn reply_to(&mut self, rid: RequestId) -> anyhow::Result<Reply> {
-        loop {
-            let frame = self.read_frame().await?;
-            if frame.rid == Some(rid) {
-                return Ok(match frame.body {
-                    ServerBody::Error(e) => Err(e),
-                    body => Ok(body),
-                });
-            }
-            self.pushed.push_back(frame);
-        }
+        Ok(self.link.reply_to(rid).await?)
     }
 
     /// Sends an envelope and returns the seq it was accepted at.
@@ -152,12 +133,11 @@ impl Client {
             .map(|_| ())
     }
 
-    /// The next frame, pushed or not.
+    /// The next frame, pushed or not, within [`FRAME_TIMEOUT`].
     pub async fn next_frame(&mut self) -> anyhow::Result<ServerFrame> {
-        match self.pushed.pop_front() {
-            Some(frame) => Ok(frame),
-            None => self.read_frame().await,
-        }
+        Ok(tokio::time::timeout(FRAME_TIMEOUT, self.link.next_frame())
+            .await
+            .map_err(|_| anyhow!("no frame within {FRAME_TIMEOUT:?}"))??)
     }
 
     /// The next pushed frame (skipping nothing).
@@ -179,30 +159,13 @@ impl Client {
     /// Reads until the server closes; returns the close code (None if the connection
     /// ended without a close frame).
     pub async fn closed(&mut self) -> anyhow::Result<Option<u16>> {
-        let wait = async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Close(frame))) => {
-                        return Ok(frame.map(|f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return Ok(None),
-                }
-            }
-        };
-        tokio::time::timeout(FRAME_TIMEOUT, wait)
-            .await
-            .map_err(|_| anyhow!("server did not close the connection"))?
+        Ok(self.link.closed().await?)
     }
 
     /// Closes the connection normally (a WebSocket close, 1000) right away, without
     /// reading what the server sent, and waits for the server to answer the close.
-    pub async fn close(mut self) -> anyhow::Result<()> {
-        self.ws.close(None).await?;
-        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
-        tokio::time::timeout(FRAME_TIMEOUT, drain)
-            .await
-            .map_err(|_| anyhow!("server did not answer the close"))
+    pub async fn close(self) -> anyhow::Result<()> {
+        Ok(self.link.close().await?)
     }
 
     /// The expected error code of a reply.
@@ -210,18 +173,27 @@ impl Client {
         reply.as_ref().err().map(|e| e.code)
     }
 
-    async fn read_frame(&mut self) -> anyhow::Result<ServerFrame> {
-        loop {
-            let message = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
-                .await
-                .map_err(|_| anyhow!("no frame within {FRAME_TIMEOUT:?}"))?;
-            match message {
-                Some(Ok(Message::Binary(bytes))) => return Ok(wire::decode_server(&bytes)?),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(other)) => bail!("unexpected message {other:?}"),
-                Some(Err(e)) => bail!("connection error: {e}"),
-                None => bail!("connection closed"),
-            }
-        }
+    async fn open(
+        url: &str,
+        connector: Option<tokio_tungstenite::Connector>,
+    ) -> anyhow::Result<Unauthenticated<MaybeTlsStream<TcpStream>>> {
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            Some(wire::websocket_config()),
+            false,
+            connector,
+        )
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+        Ok(Unauthenticated::start(socket, limits()).await?)
+    }
+}
+
+/// The kit's limits: [`FRAME_TIMEOUT`] for every wait, [`MAX_KEPT_FRAMES`].
+fn limits() -> WireLimits {
+    WireLimits {
+        reply_timeout: FRAME_TIMEOUT,
+        write_timeout: FRAME_TIMEOUT,
+        max_buffered_frames: MAX_KEPT_FRAMES,
     }
 }

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use futures_util::{SinkExt, StreamExt};
+use anyhow::{bail, Context};
+use futures_util::SinkExt;
 use parley_protocol::wire::server::ServerBody;
+use parley_sdk::wire;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -90,15 +91,18 @@ async fn handshake(
     let source = sys::source_ip(index as usize);
     match (target, account) {
         (Target::Product, Some(account)) => {
-            let mut ws = conn::parley_session(server, source, account, Auth::Login).await?;
+            let mut session = conn::parley_session(server, source, account, Auth::Login).await?;
             loop {
-                match conn::next_frame(&mut ws).await?.body {
+                let push = tokio::time::timeout(conn::STEP_TIMEOUT, session.next_push())
+                    .await
+                    .context("no drained")??;
+                match push {
                     ServerBody::Drained(_) => break,
                     ServerBody::Error(e) => bail!("error {:?}", e.code),
                     _ => continue,
                 }
             }
-            conn::close(ws).await;
+            let _ = session.close().await;
         }
         (Target::Product, None) => bail!("no account"),
         (Target::Baseline, _) => {
@@ -108,14 +112,7 @@ async fn handshake(
             let mut message = id.to_le_bytes().to_vec();
             message.extend_from_slice(&[0u8; 32]);
             ws.send(Message::Binary(Bytes::from(message))).await?;
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Binary(_))) => break,
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => bail!("{e}"),
-                    None => bail!("closed"),
-                }
-            }
+            wire::next_binary(&mut ws, || {}).await?;
             conn::close(ws).await;
         }
     }

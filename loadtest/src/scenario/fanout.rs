@@ -31,9 +31,9 @@ use parley_protocol::business::{Category, CategorySet};
 use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, GrantConsent, Send};
 use parley_protocol::wire::server::ServerBody;
-use parley_protocol::wire::{self, ClientFrame};
+use parley_protocol::wire::ClientFrame;
+use parley_sdk::wire;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::{counter, CpuSample, SETUP_CONCURRENCY};
 use crate::account::Account;
@@ -109,7 +109,7 @@ pub async fn run(
     // The business: register with a handle, verify, lift the reach.
     let handle = format!("loadbiz{}", std::process::id());
     let business = Account::generate().with_handle(&handle)?;
-    let business_ws = conn::parley_session(addr, sys::source_ip(0), &business, Auth::Register)
+    let business_ws = conn::parley_ws(addr, sys::source_ip(0), &business, Auth::Register)
         .await
         .context("registering the business")?;
     admin(
@@ -134,20 +134,15 @@ pub async fn run(
     let users = super::register_accounts(addr, args.users, 1).await?;
     let business_id = business.address().account;
     let granted: Vec<anyhow::Result<(DeviceAddress, Ws)>> = futures_util::stream::iter(users)
-        .map(|(account, mut ws)| async move {
+        .map(|(account, mut session)| async move {
             let grant =
                 account.consent_grant(business_id, CategorySet::of([Category::Transactional]))?;
             let body = ClientBody::GrantConsent(GrantConsent { grant });
-            conn::send_frame(&mut ws, 2, body).await?;
-            loop {
-                let frame = conn::next_frame(&mut ws).await?;
-                if frame.rid != Some(RequestId(2)) {
-                    continue;
+            match session.request(body).await? {
+                Ok(ServerBody::ConsentUpdated(_)) => {
+                    Ok((account.address(), conn::into_ws(session)?))
                 }
-                match frame.body {
-                    ServerBody::ConsentUpdated(_) => return Ok((account.address(), ws)),
-                    other => bail!("grant_consent refused: {other:?}"),
-                }
+                other => bail!("grant_consent refused: {other:?}"),
             }
         })
         .buffered(SETUP_CONCURRENCY)
@@ -202,8 +197,11 @@ pub async fn run(
                 receipt: false,
             });
             rid = rid.wrapping_add(1);
-            let bytes = wire::encode_client(&ClientFrame::new(RequestId(rid), body))?;
-            sink.send(Message::Binary(Bytes::from(bytes))).await?;
+            sink.send(wire::frame_message(&ClientFrame::new(
+                RequestId(rid),
+                body,
+            ))?)
+            .await?;
         }
         let expected = delivered_before + args.users as u64;
         let deadline = Instant::now() + DRAIN_LIMIT;
@@ -292,11 +290,12 @@ struct Replies {
 }
 
 async fn read_replies(mut stream: SplitStream<Ws>, replies: Arc<Replies>) {
-    while let Some(Ok(message)) = stream.next().await {
-        let Message::Binary(bytes) = message else {
-            continue;
+    loop {
+        let frame = match wire::next_frame(&mut stream, || {}).await {
+            Err(e) if e.is_connection_error() => break,
+            frame => frame,
         };
-        match wire::decode_server(&bytes).map(|f| f.body) {
+        match frame.map(|f| f.body) {
             Ok(ServerBody::Accepted(_)) => {
                 replies.accepted.fetch_add(1, Ordering::Relaxed);
             }
@@ -318,13 +317,14 @@ async fn read_replies(mut stream: SplitStream<Ws>, replies: Arc<Replies>) {
 /// One user: records each delivery's latency and acknowledges it.
 async fn receive(mut ws: Ws, shared: Arc<Deliveries>) {
     let mut rid = 100u32;
-    while let Some(Ok(message)) = ws.next().await {
-        let Message::Binary(bytes) = message else {
-            continue;
-        };
-        let Ok(frame) = wire::decode_server(&bytes) else {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            continue;
+    loop {
+        let frame = match wire::next_frame(&mut ws, || {}).await {
+            Ok(frame) => frame,
+            Err(e) if e.is_connection_error() => break,
+            Err(_) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
         };
         let ServerBody::Deliver(d) = frame.body else {
             continue;

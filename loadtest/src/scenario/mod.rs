@@ -22,7 +22,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 
 use crate::account::Account;
-use crate::conn::{self, Auth, Ws};
+use crate::conn::{self, Auth, Session, Ws};
 use crate::server_proc::{Launch, ServerProcess};
 use crate::sys;
 
@@ -103,11 +103,11 @@ pub async fn register_accounts(
     server: SocketAddr,
     n: usize,
     first_index: usize,
-) -> anyhow::Result<Vec<(Account, Ws)>> {
-    let results: Vec<anyhow::Result<(Account, Ws)>> = futures_util::stream::iter(0..n)
+) -> anyhow::Result<Vec<(Account, Session)>> {
+    let results: Vec<anyhow::Result<(Account, Session)>> = futures_util::stream::iter(0..n)
         .map(|i| async move {
             let account = Account::generate();
-            let ws = conn::parley_session(
+            let session = conn::parley_session(
                 server,
                 sys::source_ip(first_index + i),
                 &account,
@@ -115,7 +115,7 @@ pub async fn register_accounts(
             )
             .await
             .with_context(|| format!("registering account {i}"))?;
-            Ok((account, ws))
+            Ok((account, session))
         })
         .buffered(SETUP_CONCURRENCY)
         .collect()
@@ -133,7 +133,7 @@ pub async fn register_only(
     let results: Vec<anyhow::Result<Account>> = futures_util::stream::iter(0..n)
         .map(|i| async move {
             let account = Account::generate();
-            let ws = conn::parley_session(
+            let session = conn::parley_session(
                 server,
                 sys::source_ip(first_index + i),
                 &account,
@@ -141,7 +141,7 @@ pub async fn register_only(
             )
             .await
             .with_context(|| format!("registering account {i}"))?;
-            drop(ws);
+            drop(session);
             Ok(account)
         })
         .buffer_unordered(SETUP_CONCURRENCY)
@@ -158,7 +158,7 @@ pub async fn login_all(
 ) -> anyhow::Result<Vec<Ws>> {
     let results: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(accounts.iter().enumerate())
         .map(|(i, account)| async move {
-            conn::parley_session(
+            conn::parley_ws(
                 server,
                 sys::source_ip(first_index + i),
                 account,

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use parley_protocol::ids::DeviceAddress;
+use parley_protocol::wire::server::ServerBody;
+use parley_sdk::wire;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -96,9 +98,14 @@ async fn store(ws: Ws, job: StoreJob) -> anyhow::Result<(Vec<u64>, Latency)> {
         tokio::spawn(async move {
             let mut latency = Latency::new();
             let mut errors = 0u64;
-            while let Some(message) = stream.next().await {
-                let Ok(Message::Binary(bytes)) = message else {
-                    continue;
+            loop {
+                let bytes = match wire::next_binary(&mut stream, || {}).await {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.is_connection_error() => break,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
                 };
                 match payload::parse_product(&bytes) {
                     Ok(Pushed::Accepted) => {
@@ -164,41 +171,40 @@ async fn drain(
     epoch: Instant,
     progress: Arc<AtomicU64>,
 ) -> anyhow::Result<(u64, Option<Duration>, Duration)> {
-    let mut ws = conn::parley_session(server, sys::source_ip(index), account, Auth::Login).await?;
+    let mut session =
+        conn::parley_session(server, sys::source_ip(index), account, Auth::Login).await?;
     let mut delivered = 0u64;
     let mut first = None;
     let mut unacked = 0u64;
     let mut last_seq = 0u64;
     let mut drained = false;
     while !(drained && delivered >= expected) {
-        let Some(message) = tokio::time::timeout(conn::STEP_TIMEOUT, ws.next()).await? else {
-            bail!("closed while draining");
-        };
-        let Message::Binary(bytes) = message? else {
-            continue;
-        };
-        match payload::parse_product(&bytes)? {
-            Pushed::Deliver { seq, .. } => {
+        let push = tokio::time::timeout(conn::STEP_TIMEOUT, session.next_push())
+            .await
+            .context("nothing while draining")?
+            .context("draining")?;
+        match push {
+            ServerBody::Deliver(d) => {
+                payload::read_stamp(&d.ciphertext)?;
                 first.get_or_insert_with(|| epoch.elapsed());
                 delivered += 1;
                 unacked += 1;
-                last_seq = seq;
+                last_seq = d.seq.0;
                 progress.fetch_add(1, Ordering::Relaxed);
                 if unacked >= ACK_EVERY {
-                    conn::send_frame(&mut ws, 0, ack_body(last_seq)).await?;
+                    session.send(ack_body(last_seq)).await?;
                     unacked = 0;
                 }
             }
-            Pushed::Drained => drained = true,
-            Pushed::Accepted => bail!("unexpected accepted while draining"),
-            Pushed::Other(what) => bail!("unexpected frame while draining: {what}"),
+            ServerBody::Drained(_) => drained = true,
+            other => bail!("unexpected frame while draining: {other:?}"),
         }
     }
     let done = epoch.elapsed();
     if unacked > 0 {
-        conn::send_frame(&mut ws, 0, ack_body(last_seq)).await?;
+        session.send(ack_body(last_seq)).await?;
     }
-    conn::close(ws).await;
+    let _ = session.close().await;
     Ok((delivered, first, done))
 }
 
@@ -245,7 +251,7 @@ pub async fn run(args: &OfflineArgs, launch: &Launch) -> anyhow::Result<Report> 
             deadline,
             progress: stored.clone(),
         };
-        tasks.push(tokio::spawn(store(ws, job)));
+        tasks.push(tokio::spawn(store(conn::into_ws(ws)?, job)));
     }
     let mut expected = vec![0u64; args.recipients];
     let mut ack_latency = Latency::new();

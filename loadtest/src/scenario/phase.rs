@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use parley_protocol::ids::{DeviceAddress, RequestId, Seq};
+use parley_protocol::ids::{DeviceAddress, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody};
-use parley_protocol::wire::{self, ClientFrame};
+use parley_sdk::wire;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::{CpuSample, CpuWindow};
-use crate::conn::Ws;
+use crate::conn::{self, Session, Ws};
 use crate::payload::{self, Envelopes, Pushed};
 use crate::progress::Progress;
 use crate::report::round;
@@ -89,8 +89,8 @@ impl Fleet {
                     let (receiver_account, receiver) = accounts.pop().context("odd count")?;
                     let (_, sender) = accounts.pop().context("odd count")?;
                     out.push(Pair {
-                        sender,
-                        receiver,
+                        sender: conn::into_ws(sender)?,
+                        receiver: conn::into_ws(receiver)?,
                         to: Some(receiver_account.address()),
                         dest: 0,
                     });
@@ -135,7 +135,7 @@ impl Fleet {
         if n == 0 {
             bail!("no nodes");
         }
-        let mut per_node: Vec<Vec<(crate::account::Account, Ws)>> = Vec::new();
+        let mut per_node: Vec<Vec<(crate::account::Account, Session)>> = Vec::new();
         let mut index = 0;
         for (k, node) in nodes.iter().enumerate() {
             let senders = (0..pairs).filter(|i| i % n == k).count();
@@ -150,8 +150,8 @@ impl Fleet {
             let (receiver_account, receiver) =
                 per_node[(i + 1) % n].pop().context("too few accounts")?;
             out.push(Pair {
-                sender,
-                receiver,
+                sender: conn::into_ws(sender)?,
+                receiver: conn::into_ws(receiver)?,
                 to: Some(receiver_account.address()),
                 dest: 0,
             });
@@ -545,23 +545,19 @@ async fn sender_reader(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<SplitStream<Ws>> {
     loop {
-        tokio::select! {
+        let bytes = tokio::select! {
             _ = stop.changed() => break,
-            message = stream.next() => match message {
-                Some(Ok(Message::Binary(bytes))) => {
-                    if target == Target::Product {
-                        match payload::parse_product(&bytes) {
-                            Ok(Pushed::Accepted | Pushed::Drained) => {}
-                            _ => {
-                                shared.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
+            message = wire::next_binary(&mut stream, || {}) => {
+                message.context("the sender's connection")?
+            }
+        };
+        if target == Target::Product {
+            match payload::parse_product(&bytes) {
+                Ok(Pushed::Accepted | Pushed::Drained) => {}
+                _ => {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => bail!("sender connection failed: {e}"),
-                None => bail!("sender connection closed by the server"),
-            },
+            }
         }
     }
     Ok(stream)
@@ -581,15 +577,11 @@ async fn receiver(
     let mut last_seq = 0u64;
     let mut unacked = 0u64;
     loop {
-        let message = tokio::select! {
+        let bytes = tokio::select! {
             _ = stop.changed() => break,
-            message = ws.next() => message,
-        };
-        let bytes = match message {
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => bail!("receiver connection failed: {e}"),
-            None => bail!("receiver connection closed by the server"),
+            message = wire::next_binary(&mut ws, || {}) => {
+                message.context("the receiver's connection")?
+            }
         };
         let now = clock.now_ns();
         let intended = match target {
@@ -601,7 +593,7 @@ async fn receiver(
                     intended_ns
                 }
                 Pushed::Drained => continue,
-                Pushed::Accepted | Pushed::Other(_) => {
+                Pushed::Accepted | Pushed::Other => {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -628,13 +620,8 @@ async fn receiver(
 }
 
 async fn ack(ws: &mut Ws, through: u64) -> anyhow::Result<()> {
-    let frame = ClientFrame::new(
-        RequestId(0),
-        ClientBody::Ack(Ack {
-            through: Seq(through),
-        }),
-    );
-    ws.send(Message::Binary(Bytes::from(wire::encode_client(&frame)?)))
-        .await?;
-    Ok(())
+    let body = ClientBody::Ack(Ack {
+        through: Seq(through),
+    });
+    conn::send_frame(ws, 0, body).await
 }

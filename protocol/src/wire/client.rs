@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::business::{Category, SignedGrant, SignedRevocation};
 use crate::devices::link::{JoinMac, RendezvousId};
 use crate::devices::SignedDeviceList;
-use crate::identity::IdentityPublic;
-use crate::identity::X25519Public;
+use crate::identity::{IdentityKeyPair, IdentityPublic, X25519Public};
 use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, RequestId, Seq};
 use crate::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
 use crate::signature::Signature;
+use crate::wire::server::Hello;
 
 /// One client-to-server frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,18 @@ pub struct Auth {
     pub address: DeviceAddress,
     /// Signature over the auth transcript.
     pub signature: Signature,
+}
+
+impl Auth {
+    /// `address`'s answer to the challenge in `hello`, signed by `identity` (the key of
+    /// `address.account`).
+    pub fn signed(identity: &IdentityKeyPair, hello: &Hello, address: DeviceAddress) -> Auth {
+        let transcript = crate::auth::auth_transcript(&hello.server_id, &hello.nonce, &address);
+        Auth {
+            address,
+            signature: identity.sign(&transcript),
+        }
+    }
 }
 
 /// `register`: create an account (device 1) and log in on this connection.

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::business_info::BusinessInfo;
-use crate::connection::Connection;
+use crate::connection::{self, Connection};
 use crate::error::SdkError;
 use crate::events::{ConnectionState, Event};
 use crate::failover::{self, Failover, Rotation, ServerList};
@@ -303,9 +303,8 @@ impl Engine {
 
     /// Opens a connection to `url` and logs in.
     pub async fn connect(&self, url: &str) -> Result<Connection, SdkError> {
-        let mut conn = Connection::open(url, &self.tls).await?;
-        conn.login(&self.identity).await?;
-        Ok(conn)
+        let opened = connection::open(url, &self.tls).await?;
+        Connection::login(opened, &self.identity).await
     }
 
     /// Connects to the first server that lets us in, trying each once in order; fails

@@ -1,4 +1,6 @@
-//! The SDK against a real server over real WebSockets.
+//! The SDK's engine against a real server over real WebSockets (here rather than in
+//! `sdk/tests/`, so that the SDK does not depend on the server crate).
+//! `two_clients_talk_both_ways` runs what the SDK's crate documentation shows.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -63,6 +65,20 @@ async fn registered(url: &str, name: &str) -> Arc<ClientStore> {
     store
 }
 
+/// A started client on `store`.
+async fn started(url: &str, store: Arc<ClientStore>) -> Client {
+    Client::start(ClientConfig::new(url), store).await.unwrap()
+}
+
+/// Alice and Bob, registered and started.
+async fn alice_and_bob(url: &str) -> (Client, Client) {
+    let alice_store = registered(url, "alice").await;
+    let bob_store = registered(url, "bob").await;
+    let alice = started(url, alice_store).await;
+    let bob = started(url, bob_store).await;
+    (alice, bob)
+}
+
 /// The next message event, skipping others; None if the engine stopped or nothing came.
 async fn next_message(client: &mut Client) -> Option<(Option<Handle>, String)> {
     loop {
@@ -93,14 +109,7 @@ async fn drained_without_messages(client: &mut Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_talk_both_ways() {
     let server = server().await;
-    let alice_store = registered(&server.url, "alice").await;
-    let bob_store = registered(&server.url, "bob").await;
-    let mut alice = Client::start(ClientConfig::new(&server.url), alice_store)
-        .await
-        .unwrap();
-    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store)
-        .await
-        .unwrap();
+    let (mut alice, mut bob) = alice_and_bob(&server.url).await;
 
     alice.send_text(&handle("bob"), "hi bob").await.unwrap();
     assert_eq!(
@@ -128,18 +137,14 @@ async fn messages_wait_for_an_offline_recipient() {
     let server = server().await;
     let alice_store = registered(&server.url, "alice").await;
     let bob_store = registered(&server.url, "bob").await;
-    let alice = Client::start(ClientConfig::new(&server.url), alice_store)
-        .await
-        .unwrap();
+    let alice = started(&server.url, alice_store).await;
     for n in 0..3 {
         alice
             .send_text(&handle("bob"), &format!("while you were out {n}"))
             .await
             .unwrap();
     }
-    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store)
-        .await
-        .unwrap();
+    let mut bob = started(&server.url, bob_store).await;
     for n in 0..3 {
         assert_eq!(
             next_message(&mut bob).await.unwrap().1,
@@ -153,9 +158,7 @@ async fn a_client_killed_between_decrypt_and_ack_shows_the_message_once() {
     let server = server().await;
     let alice_store = registered(&server.url, "alice").await;
     let bob_store = registered(&server.url, "bob").await;
-    let alice = Client::start(ClientConfig::new(&server.url), alice_store)
-        .await
-        .unwrap();
+    let alice = started(&server.url, alice_store).await;
     alice
         .send_text(&handle("bob"), "exactly once")
         .await
@@ -170,9 +173,7 @@ async fn a_client_killed_between_decrypt_and_ack_shows_the_message_once() {
     dying.stop().await;
 
     // The server redelivers (no ack came); the restarted client drops it as seen.
-    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store.clone())
-        .await
-        .unwrap();
+    let mut bob = started(&server.url, bob_store.clone()).await;
     drained_without_messages(&mut bob).await;
     let inbox = bob_store.inbox().unwrap();
     assert_eq!(inbox.len(), 1);
@@ -188,9 +189,7 @@ async fn a_client_killed_between_decrypt_and_ack_shows_the_message_once() {
 async fn errors_say_what_to_do() {
     let server = server().await;
     let alice_store = registered(&server.url, "alice").await;
-    let alice = Client::start(ClientConfig::new(&server.url), alice_store.clone())
-        .await
-        .unwrap();
+    let alice = started(&server.url, alice_store.clone()).await;
     let err = alice.send_text(&handle("nobody"), "?").await.unwrap_err();
     assert_eq!(err.to_string(), "no such user: @nobody");
 
@@ -213,14 +212,7 @@ async fn errors_say_what_to_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reconnect_after_the_server_restarts() {
     let mut server = server().await;
-    let alice_store = registered(&server.url, "alice").await;
-    let bob_store = registered(&server.url, "bob").await;
-    let mut alice = Client::start(ClientConfig::new(&server.url), alice_store)
-        .await
-        .unwrap();
-    let mut bob = Client::start(ClientConfig::new(&server.url), bob_store)
-        .await
-        .unwrap();
+    let (mut alice, mut bob) = alice_and_bob(&server.url).await;
     alice.send_text(&handle("bob"), "before").await.unwrap();
     assert_eq!(next_message(&mut bob).await.unwrap().1, "before");
 
@@ -275,22 +267,7 @@ async fn an_interrupted_registration_is_resumed_with_the_same_identity() {
         "the stored key was reused"
     );
     assert!(!store.identity().unwrap().unwrap().pending);
-    Client::start(ClientConfig::new(&server.url), store)
-        .await
-        .unwrap();
-}
-
-#[test]
-fn a_profile_is_used_by_one_process_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("client.db");
-    let first = ClientStore::open(&path).unwrap();
-    assert!(matches!(
-        ClientStore::open(&path),
-        Err(parley_sdk::SdkError::ProfileInUse)
-    ));
-    drop(first);
-    ClientStore::open(&path).unwrap();
+    started(&server.url, store).await;
 }
 
 /// Beside the process that holds a profile, a reader sees its store but can neither
