@@ -12,10 +12,10 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use super::app::{Action, App, Input, Options, Overlay};
-use crate::local_time::LocalTime;
 use super::model::{Body, Conversation, Entry, PeerView};
 use super::view;
 use crate::commands::moderation;
+use crate::local_time::LocalTime;
 
 /// 2026-12-05 09:00 UTC.
 const T0: u64 = 1_796_461_200_000;
