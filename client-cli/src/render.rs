@@ -133,3 +133,9 @@ mod tests {
         );
     }
 }
+
+/// ` "Bob Smith"`: the display name a person set, quoted after their handle (the relay's
+/// word, never in place of the handle); empty without one.
+pub fn said_name(display_name: Option<&str>) -> String {
+    display_name.map_or_else(String::new, |n| format!(" \"{n}\""))
+}

@@ -213,8 +213,14 @@ impl Client {
     }
 
     /// The account behind a handle.
+    /// Keeps the display name the relay reports for it ([`ClientStore::display_name`]).
     pub async fn resolve(&self, handle: &Handle) -> Result<AccountId, SdkError> {
-        resolved(handle, self.request(resolve_request(handle)).await)
+        let (account, name) = resolved(handle, self.request(resolve_request(handle)).await)?;
+        blocking(self.store(), move |s| {
+            s.remember_display_name(&account, name.as_deref())
+        })
+        .await?;
+        Ok(account)
     }
 
     async fn verified_business(&self, business: &Handle) -> Result<BusinessInfo, SdkError> {

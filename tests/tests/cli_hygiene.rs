@@ -204,3 +204,21 @@ fn regression_a_command_on_a_missing_profile_leaves_no_directory() {
     nobody.run(&["register", "nobody"]);
     nobody.run(&["whoami"]);
 }
+
+#[test]
+fn regression_the_display_name_a_person_sets_is_shown_beside_their_handle() {
+    let people = TwoPeople::start();
+    let (alice, bob) = (&people.alice, &people.bob);
+    bob.run(&["profile", "set-name", "Bob Smith"]);
+    alice.run(&["send", "bob", "hi"]);
+    let contacts = stdout(&alice.run(&["contacts"]));
+    assert!(contacts.contains("@bob \"Bob Smith\""), "{contacts}");
+    let listed = alice.json(&["contacts"]);
+    assert_eq!(listed[0]["display_name"], "Bob Smith", "{listed:?}");
+
+    // Cleared: the next lookup forgets it.
+    bob.run(&["profile", "set-name", "--clear"]);
+    alice.run(&["send", "bob", "again"]);
+    let contacts = stdout(&alice.run(&["contacts"]));
+    assert!(!contacts.contains("Bob Smith"), "{contacts}");
+}

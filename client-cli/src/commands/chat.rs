@@ -19,16 +19,19 @@ use super::history::{on_chat_event, show_recent, take_backlog, viewed, CHAT_RECE
 use super::{parse_handle, start, Context};
 use crate::chat::input::ChatInput;
 use crate::chat::typed::{self, Typed};
-use crate::render::badge;
+use crate::render::{badge, said_name};
 
 /// `parley chat <handle>`.
 pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let peer = parse_handle(handle)?;
     let mut client = start(ctx).await?;
-    if let Err(e) = client.resolve(&peer).await {
-        client.stop().await;
-        return Err(e.into());
-    }
+    let account = match client.resolve(&peer).await {
+        Ok(account) => account,
+        Err(e) => {
+            client.stop().await;
+            return Err(e.into());
+        }
+    };
     // The recent past of the conversation (with what was waiting on the server) first,
     // then what else is new.
     take_backlog(ctx, &mut client).await?;
@@ -47,9 +50,11 @@ pub async fn chat(ctx: &Context, handle: &str) -> anyhow::Result<()> {
             None
         }
     };
+    let said = ctx.store.display_name(&account)?;
     eprintln!(
-        "Chatting with {peer}{}. Type a message and press Enter; /help for commands, /quit \
+        "Chatting with {peer}{}{}. Type a message and press Enter; /help for commands, /quit \
          to leave.",
+        said_name(said.as_deref()),
         badge(business.as_ref())
     );
     if business.is_some() {

@@ -6,7 +6,7 @@ use parley_sdk::business_info::cached_verdict;
 
 use super::{parse_handle, Context};
 use crate::output::{name, now_ms};
-use crate::render::badge;
+use crate::render::{badge, said_name};
 
 /// `parley contacts`.
 pub fn contacts(ctx: &Context) -> anyhow::Result<()> {
@@ -24,14 +24,17 @@ pub fn contacts(ctx: &Context) -> anyhow::Result<()> {
         };
         let business =
             cached_verdict(&ctx.store, ctx.out.authority.as_ref(), &c.account, now_ms())?;
+        let display_name = ctx.store.display_name(&c.account)?;
         let who = format!(
-            "{}{}",
+            "{}{}{}",
             name(c.handle.as_ref(), &c.account),
+            said_name(display_name.as_deref()),
             badge(business.as_ref())
         );
         ctx.out.print(
             &format!("{who:<24} {safety:<26} {}", c.account),
             json!({"type": "contact", "handle": c.handle.as_ref().map(|h| h.as_str()),
+                   "display_name": display_name,
                    "account": c.account.to_hex(), "verified": c.verified,
                    "verified_business": business.map(|c| c.display_name)}),
         );

@@ -423,7 +423,7 @@ impl Engine {
     async fn business(&self, conn: &mut Connection, who: Peer) -> Result<BusinessInfo, SdkError> {
         let (account, handle) = match who {
             Peer::Account(account) => (account, None),
-            Peer::Handle(handle) => (send::resolve(conn, &handle).await?, Some(handle)),
+            Peer::Handle(handle) => (self.resolve_handle(conn, &handle).await?, Some(handle)),
         };
         self.fetch_business(conn, account, handle).await
     }

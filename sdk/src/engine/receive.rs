@@ -15,7 +15,7 @@ use parley_protocol::wire::server::{Deliver, ServerBody};
 use rand_core::OsRng;
 
 use super::business::Screen;
-use super::send::{now_ms, resolve};
+use super::send::now_ms;
 use super::Engine;
 use crate::connection::Connection;
 use crate::error::SdkError;
@@ -323,7 +323,7 @@ impl Engine {
         let Some(claimed) = claimed else {
             return Ok(None);
         };
-        match resolve(conn, &claimed).await {
+        match self.resolve_handle(conn, &claimed).await {
             Ok(account) if account == from.account => Ok(Some(claimed)),
             Ok(_) | Err(SdkError::NoSuchUser(_)) => Ok(None),
             Err(e) => Err(e),

@@ -114,7 +114,10 @@ impl Engine {
             }
         }
         let (account, handle) = match &out.to {
-            Peer::Handle(handle) => (resolve(conn, handle).await?, Some(handle.clone())),
+            Peer::Handle(handle) => (
+                self.resolve_handle(conn, handle).await?,
+                Some(handle.clone()),
+            ),
             Peer::Account(account) => {
                 let account = *account;
                 let known = self.stored(move |s| s.contact(&account)).await?;
@@ -346,8 +349,26 @@ fn is_permanent(error: &SdkError, category: Option<Category>) -> bool {
     }
 }
 
-/// The account a handle names.
-pub(crate) async fn resolve(conn: &mut Connection, handle: &Handle) -> Result<AccountId, SdkError> {
+impl Engine {
+    /// The account `handle` names; the display name the relay reports for it is kept
+    /// ([`crate::store::ClientStore::display_name`]).
+    pub(crate) async fn resolve_handle(
+        &self,
+        conn: &mut Connection,
+        handle: &Handle,
+    ) -> Result<AccountId, SdkError> {
+        let (account, name) = resolve(conn, handle).await?;
+        self.stored(move |s| s.remember_display_name(&account, name.as_deref()))
+            .await?;
+        Ok(account)
+    }
+}
+
+/// The account a handle names, and the display name the relay reports for it.
+pub(crate) async fn resolve(
+    conn: &mut Connection,
+    handle: &Handle,
+) -> Result<(AccountId, Option<String>), SdkError> {
     resolved(handle, conn.request(resolve_request(handle)).await)
 }
 
@@ -358,13 +379,14 @@ pub(crate) fn resolve_request(handle: &Handle) -> ClientBody {
     })
 }
 
-/// The account in the reply to [`resolve_request`]; `not_found` is [`SdkError::NoSuchUser`].
+/// The account and display name in the reply to [`resolve_request`]; `not_found` is
+/// [`SdkError::NoSuchUser`].
 pub(crate) fn resolved(
     handle: &Handle,
     reply: Result<ServerBody, SdkError>,
-) -> Result<AccountId, SdkError> {
+) -> Result<(AccountId, Option<String>), SdkError> {
     match reply {
-        Ok(ServerBody::Resolved(r)) => Ok(r.account),
+        Ok(ServerBody::Resolved(r)) => Ok((r.account, r.display_name)),
         Ok(other) => Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
         Err(SdkError::Refused {
             code: ErrorCode::NotFound,

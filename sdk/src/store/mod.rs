@@ -12,6 +12,7 @@ mod business;
 mod consent;
 pub mod file;
 pub mod history;
+mod names;
 mod schema;
 
 pub use business::{CachedBusiness, SendStatus};

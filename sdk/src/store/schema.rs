@@ -70,6 +70,11 @@ const MIGRATIONS: &[&str] = &[
                                PRIMARY KEY (account, device, kind, message_id));
     ALTER TABLE outbox ADD COLUMN receipt INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The display names people set, as the relay reported them when their handle was
+    // resolved (store::names).
+    r#"
+    CREATE TABLE display_names (account BLOB PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;
+"#,
 ];
 
 /// Checks that a database opened read-only has this version's schema (it cannot be
