@@ -1,7 +1,8 @@
 //! A `parley chat` process driven through pipes, as a script would ([`ChatProcess`]:
 //! lines typed on its standard input, its standard output and error collected as they
-//! come), or on a pseudo-terminal, as a person would ([`TerminalChat`]: keys, and what
-//! it draws); waits on what it printed, each with a deadline.
+//! come), or on a pseudo-terminal, as a person would ([`on_a_terminal`]: keys, and the
+//! screen it draws, through the kit's [`Terminal`]); waits on what it printed, each with
+//! a deadline.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Stdio};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cli::CliUser;
+use crate::terminal::Terminal;
 
 /// Longest wait for something a chat should print.
 pub const CHAT_WAIT: Duration = Duration::from_secs(20);
@@ -129,113 +131,18 @@ fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     seen
 }
 
-/// A `parley chat` on a pseudo-terminal of its own: it reads keys in raw mode as it
-/// does for a person; what it draws is collected raw (escape sequences included).
-#[derive(Debug)]
-pub struct TerminalChat {
-    child: Child,
-    master: std::fs::File,
-    screen: Arc<Mutex<Vec<u8>>>,
-}
-
-impl TerminalChat {
-    /// Starts `parley chat HANDLE` for `user` on a new 80 × 24 pseudo-terminal and
-    /// waits for its prompt.
-    pub fn open(user: &CliUser, handle: &str) -> TerminalChat {
-        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-        use rustix::termios::{tcsetwinsize, Winsize};
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
-        grantpt(&master).expect("grantpt");
-        unlockpt(&master).expect("unlockpt");
-        let name = ptsname(&master, Vec::new()).expect("ptsname");
-        let size = Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        tcsetwinsize(&master, size).expect("window size");
-        let slave = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.to_string_lossy().as_ref())
-            .expect("open the terminal");
-        let child = user
-            .command(&["chat", handle])
-            .stdin(slave.try_clone().expect("dup"))
-            .stdout(slave.try_clone().expect("dup"))
-            .stderr(slave)
-            .spawn()
-            .expect("parley chat starts");
-        let master = std::fs::File::from(master);
-        let screen = Arc::new(Mutex::new(Vec::new()));
-        let kept = screen.clone();
-        let mut reader = master.try_clone().expect("dup");
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                kept.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend_from_slice(&buffer[..n]);
-            }
-        });
-        let chat = TerminalChat {
-            child,
-            master,
-            screen,
-        };
-        chat.wait_for(|screen| {
-            screen.contains(&format!("to @{}> ", handle.trim_start_matches('@')))
-        });
-        chat
-    }
-
-    /// Types `keys` (bytes as a terminal sends them: `\r` is Enter, `\x15` Ctrl-U).
-    pub fn keys(&mut self, keys: &[u8]) {
-        self.master.write_all(keys).expect("type on the terminal");
-    }
-
-    /// Everything drawn so far, as text.
-    pub fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.screen.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-
-    /// Waits until what was drawn satisfies `done`; returns it.
-    pub fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
-        poll(
-            || Some(self.screen()).filter(|screen| done(screen)),
-            || {
-                format!(
-                    "the terminal did not show what was expected:\n{:?}",
-                    self.screen()
-                )
-            },
-        )
-    }
-
-    /// Waits for the process to end (after `/quit` or Ctrl-C); returns whether it
-    /// succeeded.
-    pub fn wait_exit(mut self) -> bool {
-        let screen = self.screen.clone();
-        exited(&mut self.child, || {
-            let screen = screen.lock().unwrap_or_else(|p| p.into_inner());
-            let tail = &screen[screen.len().saturating_sub(600)..];
-            format!(
-                "parley chat did not end; the terminal shows:\n{:?}",
-                String::from_utf8_lossy(tail)
-            )
-        })
-    }
-}
-
-impl Drop for TerminalChat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `parley chat HANDLE` for `user` on an 80 × 24 pseudo-terminal of its own (it
+/// reads keys in raw mode, as it does for a person) and waits for its prompt.
+pub fn on_a_terminal(user: &CliUser, handle: &str) -> anyhow::Result<Terminal> {
+    let terminal = Terminal::spawn(
+        &format!("{}'s chat", user.profile),
+        &user.command(&["chat", handle]),
+        80,
+        24,
+    )?;
+    let prompt = format!("to @{}>", handle.trim_start_matches('@'));
+    terminal.wait_for_text(&prompt, CHAT_WAIT)?;
+    Ok(terminal)
 }
 
 /// Polls `check` every 20 ms until it gives a value; fails the test with `failure()`

@@ -1,7 +1,8 @@
 //! A program in a pseudo-terminal, as a person at a terminal sees it: its output goes
 //! through a terminal emulator (vt100), keys go in as the bytes a terminal sends, and a
-//! test waits (with a deadline) until the screen shows what it expects. Used for the
-//! full-screen `parley tui`.
+//! test waits (with a deadline) until the screen shows what it expects. The kit's one
+//! pseudo-terminal driver: used for the full-screen `parley tui` and for `parley chat`
+//! as a person types in it.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,6 +25,8 @@ pub mod keys {
     pub const F1: &str = "\x1bOP";
     /// Ctrl-C.
     pub const CTRL_C: &str = "\x03";
+    /// Ctrl-U (a line editor's "kill the line").
+    pub const CTRL_U: &str = "\x15";
 }
 
 /// What the reader thread keeps: the emulated screen, and whether the program's side of
@@ -52,11 +55,12 @@ impl std::fmt::Debug for Terminal {
 }
 
 impl Terminal {
-    /// Starts `program ARGS` in a `columns` × `rows` terminal (TERM=xterm-256color).
+    /// Starts `command` (its program, arguments, environment changes and directory) in a
+    /// `columns` × `rows` terminal, with TERM=xterm-256color; its standard streams are
+    /// the terminal's.
     pub fn spawn(
         name: &str,
-        program: &std::path::Path,
-        args: &[&std::ffi::OsStr],
+        command: &std::process::Command,
         columns: u16,
         rows: u16,
     ) -> anyhow::Result<Terminal> {
@@ -66,9 +70,19 @@ impl Terminal {
             pixel_width: 0,
             pixel_height: 0,
         })?;
-        let mut command = CommandBuilder::new(program);
-        command.args(args);
-        command.env("TERM", "xterm-256color");
+        let mut builder = CommandBuilder::new(command.get_program());
+        builder.args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => builder.env(key, value),
+                None => builder.env_remove(key),
+            }
+        }
+        if let Some(directory) = command.get_current_dir() {
+            builder.cwd(directory);
+        }
+        builder.env("TERM", "xterm-256color");
+        let command = builder;
         let child = pair.slave.spawn_command(command)?;
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader()?;

@@ -1,16 +1,16 @@
 //! Two people chatting with the `parley` CLI, as processes, through a server process (or,
-//! through the [`Deployment`] switch, through a two-node cluster, each person on another
-//! node).
+//! through the [`parley_tests::deployment::Deployment`] switch, through a two-node
+//! cluster, each person on another node).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use parley_tests::chat::{ChatProcess, TerminalChat};
-use parley_tests::cli::CliUser;
-use parley_tests::deployment::Deployment;
+use parley_tests::chat::{self, ChatProcess, CHAT_WAIT};
+use parley_tests::cli::{CliUser, TwoPeople};
 use parley_tests::server::ServerProcess;
+use parley_tests::terminal::keys;
 use serde_json::Value;
 
 /// `inbox --json`: the messages' (from, text).
@@ -51,37 +51,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
-}
-
-/// Alice and Bob, registered with the CLI on a deployment (on a cluster, on different
-/// nodes), and what must live as long as they do.
-struct TwoPeople {
-    alice: CliUser,
-    bob: CliUser,
-    deployment: Deployment,
-    /// The server's data directory and the CLI's home.
-    _dirs: [tempfile::TempDir; 2],
-}
-
-impl TwoPeople {
-    /// `None` when the cluster's services are not installed (the test is skipped).
-    fn start() -> Option<TwoPeople> {
-        let data = tempfile::tempdir().unwrap();
-        let home = tempfile::tempdir().unwrap();
-        let deployment = Deployment::start(data.path(), &[]).unwrap()?;
-        let person = |profile, party| {
-            CliUser::new(home.path(), profile, &deployment.url_for(party)).unwrap()
-        };
-        let (alice, bob) = (person("alice", 0), person("bob", 1));
-        alice.run(&["register", "alice"]);
-        bob.run(&["register", "@bob"]);
-        Some(TwoPeople {
-            alice,
-            bob,
-            deployment,
-            _dirs: [data, home],
-        })
-    }
 }
 
 #[test]
@@ -375,29 +344,44 @@ fn chat_on_a_terminal_keeps_the_typed_line_and_a_long_paste_whole() {
         return;
     };
     let (alice, bob) = (people.alice.clone(), people.bob.clone());
-    let mut chat = TerminalChat::open(&alice, "bob");
-    chat.keys(b"half typed");
-    chat.wait_for(|screen| screen.contains("to @bob> half typed"));
+    let mut chat = chat::on_a_terminal(&alice, "bob").unwrap();
+    chat.press("half typed").unwrap();
+    chat.wait_for_text("to @bob> half typed", CHAT_WAIT)
+        .unwrap();
     bob.run(&["send", "alice", "incoming while typing"]);
-    chat.wait_for(|screen| {
-        screen
-            .rsplit_once("@bob: incoming while typing")
-            .is_some_and(|(_, after)| after.contains("to @bob> half typed"))
-    });
+    chat.wait_for(
+        "the typed line drawn again below the message",
+        CHAT_WAIT,
+        |screen| {
+            screen
+                .rsplit_once("@bob: incoming while typing")
+                .is_some_and(|(_, after)| after.contains("to @bob> half typed"))
+        },
+    )
+    .unwrap();
 
     let long: String = (0..5000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    chat.keys(b"\x15"); // Ctrl-U: the half-typed line goes
-                        // Pasted as a terminal emulator writes a paste: in pieces, each once the pty has
-                        // room (here: once the previous piece is drawn; the prompt row then ends with its
-                        // last characters and the cursor in the last column).
+    // Ctrl-U: the half-typed line goes.
+    chat.press(keys::CTRL_U).unwrap();
+    // Pasted as a terminal emulator writes a paste: in pieces, each once the pty has room
+    // (its input buffer holds 4 KiB; here: once the previous piece is drawn, the prompt
+    // row then ending with the piece's last characters).
     for end in (1000..=long.len()).step_by(1000) {
-        chat.keys(&long.as_bytes()[end - 1000..end]);
-        let drawn = format!("{}\u{1b}[80G", &long[end - 30..end]);
-        chat.wait_for(|screen| screen.ends_with(&drawn));
+        chat.press(&long[end - 1000..end]).unwrap();
+        let last = &long[end - 30..end];
+        chat.wait_for(
+            &format!("the prompt row ending {last:?}"),
+            CHAT_WAIT,
+            |screen| screen.lines().any(|row| row.trim_end().ends_with(last)),
+        )
+        .unwrap();
     }
-    chat.keys(b"\r/quit\r");
-    assert!(chat.wait_exit(), "chat left cleanly on /quit");
+    chat.press("\r/quit\r").unwrap();
+    assert!(
+        chat.wait_exit(CHAT_WAIT).unwrap(),
+        "chat left cleanly on /quit"
+    );
     assert_eq!(inbox(&bob), vec![(Some("alice".into()), long)]);
 }

@@ -5,7 +5,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::ffi::OsStr;
 use std::time::Duration;
 
 use parley_tests::cli::{CliUser, TwoPeople};
@@ -16,20 +15,9 @@ const STEP: Duration = Duration::from_secs(20);
 
 /// `parley tui ARGS` for `user`, in an 80 × 24 pseudo-terminal.
 fn tui(user: &CliUser, args: &[&str]) -> Terminal {
-    let mut all: Vec<&OsStr> = vec![OsStr::new("tui")];
-    all.extend(args.iter().map(OsStr::new));
-    all.extend(
-        [
-            OsStr::new("--profile"),
-            OsStr::new(&user.profile),
-            OsStr::new("--server"),
-            OsStr::new(&user.url),
-            OsStr::new("--home"),
-            user.home.as_os_str(),
-        ]
-        .iter(),
-    );
-    Terminal::spawn(&user.profile, &user.binary, &all, 80, 24).unwrap()
+    let mut all = vec!["tui"];
+    all.extend(args);
+    Terminal::spawn(&user.profile, &user.command(&all), 80, 24).unwrap()
 }
 
 /// The screen line that shows `text`.
