@@ -81,6 +81,12 @@ pub fn date_time(ms: u64) -> String {
     crate::local_time::system().date_time(ms)
 }
 
+/// ` "Bob Smith"`: the display name a person set, quoted after their handle (the relay's
+/// word, never in place of the handle); empty without one.
+pub fn said_name(display_name: Option<&str>) -> String {
+    display_name.map_or_else(String::new, |n| format!(" \"{n}\""))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -132,10 +138,4 @@ mod tests {
             "{text}"
         );
     }
-}
-
-/// ` "Bob Smith"`: the display name a person set, quoted after their handle (the relay's
-/// word, never in place of the handle); empty without one.
-pub fn said_name(display_name: Option<&str>) -> String {
-    display_name.map_or_else(String::new, |n| format!(" \"{n}\""))
 }
