@@ -351,7 +351,10 @@ async fn a_close_carries_the_servers_code_and_a_text_message_is_a_violation() {
 async fn pings_and_pongs_are_not_frames_but_count_as_heard() {
     let (mut conn, mut script) = logged_in().await;
     let before = conn.last_heard();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Until the clock has moved past `before`, so that "heard later" is observable.
+    while tokio::time::Instant::now() <= before {
+        tokio::task::yield_now().await;
+    }
     script.ws.send(Message::Ping(Bytes::new())).await.unwrap();
     script.send(ServerFrame::push(deliver(1))).await;
     assert_eq!(conn.next_push().await.unwrap(), deliver(1));
