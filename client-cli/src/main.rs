@@ -6,6 +6,7 @@ mod beside;
 mod chat;
 mod commands;
 mod explain;
+mod line_edit;
 mod local_time;
 mod output;
 mod paths;

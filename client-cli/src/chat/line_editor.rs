@@ -6,6 +6,11 @@
 //! horizontally around the cursor, so a pasted 5 000-character line is kept whole (the
 //! terminal's own line discipline would cut it at 4 095 bytes) and redrawing it after an
 //! incoming message is one row to clear and write. It is bounded by [`MAX_LINE_BYTES`].
+//!
+//! The editing itself (text, cursor, kills, the bound) is [`crate::line_edit`]'s; this
+//! module owns what is `chat`'s: its keys' outcomes and the scrolled prompt row.
+
+use crate::line_edit::{Edit, Inserted, LineEdit};
 
 /// Longest line kept, in bytes: well above the longest message
 /// (`parley_protocol::e2e::content::MAX_TEXT_BYTES`), so that a line over the message
@@ -20,24 +25,9 @@ pub enum Key {
     Char(char),
     /// Enter: submit the line.
     Enter,
-    /// Delete the character before the cursor.
-    Backspace,
-    /// Delete the character under the cursor.
-    Delete,
-    /// Cursor one character left.
-    Left,
-    /// Cursor one character right.
-    Right,
-    /// Cursor to the start (Home, Ctrl-A).
-    Home,
-    /// Cursor to the end (End, Ctrl-E).
-    End,
-    /// Delete from the start to the cursor (Ctrl-U).
-    KillToStart,
-    /// Delete from the cursor to the end (Ctrl-K).
-    KillToEnd,
-    /// Delete the word before the cursor (Ctrl-W).
-    KillWord,
+    /// An edit of the line (Ctrl-A and Ctrl-E: home and end, Ctrl-U, Ctrl-K and Ctrl-W:
+    /// the kills).
+    Edit(Edit),
     /// Ctrl-C: leave the chat.
     Interrupt,
     /// Ctrl-D: leave the chat when the line is empty, else delete under the cursor.
@@ -67,93 +57,49 @@ pub struct PromptLine {
 }
 
 /// The line being typed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LineEditor {
-    line: Vec<char>,
-    /// Cursor position, in characters.
-    cursor: usize,
-    /// Bytes of `line` (kept to enforce [`MAX_LINE_BYTES`] without a recount).
-    bytes: usize,
+    line: LineEdit,
+}
+
+impl Default for LineEditor {
+    fn default() -> LineEditor {
+        LineEditor {
+            line: LineEdit::new(MAX_LINE_BYTES),
+        }
+    }
 }
 
 impl LineEditor {
     /// The line as typed so far.
-    pub fn line(&self) -> String {
-        self.line.iter().collect()
+    pub fn line(&self) -> &str {
+        self.line.text()
     }
 
     /// Applies one key.
     pub fn key(&mut self, key: Key) -> Outcome {
         match key {
             Key::Char(c) if c.is_control() => Outcome::Unchanged,
-            Key::Char(c) => {
-                if self.bytes + c.len_utf8() > MAX_LINE_BYTES {
-                    return Outcome::Unchanged;
-                }
-                self.line.insert(self.cursor, c);
-                self.bytes += c.len_utf8();
-                self.cursor += 1;
-                Outcome::Edited
-            }
-            Key::Enter => {
-                let line = self.line();
-                *self = LineEditor::default();
-                Outcome::Submitted(line)
-            }
-            Key::Backspace if self.cursor > 0 => {
-                self.cursor -= 1;
-                self.remove(self.cursor, self.cursor + 1)
-            }
-            Key::Delete if self.cursor < self.line.len() => {
-                self.remove(self.cursor, self.cursor + 1)
-            }
-            Key::Left if self.cursor > 0 => {
-                self.cursor -= 1;
-                Outcome::Edited
-            }
-            Key::Right if self.cursor < self.line.len() => {
-                self.cursor += 1;
-                Outcome::Edited
-            }
-            Key::Home if self.cursor > 0 => {
-                self.cursor = 0;
-                Outcome::Edited
-            }
-            Key::End if self.cursor < self.line.len() => {
-                self.cursor = self.line.len();
-                Outcome::Edited
-            }
-            Key::KillToStart if self.cursor > 0 => {
-                let end = self.cursor;
-                self.cursor = 0;
-                self.remove(0, end)
-            }
-            Key::KillToEnd if self.cursor < self.line.len() => {
-                self.remove(self.cursor, self.line.len())
-            }
-            Key::KillWord if self.cursor > 0 => {
-                let end = self.cursor;
-                let mut start = end;
-                while start > 0 && self.line[start - 1].is_whitespace() {
-                    start -= 1;
-                }
-                while start > 0 && !self.line[start - 1].is_whitespace() {
-                    start -= 1;
-                }
-                self.cursor = start;
-                self.remove(start, end)
-            }
+            // A character past the bound is dropped: the refusal of the line says it is
+            // over the limit.
+            Key::Char(c) => match self.line.insert(c) {
+                Inserted::Taken => Outcome::Edited,
+                Inserted::Full => Outcome::Unchanged,
+            },
+            Key::Enter => Outcome::Submitted(self.line.take()),
+            Key::Edit(edit) => self.edit(edit),
             Key::Interrupt => Outcome::Leave,
-            Key::EndOfInput if self.line.is_empty() => Outcome::Leave,
-            Key::EndOfInput => self.key(Key::Delete),
-            _ => Outcome::Unchanged,
+            Key::EndOfInput if self.line.chars() == 0 => Outcome::Leave,
+            Key::EndOfInput => self.edit(Edit::Delete),
         }
     }
 
-    fn remove(&mut self, start: usize, end: usize) -> Outcome {
-        let removed: usize = self.line.drain(start..end).map(char::len_utf8).sum();
-        self.bytes -= removed;
-        Outcome::Edited
+    fn edit(&mut self, edit: Edit) -> Outcome {
+        if self.line.edit(edit) {
+            Outcome::Edited
+        } else {
+            Outcome::Unchanged
+        }
     }
 
     /// The prompt row for a terminal `width` columns wide: `prompt`, then the part of
@@ -163,24 +109,28 @@ impl LineEditor {
         let prompt_width = prompt.chars().count();
         // Room for the line, keeping the last column free for the cursor at the end.
         let room = width.saturating_sub(prompt_width + 1).max(1);
-        let len = self.line.len();
+        let len = self.line.chars();
+        let cursor = self.line.cursor();
         if len <= room {
             return PromptLine {
                 text: format!("{prompt}{}", self.line()),
-                cursor: prompt_width + self.cursor,
+                cursor: prompt_width + cursor,
             };
         }
         // A window of `room` characters around the cursor; a side that is cut shows
         // `…` in place of its outermost character.
-        let start = self.cursor.saturating_sub(room / 2).min(len - room);
+        let start = cursor.saturating_sub(room / 2).min(len - room);
         let end = start + room;
         let mut text = String::from(prompt);
-        for (i, c) in self.line[start..end].iter().enumerate() {
+        let window = self.line().chars().skip(start).take(room);
+        for (i, c) in window.enumerate() {
             let cut = (i == 0 && start > 0) || (i + 1 == room && end < len);
-            text.push(if cut { '…' } else { *c });
+            text.push(if cut { '…' } else { c });
         }
-        let cursor = prompt_width + self.cursor - start;
-        PromptLine { text, cursor }
+        PromptLine {
+            text,
+            cursor: prompt_width + cursor - start,
+        }
     }
 }
 
@@ -201,21 +151,21 @@ mod tests {
     #[test]
     fn typing_editing_and_enter() {
         let mut editor = typed("helo wrld");
-        editor.key(Key::Home);
+        editor.key(Key::Edit(Edit::Home));
         for _ in 0..3 {
-            editor.key(Key::Right);
+            editor.key(Key::Edit(Edit::Right));
         }
         editor.key(Key::Char('l'));
-        editor.key(Key::End);
+        editor.key(Key::Edit(Edit::End));
         for _ in 0..3 {
-            editor.key(Key::Left);
+            editor.key(Key::Edit(Edit::Left));
         }
         editor.key(Key::Char('o'));
         assert_eq!(editor.line(), "hello world");
-        editor.key(Key::End);
-        editor.key(Key::Backspace);
+        editor.key(Key::Edit(Edit::End));
+        editor.key(Key::Edit(Edit::Backspace));
         assert_eq!(editor.line(), "hello worl");
-        assert_eq!(editor.key(Key::KillWord), Outcome::Edited);
+        assert_eq!(editor.key(Key::Edit(Edit::KillWord)), Outcome::Edited);
         assert_eq!(editor.line(), "hello ");
         assert_eq!(
             editor.key(Key::Enter),
@@ -229,14 +179,14 @@ mod tests {
     fn kills_and_deletes_and_leaving() {
         let mut editor = typed("abc def");
         for _ in 0..3 {
-            editor.key(Key::Left);
+            editor.key(Key::Edit(Edit::Left));
         }
-        editor.key(Key::KillToEnd);
+        editor.key(Key::Edit(Edit::KillToEnd));
         assert_eq!(editor.line(), "abc ");
-        editor.key(Key::Left);
-        editor.key(Key::KillToStart);
+        editor.key(Key::Edit(Edit::Left));
+        editor.key(Key::Edit(Edit::KillToStart));
         assert_eq!(editor.line(), " ");
-        assert_eq!(editor.key(Key::Backspace), Outcome::Unchanged);
+        assert_eq!(editor.key(Key::Edit(Edit::Backspace)), Outcome::Unchanged);
         assert_eq!(editor.key(Key::EndOfInput), Outcome::Edited);
         assert_eq!(editor.line(), "");
         assert_eq!(editor.key(Key::EndOfInput), Outcome::Leave);
@@ -258,7 +208,7 @@ mod tests {
         assert!(view.text.ends_with(&long[long.len() - 36..]), "{view:?}");
         assert_eq!(view.cursor, 39);
 
-        editor.key(Key::Home);
+        editor.key(Key::Edit(Edit::Home));
         let view = editor.view("> ", 40);
         assert!(
             view.text.starts_with(&format!("> {}", &long[..30])),
@@ -268,7 +218,7 @@ mod tests {
         assert_eq!(view.cursor, 2);
 
         for _ in 0..2500 {
-            editor.key(Key::Right);
+            editor.key(Key::Edit(Edit::Right));
         }
         let view = editor.view("> ", 40);
         assert!(
@@ -292,7 +242,7 @@ mod tests {
     #[test]
     fn a_short_line_shows_whole_with_the_cursor_where_it_is() {
         let mut editor = typed("héllo");
-        editor.key(Key::Left);
+        editor.key(Key::Edit(Edit::Left));
         assert_eq!(
             editor.view("to bob> ", 80),
             PromptLine {

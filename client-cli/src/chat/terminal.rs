@@ -18,6 +18,7 @@ use crossterm::{queue, QueueableCommand};
 use futures_util::StreamExt;
 
 use super::line_editor::{Key, LineEditor, Outcome};
+use crate::line_edit::{edit_key, Edit};
 
 /// The terminal in raw mode with a line being typed.
 #[derive(Debug)]
@@ -154,14 +155,14 @@ pub fn editor_key(event: KeyEvent) -> Option<Key> {
     let control = event.modifiers.contains(KeyModifiers::CONTROL);
     Some(match event.code {
         KeyCode::Char(c) if control => match c.to_ascii_lowercase() {
-            'a' => Key::Home,
-            'e' => Key::End,
-            'b' => Key::Left,
-            'f' => Key::Right,
-            'h' => Key::Backspace,
-            'u' => Key::KillToStart,
-            'k' => Key::KillToEnd,
-            'w' => Key::KillWord,
+            'a' => Key::Edit(Edit::Home),
+            'e' => Key::Edit(Edit::End),
+            'b' => Key::Edit(Edit::Left),
+            'f' => Key::Edit(Edit::Right),
+            'h' => Key::Edit(Edit::Backspace),
+            'u' => Key::Edit(Edit::KillToStart),
+            'k' => Key::Edit(Edit::KillToEnd),
+            'w' => Key::Edit(Edit::KillWord),
             'c' => Key::Interrupt,
             'd' => Key::EndOfInput,
             'j' | 'm' => Key::Enter,
@@ -169,14 +170,8 @@ pub fn editor_key(event: KeyEvent) -> Option<Key> {
         },
         KeyCode::Char(c) => Key::Char(c),
         KeyCode::Enter => Key::Enter,
-        KeyCode::Backspace => Key::Backspace,
-        KeyCode::Delete => Key::Delete,
-        KeyCode::Left => Key::Left,
-        KeyCode::Right => Key::Right,
-        KeyCode::Home => Key::Home,
-        KeyCode::End => Key::End,
         KeyCode::Tab => Key::Char(' '),
-        _ => return None,
+        code => Key::Edit(edit_key(code)?),
     })
 }
 
@@ -207,7 +202,11 @@ mod tests {
         );
         assert_eq!(
             key(KeyCode::Char('u'), KeyModifiers::CONTROL),
-            Some(Key::KillToStart)
+            Some(Key::Edit(Edit::KillToStart))
+        );
+        assert_eq!(
+            key(KeyCode::Home, KeyModifiers::NONE),
+            Some(Key::Edit(Edit::Home))
         );
         assert_eq!(key(KeyCode::Enter, KeyModifiers::NONE), Some(Key::Enter));
         assert_eq!(key(KeyCode::F(1), KeyModifiers::NONE), None);

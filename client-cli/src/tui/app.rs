@@ -5,13 +5,14 @@
 
 use crossterm::event::KeyEvent;
 use parley_protocol::business::{Category, CategorySet};
+use parley_protocol::e2e::content::MAX_TEXT_BYTES;
 use parley_protocol::ids::{AccountId, Handle, MessageId};
 use parley_sdk::store::{MessageState, SendStatus};
 
-use super::editor::{Editor, Typed};
-use super::keys::{intent, Edit, Intent};
+use super::keys::{intent, Intent};
 use super::model::{Body, Conversation, Entry, PeerView};
 use crate::commands::moderation;
+use crate::line_edit::{Inserted, LineEdit};
 
 /// How the view behaves (from the command line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +145,7 @@ pub struct App {
     conversations: Vec<Conversation>,
     /// The open conversation's account (the one shown on the right).
     open: Option<AccountId>,
-    editor: Editor,
+    editor: LineEdit,
     overlay: Option<Overlay>,
     notice: Option<String>,
     /// Why the connection is down, while it is.
@@ -165,7 +166,7 @@ impl App {
             options,
             conversations,
             open: None,
-            editor: Editor::default(),
+            editor: LineEdit::new(MAX_TEXT_BYTES),
             overlay: None,
             notice: None,
             offline: None,
@@ -207,7 +208,7 @@ impl App {
     }
 
     /// The input line.
-    pub fn editor(&self) -> &Editor {
+    pub fn editor(&self) -> &LineEdit {
         &self.editor
     }
 
@@ -239,7 +240,7 @@ impl App {
                 None => Vec::new(),
             },
             Input::Paste(text) => {
-                if self.editor.insert_str(&text) == Typed::Full {
+                if self.editor.insert_str(&text) == Inserted::Full {
                     self.say_full();
                 }
                 Vec::new()
@@ -387,21 +388,13 @@ impl App {
                 Vec::new()
             }
             Intent::Char(c) => {
-                if self.editor.insert(c) == Typed::Full {
+                if self.editor.insert(c) == Inserted::Full {
                     self.say_full();
                 }
                 Vec::new()
             }
             Intent::Edit(edit) => {
-                match edit {
-                    Edit::Backspace => self.editor.backspace(),
-                    Edit::Delete => self.editor.delete(),
-                    Edit::Left => self.editor.left(),
-                    Edit::Right => self.editor.right(),
-                    Edit::Home => self.editor.home(),
-                    Edit::End => self.editor.end(),
-                    Edit::KillToStart => self.editor.kill_to_start(),
-                }
+                self.editor.edit(edit);
                 Vec::new()
             }
         }
@@ -561,8 +554,7 @@ impl App {
 
     fn say_full(&mut self) {
         self.say(&format!(
-            "the line is at the limit of one message ({} bytes); the rest was not taken",
-            parley_protocol::e2e::content::MAX_TEXT_BYTES
+            "the line is at the limit of one message ({MAX_TEXT_BYTES} bytes); the rest was not taken"
         ));
     }
 

@@ -3,6 +3,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use crate::line_edit::{edit_key, Edit};
+
 /// What a key asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Intent {
@@ -30,27 +32,8 @@ pub enum Intent {
     Close,
     /// A character: typed into the line, or a choice in an overlay.
     Char(char),
-    /// Line editing.
+    /// Line editing (the keys every line editor of this client shares, and Ctrl-U).
     Edit(Edit),
-}
-
-/// Line editing keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Edit {
-    /// Delete before the cursor.
-    Backspace,
-    /// Delete under the cursor.
-    Delete,
-    /// Cursor left.
-    Left,
-    /// Cursor right.
-    Right,
-    /// Cursor to the start.
-    Home,
-    /// Cursor to the end.
-    End,
-    /// Delete to the start of the line.
-    KillToStart,
 }
 
 /// The keys, as the help overlay and `parley tui --help` list them.
@@ -100,12 +83,6 @@ pub fn intent(key: KeyEvent) -> Option<Intent> {
         KeyCode::Down => Intent::Next,
         KeyCode::PageUp => Intent::ScrollBack,
         KeyCode::PageDown => Intent::ScrollForward,
-        KeyCode::Backspace => Intent::Edit(Edit::Backspace),
-        KeyCode::Delete => Intent::Edit(Edit::Delete),
-        KeyCode::Left => Intent::Edit(Edit::Left),
-        KeyCode::Right => Intent::Edit(Edit::Right),
-        KeyCode::Home => Intent::Edit(Edit::Home),
-        KeyCode::End => Intent::Edit(Edit::End),
-        _ => return None,
+        code => Intent::Edit(edit_key(code)?),
     })
 }

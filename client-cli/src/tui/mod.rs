@@ -2,9 +2,10 @@
 //! right, an input line at the bottom.
 //!
 //! The parts: [`app`] is the state and every rule (pure: inputs in, actions out),
-//! [`view`] draws that state into a ratatui frame, [`keys`] maps keys to intents,
-//! [`editor`] is the input line, [`model`] the data shown, [`load`] reads it from the
-//! store, [`terminal`] takes the terminal over and gives it back. This file is the thin
+//! [`view`] draws that state into a ratatui frame, [`keys`] maps keys to intents, the
+//! input line is a [`crate::line_edit::LineEdit`] bounded by one message's limit,
+//! [`model`] the data shown, [`load`] reads it from the store, [`terminal`] takes the
+//! terminal over and gives it back. This file is the thin
 //! shell around them: it runs the SDK client and crossterm's event stream together,
 //! turns what happens into [`Input`]s, and performs the [`Action`]s that come out
 //! (sending through the client in background tasks, so a slow server never freezes
@@ -12,7 +13,6 @@
 
 pub mod app;
 mod clock;
-pub mod editor;
 pub mod keys;
 pub mod load;
 pub mod model;
