@@ -207,6 +207,13 @@ pub enum Command {
     /// This profile's public settings.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// This account's devices, as the account signed their list (without a subcommand:
+    /// list them).
+    Devices {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+    },
     /// Delete this account on the server; the handle becomes free.
     DeleteAccount {
         /// Confirm: this cannot be undone.
@@ -275,6 +282,17 @@ pub enum SettingsCommand {
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: Option<String>,
+    },
+}
+
+/// `parley devices ...`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Remove a device from this account: a newer signed list without it is published,
+    /// and the server deletes that device, its queue and its prekeys and disconnects it.
+    Remove {
+        /// The device id, as `parley devices` shows it.
+        device: u32,
     },
 }
 

@@ -21,7 +21,9 @@ use clap::Parser;
 use parley_sdk::store::{ClientStore, Damaged};
 use parley_sdk::{ClientConfig, SdkError, ServerList, TlsTrust};
 
-use args::{Args, BusinessCommand, Command, ConsentCommand, ProfileCommand, SettingsCommand};
+use args::{
+    Args, BusinessCommand, Command, ConsentCommand, DevicesCommand, ProfileCommand, SettingsCommand,
+};
 use commands::moderation::Action;
 use commands::Context;
 use output::Output;
@@ -175,6 +177,10 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
             commands::moderation::moderate(&ctx, &handle, Action::Report).await
         }
         Command::Answer { message, action } => commands::answer(&ctx, &message, &action).await,
+        Command::Devices { command: None } => commands::devices::list(&ctx).await,
+        Command::Devices {
+            command: Some(DevicesCommand::Remove { device }),
+        } => commands::devices::remove(&ctx, device).await,
         Command::Profile(ProfileCommand::SetName { name, clear }) => {
             commands::set_name(&ctx, if clear { None } else { name }).await
         }

@@ -59,6 +59,7 @@ mod certificate_error;
 pub mod client;
 pub mod connection;
 pub mod consent;
+mod devices;
 mod engine;
 pub mod error;
 pub mod events;

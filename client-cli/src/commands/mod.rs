@@ -5,6 +5,7 @@ mod cards;
 mod chat;
 pub mod consent;
 mod contacts;
+pub mod devices;
 mod history;
 mod messaging;
 pub mod moderation;

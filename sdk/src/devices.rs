@@ -1,0 +1,84 @@
+//! This account's devices (ADR 0007), as the account signed them.
+//!
+//! The relay serves the list ([`Client::devices`]); the client accepts it only if the
+//! account key signed it ([`DeviceListView::accept`]). Removing a device publishes a newer
+//! list without it, signed here; the relay then deletes that device and closes it (4005).
+//! This client is the account's device 1 (linking more devices is not built yet), and it
+//! does not remove itself.
+
+use parley_protocol::devices::{DeviceList, DeviceListView, SignedDeviceList};
+use parley_protocol::ids::DeviceId;
+use parley_protocol::wire::client::{ClientBody, FetchDevices, PublishDevices};
+use parley_protocol::wire::server::ServerBody;
+use parley_protocol::wire::ErrorCode;
+
+use crate::client::Client;
+use crate::error::SdkError;
+
+impl Client {
+    /// The account's devices: the latest list the account signed (device 1 alone, version
+    /// 0, if it never published one). A list the account did not sign is refused.
+    pub async fn devices(&self) -> Result<DeviceList, SdkError> {
+        let account = self.identity().await?.account_id();
+        let reply = self
+            .request(ClientBody::FetchDevices(FetchDevices { account }))
+            .await?;
+        let ServerBody::Devices(served) = reply else {
+            return Err(SdkError::Protocol(format!("unexpected reply {reply:?}")));
+        };
+        let mut view = DeviceListView::new(DeviceList::implicit(account));
+        if let Some(list) = served.list {
+            view.accept(&account, &list).map_err(|e| {
+                SdkError::Protocol(format!("the relay served a bad device list: {e}"))
+            })?;
+        }
+        Ok(view.list().clone())
+    }
+
+    /// Removes `device` from the account: signs and publishes a newer list without it (once
+    /// more from the relay's current list if another device published meanwhile).
+    pub async fn remove_device(&self, device: DeviceId) -> Result<DeviceList, SdkError> {
+        if device == DeviceId::PRIMARY {
+            return Err(SdkError::InvalidInput(
+                "device 1 is this device: remove it from another device of the account".into(),
+            ));
+        }
+        let identity = self.identity().await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.devices().await?;
+            if !current.contains(device) {
+                return Err(SdkError::InvalidInput(format!(
+                    "this account has no device {}",
+                    device.0
+                )));
+            }
+            let next = DeviceList {
+                account: current.account,
+                version: current.version.saturating_add(1),
+                devices: current
+                    .devices
+                    .into_iter()
+                    .filter(|entry| entry.device != device)
+                    .collect(),
+            };
+            let signed: SignedDeviceList = next
+                .sign(&identity)
+                .map_err(|e| SdkError::InvalidInput(e.to_string()))?;
+            match self
+                .request(ClientBody::PublishDevices(PublishDevices {
+                    list: signed.clone(),
+                }))
+                .await
+            {
+                Ok(_) => return Ok(signed.list),
+                Err(SdkError::Refused {
+                    code: ErrorCode::StaleDeviceList,
+                    ..
+                }) if attempts < 2 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
