@@ -307,7 +307,11 @@ impl Inner {
                 let theirs = (auth_time_ms, node.as_str());
                 let ours = (attachment.auth_time_ms(), self.node.as_str());
                 if theirs > ours {
-                    self.metrics.displacements.inc();
+                    // The newer node may announce twice (its attach, and its answer to
+                    // this node's own announcement): one connection, one displacement.
+                    if !attachment.displaced.is_cancelled() {
+                        self.metrics.displacements.inc();
+                    }
                     attachment.displaced.cancel();
                 } else if theirs < ours {
                     // The other one is older: tell it so that it closes.
