@@ -7,9 +7,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cli::CliUser;
+use crate::services::wait_until;
 use crate::terminal::Terminal;
 
 /// Longest wait for something a chat should print.
@@ -83,16 +84,18 @@ impl ChatProcess {
     }
 
     fn wait(&self, text: &str, read: impl Fn() -> String) -> String {
-        poll(
-            || Some(read()).filter(|seen| seen.contains(text)),
-            || {
-                format!(
-                    "the chat did not print {text:?}; stdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                )
-            },
-        )
+        let mut seen = String::new();
+        let waited = wait_until(CHAT_WAIT, "the chat's output", || {
+            seen = read();
+            Ok(seen.contains(text))
+        });
+        assert!(
+            waited.is_ok(),
+            "the chat did not print {text:?} within {CHAT_WAIT:?}; stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        seen
     }
 
     /// Types `/quit` and waits for the process to end; returns whether it succeeded.
@@ -145,32 +148,14 @@ pub fn on_a_terminal(user: &CliUser, handle: &str) -> anyhow::Result<Terminal> {
     Ok(terminal)
 }
 
-/// Polls `check` every 20 ms until it gives a value; fails the test with `failure()`
-/// after [`CHAT_WAIT`].
-fn poll<T>(mut check: impl FnMut() -> Option<T>, failure: impl Fn() -> String) -> T {
-    let deadline = Instant::now() + CHAT_WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} (waited {CHAT_WAIT:?})",
-            failure()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits for `child` to end; whether it succeeded.
 fn exited(child: &mut Child, failure: impl Fn() -> String) -> bool {
-    poll(
-        || {
-            child
-                .try_wait()
-                .expect("wait for parley chat")
-                .map(|status| status.success())
-        },
-        failure,
-    )
+    let mut succeeded = false;
+    let waited = wait_until(CHAT_WAIT, "parley chat to end", || {
+        let status = child.try_wait()?;
+        succeeded = status.is_some_and(|s| s.success());
+        Ok(status.is_some())
+    });
+    assert!(waited.is_ok(), "{} (waited {CHAT_WAIT:?})", failure());
+    succeeded
 }
