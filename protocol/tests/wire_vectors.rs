@@ -203,6 +203,7 @@ fn vectors() -> Vec<(&'static str, String)> {
                     code: ErrorCode::NotFound,
                     message: "recipient not found".into(),
                     retry_after_ms: None,
+                    devices: Vec::new(),
                 }),
             )),
         ),

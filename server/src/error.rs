@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use parley_protocol::limits::MAX_ERROR_MESSAGE_LEN;
-use parley_protocol::wire::server::ErrorBody;
+use parley_protocol::wire::server::{Devices, ErrorBody};
 use parley_protocol::wire::ErrorCode;
 
 use crate::store::StoreError;
@@ -105,6 +105,10 @@ pub enum RequestError {
     /// A published device list names more devices than allowed.
     #[error("an account may have at most {0} devices")]
     TooManyDevices(usize),
+    /// A `send_to_all` made for device lists that are not the current ones; carries the
+    /// current lists (the recipient's, then the sender's own).
+    #[error("the device lists changed: encrypt for the current devices and send again")]
+    StaleDevices(Vec<Devices>),
     /// No device waits on that linking rendezvous (or it is already open).
     #[error("{0}")]
     LinkUnavailable(&'static str),
@@ -145,6 +149,7 @@ impl RequestError {
             RequestError::StaleDeviceList { .. } => ErrorCode::StaleDeviceList,
             RequestError::TooManyDevices(_) => ErrorCode::TooManyDevices,
             RequestError::LinkUnavailable(_) => ErrorCode::LinkUnavailable,
+            RequestError::StaleDevices(_) => ErrorCode::StaleDevices,
             RequestError::ShuttingDown => ErrorCode::Unavailable,
             RequestError::Store(StoreError::Full) => ErrorCode::StorageFull,
             RequestError::Store(StoreError::Unavailable) => ErrorCode::Unavailable,
@@ -167,6 +172,10 @@ impl RequestError {
                     Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX))
                 }
                 _ => None,
+            },
+            devices: match self {
+                RequestError::StaleDevices(lists) => lists.clone(),
+                _ => Vec::new(),
             },
         }
     }

@@ -183,7 +183,7 @@ pub struct BusMetrics {
 }
 
 /// The kinds of client frames, in the order of [`client_kind`].
-pub const CLIENT_FRAME_KINDS: [&str; 21] = [
+pub const CLIENT_FRAME_KINDS: [&str; 22] = [
     "auth",
     "register",
     "upload_prekeys",
@@ -204,6 +204,7 @@ pub const CLIENT_FRAME_KINDS: [&str; 21] = [
     "open_link",
     "seal_link",
     "join_link",
+    "send_to_all",
     "malformed",
 ];
 
@@ -230,6 +231,7 @@ fn client_kind(body: &ClientBody) -> usize {
         ClientBody::OpenLink(_) => 17,
         ClientBody::SealLink(_) => 18,
         ClientBody::JoinLink(_) => 19,
+        ClientBody::SendToAll(_) => 20,
     }
 }
 

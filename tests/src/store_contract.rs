@@ -22,9 +22,9 @@ use parley_protocol::devices::{DeviceEntry, DeviceList, SignedDeviceList};
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, MessageId, Seq};
 use parley_server::store::{
     BundleOutcome, BusinessWindows, CommitListener, ConsentChange, ConsentOutcome,
-    DeviceListLookup, EnqueueOutcome, NewAccount, NewDeviceList, NewEnvelope, Pending,
-    PrekeyUpload, PublishOutcome, RegisterOutcome, ReportPolicy, SendPolicy, Store, StoreError,
-    StoredEnvelope, UploadOutcome,
+    DeviceListLookup, EnqueueOutcome, EnvelopeCopy, FanOut, NewAccount, NewDeviceList, NewEnvelope,
+    Pending, PrekeyUpload, PublishOutcome, RegisterOutcome, ReportPolicy, SendPolicy, Store,
+    StoreError, StoredEnvelope, UploadOutcome,
 };
 use rand_core::{OsRng, RngCore};
 
@@ -114,6 +114,7 @@ macro_rules! store_contract_cases {
             the_store_reports_writability_and_queue_depth,
             closing_finishes_pending_writes_then_refuses,
             a_device_list_only_moves_forward_and_the_devices_follow_it,
+            a_send_to_every_device_is_stored_whole_or_refused_as_stale,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -179,6 +180,7 @@ fn envelope(
         now_ms: now_ms(),
         category,
         receipt: false,
+        fan_out: None,
     }
 }
 
@@ -1452,6 +1454,157 @@ pub async fn a_device_list_only_moves_forward_and_the_devices_follow_it(
     assert_eq!(
         store.device_list(phone.account).await?,
         DeviceListLookup::UnknownAccount
+    );
+    Ok(())
+}
+
+/// A send to every device (ADR 0007): stored on every device it has a copy for, in one
+/// transaction, under one retry entry and one policy decision; refused whole, storing
+/// nothing, when the lists it was made for are not the current ones.
+pub async fn a_send_to_every_device_is_stored_whole_or_refused_as_stale(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, commits)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let (alice, bob) = (TestAccount::new(None, 0), TestAccount::new(None, 0));
+    let alice_phone = register(store, &alice).await?;
+    let bob_phone = register(store, &bob).await?;
+    for (account, devices) in [(&alice, [1, 2]), (&bob, [1, 3])] {
+        let list = NewDeviceList {
+            list: device_list(account, 1, &devices),
+            now_ms: now_ms(),
+        };
+        ensure!(matches!(
+            store.publish_device_list(list).await?,
+            PublishOutcome::Stored { .. }
+        ));
+    }
+    let device = |of: DeviceAddress, device: u32| DeviceAddress {
+        account: of.account,
+        device: DeviceId(device),
+    };
+    let (alice_laptop, bob_tablet) = (device(alice_phone, 2), device(bob_phone, 3));
+    // Bob's phone to Alice's phone and laptop, and to Bob's tablet.
+    let fan_out = |id, versions: (u64, u64), copies: &[(DeviceAddress, &[u8])]| NewEnvelope {
+        fan_out: Some(FanOut {
+            to_version: versions.0,
+            own_version: versions.1,
+            copies: copies
+                .iter()
+                .map(|(to, ciphertext)| EnvelopeCopy {
+                    to: *to,
+                    ciphertext: ciphertext.to_vec(),
+                })
+                .collect(),
+        }),
+        ..envelope(bob_phone, alice_phone, id, b"for alice's phone", None)
+    };
+    let all: [(DeviceAddress, &[u8]); 2] = [
+        (alice_laptop, b"for alice's laptop"),
+        (bob_tablet, b"for bob's tablet"),
+    ];
+    let queued = |to| async move { store.page(to, Seq(0), 10).await };
+
+    // Made for old or wrong lists: refused, nothing stored anywhere.
+    let stale_ones = [
+        fan_out(message_id(), (0, 1), &all),
+        fan_out(message_id(), (1, 0), &all),
+        fan_out(message_id(), (1, 1), &all[..1]),
+        fan_out(message_id(), (1, 1), &all[1..]),
+        fan_out(
+            message_id(),
+            (1, 1),
+            &[all[0], all[1], (device(alice_phone, 9), b"injected")],
+        ),
+    ];
+    for stale in stale_ones {
+        assert_eq!(store.enqueue(stale).await?, EnqueueOutcome::StaleDevices);
+    }
+    for to in [alice_phone, alice_laptop, bob_tablet] {
+        ensure!(queued(to).await?.is_empty(), "a stale send stored nothing");
+    }
+
+    // Made for the current lists: one copy on each device, the same id everywhere.
+    let id = message_id();
+    let seq = seq_of(store.enqueue(fan_out(id, (1, 1), &all)).await?)?;
+    for (to, body) in [
+        (alice_phone, b"for alice's phone".as_slice()),
+        (alice_laptop, b"for alice's laptop"),
+        (bob_tablet, b"for bob's tablet"),
+    ] {
+        let page = queued(to).await?;
+        ensure!(
+            page.len() == 1 && page[0].ciphertext == body && page[0].id == id,
+            "{to:?} holds its own copy: {page:?}"
+        );
+        ensure!(page[0].from == bob_phone);
+    }
+    assert_eq!(queued(alice_phone).await?[0].seq, seq);
+    let heard: Vec<DeviceAddress> = commits
+        .seen()
+        .into_iter()
+        .filter(|(_, _, heard)| *heard == id)
+        .map(|(to, _, _)| to)
+        .collect();
+    assert_eq!(heard, vec![alice_phone, alice_laptop, bob_tablet]);
+
+    // A retry is answered once, storing nothing; the same id with other bytes is refused.
+    assert_eq!(
+        store.enqueue(fan_out(id, (1, 1), &all)).await?,
+        EnqueueOutcome::Duplicate(seq)
+    );
+    let other_bytes = [all[0], (bob_tablet, b"other bytes".as_slice())];
+    assert_eq!(
+        store.enqueue(fan_out(id, (1, 1), &other_bytes)).await?,
+        EnqueueOutcome::IdReused
+    );
+    ensure!(
+        queued(alice_laptop).await?.len() == 1,
+        "nothing stored twice"
+    );
+
+    // Alice links a tablet: the lists Bob used are stale now.
+    let v2 = NewDeviceList {
+        list: device_list(&alice, 2, &[1, 2, 4]),
+        now_ms: now_ms(),
+    };
+    ensure!(matches!(
+        store.publish_device_list(v2).await?,
+        PublishOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        store.enqueue(fan_out(message_id(), (1, 1), &all)).await?,
+        EnqueueOutcome::StaleDevices
+    );
+    let alice_tablet = device(alice_phone, 4);
+    let with_tablet = [
+        all[0],
+        (alice_tablet, b"for alice's tablet".as_slice()),
+        all[1],
+    ];
+    seq_of(
+        store
+            .enqueue(fan_out(message_id(), (2, 1), &with_tablet))
+            .await?,
+    )?;
+    assert_eq!(queued(alice_tablet).await?.len(), 1);
+
+    // The policy decides once for the whole send: a block refuses every copy.
+    store
+        .set_blocked(alice_phone.account, bob_phone.account, true, now_ms())
+        .await?;
+    assert_eq!(
+        store
+            .enqueue(fan_out(message_id(), (2, 1), &with_tablet))
+            .await?,
+        EnqueueOutcome::Blocked
+    );
+    assert_eq!(
+        queued(bob_tablet).await?.len(),
+        2,
+        "not even Bob's own copy"
     );
     Ok(())
 }

@@ -229,3 +229,106 @@ async fn the_relay_stores_only_a_newer_list_the_account_signed() {
         Some(ErrorCode::NotFound)
     );
 }
+
+/// A `send_to_all` (protocol.md §15): made for old lists it is refused with the current
+/// ones and stores nothing; made for the current lists every device of the recipient,
+/// and every other device of the sender, gets its own copy under the same id, and acks
+/// it on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_all_reaches_every_device_or_is_refused_with_the_current_lists() {
+    use parley_protocol::wire::client::{DeviceCopy, SendToAll};
+    let Some(server) = Deployment::start_temp(&[]).unwrap() else {
+        return;
+    };
+    let alice = TestAccount::new(Some("alice"), 2);
+    let bob = TestAccount::new(Some("bob"), 2);
+    let mut phone = Client::register(&server.url_for(0), &alice).await.unwrap();
+    let mut bobs = Client::register(&server.url_for(1), &bob).await.unwrap();
+    let v1 = device_list(&alice, 1, &[1, 2]);
+    assert!(matches!(
+        publish(&mut phone, v1.clone()).await,
+        Ok(ServerBody::Devices(_))
+    ));
+    let mut laptop = login_as(&server.url_for(1), &alice, 2).await.unwrap();
+    let copy = |device: u32, text: &str| DeviceCopy {
+        device: DeviceId(device),
+        ciphertext: text.as_bytes().to_vec(),
+    };
+    let to_alice = |to_version: u64, copies: Vec<DeviceCopy>, id: u8| {
+        ClientBody::SendToAll(SendToAll {
+            to: alice.identity.account_id(),
+            to_version,
+            copies,
+            own_version: 0,
+            own_copies: Vec::new(),
+            id: MessageId([id; 16]),
+            category: None,
+            receipt: false,
+        })
+    };
+
+    // Bob still believes Alice has one device: refused, with her list and his own.
+    let refused = bobs
+        .request(to_alice(0, vec![copy(1, "phone only")], 1))
+        .await
+        .unwrap();
+    let Err(error) = &refused else {
+        panic!("a stale send was accepted: {refused:?}");
+    };
+    assert_eq!(error.code, ErrorCode::StaleDevices);
+    assert_eq!(error.devices.len(), 2, "{error:?}");
+    assert_eq!(error.devices[0].account, alice.identity.account_id());
+    assert_eq!(error.devices[0].list.as_ref(), Some(&v1));
+    assert_eq!(error.devices[1].account, bob.identity.account_id());
+    assert_eq!(error.devices[1].list, None, "Bob has the implicit list");
+
+    // For the current list: each device gets its own copy, and acks it on its own.
+    let accepted = bobs
+        .request(to_alice(
+            1,
+            vec![copy(1, "to the phone"), copy(2, "to the laptop")],
+            2,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(accepted, Ok(ServerBody::Accepted(_))),
+        "{accepted:?}"
+    );
+    for (client, text) in [(&mut phone, "to the phone"), (&mut laptop, "to the laptop")] {
+        let delivered = client.next_deliver().await.unwrap();
+        assert_eq!(delivered.ciphertext, text.as_bytes());
+        assert_eq!(delivered.id, MessageId([2; 16]));
+        assert_eq!(delivered.from.account, bob.identity.account_id());
+        client.ack(delivered.seq).await.unwrap();
+    }
+
+    // Alice's phone writes to Bob and tells her laptop what it sent.
+    let from_phone = phone
+        .request(ClientBody::SendToAll(SendToAll {
+            to: bob.identity.account_id(),
+            to_version: 0,
+            copies: vec![copy(1, "hello bob")],
+            own_version: 1,
+            own_copies: vec![copy(2, "what the phone sent")],
+            id: MessageId([3; 16]),
+            category: None,
+            receipt: false,
+        }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(from_phone, Ok(ServerBody::Accepted(_))),
+        "{from_phone:?}"
+    );
+    assert_eq!(bobs.next_deliver().await.unwrap().ciphertext, b"hello bob");
+    let own = laptop.next_deliver().await.unwrap();
+    assert_eq!(own.ciphertext, b"what the phone sent");
+    assert_eq!(
+        own.from,
+        DeviceAddress {
+            account: alice.identity.account_id(),
+            device: DeviceId(1)
+        }
+    );
+}

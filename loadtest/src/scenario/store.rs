@@ -285,6 +285,7 @@ impl Sender {
                     now_ms: sys::now_ms(),
                     category: None,
                     receipt: false,
+                    fan_out: None,
                 };
                 let sent = Instant::now();
                 let pending = self.store.submit_enqueue(envelope).await?;

@@ -9,7 +9,7 @@ use crate::business::{Category, SignedGrant, SignedRevocation};
 use crate::devices::link::{JoinMac, RendezvousId};
 use crate::devices::SignedDeviceList;
 use crate::identity::{IdentityKeyPair, IdentityPublic, X25519Public};
-use crate::ids::{AccountId, DeviceAddress, Handle, MessageId, RequestId, Seq};
+use crate::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId, RequestId, Seq};
 use crate::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
 use crate::signature::Signature;
 use crate::wire::server::Hello;
@@ -54,6 +54,10 @@ pub enum ClientBody {
     ResolveHandle(ResolveHandle),
     /// Send an envelope. Reply: `accepted` once it is durably queued.
     Send(Send),
+    /// Send one message to every device of an account and to the sender's other devices,
+    /// one ciphertext each, stored all together or not at all. Reply: `accepted`, or the
+    /// error `stale_devices` carrying the current lists.
+    SendToAll(SendToAll),
     /// Cumulative acknowledgement of delivered envelopes. No reply.
     Ack(Ack),
     /// Delete this account: its devices, prekeys, queued envelopes and handle (which
@@ -185,6 +189,54 @@ pub struct Send {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub receipt: bool,
+}
+
+/// `send_to_all`: one message for every device of `to` (as listed at `to_version`) and
+/// every other device of the sender (as listed at `own_version`), ADR 0007.
+///
+/// The server stores every copy in one transaction or none. It refuses the request with
+/// `stale_devices` (and the current signed lists) unless both versions are the ones it
+/// holds and the copies name exactly the devices of those lists: every device of `to`
+/// in `copies`, every device of the sender but the sending one in `own_copies`. Retry
+/// dedup, consent, blocks, care windows and business limits count the request once, as
+/// one message to `to`. The ciphertexts together are at most the server's
+/// `max_envelope_bytes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendToAll {
+    /// The recipient account (not the sender's own).
+    pub to: AccountId,
+    /// The version of `to`'s device list the copies were made for (0: the implicit list).
+    pub to_version: u64,
+    /// One ciphertext per device of `to`, in ascending device order; at least one.
+    pub copies: Vec<DeviceCopy>,
+    /// The version of the sender's own device list (0: the implicit list).
+    pub own_version: u64,
+    /// One ciphertext per other device of the sender, in ascending device order (empty
+    /// when it has no other device).
+    pub own_copies: Vec<DeviceCopy>,
+    /// Sender-chosen id; a retry with the same id, recipient and bytes returns the first
+    /// result.
+    pub id: MessageId,
+    /// As in `send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// As in `send`.
+    #[serde(
+        default,
+        deserialize_with = "false_if_nil",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub receipt: bool,
+}
+
+/// One device's ciphertext in a `send_to_all`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCopy {
+    /// The device.
+    pub device: DeviceId,
+    /// End-to-end encrypted for that device.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
 }
 
 /// An optional flag: a missing key and `nil` are both `false` (docs/protocol.md §2).

@@ -78,6 +78,11 @@ pub enum ErrorCode {
     /// No device is waiting on this linking rendezvous: the code expired, was used, or the
     /// device that showed it went away (or, for `open_link`, it is already open).
     LinkUnavailable,
+    /// A `send_to_all` whose device lists are not the current ones (a device was linked or
+    /// removed since the sender looked, or its copies do not name exactly the listed
+    /// devices); nothing was stored. The error carries the current signed lists
+    /// (`devices`): check them, encrypt for their devices, and send again.
+    StaleDevices,
 }
 
 impl ErrorCode {
@@ -112,6 +117,7 @@ impl ErrorCode {
             ErrorCode::StaleDeviceList => "stale_device_list",
             ErrorCode::TooManyDevices => "too_many_devices",
             ErrorCode::LinkUnavailable => "link_unavailable",
+            ErrorCode::StaleDevices => "stale_devices",
         }
     }
 }

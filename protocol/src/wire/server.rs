@@ -59,7 +59,8 @@ pub enum ServerBody {
     Bundle(PrekeyBundle),
     /// Reply to `resolve_handle`.
     Resolved(Resolved),
-    /// Reply to `send`: the envelope is durably queued for its recipient.
+    /// Reply to `send` and `send_to_all`: the envelope is durably queued for its
+    /// recipient (for `send_to_all`, every copy is).
     Accepted(Accepted),
     /// An envelope for this device.
     Deliver(Deliver),
@@ -128,7 +129,8 @@ pub struct Resolved {
     pub display_name: Option<String>,
 }
 
-/// `accepted`.
+/// `accepted`. For a `send_to_all`, `seq` is the position of the copy for the
+/// recipient's lowest device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     /// The sender's message id.
@@ -209,6 +211,11 @@ pub struct ErrorBody {
     pub message: String,
     /// For `rate_limited` and `reach_exhausted`: milliseconds to wait before retrying.
     pub retry_after_ms: Option<u64>,
+    /// For `stale_devices`: the current lists of the recipient and of the sender's own
+    /// account, as `devices` would answer them (an extension of version 1: omitted when
+    /// empty, and a frame without it means empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Devices>,
 }
 
 /// `devices`: an account's latest signed device list as the server holds it. `nil` when the

@@ -76,6 +76,7 @@ impl Script {
                 code: ErrorCode::AuthFailed,
                 message: "authentication failed".into(),
                 retry_after_ms: None,
+                devices: Vec::new(),
             }),
         };
         self.send(ServerFrame::reply(frame.rid, body)).await;
@@ -249,6 +250,7 @@ async fn replies_to_requests_sent_ahead_are_found_in_any_order() {
                 code: ErrorCode::NotFound,
                 message: "no".into(),
                 retry_after_ms: None,
+                devices: Vec::new(),
             }),
         ))
         .await;
@@ -374,6 +376,7 @@ async fn the_escape_hatch_sends_a_request_before_login() {
                     code: ErrorCode::NotAuthenticated,
                     message: "log in first".into(),
                     retry_after_ms: None,
+                    devices: Vec::new(),
                 }),
             ))
             .await;

@@ -37,6 +37,7 @@ use super::delivery::Cursor;
 use super::devices;
 use super::linking::LinkState;
 use super::prekey_checks::check_kem_prekey;
+use super::send_to_all;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
 use crate::context::{now_ms, Shared};
@@ -143,7 +144,13 @@ async fn serve(
                 // request is served, not held in every idle connection's task.
                 match frame.body {
                     ClientBody::Send(send) => {
-                        in_flight.push(Box::pin(submit_send(shared, address, rid, send)).await);
+                        let envelope = single_envelope(shared, address, send);
+                        in_flight.push(Box::pin(submit_send(shared, rid, envelope)).await);
+                    }
+                    ClientBody::SendToAll(all) => {
+                        let limit = shared.config.max_envelope_bytes;
+                        let envelope = send_to_all::envelope(address, all, limit);
+                        in_flight.push(Box::pin(submit_send(shared, rid, envelope)).await);
                     }
                     ClientBody::Ack(ack) => {
                         let through = ack.through.min(cursor.last_sent());
@@ -310,6 +317,7 @@ async fn handle(
         ClientBody::PublishDevices(p) => devices::publish(shared, address.account, p).await?,
         ClientBody::FetchDevices(f) => devices::fetch(shared, f.account).await?,
         ClientBody::Send(_)
+        | ClientBody::SendToAll(_)
         | ClientBody::Ack(_)
         | ClientBody::DeleteAccount(_)
         | ClientBody::OpenLink(_)
@@ -384,42 +392,50 @@ async fn finish(transport: &mut Transport, in_flight: &mut Pipeline<'_>) -> Resu
     transport.send_all(&frames).await
 }
 
-/// Hands a `send` to the store's writer (in order) and returns its reply-to-be.
-async fn submit_send<'a>(
-    shared: &'a Shared,
+/// The envelope a `send` asks to store.
+fn single_envelope(
+    shared: &Shared,
     address: DeviceAddress,
-    rid: RequestId,
     send: Send,
-) -> PendingReply<'a> {
+) -> Result<NewEnvelope, RequestError> {
     let limit = shared.config.max_envelope_bytes;
     if send.ciphertext.len() > limit {
-        let e = RequestError::TooLarge {
+        return Err(RequestError::TooLarge {
             size: send.ciphertext.len(),
             limit,
-        };
-        return ready_reply(Some(error_frame(Some(rid), &e)));
+        });
     }
-    let to = send.to;
-    let id = send.id;
-    let category = send.category;
-    let submitted = shared
-        .store
-        .submit_enqueue(NewEnvelope {
-            from: address,
-            to,
-            id,
-            ciphertext: send.ciphertext,
-            now_ms: now_ms(),
-            category,
-            receipt: send.receipt,
-        })
-        .await;
-    let pending = match submitted {
+    Ok(NewEnvelope {
+        from: address,
+        to: send.to,
+        id: send.id,
+        ciphertext: send.ciphertext,
+        now_ms: now_ms(),
+        category: send.category,
+        receipt: send.receipt,
+        fan_out: None,
+    })
+}
+
+/// Hands the envelope of a `send` or `send_to_all` to the store's writer (in order) and
+/// returns its reply-to-be.
+async fn submit_send(
+    shared: &Shared,
+    rid: RequestId,
+    envelope: Result<NewEnvelope, RequestError>,
+) -> PendingReply<'_> {
+    let envelope = match envelope {
+        Ok(envelope) => envelope,
+        Err(e) => return ready_reply(Some(error_frame(Some(rid), &e))),
+    };
+    let (id, from, to) = (envelope.id, envelope.from.account, envelope.to.account);
+    let pending = match shared.store.submit_enqueue(envelope).await {
         Ok(pending) => pending,
         Err(e) => return ready_reply(Some(error_frame(Some(rid), &RequestError::Store(e)))),
     };
     Box::pin(async move {
         let reply = match pending.await {
+            Ok(EnqueueOutcome::StaleDevices) => Err(send_to_all::stale(shared, to, from).await),
             Ok(outcome) => accepted(shared, id, outcome),
             Err(e) => Err(RequestError::Store(e)),
         };
@@ -430,7 +446,6 @@ async fn submit_send<'a>(
     })
 }
 
-/// The reply to a committed `send`.
 fn accepted(
     shared: &Shared,
     id: parley_protocol::ids::MessageId,
@@ -489,6 +504,7 @@ fn refusal_error(outcome: EnqueueOutcome) -> RequestError {
         },
         EnqueueOutcome::UnknownRecipient => RequestError::NotFound("recipient"),
         EnqueueOutcome::IdReused => RequestError::IdReused,
+        EnqueueOutcome::StaleDevices => RequestError::StaleDevices(Vec::new()),
         EnqueueOutcome::Refused
         | EnqueueOutcome::Blocked
         | EnqueueOutcome::Accepted { .. }

@@ -20,6 +20,7 @@ mod delivery;
 mod devices;
 mod linking;
 mod prekey_checks;
+mod send_to_all;
 pub mod transport;
 
 use std::net::SocketAddr;

@@ -12,7 +12,7 @@ use parley_protocol::devices::SignedDeviceList;
 use parley_protocol::ids::{AccountId, DeviceId};
 
 use super::values::corrupt;
-use super::StoreError;
+use super::{NewEnvelope, StoreError};
 
 /// A verified list to store.
 #[derive(Clone, Debug)]
@@ -69,6 +69,57 @@ pub enum DeviceListLookup {
     Implicit,
     /// The latest list it published.
     Published(SignedDeviceList),
+}
+
+/// An account's devices as a store sees them inside a transaction: the version of its
+/// stored list (0 without one) and its device rows, ascending (publishing keeps the rows
+/// equal to the list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CurrentDevices {
+    /// The stored list's version.
+    pub version: u64,
+    /// The account's devices, ascending; empty if there is no such account.
+    pub devices: Vec<DeviceId>,
+}
+
+impl CurrentDevices {
+    /// Whether a send to every device (`envelope.fan_out`) was made for the current lists:
+    /// `to` is the recipient account's, `own` the sender's. The versions must be the
+    /// stored ones, the envelope and its copies must name every device of the recipient
+    /// once, and every device of the sender but the sending one once. A recipient without
+    /// devices (no such account) matches: the send policy answers for it as for any send.
+    /// A send that is not a fan-out matches.
+    pub fn match_fan_out(
+        envelope: &NewEnvelope,
+        to: &CurrentDevices,
+        own: &CurrentDevices,
+    ) -> bool {
+        let Some(fan_out) = &envelope.fan_out else {
+            return true;
+        };
+        if to.devices.is_empty() {
+            return true;
+        }
+        let (to_account, own_account) = (envelope.to.account, envelope.from.account);
+        if to_account == own_account
+            || fan_out.to_version != to.version
+            || fan_out.own_version != own.version
+        {
+            return false;
+        }
+        let mut to_named = vec![envelope.to.device];
+        let mut own_named = vec![envelope.from.device];
+        for copy in &fan_out.copies {
+            match copy.to.account {
+                account if account == to_account => to_named.push(copy.to.device),
+                account if account == own_account => own_named.push(copy.to.device),
+                _ => return false,
+            }
+        }
+        to_named.sort_unstable();
+        own_named.sort_unstable();
+        to_named == to.devices && own_named == own.devices
+    }
 }
 
 /// The stored form of a list.

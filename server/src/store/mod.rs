@@ -15,6 +15,9 @@
 //! * `take_bundle` hands each one-time prekey out exactly once, also under concurrency.
 //! * `publish_device_list` changes the list and the device rows together, and only to a
 //!   newer version (`store::devices`).
+//! * A send to every device (`NewEnvelope::fan_out`) stores all its copies in one
+//!   transaction, or none when the device lists it was made for are not the current
+//!   ones; policy and retry dedup count it once.
 //! * `enqueue` checks the business policy (blocks, consent, care window, limits) in the
 //!   same transaction that stores the envelope, so a revocation, block or suspension is
 //!   in force for every send committed after it.
@@ -37,11 +40,11 @@ pub use admin::{AdminError, BusinessListing, Verification};
 pub use business::{
     BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome, ReportOutcome, ReportPolicy,
 };
-pub use devices::{DeviceListLookup, NewDeviceList, PublishOutcome};
+pub use devices::{CurrentDevices, DeviceListLookup, NewDeviceList, PublishOutcome};
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{
-    AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, NewAccount, NewEnvelope,
-    PrekeyUpload, RegisterOutcome, StoreHooks, StoreLoad, StoredEnvelope, SweepReport,
+    AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, EnvelopeCopy, FanOut, NewAccount,
+    NewEnvelope, PrekeyUpload, RegisterOutcome, StoreHooks, StoreLoad, StoredEnvelope, SweepReport,
     UploadOutcome,
 };
 

@@ -20,10 +20,13 @@
 use parley_protocol::ids::{DeviceAddress, Seq};
 use sha2::{Digest, Sha256};
 
-use super::EnqueueOutcome;
+use super::{EnqueueOutcome, NewEnvelope};
 
 /// Separates this hash from every other SHA-256 of a ciphertext.
 const DOMAIN: &[u8] = b"parley retry dedup v1\0";
+
+/// The same for a send to every device, whose key covers all its copies.
+const FAN_OUT_DOMAIN: &[u8] = b"parley retry dedup fan-out v1\0";
 
 /// How precisely a dedup entry keeps its time: the sweep needs no more (it runs every
 /// `--sweep-interval`, 60 s by default).
@@ -44,6 +47,37 @@ impl RetryKey {
         hash.update(to.account.as_bytes());
         hash.update(u64::from(to.device.0).to_be_bytes());
         hash.update(ciphertext);
+        RetryKey::from_hash(hash)
+    }
+
+    /// The key of `envelope`: of its one copy for a send to one device, of every copy (the
+    /// recipients and the bytes, in order) for a send to every device.
+    pub fn of_envelope(envelope: &NewEnvelope) -> RetryKey {
+        let Some(fan_out) = &envelope.fan_out else {
+            return RetryKey::of(&envelope.to, &envelope.ciphertext);
+        };
+        let mut hash = Sha256::new();
+        hash.update(FAN_OUT_DOMAIN);
+        let copies = fan_out
+            .copies
+            .iter()
+            .map(|c| (&c.to, c.ciphertext.as_slice()));
+        for (to, ciphertext) in
+            std::iter::once((&envelope.to, envelope.ciphertext.as_slice())).chain(copies)
+        {
+            hash.update(to.account.as_bytes());
+            hash.update(u64::from(to.device.0).to_be_bytes());
+            hash.update(
+                u64::try_from(ciphertext.len())
+                    .unwrap_or(u64::MAX)
+                    .to_be_bytes(),
+            );
+            hash.update(ciphertext);
+        }
+        RetryKey::from_hash(hash)
+    }
+
+    fn from_hash(hash: Sha256) -> RetryKey {
         let full = hash.finalize();
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&full[..16]);
@@ -138,6 +172,44 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_send_to_every_device_is_keyed_by_all_its_copies() {
+        use crate::store::{EnvelopeCopy, FanOut};
+        let envelope = |second: &[u8]| NewEnvelope {
+            from: to(9, 1),
+            to: to(1, 1),
+            id: parley_protocol::ids::MessageId::from_slice(&[3; 16]).expect("16 bytes"),
+            ciphertext: b"one".to_vec(),
+            now_ms: 0,
+            category: None,
+            receipt: false,
+            fan_out: Some(FanOut {
+                to_version: 2,
+                own_version: 0,
+                copies: vec![EnvelopeCopy {
+                    to: to(1, 2),
+                    ciphertext: second.to_vec(),
+                }],
+            }),
+        };
+        let key = RetryKey::of_envelope(&envelope(b"two"));
+        assert_eq!(key, RetryKey::of_envelope(&envelope(b"two")));
+        assert_ne!(key, RetryKey::of_envelope(&envelope(b"other")));
+        assert_ne!(
+            key,
+            RetryKey::of(&to(1, 1), b"one"),
+            "not the first copy's key"
+        );
+        let single = NewEnvelope {
+            fan_out: None,
+            ..envelope(b"two")
+        };
+        assert_eq!(
+            RetryKey::of_envelope(&single),
+            RetryKey::of(&to(1, 1), b"one")
+        );
     }
 
     #[test]

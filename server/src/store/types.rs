@@ -128,6 +128,53 @@ pub struct NewEnvelope {
     /// The sender marked it as a receipt: it does not open a care window
     /// ([`super::policy::SendFacts::receipt`]).
     pub receipt: bool,
+    /// For a send to every device (`send_to_all`): the copies beyond this one and the
+    /// device lists they were made for; `None` for a `send` to one device.
+    pub fan_out: Option<FanOut>,
+}
+
+/// The rest of a send to every device (ADR 0007): the envelope itself is the copy for
+/// the recipient's lowest device; these are the others, stored in the same transaction
+/// under the policy and the retry entry decided once for the envelope.
+///
+/// A store refuses the whole send with [`EnqueueOutcome::StaleDevices`] unless, in that
+/// transaction, the versions are the stored ones and the envelope and its copies name
+/// exactly the recipient's devices and the sender's other devices
+/// ([`super::devices::CurrentDevices::match_fan_out`]).
+#[derive(Clone, Debug)]
+pub struct FanOut {
+    /// The version of the recipient's list the copies were made for (0: implicit).
+    pub to_version: u64,
+    /// The version of the sender's own list (0: implicit).
+    pub own_version: u64,
+    /// The recipient's other devices, then the sender's other devices.
+    pub copies: Vec<EnvelopeCopy>,
+}
+
+/// One further copy of a send to every device.
+#[derive(Clone, Debug)]
+pub struct EnvelopeCopy {
+    /// The device it is for.
+    pub to: DeviceAddress,
+    /// Encrypted for that device.
+    pub ciphertext: Vec<u8>,
+}
+
+/// What a store's transaction decided for one envelope: its outcome, and for an accepted
+/// send to every device the seqs its copies took, in the order of [`FanOut::copies`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) outcome: EnqueueOutcome,
+    pub(crate) copy_seqs: Vec<Seq>,
+}
+
+impl From<EnqueueOutcome> for Decided {
+    fn from(outcome: EnqueueOutcome) -> Decided {
+        Decided {
+            outcome,
+            copy_seqs: Vec::new(),
+        }
+    }
 }
 
 /// What the server gives a store once, when it opens it: the rules every send is checked
@@ -165,13 +212,15 @@ impl StoreHooks {
     }
 }
 
-/// Hands an envelope to the listener if `outcome` says it was committed; answers the
-/// outcome. Every store calls it after its commit, before answering the sender.
+/// Hands an envelope (and each of its copies) to the listener if `decided` says it was
+/// committed; answers the outcome. Every store calls it after its commit, before
+/// answering the sender.
 pub(crate) fn announce(
-    outcome: EnqueueOutcome,
+    decided: Decided,
     envelope: NewEnvelope,
     listener: &dyn CommitListener,
 ) -> EnqueueOutcome {
+    let Decided { outcome, copy_seqs } = decided;
     if let EnqueueOutcome::Accepted { seq, from_business } = outcome {
         let NewEnvelope {
             from,
@@ -181,18 +230,22 @@ pub(crate) fn announce(
             now_ms,
             category,
             receipt: _,
+            fan_out,
         } = envelope;
-        listener.committed(
-            to,
-            StoredEnvelope {
-                seq,
-                from,
-                id,
-                accepted_at_ms: now_ms,
-                ciphertext,
-                category: category.filter(|_| from_business),
-            },
-        );
+        let category = category.filter(|_| from_business);
+        let stored = |seq, ciphertext| StoredEnvelope {
+            seq,
+            from,
+            id,
+            accepted_at_ms: now_ms,
+            ciphertext,
+            category,
+        };
+        listener.committed(to, stored(seq, ciphertext));
+        let copies = fan_out.map(|f| f.copies).unwrap_or_default();
+        for (copy, seq) in copies.into_iter().zip(copy_seqs) {
+            listener.committed(copy.to, stored(seq, copy.ciphertext));
+        }
     }
     outcome
 }
@@ -238,6 +291,9 @@ pub enum EnqueueOutcome {
     RateLimited(u64),
     /// The business reached its daily unique recipients; a slot frees in this many ms.
     ReachExhausted(u64),
+    /// A send to every device made for device lists that are not the current ones
+    /// ([`FanOut`]); nothing was stored.
+    StaleDevices,
 }
 
 /// A queued envelope.

@@ -15,7 +15,9 @@
 //!    reads its standing, consent or care window, reach and rate bucket (one round trip
 //!    each, behind the effects of the envelopes decided before it, so it sees them).
 //!    An accepted envelope takes its recipient's next seq, counted here: only accepted
-//!    envelopes take one, so seqs stay dense;
+//!    envelopes take one, so seqs stay dense. A send to every device is first checked
+//!    against its accounts' list versions and devices (read in step 1, for batches that
+//!    hold one) and, accepted, takes a seq on every device it has a copy for;
 //! 3. **write**, in one pipeline: the decisions' effects, the new heads, the queue rows
 //!    and the dedup rows, each as one statement over arrays (`unnest`).
 //!
@@ -32,9 +34,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
-use futures_util::future::{try_join, try_join4, try_join_all};
+use futures_util::future::{try_join, try_join3, try_join4, try_join_all};
 use futures_util::TryFutureExt;
-use parley_protocol::ids::Seq;
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Seq};
 use tokio_postgres::Statement;
 
 use super::errors::Failure;
@@ -42,8 +44,9 @@ use super::policy::{self, PolicyStatements, SendRules, PEOPLE_FACTS};
 use super::pool::JobFuture;
 use crate::store::policy::{category_code, decide, Decision, Effects};
 use crate::store::retry::{dedup_time, RetryKey};
+use crate::store::types::Decided;
 use crate::store::values::{to_i64, to_u64};
-use crate::store::{EnqueueOutcome, NewEnvelope, StoreError};
+use crate::store::{CurrentDevices, EnqueueOutcome, FanOut, NewEnvelope, StoreError};
 
 /// The statements of [`store_envelopes`], prepared once per batch (from each
 /// connection's cache).
@@ -51,6 +54,7 @@ use crate::store::{EnqueueOutcome, NewEnvelope, StoreError};
 pub(super) struct EnqueueStatements {
     lock_heads: Statement,
     facts: Statement,
+    current_devices: Statement,
     put_heads: Statement,
     insert_queue: Statement,
     insert_sent: Statement,
@@ -89,6 +93,18 @@ impl EnqueueStatements {
                                         LIMIT 1) AS s ON true
                      ORDER BY i.n"
                 ))
+                .await?,
+            // For a send to every device: each account's list version and device rows.
+            current_devices: tx
+                .prepare_cached(
+                    "SELECT a.n,
+                            COALESCE((SELECT version FROM device_lists
+                                      WHERE account = a.account), 0),
+                            ARRAY(SELECT device FROM devices
+                                  WHERE account = a.account ORDER BY device)
+                     FROM unnest($1::bytea[]) WITH ORDINALITY AS a(account, n)
+                     ORDER BY a.n",
+                )
                 .await?,
             put_heads: tx
                 .prepare_cached(
@@ -136,21 +152,50 @@ struct StoredHere {
     sealed_seq: i64,
 }
 
-/// The rows of the accepted envelopes, column by column (for `unnest`).
+/// The rows of the accepted envelopes, column by column (for `unnest`): a queue row per
+/// copy, a `sent` row per envelope.
 #[derive(Debug, Default)]
 struct Rows<'a> {
     recipient: Vec<i64>,
     seq: Vec<i64>,
     sender_account: Vec<&'a [u8]>,
     sender_device: Vec<i64>,
-    sender_key: Vec<i64>,
     message_id: Vec<&'a [u8]>,
     accepted_at_ms: Vec<i64>,
     ciphertext: Vec<&'a [u8]>,
     category: Vec<Option<i64>>,
+    sender_key: Vec<i64>,
+    sent_id: Vec<&'a [u8]>,
     sealed_seq: Vec<i64>,
     digest: Vec<Vec<u8>>,
     dedup_time: Vec<i64>,
+}
+
+impl<'a> Rows<'a> {
+    /// A queue row: one copy of `e` for the device whose head key is `recipient`.
+    fn queue(
+        &mut self,
+        e: &'a NewEnvelope,
+        recipient: i64,
+        seq: i64,
+        ciphertext: &'a [u8],
+        category: Option<i64>,
+    ) {
+        self.recipient.push(recipient);
+        self.seq.push(seq);
+        self.sender_account
+            .push(e.from.account.as_bytes().as_slice());
+        self.sender_device.push(i64::from(e.from.device.0));
+        self.message_id.push(e.id.as_bytes().as_slice());
+        self.accepted_at_ms.push(to_i64(e.now_ms));
+        self.ciphertext.push(ciphertext);
+        self.category.push(category);
+    }
+}
+
+/// The devices a send to every device has copies for beyond its own.
+fn copy_recipients(fan_out: &FanOut) -> impl Iterator<Item = &DeviceAddress> {
+    fan_out.copies.iter().map(|c| &c.to)
 }
 
 /// Stores `envelopes` (or finds the earlier result of their ids) in the caller's
@@ -161,7 +206,7 @@ pub(super) async fn store_envelopes<'a>(
     st: &'a EnqueueStatements,
     rules: &'a SendRules,
     envelopes: &[&'a NewEnvelope],
-) -> Result<Vec<EnqueueOutcome>, Failure> {
+) -> Result<Vec<Decided>, Failure> {
     if envelopes.is_empty() {
         return Ok(Vec::new());
     }
@@ -169,9 +214,10 @@ pub(super) async fn store_envelopes<'a>(
     // locked in, and each envelope's index among them.
     let mut recipient_index: BTreeMap<(&[u8], i64), usize> = envelopes
         .iter()
-        .map(|e| {
+        .flat_map(|e| std::iter::once(&e.to).chain(e.fan_out.iter().flat_map(copy_recipients)))
+        .map(|to| {
             (
-                (e.to.account.as_bytes().as_slice(), i64::from(e.to.device.0)),
+                (to.account.as_bytes().as_slice(), i64::from(to.device.0)),
                 0,
             )
         })
@@ -182,12 +228,23 @@ pub(super) async fn store_envelopes<'a>(
         head_devices.push(to.1);
         *slot = index;
     }
-    let index_of: Vec<usize> = envelopes
+    let head_of = |to: &'a DeviceAddress| {
+        let to = (to.account.as_bytes().as_slice(), i64::from(to.device.0));
+        recipient_index.get(&to).copied().unwrap_or(usize::MAX)
+    };
+    let index_of: Vec<usize> = envelopes.iter().map(|e| head_of(&e.to)).collect();
+    // The accounts whose devices a send to every device is checked against.
+    let fan_out_accounts: Vec<&[u8]> = envelopes
         .iter()
-        .map(|e| {
-            let to = (e.to.account.as_bytes().as_slice(), i64::from(e.to.device.0));
-            recipient_index.get(&to).copied().unwrap_or(usize::MAX)
+        .filter(|e| e.fan_out.is_some())
+        .flat_map(|e| {
+            [
+                e.to.account.as_bytes().as_slice(),
+                e.from.account.as_bytes().as_slice(),
+            ]
         })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     let from_accounts: Vec<&[u8]> = envelopes
         .iter()
@@ -207,14 +264,38 @@ pub(super) async fn store_envelopes<'a>(
         .collect();
 
     // 1. The locks first, then the facts under them (one pipeline).
-    let (head_rows, fact_rows) = try_join(
+    let current_devices = async {
+        if fan_out_accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.query(&st.current_devices, &[&fan_out_accounts]).await
+    };
+    let (head_rows, fact_rows, device_rows) = try_join3(
         tx.query(&st.lock_heads, &[&head_accounts, &head_devices]),
         tx.query(
             &st.facts,
             &[&from_accounts, &from_devices, &ids, &to_accounts],
         ),
+        current_devices,
     )
     .await?;
+    let mut devices_of: HashMap<&[u8], CurrentDevices> = HashMap::new();
+    for (account, row) in fan_out_accounts.iter().zip(&device_rows) {
+        let version: i64 = row.try_get(1)?;
+        let devices: Vec<i64> = row.try_get(2)?;
+        let devices = devices
+            .into_iter()
+            .map(|d| u32::try_from(d).map(DeviceId))
+            .collect::<Result<_, _>>()
+            .map_err(|_| StoreError::Database("devices.device out of range".into()))?;
+        devices_of.insert(
+            account,
+            CurrentDevices {
+                version: to_u64(version),
+                devices,
+            },
+        );
+    }
     let mut heads: Vec<Option<Head>> = (0..head_accounts.len()).map(|_| None).collect();
     for row in head_rows {
         let n: i64 = row.try_get(0)?;
@@ -240,9 +321,8 @@ pub(super) async fn store_envelopes<'a>(
         let sender_key: i64 = fact
             .try_get::<_, Option<i64>>(0)?
             .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
-        let head = heads.get_mut(index).and_then(Option::as_mut);
         let id = e.id.as_bytes().as_slice();
-        let key = RetryKey::of(&e.to, &e.ciphertext);
+        let key = RetryKey::of_envelope(e);
         let earlier = match stored_here.get(&(sender_key, id)) {
             Some(here) => Some((here.key.digest().to_vec(), here.sealed_seq)),
             None => fact
@@ -250,11 +330,33 @@ pub(super) async fn store_envelopes<'a>(
                 .zip(fact.try_get::<_, Option<i64>>(2)?),
         };
         if let Some((digest, sealed_seq)) = earlier {
-            outcomes.push(key.answer(&digest, sealed_seq));
+            outcomes.push(key.answer(&digest, sealed_seq).into());
             continue;
         }
+        if let Some(fan_out) = &e.fan_out {
+            let current = |account: &AccountId| {
+                devices_of
+                    .get(account.as_bytes().as_slice())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            // A listed device whose head is gone was removed by a list committed after
+            // this batch read the lists: stale too.
+            let heads_held = copy_recipients(fan_out)
+                .all(|to| heads.get(head_of(to)).is_some_and(Option::is_some));
+            if !heads_held
+                || !CurrentDevices::match_fan_out(
+                    e,
+                    &current(&e.to.account),
+                    &current(&e.from.account),
+                )
+            {
+                outcomes.push(EnqueueOutcome::StaleDevices.into());
+                continue;
+            }
+        }
         let (mut facts, from_a_business) = policy::people_facts(fact, 3)?;
-        facts.recipient_exists = head.is_some();
+        facts.recipient_exists = heads.get(index).is_some_and(Option::is_some);
         facts.receipt = e.receipt;
         let bucket = if from_a_business {
             // Behind the effects decided so far: the reads see them.
@@ -266,7 +368,7 @@ pub(super) async fn store_envelopes<'a>(
         };
         let (from_business, decided) = match decide(&facts, e.category, e.now_ms, &rules.policy) {
             Decision::Refuse(outcome) => {
-                outcomes.push(outcome);
+                outcomes.push(outcome.into());
                 continue;
             }
             Decision::Accept {
@@ -274,12 +376,13 @@ pub(super) async fn store_envelopes<'a>(
                 effects,
             } => (from_business, effects),
         };
-        let Some(head) = head else {
-            outcomes.push(EnqueueOutcome::UnknownRecipient);
+        let Some(head) = heads.get_mut(index).and_then(Option::as_mut) else {
+            outcomes.push(EnqueueOutcome::UnknownRecipient.into());
             continue;
         };
         let seq = head.next;
         head.next += 1;
+        let head_key = head.key;
         if decided != Effects::default() {
             effects.push(Box::pin(policy::write_effects(
                 tx, &st.policy, rules, e, decided, bucket,
@@ -287,23 +390,29 @@ pub(super) async fn store_envelopes<'a>(
         }
         let sealed_seq = key.seal(Seq(to_u64(seq)));
         stored_here.insert((sender_key, id), StoredHere { key, sealed_seq });
-        rows.recipient.push(head.key);
-        rows.seq.push(seq);
-        rows.sender_account
-            .push(e.from.account.as_bytes().as_slice());
-        rows.sender_device.push(i64::from(e.from.device.0));
+        let category = e.category.filter(|_| from_business).map(category_code);
+        rows.queue(e, head_key, seq, &e.ciphertext, category);
+        let mut copy_seqs = Vec::new();
+        for copy in e.fan_out.iter().flat_map(|f| &f.copies) {
+            let Some(copy_head) = heads.get_mut(head_of(&copy.to)).and_then(Option::as_mut) else {
+                return Err(StoreError::Database("a checked head vanished".into()).into());
+            };
+            let copy_seq = copy_head.next;
+            copy_head.next += 1;
+            rows.queue(e, copy_head.key, copy_seq, &copy.ciphertext, category);
+            copy_seqs.push(Seq(to_u64(copy_seq)));
+        }
         rows.sender_key.push(sender_key);
-        rows.message_id.push(id);
-        rows.accepted_at_ms.push(to_i64(e.now_ms));
-        rows.ciphertext.push(&e.ciphertext);
-        rows.category
-            .push(e.category.filter(|_| from_business).map(category_code));
+        rows.sent_id.push(id);
         rows.sealed_seq.push(sealed_seq);
         rows.digest.push(key.digest().to_vec());
         rows.dedup_time.push(to_i64(dedup_time(e.now_ms)));
-        outcomes.push(EnqueueOutcome::Accepted {
-            seq: Seq(to_u64(seq)),
-            from_business,
+        outcomes.push(Decided {
+            outcome: EnqueueOutcome::Accepted {
+                seq: Seq(to_u64(seq)),
+                from_business,
+            },
+            copy_seqs,
         });
     }
 
@@ -337,7 +446,7 @@ pub(super) async fn store_envelopes<'a>(
                 &st.insert_sent,
                 &[
                     &rows.sender_key,
-                    &rows.message_id,
+                    &rows.sent_id,
                     &rows.sealed_seq,
                     &rows.digest,
                     &rows.dedup_time,

@@ -41,7 +41,7 @@ use super::policy::SendRules;
 use super::pool::{backoff, ATTEMPTS};
 use super::queue;
 use crate::metrics::StoreMetrics;
-use crate::store::types::announce;
+use crate::store::types::{announce, Decided};
 use crate::store::{CommitListener, EnqueueOutcome, NewEnvelope, StoreError};
 
 /// A write that goes through a lane.
@@ -99,7 +99,7 @@ impl LaneJob {
 /// What a job did, before the commit.
 #[derive(Debug)]
 enum Done {
-    Enqueued(EnqueueOutcome),
+    Enqueued(Decided),
     Acked(u64),
 }
 

@@ -4,7 +4,9 @@ use parley_protocol::ids::{AccountId, DeviceId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sql_error;
-use crate::store::devices::{self, DeviceListLookup, NewDeviceList, PublishOutcome};
+use crate::store::devices::{
+    self, CurrentDevices, DeviceListLookup, NewDeviceList, PublishOutcome,
+};
 use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::StoreError;
 
@@ -70,6 +72,23 @@ pub(super) fn lookup(
         None if account_exists(conn, account)? => Ok(DeviceListLookup::Implicit),
         None => Ok(DeviceListLookup::UnknownAccount),
     }
+}
+
+/// The account's stored list version and its devices, for a send to every device.
+pub(super) fn current(
+    conn: &Connection,
+    account: &AccountId,
+) -> Result<CurrentDevices, StoreError> {
+    let a = account.as_bytes().as_slice();
+    let version = conn
+        .prepare_cached("SELECT version FROM device_lists WHERE account = ?1")
+        .and_then(|mut s| s.query_row(params![a], |r| r.get::<_, i64>(0)).optional())
+        .map_err(sql_error)?
+        .map_or(0, to_u64);
+    Ok(CurrentDevices {
+        version,
+        devices: current_devices(conn, a)?,
+    })
 }
 
 fn account_exists(conn: &Connection, account: &AccountId) -> Result<bool, StoreError> {

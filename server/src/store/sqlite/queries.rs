@@ -9,14 +9,15 @@ use parley_protocol::signature::Signature;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::policy::{self, SendRules};
-use super::{business, sql_error};
+use super::{business, devices, sql_error};
 use crate::store::bundle::{SignedRow, StoredBundle, KIND_KEM, KIND_SIGNED};
 use crate::store::policy::{category_code, category_from_code, Decision};
 use crate::store::retry::{dedup_time, RetryKey};
+use crate::store::types::Decided;
 use crate::store::values::{corrupt, to_day, to_i64, to_u64};
 use crate::store::{
-    AuthRecord, BundleOutcome, EnqueueOutcome, NewAccount, NewEnvelope, PrekeyUpload,
-    RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, CurrentDevices, EnqueueOutcome, NewAccount, NewEnvelope,
+    PrekeyUpload, RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// Rows deleted per sweep call, so one sweep never holds the writer for long.
@@ -216,7 +217,7 @@ pub(super) fn enqueue(
     conn: &Connection,
     e: &NewEnvelope,
     rules: &SendRules,
-) -> Result<EnqueueOutcome, StoreError> {
+) -> Result<Decided, StoreError> {
     // One statement (it runs for every envelope): the sender's device key, the dedup
     // entry of an earlier send with the same id, the recipient's device key.
     let (sender, earlier, recipient) = conn
@@ -250,24 +251,74 @@ pub(super) fn enqueue(
         })
         .map_err(sql_error)?
         .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
-    let key = RetryKey::of(&e.to, &e.ciphertext);
+    let key = RetryKey::of_envelope(e);
     if let Some((digest, sealed_seq)) = earlier {
-        return Ok(key.answer(&digest, sealed_seq));
+        return Ok(key.answer(&digest, sealed_seq).into());
+    }
+    if e.fan_out.is_some() {
+        let to = devices::current(conn, &e.to.account)?;
+        let own = devices::current(conn, &e.from.account)?;
+        if !CurrentDevices::match_fan_out(e, &to, &own) {
+            return Ok(EnqueueOutcome::StaleDevices.into());
+        }
     }
     let from_business = match policy::check(conn, e, recipient.is_some(), rules)? {
-        Decision::Refuse(outcome) => return Ok(outcome),
+        Decision::Refuse(outcome) => return Ok(outcome.into()),
         Decision::Accept { from_business, .. } => from_business,
     };
     let Some(recipient) = recipient else {
-        return Ok(EnqueueOutcome::UnknownRecipient);
+        return Ok(EnqueueOutcome::UnknownRecipient.into());
     };
+    let category = e.category.filter(|_| from_business).map(category_code);
+    let seq = queue_row(conn, recipient, e, &e.ciphertext, category)?;
+    let mut copy_seqs = Vec::new();
+    for copy in e.fan_out.iter().flat_map(|f| &f.copies) {
+        // Listed, so present: the check above ran in this transaction.
+        let copy_recipient = device_key(conn, &copy.to)?
+            .ok_or_else(|| StoreError::Database("a listed device has no row".into()))?;
+        copy_seqs.push(queue_row(
+            conn,
+            copy_recipient,
+            e,
+            &copy.ciphertext,
+            category,
+        )?);
+    }
+    conn.prepare_cached(
+        "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            sender,
+            e.id.as_bytes().as_slice(),
+            key.seal(seq),
+            key.digest().as_slice(),
+            to_i64(dedup_time(e.now_ms)),
+        ])
+    })
+    .map_err(sql_error)?;
+    Ok(Decided {
+        outcome: EnqueueOutcome::Accepted { seq, from_business },
+        copy_seqs,
+    })
+}
+
+/// Appends one copy of `e` to the queue of the device whose row is `recipient`, at that
+/// device's next seq; returns the seq.
+fn queue_row(
+    conn: &Connection,
+    recipient: i64,
+    e: &NewEnvelope,
+    ciphertext: &[u8],
+    category: Option<i64>,
+) -> Result<Seq, StoreError> {
     let seq: i64 = conn
         .prepare_cached(
             "UPDATE devices SET next_seq = next_seq + 1 WHERE id = ?1 RETURNING next_seq - 1",
         )
         .and_then(|mut s| s.query_row(params![recipient], |r| r.get(0)))
         .map_err(sql_error)?;
-    let now = to_i64(e.now_ms);
     conn.prepare_cached(
         "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
                             accepted_at_ms, ciphertext, category)
@@ -280,30 +331,13 @@ pub(super) fn enqueue(
             e.from.account.as_bytes().as_slice(),
             e.from.device.0,
             e.id.as_bytes().as_slice(),
-            now,
-            e.ciphertext.as_slice(),
-            e.category.filter(|_| from_business).map(category_code),
+            to_i64(e.now_ms),
+            ciphertext,
+            category,
         ])
     })
     .map_err(sql_error)?;
-    conn.prepare_cached(
-        "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            sender,
-            e.id.as_bytes().as_slice(),
-            key.seal(Seq(to_u64(seq))),
-            key.digest().as_slice(),
-            to_i64(dedup_time(e.now_ms)),
-        ])
-    })
-    .map_err(sql_error)?;
-    Ok(EnqueueOutcome::Accepted {
-        seq: Seq(to_u64(seq)),
-        from_business,
-    })
+    Ok(Seq(to_u64(seq)))
 }
 
 pub(super) fn page(
