@@ -1511,8 +1511,8 @@ pub async fn a_send_to_every_device_is_stored_whole_or_refused_as_stale(
     let stale_ones = [
         fan_out(message_id(), (0, 1), &all),
         fan_out(message_id(), (1, 0), &all),
-        fan_out(message_id(), (1, 1), &all[..1]),
         fan_out(message_id(), (1, 1), &all[1..]),
+        fan_out(message_id(), (1, 1), &[all[1], all[1]]),
         fan_out(
             message_id(),
             (1, 1),
@@ -1590,6 +1590,19 @@ pub async fn a_send_to_every_device_is_stored_whole_or_refused_as_stale(
             .await?,
     )?;
     assert_eq!(queued(alice_tablet).await?.len(), 1);
+
+    // Copies for the recipient only (a receipt, say): the sender's list is not checked.
+    seq_of(
+        store
+            .enqueue(fan_out(message_id(), (2, 0), &with_tablet[..2]))
+            .await?,
+    )?;
+    assert_eq!(
+        queued(bob_tablet).await?.len(),
+        2,
+        "no copy for Bob's tablet"
+    );
+    assert_eq!(queued(alice_tablet).await?.len(), 2);
 
     // The policy decides once for the whole send: a block refuses every copy.
     store

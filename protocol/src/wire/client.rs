@@ -195,9 +195,10 @@ pub struct Send {
 /// every other device of the sender (as listed at `own_version`), ADR 0007.
 ///
 /// The server stores every copy in one transaction or none. It refuses the request with
-/// `stale_devices` (and the current signed lists) unless both versions are the ones it
-/// holds and the copies name exactly the devices of those lists: every device of `to`
-/// in `copies`, every device of the sender but the sending one in `own_copies`. Retry
+/// `stale_devices` (and the current signed lists) unless `to_version` is the version it
+/// holds and `copies` name exactly the devices of that list, and, when `own_copies` is
+/// not empty, the same holds for `own_version` and every device of the sender but the
+/// sending one (empty `own_copies`, for a receipt say, skip the sender's devices). Retry
 /// dedup, consent, blocks, care windows and business limits count the request once, as
 /// one message to `to`. The ciphertexts together are at most the server's
 /// `max_envelope_bytes`.
@@ -211,8 +212,8 @@ pub struct SendToAll {
     pub copies: Vec<DeviceCopy>,
     /// The version of the sender's own device list (0: the implicit list).
     pub own_version: u64,
-    /// One ciphertext per other device of the sender, in ascending device order (empty
-    /// when it has no other device).
+    /// One ciphertext per other device of the sender, in ascending device order; empty
+    /// when it has none, or when they need no copy.
     pub own_copies: Vec<DeviceCopy>,
     /// Sender-chosen id; a retry with the same id, recipient and bytes returns the first
     /// result.

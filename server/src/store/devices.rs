@@ -84,11 +84,13 @@ pub struct CurrentDevices {
 
 impl CurrentDevices {
     /// Whether a send to every device (`envelope.fan_out`) was made for the current lists:
-    /// `to` is the recipient account's, `own` the sender's. The versions must be the
-    /// stored ones, the envelope and its copies must name every device of the recipient
-    /// once, and every device of the sender but the sending one once. A recipient without
-    /// devices (no such account) matches: the send policy answers for it as for any send.
-    /// A send that is not a fan-out matches.
+    /// `to` is the recipient account's, `own` the sender's. The recipient's version must
+    /// be the stored one and the envelope and its copies must name each of its devices
+    /// once; a send with copies for the sender's own devices must likewise name each of
+    /// them but the sending one, at the stored version (one without such copies, a
+    /// receipt say, leaves them out altogether). A recipient without devices (no such
+    /// account) matches: the send policy answers for it as for any send. A send that is
+    /// not a fan-out matches.
     pub fn match_fan_out(
         envelope: &NewEnvelope,
         to: &CurrentDevices,
@@ -101,10 +103,7 @@ impl CurrentDevices {
             return true;
         }
         let (to_account, own_account) = (envelope.to.account, envelope.from.account);
-        if to_account == own_account
-            || fan_out.to_version != to.version
-            || fan_out.own_version != own.version
-        {
+        if to_account == own_account || fan_out.to_version != to.version {
             return false;
         }
         let mut to_named = vec![envelope.to.device];
@@ -118,7 +117,9 @@ impl CurrentDevices {
         }
         to_named.sort_unstable();
         own_named.sort_unstable();
-        to_named == to.devices && own_named == own.devices
+        let own_matches = own_named.len() == 1
+            || (fan_out.own_version == own.version && own_named == own.devices);
+        to_named == to.devices && own_matches
     }
 }
 
