@@ -1,7 +1,7 @@
 //! Printing for people or for machines (`--json`: one object per line on stdout).
 
 use parley_protocol::business::{AuthorityKey, BusinessCertificate};
-use parley_protocol::ids::{AccountId, Handle};
+use parley_protocol::ids::{AccountId, DeviceId, Handle};
 use parley_sdk::business_info::cached_verdict;
 use parley_sdk::store::{ClientStore, InboxEntry};
 use serde_json::{json, Value};
@@ -56,6 +56,59 @@ impl Output {
              !!! Either they re-registered (new phone, reinstall), or someone is impersonating them.\n\
              !!! Compare safety numbers before trusting new messages: {} safety-number {who}\n",
             self.parley()
+        );
+    }
+
+    /// A message this account sent from another of its devices, shown as its own.
+    pub fn sent_elsewhere(
+        &self,
+        device: DeviceId,
+        to: &AccountId,
+        to_handle: Option<&Handle>,
+        sent_at_ms: u64,
+        text: &str,
+    ) {
+        let stamp = local_time::system().stamp(sent_at_ms, now_ms());
+        self.print(
+            &format!(
+                "[{stamp}] you (from device {}) to {}: {text}",
+                device.0,
+                name(to_handle, to)
+            ),
+            json!({"type": "sent_elsewhere", "device": device.0,
+                   "to": to_handle.map(Handle::as_str), "account": to.to_hex(),
+                   "sent_at_ms": sent_at_ms, "text": text}),
+        );
+    }
+
+    /// A loud line: an account's devices changed (a contact's, or this account's own).
+    pub fn devices_changed(
+        &self,
+        whose: &str,
+        version: u64,
+        added: &[DeviceId],
+        removed: &[DeviceId],
+    ) {
+        let ids = |d: &[DeviceId]| d.iter().map(|d| d.0.to_string()).collect::<Vec<_>>();
+        if self.json {
+            println!(
+                "{}",
+                json!({"type": "devices_changed", "who": whose, "version": version,
+                       "added": ids(added), "removed": ids(removed)})
+            );
+        }
+        let mut change = Vec::new();
+        if !added.is_empty() {
+            change.push(format!("device {} added", ids(added).join(", ")));
+        }
+        if !removed.is_empty() {
+            change.push(format!("device {} removed", ids(removed).join(", ")));
+        }
+        eprintln!(
+            "\n!!! The devices of {whose} changed: {} (device list version {version}).\n\
+             !!! Messages now go to every listed device. If this is not expected, someone may \
+             be reading along: check with them in person.\n",
+            change.join(", ")
         );
     }
 

@@ -73,6 +73,20 @@ pub enum SdkError {
         /// When to retry (`rate_limited`, `reach_exhausted`), in milliseconds.
         retry_after_ms: Option<u64>,
     },
+    /// A send to every device was made for device lists that are no longer the current
+    /// ones; the relay sent the current lists (verified before use, never trusted).
+    #[error("the recipient's or this account's devices changed")]
+    StaleDevices(Vec<parley_protocol::wire::server::Devices>),
+    /// The relay served a device list this client refuses: not signed by the account,
+    /// another account's, or older than one it verified before. Nothing was encrypted to
+    /// the devices on it.
+    #[error("refused the device list the relay served for {account}: {reason}")]
+    DeviceListRefused {
+        /// Whose list.
+        account: parley_protocol::ids::AccountId,
+        /// Why.
+        reason: String,
+    },
     /// The relay presented a verification authority other than the pinned (or
     /// configured) one: certificates cannot be checked, nothing is trusted.
     #[error(
@@ -133,6 +147,9 @@ impl From<WireError> for SdkError {
 
 impl From<ErrorBody> for SdkError {
     fn from(e: ErrorBody) -> SdkError {
+        if e.code == ErrorCode::StaleDevices {
+            return SdkError::StaleDevices(e.devices);
+        }
         SdkError::Refused {
             code: e.code,
             message: e.message,

@@ -2,7 +2,7 @@
 
 use parley_protocol::business::{Category, CategorySet, ConsentRecord};
 use parley_protocol::e2e::content::{Card, CardAnswer};
-use parley_protocol::ids::{AccountId, DeviceAddress, Handle, MessageId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
 
 use crate::store::SendStatus;
 
@@ -92,6 +92,43 @@ pub enum Event {
         account: AccountId,
         /// Their handle, if known.
         handle: Option<Handle>,
+    },
+    /// Another device of this account sent a text or a card: show it as this account's
+    /// own message to `to`.
+    SentElsewhere {
+        /// The device that sent it.
+        from: DeviceAddress,
+        /// The recipient account.
+        to: AccountId,
+        /// Its handle, as the sending device resolved it.
+        to_handle: Option<Handle>,
+        /// The message id.
+        id: MessageId,
+        /// Server acceptance time, ms since the epoch.
+        sent_at_ms: u64,
+        /// The text (a card's title for a card).
+        text: String,
+    },
+    /// A newer device list of `account` (a contact, or this account) verified: messages
+    /// go to its devices from now on. Tell the person, loudly: a device they did not
+    /// expect is someone else reading along.
+    DevicesChanged {
+        /// Whose devices.
+        account: AccountId,
+        /// The list's version.
+        version: u64,
+        /// Devices new on it.
+        added: Vec<DeviceId>,
+        /// Devices no longer on it.
+        removed: Vec<DeviceId>,
+    },
+    /// The relay served a device list of `account` that did not verify, or is older than
+    /// one verified before: it was refused, and nothing was encrypted to its devices.
+    DeviceListRefused {
+        /// Whose list.
+        account: AccountId,
+        /// Why.
+        reason: String,
     },
     /// A message that could not be decrypted (it was dropped, and acknowledged).
     Undecryptable {

@@ -118,5 +118,6 @@ fn is_shown(event: &Event) -> bool {
             | Event::Undecryptable { .. }
             | Event::DroppedWithoutConsent { .. }
             | Event::IdentityChanged { .. }
+            | Event::SentElsewhere { .. }
     )
 }

@@ -87,6 +87,38 @@ pub fn on_event(ctx: &Context, event: &Event) -> anyhow::Result<bool> {
                 crate::output::name(who.as_ref(), &from.account)
             );
         }
+        Event::SentElsewhere {
+            from,
+            to,
+            to_handle,
+            sent_at_ms,
+            text,
+            ..
+        } => {
+            let handle = ctx.store.contact(to)?.and_then(|c| c.handle);
+            let handle = handle.as_ref().or(to_handle.as_ref());
+            ctx.out
+                .sent_elsewhere(from.device, to, handle, *sent_at_ms, text);
+        }
+        Event::DevicesChanged {
+            account,
+            version,
+            added,
+            removed,
+        } => {
+            let mine = ctx.store.identity()?.map(|i| i.profile.account) == Some(*account);
+            let whose = match ctx.store.contact(account)?.and_then(|c| c.handle) {
+                _ if mine => "this account".to_owned(),
+                handle => crate::output::name(handle.as_ref(), account),
+            };
+            ctx.out.devices_changed(&whose, *version, added, removed);
+        }
+        Event::DeviceListRefused { account, reason } => {
+            eprintln!(
+                "warning: refused the device list the server sent for {account}: {reason}; \
+                 nothing was encrypted to the devices on it"
+            );
+        }
         Event::Drained => return Ok(true),
         _ => {}
     }

@@ -10,6 +10,7 @@
 //! | `card_answer` | `{card: bin 16, action: str, card_digest: bin 32, answered_at_ms, signature: bin 64}` |
 //! | `receipt`     | `{kind: "delivered" or "read", messages: [bin 16]}`               |
 //! | `consent`     | `{grant: {grant, signature}}` or `{revocation: {revocation, signature}}` |
+//! | `sent`        | `{to: bin 32, to_handle: str (omitted when absent), message: {text: …} or {card: …}}` |
 //!
 //! `text` and `card` carry an optional `category` (omitted when absent) when a business
 //! sends them.
@@ -38,7 +39,7 @@ use super::limits::MAX_PLAINTEXT_BYTES;
 use super::E2eError;
 use crate::fixed_bytes::fixed_bytes;
 use crate::identity::IdentityKeyPair;
-use crate::ids::{DeviceAddress, MessageId};
+use crate::ids::{AccountId, DeviceAddress, MessageId};
 use crate::limits::MAX_NESTING_DEPTH;
 use crate::signature::{self, Signature, SignatureDomain, Transcript};
 
@@ -85,6 +86,21 @@ pub enum Content {
     /// A consent grant or revocation, sent by the person to the business so it learns
     /// (with the person's signature) what it may send. Also given to the relay.
     Consent(crate::business::ConsentRecord),
+    /// What another device of the same account sent, so that this device shows it as the
+    /// account's own message (ADR 0007). Taken only from the account's own devices.
+    Sent(Sent),
+}
+
+/// A copy of a text or card one device of an account sent, for its other devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// Whom it was sent to.
+    pub to: AccountId,
+    /// Their handle, as the sending device resolved it (omitted when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_handle: Option<crate::ids::Handle>,
+    /// What was sent: a text or a card.
+    pub message: Box<Content>,
 }
 
 /// A text message.
@@ -212,6 +228,12 @@ impl Content {
             Content::Consent(record) => record
                 .verify_signature()
                 .map_err(|_| E2eError::Malformed("consent record")),
+            Content::Sent(sent) => match &*sent.message {
+                Content::Text(_) | Content::Card(_) => sent.message.validate(),
+                _ => Err(E2eError::Malformed(
+                    "a sent copy holds only a text or a card",
+                )),
+            },
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod business;
 mod customer;
+mod devices;
 mod receipts;
 mod receive;
 mod send;

@@ -6,10 +6,10 @@
 //! at any point either has the message (and drops the redelivery as seen) or never
 //! stored anything (and decrypts the redelivery from the unchanged session).
 
-use parley_protocol::e2e::content::Content;
+use parley_protocol::e2e::content::{Content, Sent};
 use parley_protocol::e2e::message::E2eMessage;
 use parley_protocol::e2e::{self, E2eError, HandshakeGuard, Session};
-use parley_protocol::ids::{DeviceAddress, Handle, PrekeyId, Seq};
+use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, PrekeyId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, UploadPrekeys};
 use parley_protocol::wire::server::{Deliver, ServerBody};
 use rand_core::OsRng;
@@ -21,7 +21,7 @@ use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::Event;
 use crate::keys::{one_time_batch, prekey_store};
-use crate::store::{Contact, InboxEntry, PrekeyRecords, ReceiveCommit};
+use crate::store::{Contact, InboxEntry, PrekeyRecords, ReceiveCommit, SentMessage};
 
 /// What decrypting one envelope produced.
 struct Opened {
@@ -31,6 +31,22 @@ struct Opened {
     used_one_time_prekey: Option<PrekeyId>,
     /// The session replaces the current one (which becomes the previous one).
     replaces_current: bool,
+}
+
+/// What a received message leaves in the history.
+enum Kept {
+    /// Nothing (a receipt, an answer, a dropped message).
+    Nothing,
+    /// A text or card received.
+    Received(InboxEntry),
+    /// A text or card this account sent from another device, to this address.
+    SentElsewhere(DeviceAddress, SentMessage),
+}
+
+impl From<Option<InboxEntry>> for Kept {
+    fn from(inbox: Option<InboxEntry>) -> Kept {
+        inbox.map_or(Kept::Nothing, Kept::Received)
+    }
 }
 
 impl Engine {
@@ -91,6 +107,9 @@ impl Engine {
                 None
             }
         };
+        if let Some(Content::Sent(sent)) = content {
+            return self.on_sent_elsewhere(conn, &d, opened, sent).await;
+        }
         let screen = self
             .screen(conn, from, d.category, content.as_ref())
             .await?;
@@ -98,7 +117,8 @@ impl Engine {
             Screen::Admit(category) => (content, category),
             Screen::Drop(category) => {
                 // The session still advanced: keep it, keep nothing else.
-                self.commit_received(&d, opened, None, None).await?;
+                self.commit_received(&d, opened, Kept::Nothing, None)
+                    .await?;
                 self.emit(Event::DroppedWithoutConsent { from, category })
                     .await;
                 return self.finish(conn, seq).await;
@@ -131,7 +151,7 @@ impl Engine {
             _ => None,
         };
         let new = self
-            .commit_received(&d, opened, inbox, Some(handle.clone()))
+            .commit_received(&d, opened, Kept::from(inbox), Some(handle.clone()))
             .await?;
         if new {
             if let Some(content) = content {
@@ -141,14 +161,64 @@ impl Engine {
         self.finish(conn, seq).await
     }
 
+    /// A text or card another device of this account sent: kept in the history as this
+    /// account's own message, and told to the application. From anyone else it is
+    /// dropped (a person cannot put words in this account's mouth).
+    async fn on_sent_elsewhere(
+        &self,
+        conn: &mut Connection,
+        d: &Deliver,
+        opened: Opened,
+        sent: Sent,
+    ) -> Result<bool, SdkError> {
+        let from = d.from;
+        let shown = (from.account == self.me.account)
+            .then(|| super::send::shown(&sent.message, d.sent_at_ms))
+            .flatten();
+        let Some(message) = shown else {
+            self.commit_received(d, opened, Kept::Nothing, None).await?;
+            self.emit(Event::Undecryptable {
+                from,
+                reason: "a copy of a sent message from another account".into(),
+            })
+            .await;
+            return self.finish(conn, d.seq).await;
+        };
+        let to = DeviceAddress {
+            account: sent.to,
+            device: DeviceId::PRIMARY,
+        };
+        let text = message.text.clone();
+        let new = self
+            .commit_received(d, opened, Kept::SentElsewhere(to, message), None)
+            .await?;
+        if new {
+            self.emit(Event::SentElsewhere {
+                from,
+                to: sent.to,
+                to_handle: sent.to_handle,
+                id: d.id,
+                sent_at_ms: d.sent_at_ms,
+                text,
+            })
+            .await;
+        }
+        self.finish(conn, d.seq).await
+    }
+
     /// Stores the advanced session (and the message, and the contact) with the seen id.
     async fn commit_received(
         &self,
         d: &Deliver,
         opened: Opened,
-        inbox: Option<InboxEntry>,
+        kept: Kept,
         handle: Option<Option<Handle>>,
     ) -> Result<bool, SdkError> {
+        let (inbox, sent_elsewhere) = match kept {
+            Kept::Nothing => (None, None),
+            Kept::Received(entry) => (Some(entry), None),
+            Kept::SentElsewhere(to, message) => (None, Some((to, message))),
+        };
         let contact = match handle {
             Some(handle) => Some(self.updated_contact(&opened.session, handle).await?),
             None => None,
@@ -170,6 +240,7 @@ impl Engine {
                 guard: guard.as_deref(),
                 used_one_time_prekey: used,
                 inbox,
+                sent_elsewhere,
                 owe_delivered_receipt,
                 contact,
             })
@@ -220,6 +291,8 @@ impl Engine {
                 None
             }
             Content::Consent(record) => self.on_consent(from, record).await?,
+            // Handled before it is stored (`on_sent_elsewhere`).
+            Content::Sent(_) => None,
         };
         if let Some(event) = event {
             self.emit(event).await;

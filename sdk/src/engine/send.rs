@@ -9,21 +9,24 @@
 //! send a connection error interrupted waits for that retry ([`super::waiting`]).
 
 use parley_protocol::business::Category;
-use parley_protocol::e2e::content::Content;
+use parley_protocol::e2e::content::{Content, Sent};
 use parley_protocol::e2e::{self, E2eError, Session};
-use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
-use parley_protocol::wire::client::{ClientBody, FetchBundle, ResolveHandle, Send};
+use parley_protocol::ids::{AccountId, DeviceAddress, Handle, MessageId};
+use parley_protocol::wire::client::{
+    ClientBody, DeviceCopy, FetchBundle, ResolveHandle, Send, SendToAll,
+};
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
 use rand_core::OsRng;
 use tokio::sync::oneshot;
+use zeroize::Zeroizing;
 
 use super::waiting::WaitingSends;
 use super::Engine;
 use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::Event;
-use crate::store::{Contact, OutboxEntry, SendStatus, SentMessage};
+use crate::store::{Contact, OutboxCopy, OutboxEntry, OutboxFanOut, SendStatus, SentMessage};
 
 /// Who a message goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,34 +127,213 @@ impl Engine {
                 (account, known.and_then(|c| c.handle))
             }
         };
-        let peer = DeviceAddress {
-            account,
-            device: DeviceId::PRIMARY,
-        };
-        let mut session = self.session_for(conn, handle.as_ref(), peer).await?;
         if let Content::Card(card) = &out.content {
             let card = card.clone();
             self.stored(move |s| s.save_sent_card(&card, &account))
                 .await?;
         }
-        let plaintext = out.content.encode()?;
-        let ciphertext = session.encrypt(&plaintext, &mut OsRng, now_ms())?;
+        let content = out.content.encode()?;
+        let shown = shown(&out.content, now_ms());
+        // This account's other devices get a copy of what a person sees (a text, a card).
+        let own_content = match shown {
+            Some(_) => Some(
+                Content::Sent(Sent {
+                    to: account,
+                    to_handle: handle.clone(),
+                    message: Box::new(out.content.clone()),
+                })
+                .encode()?,
+            ),
+            None => None,
+        };
         let id = out
             .id
             .unwrap_or_else(|| MessageId::time_ordered(now_micros(), &mut OsRng));
+        let made = Vec::new();
+        let (entry, sessions) = self
+            .seal(
+                conn,
+                handle.as_ref(),
+                id,
+                account,
+                content,
+                own_content,
+                made,
+            )
+            .await?;
         let entry = OutboxEntry {
-            id,
-            to: peer,
-            ciphertext,
             category: out.category,
             receipt: matches!(out.content, Content::Receipt(_)),
+            ..entry
         };
-        let shown = shown(&out.content, now_ms());
-        let record = session.to_record();
         let stored = entry.clone();
-        self.stored(move |s| s.commit_send(&record, &stored, shown.as_ref()))
+        self.stored(move |s| s.commit_send(&sessions, &stored, shown.as_ref()))
             .await?;
         Ok(Prepared::Stored(entry))
+    }
+
+    /// Encrypts `content` for every device of `to`'s list and `own_content` for every
+    /// other device of this account's, reusing the copies in `made` for devices still
+    /// listed. Returns the entry `id` with its copies (its category and receipt flag left
+    /// for the caller) and the advanced sessions to store with them.
+    #[allow(clippy::too_many_arguments)]
+    async fn seal(
+        &self,
+        conn: &mut Connection,
+        handle: Option<&Handle>,
+        id: MessageId,
+        to: AccountId,
+        content: Vec<u8>,
+        own_content: Option<Vec<u8>>,
+        made: Vec<OutboxCopy>,
+    ) -> Result<(OutboxEntry, Vec<(DeviceAddress, Zeroizing<Vec<u8>>)>), SdkError> {
+        let theirs = self.devices_of(conn, to).await?;
+        let mine = match own_content {
+            Some(_) => Some(self.devices_of(conn, self.me.account).await?),
+            None => None,
+        };
+        let mut targets: Vec<(DeviceAddress, bool)> = theirs
+            .device_ids()
+            .map(|device| {
+                (
+                    DeviceAddress {
+                        account: to,
+                        device,
+                    },
+                    false,
+                )
+            })
+            .collect();
+        if let Some(mine) = &mine {
+            targets.extend(
+                mine.device_ids()
+                    .filter(|device| *device != self.me.device)
+                    .map(|device| {
+                        let address = DeviceAddress {
+                            account: self.me.account,
+                            device,
+                        };
+                        (address, true)
+                    }),
+            );
+        }
+        let mut copies = Vec::with_capacity(targets.len());
+        let mut sessions = Vec::new();
+        for (peer, own) in targets {
+            if let Some(copy) = made.iter().find(|c| c.to == peer) {
+                copies.push(copy.clone());
+                continue;
+            }
+            let (mut session, plaintext) = match (&own_content, own) {
+                (Some(own_content), true) => (self.own_session(conn, peer).await?, own_content),
+                _ => (self.session_for(conn, handle, peer).await?, &content),
+            };
+            let ciphertext = session.encrypt(plaintext, &mut OsRng, now_ms())?;
+            sessions.push((peer, session.to_record()));
+            copies.push(OutboxCopy {
+                to: peer,
+                ciphertext,
+            });
+        }
+        let mut copies = copies.into_iter();
+        let first = copies
+            .next()
+            .ok_or_else(|| SdkError::Protocol("a device list without devices".into()))?;
+        let entry = OutboxEntry {
+            id,
+            to: first.to,
+            ciphertext: first.ciphertext,
+            category: None,
+            receipt: false,
+            fan_out: Some(OutboxFanOut {
+                to_version: theirs.version,
+                own_version: mine.as_ref().map_or(0, |m| m.version),
+                copies: copies.collect(),
+                content,
+                own_content,
+            }),
+        };
+        Ok((entry, sessions))
+    }
+
+    /// Makes the copies of a queued message again for the lists the relay just sent
+    /// (after `stale_devices`): copies for devices still listed are kept, devices new on a
+    /// list get one, and copies for devices gone are dropped. Stored before it is sent.
+    async fn reseal(
+        &self,
+        conn: &mut Connection,
+        entry: OutboxEntry,
+    ) -> Result<OutboxEntry, SdkError> {
+        let Some(fan_out) = entry.fan_out.clone() else {
+            return Ok(entry);
+        };
+        let to = entry.to.account;
+        let handle = self
+            .stored(move |s| s.contact(&to))
+            .await?
+            .and_then(|c| c.handle);
+        let mut made = fan_out.copies;
+        made.insert(
+            0,
+            OutboxCopy {
+                to: entry.to,
+                ciphertext: entry.ciphertext.clone(),
+            },
+        );
+        let (sealed, sessions) = self
+            .seal(
+                conn,
+                handle.as_ref(),
+                entry.id,
+                to,
+                fan_out.content,
+                fan_out.own_content,
+                made,
+            )
+            .await?;
+        let entry = OutboxEntry {
+            to: sealed.to,
+            ciphertext: sealed.ciphertext,
+            fan_out: sealed.fan_out,
+            ..entry
+        };
+        let stored = entry.clone();
+        self.stored(move |s| s.reseal_outbox(&sessions, &stored))
+            .await?;
+        Ok(entry)
+    }
+
+    /// The session with one of this account's own other devices, or a new one from its
+    /// bundle, which must carry this account's identity (the relay cannot hand this
+    /// client someone else's device as its own).
+    async fn own_session(
+        &self,
+        conn: &mut Connection,
+        peer: DeviceAddress,
+    ) -> Result<Session, SdkError> {
+        if let Some(record) = self.stored(move |s| s.session(&peer)).await? {
+            return Ok(Session::from_record(&record)?);
+        }
+        let bundle = match conn
+            .request(ClientBody::FetchBundle(FetchBundle { address: peer }))
+            .await?
+        {
+            ServerBody::Bundle(bundle) => bundle,
+            other => return Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
+        };
+        if bundle.identity != self.identity.public() {
+            return Err(SdkError::Protocol(format!(
+                "the relay served device {} of this account with another identity",
+                peer.device.0
+            )));
+        }
+        Ok(e2e::initiate(
+            &self.identity,
+            self.me,
+            &bundle,
+            peer,
+            &mut OsRng,
+        )?)
     }
 
     /// Resends everything still in the outbox, in order (after a reconnect or restart),
@@ -188,18 +370,26 @@ impl Engine {
     pub(super) async fn deliver_outbox_entry(
         &self,
         conn: &mut Connection,
-        entry: OutboxEntry,
+        mut entry: OutboxEntry,
     ) -> Result<MessageId, SdkError> {
+        let mut resealed = false;
+        let reply = loop {
+            let reply = conn.request(send_frame(&entry)).await;
+            match reply {
+                // The lists changed since the copies were made: check the current ones,
+                // make the copies again, and send once more (once: a relay that keeps
+                // saying so is not believed forever).
+                Err(SdkError::StaleDevices(lists)) if !resealed && entry.fan_out.is_some() => {
+                    for served in lists {
+                        self.take_list(served).await?;
+                    }
+                    entry = self.reseal(conn, entry).await?;
+                    resealed = true;
+                }
+                reply => break reply,
+            }
+        };
         let (id, to, category, receipt) = (entry.id, entry.to, entry.category, entry.receipt);
-        let reply = conn
-            .request(ClientBody::Send(Send {
-                to,
-                id,
-                ciphertext: entry.ciphertext,
-                category,
-                receipt,
-            }))
-            .await;
         match reply {
             Ok(ServerBody::Accepted(a)) if a.id == id => {
                 let at = now_ms();
@@ -309,9 +499,50 @@ impl Engine {
     }
 }
 
+/// The request that sends `entry`: `send_to_all` for a send to every device, `send` for
+/// a message queued before linked devices (to device 1 alone).
+fn send_frame(entry: &OutboxEntry) -> ClientBody {
+    let Some(fan_out) = &entry.fan_out else {
+        return ClientBody::Send(Send {
+            to: entry.to,
+            id: entry.id,
+            ciphertext: entry.ciphertext.clone(),
+            category: entry.category,
+            receipt: entry.receipt,
+        });
+    };
+    let to = entry.to.account;
+    let copy = |c: &OutboxCopy| DeviceCopy {
+        device: c.to.device,
+        ciphertext: c.ciphertext.clone(),
+    };
+    let first = OutboxCopy {
+        to: entry.to,
+        ciphertext: entry.ciphertext.clone(),
+    };
+    ClientBody::SendToAll(SendToAll {
+        to,
+        to_version: fan_out.to_version,
+        copies: std::iter::once(&first)
+            .chain(fan_out.copies.iter().filter(|c| c.to.account == to))
+            .map(copy)
+            .collect(),
+        own_version: fan_out.own_version,
+        own_copies: fan_out
+            .copies
+            .iter()
+            .filter(|c| c.to.account != to)
+            .map(copy)
+            .collect(),
+        id: entry.id,
+        category: entry.category,
+        receipt: entry.receipt,
+    })
+}
+
 /// What the history keeps of a message this client sends: texts and cards, which a
 /// person sees; not receipts, card answers or consent records.
-fn shown(content: &Content, at_ms: u64) -> Option<SentMessage> {
+pub(super) fn shown(content: &Content, at_ms: u64) -> Option<SentMessage> {
     match content {
         Content::Text(text) => Some(SentMessage {
             at_ms,
@@ -325,7 +556,9 @@ fn shown(content: &Content, at_ms: u64) -> Option<SentMessage> {
             category: card.category,
             card: Some(card.clone()),
         }),
-        Content::CardAnswer(_) | Content::Receipt(_) | Content::Consent(_) => None,
+        Content::CardAnswer(_) | Content::Receipt(_) | Content::Consent(_) | Content::Sent(_) => {
+            None
+        }
     }
 }
 

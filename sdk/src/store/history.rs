@@ -537,6 +537,7 @@ mod tests {
                     category: None,
                     card: None,
                 }),
+                sent_elsewhere: None,
                 owe_delivered_receipt: true,
                 contact: None,
             })
@@ -551,6 +552,7 @@ mod tests {
             ciphertext: vec![n],
             category: None,
             receipt: false,
+            fan_out: None,
         };
         let shown = SentMessage {
             at_ms: 1_000 * u64::from(n),
@@ -558,7 +560,8 @@ mod tests {
             category: None,
             card: None,
         };
-        store.commit_send(b"session", &entry, Some(&shown)).unwrap();
+        let session = (to, zeroize::Zeroizing::new(b"session".to_vec()));
+        store.commit_send(&[session], &entry, Some(&shown)).unwrap();
     }
 
     fn accepted(store: &ClientStore, to: DeviceAddress, n: u8) {
@@ -723,6 +726,7 @@ mod tests {
                         category: None,
                         card: None,
                     }),
+                    sent_elsewhere: None,
                     owe_delivered_receipt: true,
                     contact: None,
                 })

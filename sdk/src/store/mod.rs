@@ -10,6 +10,7 @@
 
 mod business;
 mod consent;
+mod device_lists;
 pub mod file;
 pub mod history;
 mod names;
@@ -77,15 +78,46 @@ pub struct Contact {
 pub struct OutboxEntry {
     /// Its id (retries reuse it).
     pub id: MessageId,
-    /// The recipient.
+    /// The recipient (for a send to every device, its lowest device).
     pub to: DeviceAddress,
-    /// The encrypted payload.
+    /// The encrypted payload for `to`.
     pub ciphertext: Vec<u8>,
     /// The category a business sends it in (`None` between people).
     pub category: Option<Category>,
     /// It carries a receipt: the send frame says so, and the relay does not count it as
     /// the person writing to a business (protocol §14).
     pub receipt: bool,
+    /// For a send to every device (`send_to_all`): the other copies, and what they were
+    /// made from. `None` for a message queued before linked devices, which goes to
+    /// device 1 alone.
+    pub fan_out: Option<OutboxFanOut>,
+}
+
+/// The rest of a send to every device, as the outbox keeps it until it is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxFanOut {
+    /// The version of the recipient's list the copies were made for.
+    pub to_version: u64,
+    /// The version of this account's list the own copies were made for.
+    pub own_version: u64,
+    /// The copies for the recipient's other devices, then for this account's other
+    /// devices.
+    pub copies: Vec<OutboxCopy>,
+    /// The encoded content encrypted for the recipient's devices: kept to encrypt it for
+    /// a device that appears before the relay accepts the message.
+    pub content: Vec<u8>,
+    /// The same for this account's other devices (a `sent` copy); `None`: they get none.
+    pub own_content: Option<Vec<u8>>,
+}
+
+/// One device's copy in an [`OutboxFanOut`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxCopy {
+    /// The device.
+    pub to: DeviceAddress,
+    /// Encrypted for it.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
 }
 
 /// A received message, as stored (in the history, [`history`]).
@@ -146,6 +178,9 @@ pub struct ReceiveCommit<'a> {
     pub used_one_time_prekey: Option<PrekeyId>,
     /// The message to keep, if it was a text or a card.
     pub inbox: Option<InboxEntry>,
+    /// A text or card this account sent from another device: kept in the history as
+    /// sent to that address.
+    pub sent_elsewhere: Option<(DeviceAddress, SentMessage)>,
     /// Owe the sender a delivered receipt for the kept message.
     pub owe_delivered_receipt: bool,
     /// The contact to record or update.
@@ -418,23 +453,27 @@ impl ClientStore {
     /// in the history when it is one a person sees (`shown`: a text or a card).
     pub fn commit_send(
         &self,
-        session: &[u8],
+        sessions: &[(DeviceAddress, Zeroizing<Vec<u8>>)],
         entry: &OutboxEntry,
         shown: Option<&SentMessage>,
     ) -> Result<(), SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
-        put_session(&tx, &entry.to, session, false)?;
+        for (peer, session) in sessions {
+            put_session(&tx, peer, session, false)?;
+        }
         tx.execute(
-            "INSERT INTO outbox (message_id, account, device, ciphertext, category, receipt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO outbox (message_id, account, device, ciphertext, category, receipt,
+                                 fan_out)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 entry.id.as_bytes().as_slice(),
                 entry.to.account.as_bytes().as_slice(),
                 entry.to.device.0,
                 entry.ciphertext,
                 entry.category.map(Category::as_str),
-                entry.receipt
+                entry.receipt,
+                encode_fan_out(entry.fan_out.as_ref())?
             ],
         )
         .map_err(db)?;
@@ -444,13 +483,38 @@ impl ClientStore {
         tx.commit().map_err(db)
     }
 
+    /// Replaces the copies of a queued message (made again for newer device lists), with
+    /// the sessions that made them, together.
+    pub fn reseal_outbox(
+        &self,
+        sessions: &[(DeviceAddress, Zeroizing<Vec<u8>>)],
+        entry: &OutboxEntry,
+    ) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        for (peer, session) in sessions {
+            put_session(&tx, peer, session, false)?;
+        }
+        tx.execute(
+            "UPDATE outbox SET device = ?2, ciphertext = ?3, fan_out = ?4 WHERE message_id = ?1",
+            params![
+                entry.id.as_bytes().as_slice(),
+                entry.to.device.0,
+                entry.ciphertext,
+                encode_fan_out(entry.fan_out.as_ref())?
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
     /// Messages not yet accepted by the server, oldest first.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, SdkError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT message_id, account, device, ciphertext, category, receipt FROM outbox
-                 ORDER BY n",
+                "SELECT message_id, account, device, ciphertext, category, receipt, fan_out
+                 FROM outbox ORDER BY n",
             )
             .map_err(db)?;
         let rows = stmt
@@ -462,12 +526,13 @@ impl ClientStore {
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, bool>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, account, device, ciphertext, category, receipt) = row.map_err(db)?;
+            let (id, account, device, ciphertext, category, receipt, fan_out) = row.map_err(db)?;
             out.push(OutboxEntry {
                 id: MessageId::from_slice(&id).ok_or_else(|| corrupt("outbox"))?,
                 to: DeviceAddress {
@@ -477,6 +542,9 @@ impl ClientStore {
                 ciphertext,
                 category: parse_category(category)?,
                 receipt,
+                fan_out: fan_out
+                    .map(|bytes| rmp_serde::from_slice(&bytes).map_err(|_| corrupt("outbox")))
+                    .transpose()?,
             });
         }
         Ok(out)
@@ -543,6 +611,9 @@ impl ClientStore {
                 params![KIND_ONE_TIME, id.0],
             )
             .map_err(db)?;
+        }
+        if let Some((to, message)) = &commit.sent_elsewhere {
+            history::insert_sent(&tx, to, &commit.id, message)?;
         }
         if let Some(m) = &commit.inbox {
             tx.execute(
@@ -788,6 +859,13 @@ fn insert_prekeys(conn: &Connection, prekeys: &PrekeyRecords) -> Result<(), SdkE
 
 /// Stores `record` as the session with `peer`; with `replaces_current`, the session it
 /// replaces is kept as the previous one.
+/// The stored form of an outbox entry's fan-out.
+fn encode_fan_out(fan_out: Option<&OutboxFanOut>) -> Result<Option<Vec<u8>>, SdkError> {
+    fan_out
+        .map(|f| rmp_serde::to_vec_named(f).map_err(|e| SdkError::Storage(e.to_string())))
+        .transpose()
+}
+
 fn put_session(
     conn: &Connection,
     peer: &DeviceAddress,

@@ -75,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE display_names (account BLOB PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;
 "#,
+    // Linked devices (ADR 0007): the device lists this client verified, and the copies
+    // of a send to every device (store::device_lists, OutboxFanOut).
+    r#"
+    CREATE TABLE device_lists (account BLOB PRIMARY KEY, version INTEGER NOT NULL,
+                               list BLOB NOT NULL) WITHOUT ROWID;
+    ALTER TABLE outbox ADD COLUMN fan_out BLOB;
+"#,
 ];
 
 /// Checks that a database opened read-only has this version's schema (it cannot be
