@@ -4,7 +4,9 @@
 //! the same account; both list the two devices. A code works once and expires; a code
 //! nobody opened, a malformed one, a profile that already holds an account and the
 //! relay's device cap are refused in plain words. The relay never holds the account's
-//! identity secret: no file under its data directory contains it.
+//! identity secret: no file under its data directory contains it. At a terminal (a
+//! pseudo-terminal read through an emulator), `parley link` draws the QR code and asks
+//! before it adds the device that joined: "n" turns it away, "y" adds it.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 use parley_protocol::devices::LinkOffer;
 use parley_sdk::store::ClientStore;
 use parley_tests::cli::CliUser;
+use parley_tests::terminal::{keys, Terminal};
 use parley_tests::ServerProcess;
 use rand_core::OsRng;
 use serde_json::Value;
@@ -226,4 +229,77 @@ async fn at_the_relays_device_cap_no_device_is_added() {
     assert_eq!(said.last().unwrap()["code"], "link_unavailable", "{said:?}");
     let listed = phone.json(&["devices"]);
     assert_eq!(device_ids(&listed), vec![1]);
+}
+
+/// `parley link --name laptop` at a 160 × 60 terminal, and the code it shows.
+fn show_code_at_a_terminal(phone: &CliUser) -> (Terminal, String) {
+    let terminal = Terminal::spawn(
+        "phone",
+        &phone.command(&["link", "--name", "laptop"]),
+        160,
+        60,
+    )
+    .unwrap();
+    let screen = terminal
+        .wait_for_text("Waiting for the new device", LIMIT)
+        .unwrap();
+    let code = screen
+        .split_whitespace()
+        .find(|word| word.starts_with("parley-link:"))
+        .unwrap_or_else(|| panic!("no code on the screen:\n{screen}"))
+        .to_owned();
+    assert!(
+        screen.contains('▀') && screen.contains('▄'),
+        "a QR code in half blocks:\n{screen}"
+    );
+    (terminal, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_the_phone_shows_a_qr_code_and_asks_before_adding_the_device() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), "127.0.0.1:0".parse().unwrap(), &[]).unwrap();
+    let phone = CliUser::new(home.path(), "phone", &server.url()).unwrap();
+    let laptop = CliUser::new(home.path(), "laptop", &server.url()).unwrap();
+    phone.run(&["register", "alice"]);
+
+    // Declined: the laptop is turned away and the account keeps one device.
+    let (mut terminal, code) = show_code_at_a_terminal(&phone);
+    let joining = laptop.spawn_json(&["link", &code]).unwrap();
+    terminal
+        .wait_for_text(
+            "as device 2 \"laptop\"? It will read and send your messages",
+            LIMIT,
+        )
+        .unwrap();
+    terminal.press("n").unwrap();
+    terminal.press(keys::ENTER).unwrap();
+    assert!(!terminal.wait_exit(LIMIT).unwrap());
+    assert!(
+        terminal.screen().contains("not linked: you declined"),
+        "{}",
+        terminal.screen()
+    );
+    let (ok, said, _) = joining.finish(LIMIT).unwrap();
+    assert!(!ok);
+    assert_eq!(said.last().unwrap()["code"], "link_unavailable", "{said:?}");
+    assert_eq!(device_ids(&phone.json(&["devices"])), vec![1]);
+
+    // Confirmed: the laptop becomes device 2.
+    let (mut terminal, code) = show_code_at_a_terminal(&phone);
+    let joining = laptop.spawn_json(&["link", &code]).unwrap();
+    terminal.wait_for_text("[y/N]", LIMIT).unwrap();
+    terminal.press("y").unwrap();
+    terminal.press(keys::ENTER).unwrap();
+    assert!(terminal.wait_exit(LIMIT).unwrap(), "{}", terminal.screen());
+    assert!(
+        terminal.screen().contains("Linked device 2 \"laptop\""),
+        "{}",
+        terminal.screen()
+    );
+    let (ok, said, stderr) = joining.finish(LIMIT).unwrap();
+    assert!(ok, "{stderr}");
+    assert_eq!(said.last().unwrap()["device"], 2, "{said:?}");
+    assert_eq!(device_ids(&laptop.json(&["devices"])), vec![1, 2]);
 }

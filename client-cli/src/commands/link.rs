@@ -66,8 +66,8 @@ pub async fn show(ctx: &Context, device_name: Option<&str>, yes: bool) -> anyhow
     let linked = request.approve(device_name).await?;
     ctx.out.print(
         &format!(
-            "Linked device {} \"{}\": it now sends and receives as you (`parley devices` \
-             lists it; `parley devices remove {}` takes it off).",
+            "Linked device {} \"{}\": it now holds your account (`parley devices` lists \
+             it; `parley devices remove {}` takes it off).",
             linked.device.0, linked.name, linked.device.0
         ),
         json!({"type": "device_linked", "device": linked.device.0, "name": linked.name,
