@@ -214,6 +214,29 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
     },
+    /// Link another device to this account, or (with CODE) join this profile to it.
+    ///
+    /// On the device that has the account (say, your phone), `parley link` shows a
+    /// linking code, and a QR code of it on a terminal wide enough, and waits for the new
+    /// device. When one joins, it asks you to confirm (--yes skips the question; without
+    /// a terminal --yes is required), then adds it to the account's signed device list and
+    /// hands it the account's key, end-to-end encrypted: the server never sees it.
+    ///
+    /// On the new device (say, your laptop), in a profile of its own: `parley --profile
+    /// laptop link CODE` joins with the code the other device shows, and from then on
+    /// that profile is the same account (`parley devices` lists both). A code works once,
+    /// for a few minutes (10 by default: the server's --link-lifetime).
+    Link {
+        /// The code `parley link` shows on your other device: join this (new, empty)
+        /// profile to that account.
+        code: Option<String>,
+        /// The new device's name on the account's device list [default: device N].
+        #[arg(long, conflicts_with = "code")]
+        name: Option<String>,
+        /// Approve whichever device joins with the code, without asking.
+        #[arg(long, conflicts_with = "code")]
+        yes: bool,
+    },
     /// Delete this account on the server; the handle becomes free.
     DeleteAccount {
         /// Confirm: this cannot be undone.

@@ -58,10 +58,10 @@ fn main() -> ExitCode {
                 .or_else(|| explain::not_registered(&e, &parley))
                 .unwrap_or_else(|| format!("{e:#}"));
             if json {
-                let code = match e.downcast_ref::<parley_sdk::SdkError>() {
-                    Some(parley_sdk::SdkError::Refused { code, .. }) => Some(code.as_str()),
-                    _ => None,
-                };
+                let code = e
+                    .downcast_ref::<parley_sdk::SdkError>()
+                    .and_then(parley_sdk::SdkError::code)
+                    .map(|code| code.as_str());
                 println!(
                     "{}",
                     serde_json::json!({"type": "error", "message": message, "code": code})
@@ -80,11 +80,17 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
         return commands::consent::verify(&out, file);
     }
     let path = paths::profile_database(args.home, &args.profile)?;
-    if !matches!(args.command, Command::Register { .. }) && !path.exists() {
-        // Opening would create the profile: only `register` makes one.
+    let creates_profile = matches!(
+        args.command,
+        Command::Register { .. } | Command::Link { code: Some(_), .. }
+    );
+    if !creates_profile && !path.exists() {
+        // Opening would create the profile: only `register` and `link CODE` make one.
         anyhow::bail!(
-            "there is no profile {:?} yet; to create it, run: {} register <handle>",
+            "there is no profile {:?} yet; to create it, run: {} register <handle> (or, to \
+             make it another device of an account you have elsewhere: {} link CODE)",
             args.profile,
+            out.parley(),
             out.parley()
         );
     }
@@ -181,6 +187,14 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
         Command::Devices {
             command: Some(DevicesCommand::Remove { device }),
         } => commands::devices::remove(&ctx, device).await,
+        Command::Link {
+            code: Some(code), ..
+        } => commands::link::join(&ctx, &code).await,
+        Command::Link {
+            code: None,
+            name,
+            yes,
+        } => commands::link::show(&ctx, name.as_deref(), yes).await,
         Command::Profile(ProfileCommand::SetName { name, clear }) => {
             commands::set_name(&ctx, if clear { None } else { name }).await
         }

@@ -140,6 +140,7 @@ impl Client {
                 let profile = Profile {
                     account: identity.account_id(),
                     handle: handle.clone(),
+                    device: DeviceId::PRIMARY,
                 };
                 let secret = identity.to_secret_bytes();
                 blocking(&store, move |s| {
@@ -171,7 +172,9 @@ impl Client {
                 ..
             }) => {
                 let (_, opened) = connection::open_first(&config.servers, &config.tls).await?;
-                Connection::login(opened, &identity).await?.address()
+                Connection::login(opened, &identity, DeviceId::PRIMARY)
+                    .await?
+                    .address()
             }
             Err(e) => return Err(e),
         };
@@ -180,6 +183,7 @@ impl Client {
         Ok(Profile {
             account: address.account,
             handle,
+            device: address.device,
         })
     }
 
@@ -200,7 +204,7 @@ impl Client {
         let profile = stored.profile;
         let me = DeviceAddress {
             account: profile.account,
-            device: DeviceId::PRIMARY,
+            device: profile.device,
         };
         let (events_tx, events) = mpsc::channel(QUEUE_CAPACITY);
         let (commands, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -312,6 +316,14 @@ impl Client {
         identity_from(&stored.secret)
     }
 
+    /// This device's address: the account and the device id the profile holds.
+    pub fn address(&self) -> DeviceAddress {
+        DeviceAddress {
+            account: self.profile.account,
+            device: self.profile.device,
+        }
+    }
+
     /// Deletes the account on the server, then forgets the local identity. The handle
     /// becomes free; contacts who write to it later see an identity change.
     pub async fn delete_account(self) -> Result<(), SdkError> {
@@ -377,7 +389,7 @@ pub fn safety_number(store: &ClientStore, contact: &Contact) -> Result<SafetyNum
     Ok(SafetyNumber::new(&identity.public(), &contact.identity))
 }
 
-fn identity_from(secret: &[u8]) -> Result<IdentityKeyPair, SdkError> {
+pub(crate) fn identity_from(secret: &[u8]) -> Result<IdentityKeyPair, SdkError> {
     let bytes: &[u8; 64] = secret
         .try_into()
         .map_err(|_| SdkError::Storage("corrupt identity".into()))?;

@@ -78,12 +78,13 @@ pub async fn open_first(
 pub struct Connection(Authenticated<Socket>);
 
 impl Connection {
-    /// Logs in on `opened` as `identity`'s primary device.
+    /// Logs in on `opened` as `device` of `identity`'s account.
     pub async fn login(
         opened: Unauthenticated<Socket>,
         identity: &IdentityKeyPair,
+        device: DeviceId,
     ) -> Result<Connection, SdkError> {
-        Ok(Connection(opened.login(identity, DeviceId::PRIMARY).await?))
+        Ok(Connection(opened.login(identity, device).await?))
     }
 
     /// Registers on `opened`; `build` gets the challenge and returns the signed

@@ -3,11 +3,10 @@
 //! The relay serves the list ([`Client::devices`]); the client accepts it only if the
 //! account key signed it ([`DeviceListView::accept`]). Removing a device publishes a newer
 //! list without it, signed here; the relay then deletes that device and closes it (4005).
-//! This client is the account's device 1 (linking more devices is not built yet), and it
-//! does not remove itself.
+//! A device does not remove itself. Adding a device is linking ([`crate::link`]).
 
 use parley_protocol::devices::{DeviceList, DeviceListView, SignedDeviceList};
-use parley_protocol::ids::DeviceId;
+use parley_protocol::ids::{AccountId, DeviceId};
 use parley_protocol::wire::client::{ClientBody, FetchDevices, PublishDevices};
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ErrorCode;
@@ -23,25 +22,17 @@ impl Client {
         let reply = self
             .request(ClientBody::FetchDevices(FetchDevices { account }))
             .await?;
-        let ServerBody::Devices(served) = reply else {
-            return Err(SdkError::Protocol(format!("unexpected reply {reply:?}")));
-        };
-        let mut view = DeviceListView::new(DeviceList::implicit(account));
-        if let Some(list) = served.list {
-            view.accept(&account, &list).map_err(|e| {
-                SdkError::Protocol(format!("the relay served a bad device list: {e}"))
-            })?;
-        }
-        Ok(view.list().clone())
+        verified_list(account, reply)
     }
 
     /// Removes `device` from the account: signs and publishes a newer list without it (once
     /// more from the relay's current list if another device published meanwhile).
     pub async fn remove_device(&self, device: DeviceId) -> Result<DeviceList, SdkError> {
-        if device == DeviceId::PRIMARY {
-            return Err(SdkError::InvalidInput(
-                "device 1 is this device: remove it from another device of the account".into(),
-            ));
+        if device == self.profile().device {
+            return Err(SdkError::InvalidInput(format!(
+                "device {} is this device: remove it from another device of the account",
+                device.0
+            )));
         }
         let identity = self.identity().await?;
         let mut attempts = 0;
@@ -72,7 +63,12 @@ impl Client {
                 }))
                 .await
             {
-                Ok(_) => return Ok(signed.list),
+                Ok(_) => {
+                    let published = signed.list.clone();
+                    crate::engine::blocking(self.store(), move |s| s.save_device_list(&published))
+                        .await?;
+                    return Ok(signed.list);
+                }
                 Err(SdkError::Refused {
                     code: ErrorCode::StaleDeviceList,
                     ..
@@ -81,4 +77,18 @@ impl Client {
             }
         }
     }
+}
+
+/// The list in the relay's answer to `fetch_devices` for `account`, if the account signed
+/// it; the implicit list (device 1, version 0) when the account never published one.
+pub(crate) fn verified_list(account: AccountId, reply: ServerBody) -> Result<DeviceList, SdkError> {
+    let ServerBody::Devices(served) = reply else {
+        return Err(SdkError::Protocol(format!("unexpected reply {reply:?}")));
+    };
+    let mut view = DeviceListView::new(DeviceList::implicit(account));
+    if let Some(list) = served.list {
+        view.accept(&account, &list)
+            .map_err(|e| SdkError::Protocol(format!("the relay served a bad device list: {e}")))?;
+    }
+    Ok(view.list().clone())
 }

@@ -46,6 +46,28 @@ pub enum SdkError {
     /// The input is not valid (a bad handle, for example).
     #[error("{0}")]
     InvalidInput(String),
+    /// The relay has no device waiting on this linking code: it was already used, it
+    /// expired, or the device that showed it stopped waiting (the relay does not say
+    /// which, protocol §15).
+    #[error(
+        "this linking code was already used or has expired; run `parley link` again on your \
+         other device"
+    )]
+    LinkUnavailable,
+    /// The linking code expired, or the joining device went away, before this device
+    /// handed the account over: nothing was handed over.
+    #[error(
+        "the linking code expired before the new device was approved; nothing was handed \
+         over: run `parley link` again"
+    )]
+    LinkExpired,
+    /// The account already has as many devices as the relay allows (or the protocol's
+    /// 32): no device was added.
+    #[error(
+        "this account already has as many devices as the server allows ({0}); remove one \
+         first (`parley devices remove N`)"
+    )]
+    TooManyDevices(String),
     /// The server could not be reached.
     #[error("server unreachable at {url}: {reason}")]
     Unreachable {
@@ -120,6 +142,17 @@ pub enum SdkError {
 }
 
 impl SdkError {
+    /// The wire error code behind this error, when the server's refusal is the cause
+    /// (for machine-readable output).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            SdkError::Refused { code, .. } => Some(*code),
+            SdkError::LinkUnavailable | SdkError::LinkExpired => Some(ErrorCode::LinkUnavailable),
+            SdkError::TooManyDevices(_) => Some(ErrorCode::TooManyDevices),
+            _ => None,
+        }
+    }
+
     /// Whether the connection itself failed (refused, reset, closed, timed out), as
     /// opposed to an answer from the server: the engine then tries the next server, and
     /// a send under way is retried there with the same message id.

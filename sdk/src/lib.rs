@@ -9,6 +9,8 @@
 //! * [`store::ClientStore`]: the local database (a file, or in memory for tests).
 //! * [`Event`]: messages, cards, identity changes, connection state, and for businesses
 //!   card answers, statuses and consent changes.
+//! * [`link`]: linking a new device to the account (the existing device's
+//!   [`link::LinkInvite`], the new device's [`link::NewDevice`]).
 //! * [`person`]: consent grants and revocations, block, report, card answers.
 //! * [`consent`]: the consent ledger's meaning, its export and offline verification.
 //! * [`business_info`]: checking a business certificate against the pinned authority.
@@ -65,6 +67,7 @@ pub mod error;
 pub mod events;
 pub mod failover;
 pub mod keys;
+pub mod link;
 pub mod person;
 pub mod store;
 pub mod tls;

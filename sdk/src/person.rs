@@ -9,7 +9,7 @@ use parley_protocol::business::{
     CategorySet, ConsentGrant, ConsentNonce, ConsentRecord, ConsentRevocation,
 };
 use parley_protocol::e2e::content::{CardAnswer, Content};
-use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId};
+use parley_protocol::ids::{AccountId, Handle, MessageId};
 use parley_protocol::wire::client::{
     Block, ClientBody, GrantConsent, Report, RevokeConsent, SetDisplayName, Unblock,
 };
@@ -177,10 +177,7 @@ impl Client {
             .card
             .ok_or_else(|| SdkError::InvalidInput(format!("message {id} is not a card")))?;
         let identity = self.identity().await?;
-        let me = DeviceAddress {
-            account: identity.account_id(),
-            device: DeviceId::PRIMARY,
-        };
+        let me = self.address();
         let answer = CardAnswer::sign(&identity, &me, &entry.from, &card, action, now_ms())
             .map_err(|e| {
                 let offered: Vec<&str> = card.actions.iter().map(|a| a.id.as_str()).collect();

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::server::workspace_binary;
@@ -102,6 +103,101 @@ impl CliUser {
         let mut with_json = args.to_vec();
         with_json.push("--json");
         json_lines(&self.run(&with_json))
+    }
+}
+
+/// A `parley --json` command left running (one that waits, like `parley link`), whose
+/// lines a test reads as they come, each within a deadline.
+#[derive(Debug)]
+pub struct RunningCli {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    what: String,
+}
+
+impl CliUser {
+    /// Starts `parley ARGS --json` with stdin closed, without waiting for it.
+    pub fn spawn_json(&self, args: &[&str]) -> anyhow::Result<RunningCli> {
+        use std::io::{BufRead, Read};
+        let mut command = self.command(args);
+        let mut child = command
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut stderr = child.stderr.take().context("no stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Ok(RunningCli {
+            child,
+            lines,
+            stderr: Some(stderr),
+            what: format!("parley {args:?} ({})", self.profile),
+        })
+    }
+}
+
+impl RunningCli {
+    /// The next line it prints, as JSON, within `limit`.
+    pub fn next_json(&mut self, limit: std::time::Duration) -> anyhow::Result<Value> {
+        let line = self
+            .lines
+            .recv_timeout(limit)
+            .map_err(|e| anyhow::anyhow!("{}: no line within {limit:?} ({e})", self.what))?;
+        serde_json::from_str(&line).with_context(|| format!("{}: not JSON: {line}", self.what))
+    }
+
+    /// Waits up to `limit` for it to exit (else kills it, an error); returns whether it
+    /// succeeded, the JSON lines not read yet, and its standard error.
+    pub fn finish(
+        mut self,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<(bool, Vec<Value>, String)> {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("{}: still running after {limit:?}", self.what);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        // The reader ends at the end of the output, which the exit closed.
+        let rest = self
+            .lines
+            .iter()
+            .map(|line| serde_json::from_str(&line).context("a JSON line"))
+            .collect::<anyhow::Result<Vec<Value>>>()?;
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        Ok((status.success(), rest, stderr))
+    }
+}
+
+impl Drop for RunningCli {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! `devices`, `devices remove N`: this account's devices, from the list the account signed.
+//! `devices`, `devices remove N`: this account's devices, from the list the account signed,
+//! each with its name, id and link time (local), and which one this profile is. (When a
+//! device was last seen needs the relay's help and is not shown.)
 
 use parley_protocol::devices::DeviceList;
 use parley_protocol::ids::DeviceId;
@@ -11,8 +13,9 @@ use crate::local_time;
 pub async fn list(ctx: &Context) -> anyhow::Result<()> {
     let client = start_quiet(ctx).await?;
     let devices = client.devices().await;
+    let me = client.profile().device;
     client.stop().await;
-    print(ctx, &devices?);
+    print(ctx, &devices?, me);
     Ok(())
 }
 
@@ -33,9 +36,9 @@ pub async fn remove(ctx: &Context, device: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print(ctx: &Context, list: &DeviceList) {
+fn print(ctx: &Context, list: &DeviceList, me: DeviceId) {
     for entry in &list.devices {
-        let this = entry.device == DeviceId::PRIMARY;
+        let this = entry.device == me;
         let linked = if entry.linked_at_ms == 0 {
             "at registration".to_owned()
         } else {

@@ -7,6 +7,7 @@ pub mod consent;
 mod contacts;
 pub mod devices;
 mod history;
+pub mod link;
 mod messaging;
 pub mod moderation;
 mod profile;

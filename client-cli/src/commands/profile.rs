@@ -41,12 +41,13 @@ pub fn whoami(ctx: &Context) -> anyhow::Result<()> {
     }
     ctx.out.print(
         &format!(
-            "{} (account {})",
+            "{} (account {}, device {})",
             name(p.handle.as_ref(), &p.account),
-            p.account
+            p.account,
+            p.device.0
         ),
         json!({"type": "whoami", "handle": p.handle.as_ref().map(|h| h.as_str()),
-               "account": p.account.to_hex()}),
+               "account": p.account.to_hex(), "device": p.device.0}),
     );
     Ok(())
 }

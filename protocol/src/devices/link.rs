@@ -197,6 +197,15 @@ impl LinkOffer {
         &self.code
     }
 
+    /// Checks the new device's join: its MAC over `joiner` proves it read the code. The
+    /// existing device checks this before it publishes a list naming the new device;
+    /// [`LinkOffer::seal`] checks it again.
+    pub fn check_join(&self, joiner: &X25519Public, mac: &JoinMac) -> Result<(), LinkError> {
+        join_mac(&self.code.secret, joiner)
+            .verify_slice(mac.as_bytes())
+            .map_err(|_| LinkError::BadJoin)
+    }
+
     /// Checks the new device's join and seals `secrets` for it.
     pub fn seal(
         &self,
@@ -204,9 +213,7 @@ impl LinkOffer {
         mac: &JoinMac,
         secrets: &LinkSecrets,
     ) -> Result<Vec<u8>, LinkError> {
-        join_mac(&self.code.secret, joiner)
-            .verify_slice(mac.as_bytes())
-            .map_err(|_| LinkError::BadJoin)?;
+        self.check_join(joiner, mac)?;
         let shared = self
             .ephemeral
             .diffie_hellman(&x25519_dalek::PublicKey::from(joiner.0));
@@ -482,6 +489,11 @@ mod tests {
                 .unwrap_err(),
             LinkError::BadJoin
         );
+        assert_eq!(
+            offer.check_join(&relay.public(), &join.mac()),
+            Err(LinkError::BadJoin)
+        );
+        assert_eq!(offer.check_join(&join.public(), &join.mac()), Ok(()));
         // Or makes a MAC with a guessed secret.
         assert_eq!(
             offer

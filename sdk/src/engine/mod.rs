@@ -305,7 +305,7 @@ impl Engine {
     /// Opens a connection to `url` and logs in.
     pub async fn connect(&self, url: &str) -> Result<Connection, SdkError> {
         let opened = connection::open(url, &self.tls).await?;
-        Connection::login(opened, &self.identity).await
+        Connection::login(opened, &self.identity, self.me.device).await
     }
 
     /// Connects to the first server that lets us in, trying each once in order; fails

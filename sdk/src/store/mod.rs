@@ -39,6 +39,9 @@ pub struct Profile {
     pub account: AccountId,
     /// Its handle, if registered with one.
     pub handle: Option<Handle>,
+    /// This device's id within the account: 1 for the device that registered it, the id
+    /// it was given for a linked one (ADR 0007).
+    pub device: DeviceId,
 }
 
 /// The local identity as stored: its secret seed and profile.
@@ -294,9 +297,18 @@ impl ClientStore {
             ),
             None => None,
         };
+        let device = self
+            .get("device")?
+            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map(|b| DeviceId(u32::from_be_bytes(b)))
+            .ok_or_else(|| SdkError::Storage("profile without device id".into()))?;
         Ok(Some(StoredIdentity {
             secret: Zeroizing::new(secret),
-            profile: Profile { account, handle },
+            profile: Profile {
+                account,
+                handle,
+                device,
+            },
             pending: self.get("pending")?.is_some(),
         }))
     }
@@ -311,16 +323,45 @@ impl ClientStore {
         profile: &Profile,
         prekeys: &PrekeyRecords,
     ) -> Result<(), SdkError> {
+        self.put_identity(secret, profile, prekeys, true)
+    }
+
+    /// Stores the identity of an account this device was linked to (ADR 0007), its
+    /// device id and its first prekeys, all at once and confirmed: the server already
+    /// has the device and its prekeys. Replaces any earlier profile.
+    pub fn save_linked(
+        &self,
+        secret: &[u8],
+        profile: &Profile,
+        prekeys: &PrekeyRecords,
+    ) -> Result<(), SdkError> {
+        self.put_identity(secret, profile, prekeys, false)
+    }
+
+    fn put_identity(
+        &self,
+        secret: &[u8],
+        profile: &Profile,
+        prekeys: &PrekeyRecords,
+        pending: bool,
+    ) -> Result<(), SdkError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db)?;
         clear_identity(&tx)?;
         let put = "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)";
-        tx.execute(put, params!["pending", [1u8].as_slice()])
-            .map_err(db)?;
+        if pending {
+            tx.execute(put, params!["pending", [1u8].as_slice()])
+                .map_err(db)?;
+        }
         tx.execute(put, params!["identity", secret]).map_err(db)?;
         tx.execute(
             put,
             params!["account", profile.account.as_bytes().as_slice()],
+        )
+        .map_err(db)?;
+        tx.execute(
+            put,
+            params!["device", profile.device.0.to_be_bytes().as_slice()],
         )
         .map_err(db)?;
         if let Some(h) = &profile.handle {

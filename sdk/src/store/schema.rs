@@ -75,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE display_names (account BLOB PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;
 "#,
+    // The profile's own device id (`kv` key `device`, a big-endian u32): a linked device
+    // (ADR 0007) is not device 1. Every profile before this registered its account, so
+    // it is device 1.
+    r#"
+    INSERT OR IGNORE INTO kv (key, value)
+        SELECT 'device', x'00000001' FROM kv WHERE key = 'identity';
+"#,
     // Linked devices (ADR 0007): the device lists this client verified, and the copies
     // of a send to every device (store::device_lists, OutboxFanOut).
     r#"
@@ -122,6 +129,35 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), SdkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_from_before_linked_devices_is_device_1() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute(
+            "INSERT INTO kv (key, value) VALUES ('identity', x'01'), ('account', x'02')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let device: Vec<u8> = conn
+            .query_row("SELECT value FROM kv WHERE key = 'device'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(device, vec![0, 0, 0, 1]);
+
+        // A profile without an identity gets none (register or link writes it).
+        let mut empty = Connection::open_in_memory().unwrap();
+        migrate(&mut empty).unwrap();
+        let none: i64 = empty
+            .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(none, 0);
+    }
 
     #[test]
     fn the_inbox_of_an_older_profile_becomes_its_history() {

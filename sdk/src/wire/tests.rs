@@ -410,3 +410,50 @@ async fn the_websocket_is_handed_over_with_the_frames_kept_for_later() {
     );
     drop(server.await.unwrap());
 }
+
+#[tokio::test]
+async fn a_join_waits_past_the_reply_timeout_for_the_seal_then_logs_in_on_the_same_connection() {
+    use parley_protocol::devices::{LinkJoin, LinkOffer};
+    use parley_protocol::wire::client::JoinLink;
+    use parley_protocol::wire::server::LinkSealed;
+
+    let (socket, mut script) = pipe().await;
+    let server = tokio::spawn(async move {
+        let hello = script.hello().await;
+        let join = script.receive().await;
+        assert!(matches!(join.body, ClientBody::JoinLink(_)), "{join:?}");
+        // The existing device takes longer than a reply may (`quick`: 300 ms) to seal.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        script
+            .send(ServerFrame::reply(
+                join.rid,
+                ServerBody::LinkSealed(LinkSealed {
+                    sealed: vec![1, 2, 3],
+                }),
+            ))
+            .await;
+        script.answer_login(&hello).await;
+    });
+    let offer = LinkOffer::generate(&mut OsRng);
+    let join = LinkJoin::new(offer.code().clone(), &mut OsRng);
+    let mut opened = Unauthenticated::start(socket, quick()).await.unwrap();
+    let reply = opened
+        .join_link(
+            JoinLink {
+                rendezvous: join.rendezvous(),
+                public: join.public(),
+                mac: join.mac(),
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&reply, Ok(ServerBody::LinkSealed(s)) if s.sealed == [1, 2, 3]),
+        "{reply:?}"
+    );
+    let identity = IdentityKeyPair::generate(&mut OsRng);
+    let conn = opened.login(&identity, DeviceId(2)).await.unwrap();
+    assert_eq!(conn.address().device, DeviceId(2));
+    server.await.unwrap();
+}

@@ -1,15 +1,18 @@
 //! [`Unauthenticated`]: a connection that has read the server's `hello` and can do one
 //! thing, the login exchange (`auth` or `register`), which turns it into an
-//! [`Authenticated`] one.
+//! [`Authenticated`] one; before it, a new device may join a linking code (`join_link`,
+//! protocol §15), the one request the server answers before login.
+
+use std::time::Duration;
 
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId};
-use parley_protocol::wire::client::{Auth, ClientBody, Register};
+use parley_protocol::wire::client::{Auth, ClientBody, JoinLink, Register};
 use parley_protocol::wire::server::{Hello, ServerBody};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{Authenticated, Unchecked, WireError, WireLimits};
+use super::{Authenticated, Reply, Unchecked, WireError, WireLimits};
 
 /// A connection before login.
 #[derive(Debug)]
@@ -54,6 +57,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Unauthenticated<S> {
         };
         let auth = Auth::signed(identity, &self.hello, address);
         self.login_with(auth).await
+    }
+
+    /// Joins a linking code's rendezvous and waits, at most `within`, for what the
+    /// existing device sealed (`link_sealed`), or the server's refusal; the connection
+    /// then logs in as the device the sealed secrets name (the server suspends its auth
+    /// deadline during the wait).
+    pub async fn join_link(
+        &mut self,
+        join: JoinLink,
+        within: Duration,
+    ) -> Result<Reply, WireError> {
+        let rid = self.link.send(ClientBody::JoinLink(join)).await?;
+        self.link.reply_within(rid, within).await
     }
 
     /// Logs in with an `auth` already signed for [`Unauthenticated::hello`].

@@ -73,10 +73,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Unchecked<S> {
     /// Waits for the reply to `rid`, at most [`WireLimits::reply_timeout`]; frames
     /// that arrive meanwhile are kept, in order, for [`Unchecked::next_frame`].
     pub async fn reply_to(&mut self, rid: RequestId) -> Result<Reply, WireError> {
+        self.reply_within(rid, self.limits.reply_timeout).await
+    }
+
+    /// Waits for the reply to `rid` at most `limit`, for the one request whose answer
+    /// waits on another party (`join_link`, answered when the existing device seals).
+    pub async fn reply_within(
+        &mut self,
+        rid: RequestId,
+        limit: std::time::Duration,
+    ) -> Result<Reply, WireError> {
         if let Some(body) = self.inbox.take_reply(rid) {
             return Ok(as_reply(body));
         }
-        let limit = self.limits.reply_timeout;
         let wait = async {
             loop {
                 let frame = self.read_frame().await?;
