@@ -6,7 +6,8 @@
 //! listener the client chose). It decodes each frame (`parley_protocol::wire`) and forwards the
 //! original bytes unless the test told it to misbehave: rewrite a `deliver` (flip a byte,
 //! change its sender or id), withhold it, serve another account's prekey bundle, resolve
-//! a handle to another account, or inject a recorded `deliver` again later. The
+//! a handle to another account, serve a device list of its choosing, or inject a
+//! recorded `deliver` again later. The
 //! authentication handshake passes through untouched: the server's challenge is bound
 //! to the server's id, not to the socket, so the proxy can forward it and learn from the
 //! server's `authenticated` reply which device each connection acts for.
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
+use parley_protocol::devices::SignedDeviceList;
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, RequestId};
 use parley_protocol::wire::client::ClientBody;
 use parley_protocol::wire::server::{Deliver, ServerBody};
@@ -51,6 +53,9 @@ struct State {
     bundle_redirects: HashMap<AccountId, DeviceAddress>,
     /// `resolved` for this handle is rewritten to name this account.
     handle_redirects: HashMap<Handle, AccountId>,
+    /// The device list served for this account (in `devices` and in a `stale_devices`
+    /// error) is replaced by this one (`None`: no list, the implicit one).
+    device_lists: HashMap<AccountId, Option<SignedDeviceList>>,
     /// Every `deliver` the server sent, as it sent it, with its recipient.
     delivered: Vec<(DeviceAddress, Deliver)>,
     /// Live connections: the device each acts for (once authenticated) and its injector.
@@ -172,6 +177,16 @@ impl Mitm {
         match account {
             Some(account) => state.handle_redirects.insert(handle, account),
             None => state.handle_redirects.remove(&handle),
+        };
+    }
+
+    /// Serves `list` as `account`'s device list wherever the server sends one (`devices`,
+    /// and the lists of a `stale_devices` error); `None` serves the server's own again.
+    pub fn serve_device_list(&self, account: AccountId, list: Option<Option<SignedDeviceList>>) {
+        let mut state = self.shared.lock();
+        match list {
+            Some(list) => state.device_lists.insert(account, list),
+            None => state.device_lists.remove(&account),
         };
     }
 
@@ -489,9 +504,32 @@ fn from_server_frame(
                 Verdict::Forward => Ok(Some(Bytes::from(wire::encode_server(&frame)?))),
             }
         }
-        ServerBody::Error(_) => {
+        ServerBody::Devices(d) => {
+            let served = shared.lock().device_lists.get(&d.account).cloned();
+            match served {
+                Some(list) => {
+                    d.list = list;
+                    Ok(Some(Bytes::from(wire::encode_server(&frame)?)))
+                }
+                None => Ok(Some(bytes)),
+            }
+        }
+        ServerBody::Error(e) => {
             if let Some(rid) = rid {
                 resolving.remove(&rid);
+            }
+            let mut rewritten = false;
+            {
+                let state = shared.lock();
+                for d in &mut e.devices {
+                    if let Some(list) = state.device_lists.get(&d.account) {
+                        d.list = list.clone();
+                        rewritten = true;
+                    }
+                }
+            }
+            if rewritten {
+                return Ok(Some(Bytes::from(wire::encode_server(&frame)?)));
             }
             Ok(Some(bytes))
         }

@@ -855,3 +855,191 @@ async fn sessions_started_by_both_sides_at_once_still_carry_the_conversation() {
         ["from bob", "bob, round 0", "bob, round 1"]
     );
 }
+
+/// Signs `devices` as version `version` of `account`'s list with `signer` (the account's
+/// own key, or anyone's).
+fn list_of(
+    account: parley_protocol::ids::AccountId,
+    version: u64,
+    devices: &[(u32, &str)],
+    signer: &parley_protocol::identity::IdentityKeyPair,
+) -> parley_protocol::devices::SignedDeviceList {
+    use parley_protocol::devices::{DeviceEntry, DeviceList};
+    let list = DeviceList {
+        account,
+        version,
+        devices: devices
+            .iter()
+            .map(|(device, name)| DeviceEntry {
+                device: DeviceId(*device),
+                name: (*name).to_owned(),
+                linked_at_ms: 1_764_000_000_000,
+            })
+            .collect(),
+    };
+    let signed = list.clone().sign(signer);
+    // A key that is not the account's cannot sign "its" list; put the signature on anyway.
+    signed.unwrap_or_else(|_| {
+        let signature = signer.sign(&list.transcript());
+        parley_protocol::devices::SignedDeviceList { list, signature }
+    })
+}
+
+/// Publishes `list` as `who`'s device 1, directly at the server (the person's client,
+/// displaced meanwhile, reconnects by itself).
+async fn publish_directly(
+    url: &str,
+    who: &Client,
+    list: parley_protocol::devices::SignedDeviceList,
+) {
+    use parley_protocol::wire::client::{Auth, ClientBody, PublishDevices};
+    let identity = parley_protocol::identity::IdentityKeyPair::from_secret_bytes(
+        who.store()
+            .identity()
+            .unwrap()
+            .unwrap()
+            .secret
+            .as_slice()
+            .try_into()
+            .unwrap(),
+    );
+    let mut raw = parley_tests::Client::connect(url).await.unwrap();
+    let auth = Auth::signed(&identity, &raw.hello, primary(who));
+    assert!(raw.request(ClientBody::Auth(auth)).await.unwrap().is_ok());
+    let published = raw
+        .request(ClientBody::PublishDevices(PublishDevices { list }))
+        .await
+        .unwrap();
+    assert!(published.is_ok(), "{published:?}");
+    raw.close().await.unwrap();
+}
+
+/// The relay serves device lists of its own making (ADR 0007): one that adds a device
+/// to Alice's account (or drops one) cannot carry her signature, and an old one she did
+/// sign is older than what Bob saw. Bob's client refuses both, says so
+/// (`DeviceListRefused`), encrypts nothing to the devices on them, and sends as soon as
+/// the relay serves her current list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_or_old_device_list_is_refused_and_nothing_is_encrypted_to_it() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let mut alice = w.person("alice").await;
+    let mut bob = w.person("bob").await;
+    let alice_account = alice.profile().account;
+    let relays_key = parley_protocol::identity::IdentityKeyPair::generate(&mut OsRng);
+    let injected = DeviceAddress {
+        account: alice_account,
+        device: DeviceId(2),
+    };
+
+    // The relay adds its own device 2 to Alice's list.
+    let forged = list_of(alice_account, 1, &[(1, "phone"), (2, "relay")], &relays_key);
+    w.mitm.serve_device_list(alice_account, Some(Some(forged)));
+    let refused = bob.send_text(&handle("alice"), "secret").await;
+    assert!(
+        matches!(&refused, Err(SdkError::DeviceListRefused { account, .. }) if *account == alice_account),
+        "{refused:?}"
+    );
+    let reported = quiet(&mut bob).await;
+    assert!(
+        reported.iter().any(|e| matches!(
+            e,
+            Event::DeviceListRefused { account, .. } if *account == alice_account
+        )),
+        "{reported:?}"
+    );
+    assert!(
+        bob.store().session(&injected).unwrap().is_none(),
+        "nothing encrypted to it"
+    );
+    assert!(w.mitm.deliveries_to(injected).is_empty());
+
+    // Honest again: Bob writes to Alice's one device.
+    w.mitm.serve_device_list(alice_account, None);
+    bob.send_text(&handle("alice"), "hello").await.unwrap();
+    until_text(&mut alice, "hello").await;
+
+    // Alice renames her phone twice (versions 1 and 2, both hers); Bob's next send is
+    // stale and he takes version 2.
+    let alice_key = parley_protocol::identity::IdentityKeyPair::from_secret_bytes(
+        alice
+            .store()
+            .identity()
+            .unwrap()
+            .unwrap()
+            .secret
+            .as_slice()
+            .try_into()
+            .unwrap(),
+    );
+    let url = w.deployment.url_for(0);
+    let v1 = list_of(alice_account, 1, &[(1, "phone")], &alice_key);
+    publish_directly(&url, &alice, v1.clone()).await;
+    publish_directly(
+        &url,
+        &alice,
+        list_of(alice_account, 2, &[(1, "my phone")], &alice_key),
+    )
+    .await;
+    bob.send_text(&handle("alice"), "after the rename")
+        .await
+        .unwrap();
+    until_text(&mut alice, "after the rename").await;
+    assert_eq!(
+        bob.store()
+            .device_list(&alice_account)
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+
+    // Version 3, and the relay answers Bob's stale send with the old version 1: refused.
+    publish_directly(
+        &url,
+        &alice,
+        list_of(alice_account, 3, &[(1, "phone")], &alice_key),
+    )
+    .await;
+    w.mitm.serve_device_list(alice_account, Some(Some(v1)));
+    // The message waits in Bob's outbox (encrypted for the devices he verified).
+    let refused = bob
+        .send_text(&handle("alice"), "not with an old list")
+        .await;
+    assert!(matches!(&refused, Err(SdkError::Queued(_))), "{refused:?}");
+    let reported = quiet(&mut bob).await;
+    assert!(
+        reported
+            .iter()
+            .any(|e| matches!(e, Event::DeviceListRefused { .. })),
+        "{reported:?}"
+    );
+    assert_eq!(
+        bob.store()
+            .device_list(&alice_account)
+            .unwrap()
+            .unwrap()
+            .version,
+        2,
+        "the old list was not taken"
+    );
+    // Honest again: the waiting message goes first, made for version 3.
+    w.mitm.serve_device_list(alice_account, None);
+    bob.send_text(&handle("alice"), "with the current one")
+        .await
+        .unwrap();
+    let events = until_text(&mut alice, "with the current one").await;
+    assert_eq!(
+        texts(&events),
+        ["not with an old list", "with the current one"]
+    );
+    assert_eq!(
+        bob.store()
+            .device_list(&alice_account)
+            .unwrap()
+            .unwrap()
+            .version,
+        3
+    );
+}
