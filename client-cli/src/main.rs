@@ -153,8 +153,8 @@ async fn run(args: Args, out: Output) -> anyhow::Result<()> {
         }
         Command::Contacts => commands::contacts(&ctx),
         Command::SafetyNumber { handle } => commands::safety_number(&ctx, &handle),
-        Command::Verify { handle } => commands::verify(&ctx, &handle),
-        Command::Unverify { handle } => commands::unverify(&ctx, &handle),
+        Command::Verify { handle } => commands::verify(&ctx, &handle).await,
+        Command::Unverify { handle } => commands::unverify(&ctx, &handle).await,
         Command::DeleteAccount { yes } => commands::delete_account(&ctx, yes).await,
         Command::Business(BusinessCommand::Show { handle }) => {
             commands::business::show(&ctx, &handle).await

@@ -8,7 +8,7 @@
 use parley_protocol::business::{
     CategorySet, ConsentGrant, ConsentNonce, ConsentRecord, ConsentRevocation,
 };
-use parley_protocol::e2e::content::{CardAnswer, Content};
+use parley_protocol::e2e::content::{CardAnswer, Content, Sync, VerifiedContact};
 use parley_protocol::ids::{AccountId, Handle, MessageId};
 use parley_protocol::wire::client::{
     Block, ClientBody, GrantConsent, Report, RevokeConsent, SetDisplayName, Unblock,
@@ -84,6 +84,7 @@ impl Client {
             .await?;
         // Kept only once the relay took it: a refused grant is not consent.
         self.keep(&record).await?;
+        self.sync_devices(Sync::Consent(record.clone())).await;
         self.finish_change(business, Some(info), reply, record)
             .await
     }
@@ -115,7 +116,44 @@ impl Client {
                 revocation: signed,
             }))
             .await?;
+        self.sync_devices(Sync::Consent(record.clone())).await;
         self.finish_change(business, info, reply, record).await
+    }
+
+    /// Marks `account` verified (or not) after the person compared safety numbers, here
+    /// and on this account's other devices. Fails if `account` is not a contact.
+    pub async fn set_verified(&self, account: AccountId, verified: bool) -> Result<(), SdkError> {
+        let contact = blocking(self.store(), move |s| {
+            let mut c = s
+                .contact(&account)?
+                .ok_or_else(|| SdkError::InvalidInput(format!("no contact {account}")))?;
+            c.verified = verified;
+            s.save_contact(&c)?;
+            Ok(c)
+        })
+        .await?;
+        self.sync_devices(Sync::Verified(VerifiedContact {
+            account,
+            identity: contact.identity,
+            verified,
+        }))
+        .await;
+        Ok(())
+    }
+
+    /// Tells this account's other devices about account state changed here (queued for
+    /// them while the relay cannot be reached). Never undoes the change it reports.
+    async fn sync_devices(&self, sync: Sync) {
+        let outgoing = Outgoing {
+            to: Peer::Account(self.profile().account),
+            content: Content::Sync(sync),
+            category: None,
+            id: None,
+        };
+        match self.send_content(outgoing).await {
+            Ok(_) | Err(SdkError::Queued(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "could not tell this account's other devices"),
+        }
     }
 
     /// The businesses in the ledger and what each may send now.

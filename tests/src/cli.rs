@@ -117,6 +117,22 @@ pub struct RunningCli {
 }
 
 impl CliUser {
+    /// Links `new` (an empty profile) to this profile's account as a device named
+    /// `name`, as a person would at two terminals: `parley link --yes --name NAME` here,
+    /// `parley link CODE` there. Panics if either side fails.
+    pub fn link_device(&self, new: &CliUser, name: &str) {
+        let limit = std::time::Duration::from_secs(60);
+        let mut showing = self
+            .spawn_json(&["link", "--yes", "--name", name])
+            .expect("parley link starts");
+        let shown = showing.next_json(limit).expect("a linking code");
+        let code = shown["code"].as_str().expect("a code").to_owned();
+        let joined = new.json(&["link", &code]);
+        assert_eq!(joined[0]["type"], "linked", "{joined:?}");
+        let (ok, _, stderr) = showing.finish(limit).expect("parley link ends");
+        assert!(ok, "parley link failed: {stderr}");
+    }
+
     /// Starts `parley ARGS --json` with stdin closed, without waiting for it.
     pub fn spawn_json(&self, args: &[&str]) -> anyhow::Result<RunningCli> {
         use std::io::{BufRead, Read};

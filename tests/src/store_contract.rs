@@ -1619,5 +1619,18 @@ pub async fn a_send_to_every_device_is_stored_whole_or_refused_as_stale(
         2,
         "not even Bob's own copy"
     );
+
+    // A sync: to Bob's own other devices, checked against his list, not policed.
+    let sync = |version| NewEnvelope {
+        fan_out: Some(FanOut {
+            to_version: version,
+            own_version: 0,
+            copies: Vec::new(),
+        }),
+        ..envelope(bob_phone, bob_tablet, message_id(), b"sync", None)
+    };
+    assert_eq!(store.enqueue(sync(0)).await?, EnqueueOutcome::StaleDevices);
+    seq_of(store.enqueue(sync(1)).await?)?;
+    assert_eq!(queued(bob_tablet).await?.len(), 3);
     Ok(())
 }

@@ -938,3 +938,51 @@ async fn the_authority_key_is_pinned_and_another_one_is_refused() {
     let shown = bob.json(&["business", "show", BANK, "--authority", &key]);
     assert_eq!(shown[0]["status"], "not a business");
 }
+
+/// Linked devices (issue 15): Alice grants the bank consent on her phone and revokes it
+/// on her laptop. The relay stops the bank (consent is the account's), and each device
+/// hears of the other's change inside the end-to-end layer, so both show one ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_the_laptop_stops_a_grant_made_on_the_phone_and_both_show_one_ledger() {
+    let Some(w) = World::new(&[]).await else {
+        return;
+    };
+    let bot = w.bot().await;
+    let phone = w.person("alice");
+    let laptop = CliUser::new(w.home.path(), "alice-laptop", &w.next_url()).unwrap();
+    phone.link_device(&laptop, "laptop");
+    let alice_h = handle("alice");
+
+    phone.run(&["consent", "grant", BANK, "--category", "security_alert"]);
+    let sent = bot
+        .send_text(&alice_h, "new login", Category::SecurityAlert, "alert:1")
+        .await
+        .unwrap();
+    assert!(sent.is_accepted(), "{sent:?}");
+    // The laptop takes the phone's grant from its queue (and the alert, which its own
+    // ledger now admits).
+    let lines = laptop.json(&["inbox"]);
+    assert_eq!(of_type(&lines, "message").len(), 1, "{lines:?}");
+
+    let revoked = laptop.json(&["consent", "revoke", BANK, "--category", "security_alert"]);
+    assert_eq!(revoked[0]["in_force"], serde_json::json!([]), "{revoked:?}");
+    let after = bot
+        .send_text(
+            &alice_h,
+            "another login",
+            Category::SecurityAlert,
+            "alert:2",
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, SendOutcome::NoConsent);
+
+    // The phone takes the laptop's revocation; both ledgers hold the same two records.
+    phone.run(&["inbox"]);
+    let on_phone = phone.json(&["consent", "list"]);
+    let on_laptop = laptop.json(&["consent", "list"]);
+    assert_eq!(on_phone, on_laptop);
+    assert_eq!(on_phone[0]["records"], 2, "{on_phone:?}");
+    assert_eq!(on_phone[0]["in_force"], serde_json::json!([]));
+    bot.stop().await;
+}

@@ -3,7 +3,8 @@
 //!
 //! * a message to the account reaches all three devices, each of which drains and
 //!   acknowledges its own queue, whether it was online or not;
-//! * what one device sends shows on the others as the account's own message;
+//! * what one device sends shows on the others as the account's own message, and a
+//!   contact verified on one is verified on the others;
 //! * a sender whose view of the list is stale (the tablet was linked after Bob last
 //!   wrote) has its send refused with the new list, and Bob's client checks it, makes the
 //!   copies again and reaches the tablet by itself, saying loudly that Alice's devices
@@ -11,28 +12,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::time::Duration;
-
 use parley_tests::cli::CliUser;
 use parley_tests::ServerProcess;
 use serde_json::Value;
-
-/// Long enough for a debug-built CLI on a loaded machine.
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Links `new` to `existing`'s account under `name`, as `parley link --yes` and
-/// `parley link CODE` at two terminals.
-fn link(existing: &CliUser, new: &CliUser, name: &str) {
-    let mut showing = existing
-        .spawn_json(&["link", "--yes", "--name", name])
-        .unwrap();
-    let shown = showing.next_json(LIMIT).unwrap();
-    let code = shown["code"].as_str().expect("a code").to_owned();
-    let joined = new.json(&["link", &code]);
-    assert_eq!(joined[0]["type"], "linked", "{joined:?}");
-    let (ok, _, stderr) = showing.finish(LIMIT).unwrap();
-    assert!(ok, "parley link failed: {stderr}");
-}
 
 /// The texts of the messages `user`'s inbox prints (received ones).
 fn received(user: &CliUser) -> Vec<String> {
@@ -56,8 +38,8 @@ async fn a_message_reaches_every_device_and_what_one_sends_shows_on_the_others_a
     let (phone, laptop, tablet, bob) = (user("phone"), user("laptop"), user("tablet"), user("bob"));
     phone.run(&["register", "alice"]);
     bob.run(&["register", "bob"]);
-    link(&phone, &laptop, "laptop");
-    link(&phone, &tablet, "tablet");
+    phone.link_device(&laptop, "laptop");
+    phone.link_device(&tablet, "tablet");
 
     // All three are offline when Bob writes; each gets it from its own queue.
     bob.run(&["send", "@alice", "hello", "all", "of", "you"]);
@@ -96,6 +78,15 @@ async fn a_message_reaches_every_device_and_what_one_sends_shows_on_the_others_a
         assert_eq!(mine.len(), 1, "{history:?}");
         assert_eq!(mine[0]["mine"], true, "{history:?}");
     }
+
+    // Alice compares safety numbers with Bob on her phone: her other devices take the mark.
+    phone.run(&["verify", "@bob"]);
+    for device in [&laptop, &tablet] {
+        device.run(&["inbox"]);
+        let contacts = device.json(&["contacts"]);
+        let bob = contacts.iter().find(|c| c["handle"] == "bob").unwrap();
+        assert_eq!(bob["verified"], true, "{contacts:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +105,7 @@ async fn a_stale_sender_is_told_the_new_list_and_reaches_the_new_device_by_itsel
 
     // Alice links a tablet after Bob last looked. His next send is refused as stale; his
     // client checks the new list, encrypts for the tablet too, and sends again.
-    link(&phone, &tablet, "tablet");
+    phone.link_device(&tablet, "tablet");
     let sent = bob.output(&["send", "@alice", "after"]);
     assert!(sent.status.success(), "{sent:?}");
     let stderr = String::from_utf8_lossy(&sent.stderr);

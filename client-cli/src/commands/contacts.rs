@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use parley_protocol::ids::AccountId;
 use parley_sdk::business_info::cached_verdict;
 
 use super::{parse_handle, Context};
@@ -70,10 +71,11 @@ pub fn safety_number(ctx: &Context, handle: &str) -> anyhow::Result<()> {
 }
 
 /// `parley verify <handle>`.
-pub fn verify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
+pub async fn verify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let mut c = contact(ctx, handle)?;
     c.verified = true;
     ctx.store.save_contact(&c)?;
+    tell_other_devices(ctx, &[c.account], true).await;
     let who = name(c.handle.as_ref(), &c.account);
     ctx.out.print(
         &format!("{who} is now marked as verified."),
@@ -84,22 +86,43 @@ pub fn verify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
 
 /// `parley unverify <handle>`: every contact under the handle loses the verified mark, so
 /// a send to the account the handle names now goes out (with a warning).
-pub fn unverify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
+pub async fn unverify(ctx: &Context, handle: &str) -> anyhow::Result<()> {
     let handle = parse_handle(handle)?;
-    let mut found = false;
+    let mut changed = Vec::new();
     for mut c in ctx.store.contacts()? {
         if c.handle.as_ref() == Some(&handle) {
-            found = true;
             c.verified = false;
             ctx.store.save_contact(&c)?;
+            changed.push(c.account);
         }
     }
-    if !found {
+    if changed.is_empty() {
         anyhow::bail!("no contact {handle}");
     }
+    tell_other_devices(ctx, &changed, false).await;
     ctx.out.print(
         &format!("{handle} is no longer marked as verified."),
         json!({"type": "unverified", "handle": handle.as_str()}),
     );
     Ok(())
+}
+
+/// Tells this account's other devices (linked devices, ADR 0007) that these contacts are
+/// verified, or no longer: the mark is already stored here, so a relay that cannot be
+/// reached only delays them (a note says so), and an account with one device sends
+/// nothing.
+async fn tell_other_devices(ctx: &Context, accounts: &[AccountId], verified: bool) {
+    let told = async {
+        let client = super::start_quiet(ctx).await?;
+        for account in accounts {
+            client.set_verified(*account, verified).await?;
+        }
+        client.stop().await;
+        anyhow::Ok(())
+    };
+    if let Err(e) = told.await {
+        eprintln!(
+            "note: this account's other devices were not told ({e}); they keep their own mark"
+        );
+    }
 }

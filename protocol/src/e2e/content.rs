@@ -11,6 +11,7 @@
 //! | `receipt`     | `{kind: "delivered" or "read", messages: [bin 16]}`               |
 //! | `consent`     | `{grant: {grant, signature}}` or `{revocation: {revocation, signature}}` |
 //! | `sent`        | `{to: bin 32, to_handle: str (omitted when absent), message: {text: …} or {card: …}}` |
+//! | `sync`        | `{consent: <as consent>}` or `{verified: {account: bin 32, identity: IdentityPublic, verified: bool}}` |
 //!
 //! `text` and `card` carry an optional `category` (omitted when absent) when a business
 //! sends them.
@@ -89,6 +90,33 @@ pub enum Content {
     /// What another device of the same account sent, so that this device shows it as the
     /// account's own message (ADR 0007). Taken only from the account's own devices.
     Sent(Sent),
+    /// Account state one device changed, for the account's other devices (ADR 0007).
+    /// Taken only from the account's own devices.
+    Sync(Sync),
+}
+
+/// Account state a device shares with the account's other devices. Blocks and the
+/// display name need none: the relay keeps them per account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sync {
+    /// A consent grant or revocation the account made (and stored with the relay): kept
+    /// in every device's ledger.
+    Consent(crate::business::ConsentRecord),
+    /// The person compared safety numbers with `account` (or took the mark away).
+    Verified(VerifiedContact),
+}
+
+/// A contact marked verified or not, with the identity key that was compared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedContact {
+    /// The contact.
+    pub account: AccountId,
+    /// The identity key whose safety number was compared: a device that knows another
+    /// key for the contact does not take the mark.
+    pub identity: crate::identity::IdentityPublic,
+    /// Verified, or no longer.
+    pub verified: bool,
 }
 
 /// A copy of a text or card one device of an account sent, for its other devices.
@@ -228,6 +256,10 @@ impl Content {
             Content::Consent(record) => record
                 .verify_signature()
                 .map_err(|_| E2eError::Malformed("consent record")),
+            Content::Sync(Sync::Consent(record)) => record
+                .verify_signature()
+                .map_err(|_| E2eError::Malformed("consent record")),
+            Content::Sync(Sync::Verified(_)) => Ok(()),
             Content::Sent(sent) => match &*sent.message {
                 Content::Text(_) | Content::Card(_) => sent.message.validate(),
                 _ => Err(E2eError::Malformed(

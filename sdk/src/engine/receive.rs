@@ -6,7 +6,7 @@
 //! at any point either has the message (and drops the redelivery as seen) or never
 //! stored anything (and decrypts the redelivery from the unchanged session).
 
-use parley_protocol::e2e::content::{Content, Sent};
+use parley_protocol::e2e::content::{Content, Sent, Sync};
 use parley_protocol::e2e::message::E2eMessage;
 use parley_protocol::e2e::{self, E2eError, HandshakeGuard, Session};
 use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, PrekeyId, Seq};
@@ -107,8 +107,12 @@ impl Engine {
                 None
             }
         };
-        if let Some(Content::Sent(sent)) = content {
-            return self.on_sent_elsewhere(conn, &d, opened, sent).await;
+        match content {
+            Some(Content::Sent(sent)) => {
+                return self.on_sent_elsewhere(conn, &d, opened, sent).await;
+            }
+            Some(Content::Sync(sync)) => return self.on_sync(conn, &d, opened, sync).await,
+            _ => {}
         }
         let screen = self
             .screen(conn, from, d.category, content.as_ref())
@@ -206,6 +210,48 @@ impl Engine {
         self.finish(conn, d.seq).await
     }
 
+    /// Account state another device of this account changed: taken before the message is
+    /// recorded as seen (taking it twice changes nothing), so a crash in between only
+    /// means it is taken again. From anyone else it is dropped.
+    async fn on_sync(
+        &self,
+        conn: &mut Connection,
+        d: &Deliver,
+        opened: Opened,
+        sync: Sync,
+    ) -> Result<bool, SdkError> {
+        let me = self.me.account;
+        let applied = match (d.from.account == me, sync) {
+            (false, _) => false,
+            (true, Sync::Consent(record)) if record.user() == me => {
+                self.stored(move |s| s.add_consent(&record).map(|_| ()))
+                    .await?;
+                true
+            }
+            (true, Sync::Consent(_)) => false,
+            (true, Sync::Verified(v)) => {
+                self.stored(move |s| match s.contact(&v.account)? {
+                    Some(mut c) if c.identity == v.identity => {
+                        c.verified = v.verified;
+                        s.save_contact(&c)
+                    }
+                    _ => Ok(()),
+                })
+                .await?;
+                true
+            }
+        };
+        self.commit_received(d, opened, Kept::Nothing, None).await?;
+        if !applied {
+            self.emit(Event::Undecryptable {
+                from: d.from,
+                reason: "account state from another account".into(),
+            })
+            .await;
+        }
+        self.finish(conn, d.seq).await
+    }
+
     /// Stores the advanced session (and the message, and the contact) with the seen id.
     async fn commit_received(
         &self,
@@ -291,8 +337,8 @@ impl Engine {
                 None
             }
             Content::Consent(record) => self.on_consent(from, record).await?,
-            // Handled before it is stored (`on_sent_elsewhere`).
-            Content::Sent(_) => None,
+            // Handled before it is stored (`on_sent_elsewhere`, `on_sync`).
+            Content::Sent(_) | Content::Sync(_) => None,
         };
         if let Some(event) = event {
             self.emit(event).await;

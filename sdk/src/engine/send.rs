@@ -149,6 +149,13 @@ impl Engine {
         let id = out
             .id
             .unwrap_or_else(|| MessageId::time_ordered(now_micros(), &mut OsRng));
+        if account == self.me.account {
+            // A sync to this account's other devices: none, nothing to send.
+            let mine = self.devices_of(conn, account).await?;
+            if mine.device_ids().all(|device| device == self.me.device) {
+                return Ok(Prepared::Sent(id));
+            }
+        }
         let made = Vec::new();
         let (entry, sessions) = self
             .seal(
@@ -192,8 +199,10 @@ impl Engine {
             Some(_) => Some(self.devices_of(conn, self.me.account).await?),
             None => None,
         };
+        // A sync (to this account) goes to its other devices only.
         let mut targets: Vec<(DeviceAddress, bool)> = theirs
             .device_ids()
+            .filter(|device| to != self.me.account || *device != self.me.device)
             .map(|device| {
                 (
                     DeviceAddress {
@@ -224,9 +233,13 @@ impl Engine {
                 copies.push(copy.clone());
                 continue;
             }
-            let (mut session, plaintext) = match (&own_content, own) {
-                (Some(own_content), true) => (self.own_session(conn, peer).await?, own_content),
-                _ => (self.session_for(conn, handle, peer).await?, &content),
+            let plaintext = match (&own_content, own) {
+                (Some(own_content), true) => own_content,
+                _ => &content,
+            };
+            let mut session = match peer.account == self.me.account {
+                true => self.own_session(conn, peer).await?,
+                false => self.session_for(conn, handle, peer).await?,
             };
             let ciphertext = session.encrypt(plaintext, &mut OsRng, now_ms())?;
             sessions.push((peer, session.to_record()));
@@ -390,14 +403,15 @@ impl Engine {
             }
         };
         let (id, to, category, receipt) = (entry.id, entry.to, entry.category, entry.receipt);
+        let me = self.me.account;
         match reply {
             Ok(ServerBody::Accepted(a)) if a.id == id => {
                 let at = now_ms();
                 self.stored(move |s| {
                     s.sent(&id)?;
                     // A receipt is not the person writing: it opens no care window (here
-                    // as on the relay) and has no status of its own.
-                    if receipt {
+                    // as on the relay) and has no status of its own; nor has a sync.
+                    if receipt || to.account == me {
                         return Ok(false);
                     }
                     s.note_sent_to(&to.account, at)?;
@@ -556,9 +570,11 @@ pub(super) fn shown(content: &Content, at_ms: u64) -> Option<SentMessage> {
             category: card.category,
             card: Some(card.clone()),
         }),
-        Content::CardAnswer(_) | Content::Receipt(_) | Content::Consent(_) | Content::Sent(_) => {
-            None
-        }
+        Content::CardAnswer(_)
+        | Content::Receipt(_)
+        | Content::Consent(_)
+        | Content::Sent(_)
+        | Content::Sync(_) => None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! `send_to_all`: one message for every device of an account and the sender's other
 //! devices (ADR 0007), turned into one [`NewEnvelope`] with a [`FanOut`].
 //!
-//! The connection checks what needs no store: the recipient is another account, there is
-//! a copy for at least one of its devices, no device is named twice, and the copies
+//! The connection checks what needs no store: there is a copy for at least one device of
+//! the recipient (the sender's own account for a sync, with no `own_copies` then), no device is named twice, and the copies
 //! together fit the envelope limit (one message, one envelope's budget). Whether the
 //! copies name exactly the current devices is the store's check, made in the transaction
 //! that stores them; when it fails, [`stale`] answers with the current lists.
@@ -32,9 +32,9 @@ pub fn envelope(
         category,
         receipt,
     } = request;
-    if to == from.account {
+    if to == from.account && !own_copies.is_empty() {
         return Err(RequestError::Malformed(
-            "send_to_all: `to` is the sender's own account; its other devices go in `own_copies`"
+            "send_to_all: to the sender's own account (a sync), its other devices go in `copies`"
                 .into(),
         ));
     }

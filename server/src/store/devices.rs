@@ -89,8 +89,9 @@ impl CurrentDevices {
     /// once; a send with copies for the sender's own devices must likewise name each of
     /// them but the sending one, at the stored version (one without such copies, a
     /// receipt say, leaves them out altogether). A recipient without devices (no such
-    /// account) matches: the send policy answers for it as for any send. A send that is
-    /// not a fan-out matches.
+    /// account) matches: the send policy answers for it as for any send. A sync (the
+    /// recipient is the sender's own account) must name every device of the account but
+    /// the sending one. A send that is not a fan-out matches.
     pub fn match_fan_out(
         envelope: &NewEnvelope,
         to: &CurrentDevices,
@@ -103,8 +104,16 @@ impl CurrentDevices {
             return true;
         }
         let (to_account, own_account) = (envelope.to.account, envelope.from.account);
-        if to_account == own_account || fan_out.to_version != to.version {
+        if fan_out.to_version != to.version {
             return false;
+        }
+        if to_account == own_account {
+            // A sync: every device of the account but the sending one.
+            let mut named = vec![envelope.from.device, envelope.to.device];
+            named.extend(fan_out.copies.iter().map(|c| c.to.device));
+            named.sort_unstable();
+            return fan_out.copies.iter().all(|c| c.to.account == own_account)
+                && named == to.devices;
         }
         let mut to_named = vec![envelope.to.device];
         let mut own_named = vec![envelope.from.device];

@@ -133,6 +133,14 @@ pub struct NewEnvelope {
     pub fan_out: Option<FanOut>,
 }
 
+impl NewEnvelope {
+    /// A sync: a send to every device of the sender's own account (but the sending one),
+    /// carrying account state. The send policy does not apply to it.
+    pub fn is_sync(&self) -> bool {
+        self.fan_out.is_some() && self.to.account == self.from.account
+    }
+}
+
 /// The rest of a send to every device (ADR 0007): the envelope itself is the copy for
 /// the recipient's lowest device; these are the others, stored in the same transaction
 /// under the policy and the retry entry decided once for the envelope.

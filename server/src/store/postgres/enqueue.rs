@@ -358,7 +358,7 @@ pub(super) async fn store_envelopes<'a>(
         let (mut facts, from_a_business) = policy::people_facts(fact, 3)?;
         facts.recipient_exists = heads.get(index).is_some_and(Option::is_some);
         facts.receipt = e.receipt;
-        let bucket = if from_a_business {
+        let bucket = if from_a_business && !e.is_sync() {
             // Behind the effects decided so far: the reads see them.
             let before = try_join_all(std::mem::take(&mut effects));
             let read = policy::read_business_facts(tx, &st.policy, rules, e, &mut facts);
@@ -366,7 +366,14 @@ pub(super) async fn store_envelopes<'a>(
         } else {
             None
         };
-        let (from_business, decided) = match decide(&facts, e.category, e.now_ms, &rules.policy) {
+        let decision = match e.is_sync() {
+            true => Decision::Accept {
+                from_business: false,
+                effects: Effects::default(),
+            },
+            false => decide(&facts, e.category, e.now_ms, &rules.policy),
+        };
+        let (from_business, decided) = match decision {
             Decision::Refuse(outcome) => {
                 outcomes.push(outcome.into());
                 continue;

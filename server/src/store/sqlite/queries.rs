@@ -262,9 +262,12 @@ pub(super) fn enqueue(
             return Ok(EnqueueOutcome::StaleDevices.into());
         }
     }
-    let from_business = match policy::check(conn, e, recipient.is_some(), rules)? {
-        Decision::Refuse(outcome) => return Ok(outcome.into()),
-        Decision::Accept { from_business, .. } => from_business,
+    let from_business = match e.is_sync() {
+        true => false,
+        false => match policy::check(conn, e, recipient.is_some(), rules)? {
+            Decision::Refuse(outcome) => return Ok(outcome.into()),
+            Decision::Accept { from_business, .. } => from_business,
+        },
     };
     let Some(recipient) = recipient else {
         return Ok(EnqueueOutcome::UnknownRecipient.into());
