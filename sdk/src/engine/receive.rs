@@ -192,6 +192,13 @@ impl Engine {
             account: sent.to,
             device: DeviceId::PRIMARY,
         };
+        if let Some(card) = message.card.clone() {
+            // So that this device checks answers to it like the device that sent it (a
+            // standby bot instance, docs/bots.md); kept again on a redelivery, unchanged.
+            let account = sent.to;
+            self.stored(move |s| s.save_sent_card(&card, &account))
+                .await?;
+        }
         let text = message.text.clone();
         let new = self
             .commit_received(d, opened, Kept::SentElsewhere(to, message), None)
