@@ -8,7 +8,7 @@
 use parley_protocol::devices::{DeviceList, DeviceListView, SignedDeviceList};
 use parley_protocol::ids::{AccountId, DeviceId};
 use parley_protocol::wire::client::{ClientBody, FetchDevices, PublishDevices};
-use parley_protocol::wire::server::ServerBody;
+use parley_protocol::wire::server::{DeviceSeen, ServerBody};
 use parley_protocol::wire::ErrorCode;
 
 use crate::client::Client;
@@ -18,11 +18,22 @@ impl Client {
     /// The account's devices: the latest list the account signed (device 1 alone, version
     /// 0, if it never published one). A list the account did not sign is refused.
     pub async fn devices(&self) -> Result<DeviceList, SdkError> {
+        Ok(self.devices_and_last_seen().await?.0)
+    }
+
+    /// [`Client::devices`], with the day the relay last saw each device log in (UTC
+    /// midnight, ms since the epoch; the relay's word, not signed; absent for a device
+    /// it has not seen since it keeps track).
+    pub async fn devices_and_last_seen(&self) -> Result<(DeviceList, Vec<DeviceSeen>), SdkError> {
         let account = self.identity().await?.account_id();
         let reply = self
             .request(ClientBody::FetchDevices(FetchDevices { account }))
             .await?;
-        verified_list(account, reply)
+        let last_seen = match &reply {
+            ServerBody::Devices(served) => served.last_seen.clone(),
+            _ => Vec::new(),
+        };
+        Ok((verified_list(account, reply)?, last_seen))
     }
 
     /// Removes `device` from the account: signs and publishes a newer list without it (once

@@ -1400,6 +1400,16 @@ pub async fn a_device_list_only_moves_forward_and_the_devices_follow_it(
         ),
         "the new device's bundle is served"
     );
+    // The day a device logs in is kept, to the day, for its own account's listing.
+    store.device_seen(laptop, now_ms()).await?;
+    let seen = store.devices_seen(phone.account).await?;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, DeviceId(1));
+    let day = seen[1].1.context("the laptop was seen")?;
+    ensure!(
+        day % 86_400_000 == 0 && now_ms() - day < 86_400_000,
+        "{day}"
+    );
     seq_of(send(store, bob, laptop, None).await?)?;
     seq_of(send(store, bob, phone, None).await?)?;
 

@@ -79,6 +79,13 @@ async fn a_message_reaches_every_device_and_what_one_sends_shows_on_the_others_a
         assert_eq!(mine[0]["mine"], true, "{history:?}");
     }
 
+    // `devices` says when each device last logged in (to the day), to Alice alone.
+    let listed = phone.json(&["devices"]);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for device in &listed {
+        assert!(device["last_seen_day_ms"].as_u64().is_some(), "{listed:?}");
+    }
+
     // Alice compares safety numbers with Bob on her phone: her other devices take the mark.
     phone.run(&["verify", "@bob"]);
     for device in [&laptop, &tablet] {

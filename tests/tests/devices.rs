@@ -281,6 +281,18 @@ async fn a_send_to_all_reaches_every_device_or_is_refused_with_the_current_lists
     assert_eq!(error.devices[0].list.as_ref(), Some(&v1));
     assert_eq!(error.devices[1].account, bob.identity.account_id());
     assert_eq!(error.devices[1].list, None, "Bob has the implicit list");
+    assert!(
+        error.devices.iter().all(|d| d.last_seen.is_empty()),
+        "no last-seen days in a refusal"
+    );
+    let Ok(ServerBody::Devices(alices)) = fetch(&mut bobs, alice.identity.account_id()).await
+    else {
+        panic!("fetch_devices failed");
+    };
+    assert!(
+        alices.last_seen.is_empty(),
+        "Bob does not learn when Alice's devices were used"
+    );
 
     // For the current list: each device gets its own copy, and acks it on its own.
     let accepted = bobs

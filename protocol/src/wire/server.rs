@@ -228,6 +228,20 @@ pub struct Devices {
     pub account: AccountId,
     /// The list, or nil for the implicit one.
     pub list: Option<SignedDeviceList>,
+    /// For the asker's own account only: the day (UTC midnight, ms since the epoch) each
+    /// device last logged in, as the relay recorded it (its word, not signed; an
+    /// extension of version 1: omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_seen: Vec<DeviceSeen>,
+}
+
+/// When the relay last saw a device log in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSeen {
+    /// The device.
+    pub device: crate::ids::DeviceId,
+    /// The day, as UTC midnight in ms since the epoch.
+    pub day_ms: u64,
 }
 
 /// `link_opened`.

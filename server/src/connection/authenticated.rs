@@ -59,6 +59,7 @@ pub async fn run(
     let address = session.address;
     let _session = shared.metrics.sessions.track();
     let attachment = shared.presence.attach(address, now_ms()).await;
+    devices::note_seen(shared, address);
     let reply = ServerFrame::reply(
         rid,
         ServerBody::Authenticated(Authenticated {
@@ -315,7 +316,7 @@ async fn handle(
             business::set_display_name(shared, address.account, n).await?
         }
         ClientBody::PublishDevices(p) => devices::publish(shared, address.account, p).await?,
-        ClientBody::FetchDevices(f) => devices::fetch(shared, f.account).await?,
+        ClientBody::FetchDevices(f) => devices::fetch(shared, address.account, f.account).await?,
         ClientBody::Send(_)
         | ClientBody::SendToAll(_)
         | ClientBody::Ack(_)

@@ -7,7 +7,7 @@
 
 use parley_protocol::ids::{AccountId, DeviceAddress};
 use parley_protocol::wire::client::PublishDevices;
-use parley_protocol::wire::server::{Devices, ServerBody};
+use parley_protocol::wire::server::{DeviceSeen, Devices, ServerBody};
 
 use crate::context::{now_ms, Shared};
 use crate::error::RequestError;
@@ -50,6 +50,7 @@ pub async fn publish(
             Ok(ServerBody::Devices(Devices {
                 account,
                 list: Some(list),
+                last_seen: Vec::new(),
             }))
         }
         PublishOutcome::Stale { stored_version } => {
@@ -59,12 +60,50 @@ pub async fn publish(
     }
 }
 
-/// `fetch_devices`.
-pub async fn fetch(shared: &Shared, account: AccountId) -> Result<ServerBody, RequestError> {
+/// `fetch_devices` from a device of `asker`: the account's list and, for the asker's own
+/// account only, the day each device last logged in (nobody else learns when someone's
+/// devices are used).
+pub async fn fetch(
+    shared: &Shared,
+    asker: AccountId,
+    account: AccountId,
+) -> Result<ServerBody, RequestError> {
+    let mut served = list(shared, account).await?;
+    served.last_seen = match asker == account {
+        true => shared
+            .store
+            .devices_seen(account)
+            .await?
+            .into_iter()
+            .filter_map(|(device, day)| day.map(|day_ms| DeviceSeen { device, day_ms }))
+            .collect(),
+        false => Vec::new(),
+    };
+    Ok(ServerBody::Devices(served))
+}
+
+/// The account's list as the relay holds it (`not_found` for no such account).
+pub async fn list(shared: &Shared, account: AccountId) -> Result<Devices, RequestError> {
     let list = match shared.store.device_list(account).await? {
         DeviceListLookup::Published(list) => Some(list),
         DeviceListLookup::Implicit => None,
         DeviceListLookup::UnknownAccount => return Err(RequestError::NotFound("account")),
     };
-    Ok(ServerBody::Devices(Devices { account, list }))
+    Ok(Devices {
+        account,
+        list,
+        last_seen: Vec::new(),
+    })
+}
+
+/// Records, in the background, that `device` logged in today (a failure only costs the
+/// day shown in its account's `parley devices`).
+pub fn note_seen(shared: &Shared, device: DeviceAddress) {
+    let store = shared.store.clone();
+    let now = now_ms();
+    tokio::spawn(async move {
+        if let Err(e) = store.device_seen(device, now).await {
+            tracing::debug!(%device, error = %e, "could not record the day a device was seen");
+        }
+    });
 }

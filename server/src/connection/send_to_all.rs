@@ -9,7 +9,6 @@
 
 use parley_protocol::ids::{AccountId, DeviceAddress};
 use parley_protocol::wire::client::{DeviceCopy, SendToAll};
-use parley_protocol::wire::server::ServerBody;
 
 use super::devices;
 use crate::context::{now_ms, Shared};
@@ -90,13 +89,13 @@ pub fn envelope(
 }
 
 /// The refusal of a `send_to_all` made for old lists: `stale_devices` with the current
-/// lists of `to` and of `own`, as `fetch_devices` serves them.
+/// lists of `to` and of `own` (once for a sync), as `fetch_devices` serves them.
 pub async fn stale(shared: &Shared, to: AccountId, own: AccountId) -> RequestError {
     let mut lists = Vec::with_capacity(2);
-    for account in [to, own] {
-        match devices::fetch(shared, account).await {
-            Ok(ServerBody::Devices(list)) => lists.push(list),
-            Ok(_) => {}
+    let accounts = if to == own { vec![to] } else { vec![to, own] };
+    for account in accounts {
+        match devices::list(shared, account).await {
+            Ok(list) => lists.push(list),
             Err(e) => return e,
         }
     }

@@ -48,7 +48,7 @@ pub use types::{
     UploadOutcome,
 };
 
-use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, Seq};
 
 /// The store failed; nothing the request asked for was done.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +188,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The account's latest device list.
     fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup>;
+
+    /// Records that `device` logged in on the day of `now_ms` (kept to the day).
+    fn device_seen(&self, device: DeviceAddress, now_ms: u64) -> StoreFuture<'_, ()>;
+
+    /// The day each of the account's devices last logged in (`None`: not since the
+    /// relay keeps it), ascending by device.
+    fn devices_seen(&self, account: AccountId) -> StoreFuture<'_, Vec<(DeviceId, Option<u64>)>>;
 
     /// Commits a tiny write (a probe row): `Ok` proves the store can commit right now.
     /// For readiness checks.

@@ -6,7 +6,7 @@
 //! before (and its envelope is deleted with the queue) or finds the device gone.
 
 use deadpool_postgres::{ClientWrapper, Transaction};
-use parley_protocol::ids::{AccountId, DeviceId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId};
 
 use super::errors::Failure;
 use crate::store::devices::{self, DeviceListLookup, NewDeviceList, PublishOutcome};
@@ -103,6 +103,55 @@ pub(super) async fn lookup(
         None if exists => DeviceListLookup::Implicit,
         None => DeviceListLookup::UnknownAccount,
     })
+}
+
+/// Records the day `device` logged in (one autocommitted statement, a write only when
+/// the day changed).
+pub(super) async fn seen(
+    client: &ClientWrapper,
+    device: &DeviceAddress,
+    now_ms: u64,
+) -> Result<(), Failure> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE devices SET last_seen_day_ms = $3
+             WHERE account = $1 AND device = $2
+               AND last_seen_day_ms IS DISTINCT FROM $3",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &device.account.as_bytes().as_slice(),
+                &i64::from(device.device.0),
+                &to_i64(to_day(now_ms)),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The day each device of `account` last logged in.
+pub(super) async fn last_seen(
+    client: &ClientWrapper,
+    account: &AccountId,
+) -> Result<Vec<(DeviceId, Option<u64>)>, Failure> {
+    let statement = client
+        .prepare_cached(
+            "SELECT device, last_seen_day_ms FROM devices WHERE account = $1 ORDER BY device",
+        )
+        .await?;
+    client
+        .query(&statement, &[&account.as_bytes().as_slice()])
+        .await?
+        .iter()
+        .map(|r| {
+            let device = DeviceId(u32::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0));
+            let day: Option<i64> = r.try_get(1)?;
+            Ok((device, day.map(to_u64)))
+        })
+        .collect()
 }
 
 /// Deletes one device: its queue head and queue, retry entries, prekeys and row.

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Pool};
-use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq, ServerId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, Seq, ServerId};
 use tokio::sync::oneshot;
 
 pub use self::admin::{list_businesses, revoke_business, set_suspended, set_tier, verify_business};
@@ -351,6 +351,16 @@ impl Store for PostgresStore {
 
     fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup> {
         Box::pin(self.read(account, |c, a| Box::pin(devices::lookup(c, a))))
+    }
+
+    fn device_seen(&self, device: DeviceAddress, now_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.read((device, now_ms), |c, (d, now)| {
+            Box::pin(devices::seen(c, d, *now))
+        }))
+    }
+
+    fn devices_seen(&self, account: AccountId) -> StoreFuture<'_, Vec<(DeviceId, Option<u64>)>> {
+        Box::pin(self.read(account, |c, a| Box::pin(devices::last_seen(c, a))))
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {

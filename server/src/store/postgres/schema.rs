@@ -238,6 +238,11 @@ const MIGRATIONS: &[&str] = &[
         list    bytea NOT NULL                -- MessagePack SignedDeviceList
     );
     "#,
+    // 4: the day each device last logged in, for its own account's `parley devices`
+    // (store::devices); to the day, like the other times no rule reads.
+    r#"
+    ALTER TABLE devices ADD COLUMN last_seen_day_ms bigint;
+    "#,
 ];
 
 /// The schema version this server knows.

@@ -1,6 +1,6 @@
 //! Device lists on SQLite (`store::devices` has the rules).
 
-use parley_protocol::ids::{AccountId, DeviceId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sql_error;
@@ -89,6 +89,44 @@ pub(super) fn current(
         version,
         devices: current_devices(conn, a)?,
     })
+}
+
+/// Records the day `device` logged in (a write only when the day changed).
+pub(super) fn seen(
+    conn: &Connection,
+    device: &DeviceAddress,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET last_seen_day_ms = ?3
+         WHERE account = ?1 AND device = ?2 AND last_seen_day_ms IS NOT ?3",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            device.account.as_bytes().as_slice(),
+            device.device.0,
+            to_i64(to_day(now_ms))
+        ])
+    })
+    .map(|_| ())
+    .map_err(sql_error)
+}
+
+/// The day each device of `account` last logged in.
+pub(super) fn last_seen(
+    conn: &Connection,
+    account: &AccountId,
+) -> Result<Vec<(DeviceId, Option<u64>)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT device, last_seen_day_ms FROM devices WHERE account = ?1 ORDER BY device",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![account.as_bytes().as_slice()], |r| {
+            Ok((DeviceId(r.get(0)?), r.get::<_, Option<i64>>(1)?.map(to_u64)))
+        })?
+        .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(sql_error)
 }
 
 fn account_exists(conn: &Connection, account: &AccountId) -> Result<bool, StoreError> {

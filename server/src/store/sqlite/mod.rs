@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parley_protocol::ids::{AccountId, DeviceAddress, Handle, Seq, ServerId};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, Seq, ServerId};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -375,6 +375,14 @@ impl Store for SqliteStore {
 
     fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup> {
         Box::pin(self.read(move |c| devices::lookup(c, &account)))
+    }
+
+    fn device_seen(&self, device: DeviceAddress, now_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| devices::seen(c, &device, now_ms)))
+    }
+
+    fn devices_seen(&self, account: AccountId) -> StoreFuture<'_, Vec<(DeviceId, Option<u64>)>> {
+        Box::pin(self.read(move |c| devices::last_seen(c, &account)))
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {

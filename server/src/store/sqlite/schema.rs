@@ -246,6 +246,11 @@ const MIGRATIONS: &[&str] = &[
         list    BLOB NOT NULL                -- MessagePack SignedDeviceList
     ) WITHOUT ROWID;
     "#,
+    // 7: the day each device last logged in, for its own account's `parley devices`
+    // (store::devices); to the day, like the other times no rule reads.
+    r#"
+    ALTER TABLE devices ADD COLUMN last_seen_day_ms INTEGER;
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.
