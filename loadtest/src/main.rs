@@ -73,9 +73,10 @@ enum Command {
     /// message, light-load p99; optionally the SQLite node and the bare relay under the
     /// same quota in the same run.
     Cluster(ClusterArgs),
-    /// Linked devices (issue 15): `send_to_all` to every device of 3-device accounts
-    /// against the single-device relay in the same run; messages/s, deliveries/s, server
-    /// CPU per message and per device copy, latency, and the per-device cost of fan-out.
+    /// Linked devices (issue 15): `send_to_all` to every device of multi-device accounts
+    /// (3 by default) against the single-device relay in the same run; messages/s,
+    /// deliveries/s, server CPU per message and per device copy, latency, and the
+    /// per-device cost of fan-out.
     Devices(DevicesArgs),
     /// The bare relay used as the baseline (started by the scenarios themselves).
     #[command(hide = true)]
