@@ -142,9 +142,9 @@ impl Fleet {
     }
 
     /// Pairs of multi-device accounts on a running server: every account has published
-    /// a list of `devices` devices and all of them are logged in (`devices::setup`). The
-    /// sender is device 1 of one account; the receivers are every device of the other
-    /// and, with `own_copies`, the sender's devices 2 and up; the devices that receive
+    /// its device list and all of its devices are logged in (`devices.rs`). The sender
+    /// is device 1 of one account; the receivers are every device of the other and,
+    /// with `own_copies`, the sender's devices 2 and up; the devices that receive
     /// nothing stay connected and idle.
     pub(super) fn multi_device(
         server: ServerProcess,
