@@ -1,11 +1,12 @@
 //! Load-test identities: real Ed25519/X25519 keys and correctly signed `register`,
-//! `auth` and `grant_consent` bodies. No one-time prekeys: the relay path does not need
+//! `auth` (as any of the account's devices), `grant_consent` bodies and device lists. No one-time prekeys: the relay path does not need
 //! them. The KEM prekey a registration must carry is generated for it and not kept
 //! (nobody starts a session with a load-test account).
 
 use anyhow::Context;
 use parley_protocol::auth::register_transcript;
 use parley_protocol::business::{CategorySet, ConsentGrant, ConsentNonce, SignedGrant};
+use parley_protocol::devices::{DeviceEntry, DeviceList, SignedDeviceList};
 use parley_protocol::e2e::KemPrekeySecret;
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, PrekeyId};
@@ -81,9 +82,41 @@ impl Account {
         }
     }
 
+    /// Device `device` of the account.
+    pub fn device(&self, device: DeviceId) -> DeviceAddress {
+        DeviceAddress {
+            account: self.identity.account_id(),
+            device,
+        }
+    }
+
     /// A signed `auth` for the challenge in `hello`.
     pub fn auth(&self, hello: &Hello) -> Auth {
-        Auth::signed(&self.identity, hello, self.address())
+        self.auth_as(hello, DeviceId::PRIMARY)
+    }
+
+    /// A signed `auth` as the account's `device` (on its published list) for the
+    /// challenge in `hello`: every device logs in with the account's identity key.
+    pub fn auth_as(&self, hello: &Hello, device: DeviceId) -> Auth {
+        Auth::signed(&self.identity, hello, self.device(device))
+    }
+
+    /// The account's device list at `version` naming devices `1..=devices`, signed.
+    pub fn device_list(&self, version: u64, devices: u32) -> anyhow::Result<SignedDeviceList> {
+        let now_ms = crate::sys::now_ms();
+        DeviceList {
+            account: self.identity.account_id(),
+            version,
+            devices: (1..=devices)
+                .map(|d| DeviceEntry {
+                    device: DeviceId(d),
+                    name: format!("load device {d}"),
+                    linked_at_ms: now_ms,
+                })
+                .collect(),
+        }
+        .sign(&self.identity)
+        .map_err(|e| anyhow::anyhow!("signing a device list: {e:?}"))
     }
 
     /// This account's signed grant of `categories` to `business`, issued now, without

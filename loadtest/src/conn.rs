@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::SinkExt;
-use parley_protocol::ids::RequestId;
+use parley_protocol::ids::{DeviceId, RequestId};
 use parley_protocol::wire::client::ClientBody;
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::ClientFrame;
@@ -81,8 +81,10 @@ pub async fn send_frame(ws: &mut Ws, rid: u32, body: ClientBody) -> anyhow::Resu
 pub enum Auth {
     /// Create the account.
     Register,
-    /// Log in to an existing account.
+    /// Log in to an existing account as its device 1.
     Login,
+    /// Log in as another device of the account (one on its published list).
+    LoginAs(DeviceId),
 }
 
 /// Connects to a Parley server and authenticates `account`; returns the connection
@@ -102,6 +104,10 @@ pub async fn parley_session(
         }
         Auth::Login => {
             let auth = account.auth(opened.hello());
+            opened.login_with(auth).await
+        }
+        Auth::LoginAs(device) => {
+            let auth = account.auth_as(opened.hello(), device);
             opened.login_with(auth).await
         }
     };

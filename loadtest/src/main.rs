@@ -27,6 +27,7 @@ use clap::{Parser, Subcommand};
 use crate::report::Report;
 use crate::scenario::cluster::ClusterArgs;
 use crate::scenario::connect::ConnectArgs;
+use crate::scenario::devices::DevicesArgs;
 use crate::scenario::fanout::FanoutArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::offline::OfflineArgs;
@@ -72,6 +73,11 @@ enum Command {
     /// message, light-load p99; optionally the SQLite node and the bare relay under the
     /// same quota in the same run.
     Cluster(ClusterArgs),
+    /// Linked devices (issue 15): `send_to_all` to every device of multi-device accounts
+    /// (3 by default) against the single-device relay in the same run; messages/s,
+    /// deliveries/s, server CPU per message and per device copy, latency, and the
+    /// per-device cost of fan-out.
+    Devices(DevicesArgs),
     /// The bare relay used as the baseline (started by the scenarios themselves).
     #[command(hide = true)]
     BaselineServer {
@@ -92,6 +98,7 @@ impl Command {
             Command::Fanout(a) => Some(&a.common),
             Command::Store(a) => Some(&a.common),
             Command::Cluster(a) => Some(&a.common),
+            Command::Devices(a) => Some(&a.common),
             Command::BaselineServer { .. } => None,
         }
     }
@@ -162,6 +169,7 @@ async fn run(command: &Command, common: &Common, pinned: bool) -> anyhow::Result
         Command::Fanout(args) => scenario::fanout::run(args, &launch()?).await,
         Command::Store(args) => scenario::store::run(args).await,
         Command::Cluster(args) => scenario::cluster::run(args, &launch()?).await,
+        Command::Devices(args) => scenario::devices::run(args, &launch()?).await,
         Command::BaselineServer { .. } => bail!("not a scenario"),
     }
 }

@@ -5,6 +5,10 @@
 //! envelope  intended send time (u64 LE, ns since the phase's epoch)
 //!           ‖ sender's sequence number (u64 LE) ‖ random filler   (--payload bytes)
 //! product   Parley `send { to, id, ciphertext = envelope }`, MessagePack, one WS message
+//! fan-out   Parley `send_to_all { to, to_version, copies: [{device, envelope'}], own_version,
+//!           own_copies: [{device, envelope'}], id }`: one envelope per device, each with
+//!           the same stamp and its filler's byte 16 set to the device id (so no two copies
+//!           are the same bytes, as no two ciphertexts for different sessions would be)
 //! baseline  destination id (u32 LE) ‖ envelope ‖ zero padding     (same length as product)
 //! ```
 //!
@@ -12,8 +16,8 @@
 //! the same number of bytes per message.
 
 use anyhow::{bail, Context};
-use parley_protocol::ids::{DeviceAddress, MessageId};
-use parley_protocol::wire::client::{ClientBody, Send};
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId};
+use parley_protocol::wire::client::{ClientBody, DeviceCopy, Send, SendToAll};
 use parley_protocol::wire::server::ServerBody;
 use parley_protocol::wire::{self, ClientFrame};
 use rand_core::{OsRng, RngCore};
@@ -70,6 +74,43 @@ impl Envelopes {
         ))?)
     }
 
+    /// A Parley `send_to_all` frame to every device of `to` and, when `own` is not empty,
+    /// the sender's other devices `own`, for device lists at `version` on both sides.
+    pub fn fan_out_frame(
+        &self,
+        rid: u32,
+        to: AccountId,
+        copies: &FanOut,
+        intended_ns: u64,
+        seq: u64,
+    ) -> anyhow::Result<Vec<u8>> {
+        let stamped = self.stamped(intended_ns, seq);
+        let copy = |device: &DeviceId| {
+            let mut ciphertext = stamped.clone();
+            if let Some(byte) = ciphertext.get_mut(STAMP_BYTES) {
+                *byte = device.0 as u8;
+            }
+            DeviceCopy {
+                device: *device,
+                ciphertext,
+            }
+        };
+        let body = ClientBody::SendToAll(SendToAll {
+            to,
+            to_version: copies.version,
+            copies: copies.to.iter().map(copy).collect(),
+            own_version: copies.version,
+            own_copies: copies.own.iter().map(copy).collect(),
+            id: client_message_id(),
+            category: None,
+            receipt: false,
+        });
+        Ok(wire::encode_client(&ClientFrame::new(
+            parley_protocol::ids::RequestId(rid),
+            body,
+        ))?)
+    }
+
     /// A baseline message of `length` bytes to connection `dest`.
     pub fn baseline_message(
         &self,
@@ -85,6 +126,24 @@ impl Envelopes {
             bytes.resize(length, 0);
         }
         bytes
+    }
+}
+
+/// Which devices a `send_to_all` writes to: every account publishes the same list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOut {
+    /// The version of every account's published list.
+    pub version: u64,
+    /// The recipient's devices (all of its list).
+    pub to: Vec<DeviceId>,
+    /// The sender's other devices that get a copy (empty: none).
+    pub own: Vec<DeviceId>,
+}
+
+impl FanOut {
+    /// Copies one message makes.
+    pub fn copies(&self) -> usize {
+        self.to.len() + self.own.len()
     }
 }
 

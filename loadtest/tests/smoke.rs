@@ -221,6 +221,48 @@ fn fanout_reaches_every_opted_in_user() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn devices_reaches_every_device() -> anyhow::Result<()> {
+    let report = run(&[
+        "devices",
+        "--pairs",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "200ms",
+        "--rate",
+        "200",
+    ])?;
+    assert_eq!(report["scenario"], "devices");
+    let fan_out = &report["product"];
+    let single = &report["baseline"];
+    assert_eq!(fan_out["copies_per_msg"].as_u64(), Some(3), "{report}");
+    assert_eq!(single["copies_per_msg"].as_u64(), Some(1), "{report}");
+    for side in [fan_out, single] {
+        assert_eq!(lost(side), Some(0), "{report}");
+        assert_eq!(side["errors"].as_u64(), Some(0), "{report}");
+        let phases = side["saturation_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain([&side["open_loop"]]);
+        for phase in phases {
+            let sent = phase["copies_sent"].as_u64().unwrap_or(0);
+            assert!(sent > 0, "{report}");
+            assert_eq!(phase["copies_delivered"].as_u64(), Some(sent), "{report}");
+            assert_eq!(sent % side["copies_per_msg"].as_u64().unwrap_or(1), 0);
+            // Every receiving device (the recipient's three) got its copies.
+            assert!(
+                phase["fewest_copies_per_device"].as_u64() > Some(0),
+                "{report}"
+            );
+        }
+    }
+    assert!(report["ratio"].is_number(), "{report}");
+    Ok(())
+}
+
 /// Why the cluster scenario cannot run here (no PostgreSQL or no NATS), if it cannot.
 fn cluster_services_missing() -> Option<String> {
     let on_path = |name: &str, extra: &[&str]| {

@@ -107,6 +107,7 @@ pub async fn run(
         envelopes: envelopes.clone(),
         baseline_len: product_len,
         batch: 1,
+        fan_out: None,
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,

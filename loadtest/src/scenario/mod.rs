@@ -4,6 +4,7 @@
 pub mod cluster;
 mod cluster_soak;
 pub mod connect;
+pub mod devices;
 pub mod fanout;
 pub mod idle;
 pub mod offline;

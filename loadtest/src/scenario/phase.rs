@@ -1,11 +1,14 @@
-//! One measured phase over pairs of connections: the load engine shared by `relay` and
-//! `soak`.
+//! One measured phase over pairs of connections: the load engine shared by `relay`,
+//! `soak`, `cluster` and `devices`.
 //!
 //! Each pair has a sender task (closed loop with a window, or open loop on a fixed
 //! schedule that stamps every envelope with its intended send time), a task reading the
-//! sender's replies (`accepted` from the product), and a receiver task that records
+//! sender's replies (`accepted` from the product), and a receiver task per receiving
+//! device (one, or with a `send_to_all` every device that gets a copy) that records
 //! latency from the intended time for envelopes sent inside the measured window and
-//! acknowledges cumulatively (product). The phase samples server and generator CPU at
+//! acknowledges cumulatively (product). A pair's counters count device copies: a
+//! message to three devices is three sent and, once every device got its copy, three
+//! delivered. The phase samples server and generator CPU at
 //! the window's edges, then waits a bounded time for in-flight envelopes, and hands the
 //! connections back for the next phase.
 
@@ -26,7 +29,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::{CpuSample, CpuWindow};
 use crate::conn::{self, Session, Ws};
-use crate::payload::{self, Envelopes, Pushed};
+use crate::payload::{self, Envelopes, FanOut, Pushed};
 use crate::progress::Progress;
 use crate::report::round;
 use crate::server_proc::{Launch, ServerProcess, Target};
@@ -37,10 +40,12 @@ pub(super) const ACK_EVERY: u64 = 64;
 /// Longest wait for in-flight envelopes after a phase's sending stops.
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
-/// One pair of connections.
+/// One pair: a sender and the connections that receive what it sends.
 struct Pair {
     sender: Ws,
-    receiver: Ws,
+    /// One connection per device that gets a copy of each message (one without
+    /// fan-out).
+    receivers: Vec<Ws>,
     /// The receiver's Parley address (product) — unused by the baseline.
     to: Option<DeviceAddress>,
     /// The receiver's baseline id.
@@ -61,6 +66,17 @@ pub(super) struct Fleet {
     pub(super) probe: Option<Probe>,
     pairs: Vec<Pair>,
     next_rid: u32,
+    /// Connections of devices that get no copy, read (and so answering the server's
+    /// pings) by their own tasks for as long as the fleet lives.
+    idle: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for task in &self.idle {
+            task.abort();
+        }
+    }
 }
 
 impl Fleet {
@@ -90,7 +106,7 @@ impl Fleet {
                     let (_, sender) = accounts.pop().context("odd count")?;
                     out.push(Pair {
                         sender: conn::into_ws(sender)?,
-                        receiver: conn::into_ws(receiver)?,
+                        receivers: vec![conn::into_ws(receiver)?],
                         to: Some(receiver_account.address()),
                         dest: 0,
                     });
@@ -107,7 +123,7 @@ impl Fleet {
                     id -= 2;
                     out.push(Pair {
                         sender,
-                        receiver,
+                        receivers: vec![receiver],
                         to: None,
                         dest: id + 1,
                     });
@@ -121,6 +137,50 @@ impl Fleet {
             probe: None,
             pairs,
             next_rid: 1,
+            idle: Vec::new(),
+        })
+    }
+
+    /// Pairs of multi-device accounts on a running server: every account has published
+    /// its device list and all of its devices are logged in (`devices.rs`). The sender
+    /// is device 1 of one account; the receivers are every device of the other and,
+    /// with `own_copies`, the sender's devices 2 and up; the devices that receive
+    /// nothing stay connected and idle.
+    pub(super) fn multi_device(
+        server: ServerProcess,
+        users: Vec<DeviceUser>,
+        own_copies: bool,
+    ) -> anyhow::Result<Fleet> {
+        let mut pairs = Vec::with_capacity(users.len() / 2);
+        let mut idle = Vec::new();
+        let mut users = users;
+        while users.len() >= 2 {
+            let recipient = users.pop().context("odd count")?;
+            let sender = users.pop().context("odd count")?;
+            let mut sender_devices = sender.devices.into_iter();
+            let sending = sender_devices.next().context("a user without devices")?;
+            let mut receivers = recipient.devices;
+            for other in sender_devices {
+                if own_copies {
+                    receivers.push(other);
+                } else {
+                    idle.push(tokio::spawn(keep_reading(other)));
+                }
+            }
+            pairs.push(Pair {
+                sender: sending,
+                receivers,
+                to: Some(recipient.address),
+                dest: 0,
+            });
+        }
+        Ok(Fleet {
+            server,
+            _others: Vec::new(),
+            probe: None,
+            pairs,
+            next_rid: 1,
+            idle,
         })
     }
 
@@ -151,7 +211,7 @@ impl Fleet {
                 per_node[(i + 1) % n].pop().context("too few accounts")?;
             out.push(Pair {
                 sender: conn::into_ws(sender)?,
-                receiver: conn::into_ws(receiver)?,
+                receivers: vec![conn::into_ws(receiver)?],
                 to: Some(receiver_account.address()),
                 dest: 0,
             });
@@ -163,8 +223,23 @@ impl Fleet {
             probe: Some(probe),
             pairs: out,
             next_rid: 1,
+            idle: Vec::new(),
         })
     }
+}
+
+/// An account with every one of its devices logged in, device 1 first.
+pub(super) struct DeviceUser {
+    /// Device 1's address (a `send_to_all` names only the account).
+    pub(super) address: DeviceAddress,
+    /// One connection per device, in device order.
+    pub(super) devices: Vec<Ws>,
+}
+
+/// Reads a connection that gets no envelopes until it closes, so its pings are
+/// answered.
+async fn keep_reading(mut ws: Ws) {
+    while let Some(Ok(_)) = ws.next().await {}
 }
 
 /// How a phase generates load.
@@ -184,16 +259,32 @@ pub(super) struct Phase {
     pub(super) cpu: CpuWindow,
     /// CPU time of the probe's processes over the same window.
     pub(super) probed: Vec<(String, Duration)>,
+    /// Device copies delivered inside the window.
     pub(super) delivered_in_window: u64,
+    /// `accepted` replies inside the window (product): requests, whatever their copies.
+    pub(super) accepted_in_window: u64,
+    /// Device copies each message makes (1 without fan-out).
+    pub(super) copies: u64,
+    /// The fewest envelopes any receiving device got in the phase.
+    pub(super) fewest_per_device: u64,
+    /// Device copies sent (messages × copies).
     pub(super) sent: u64,
+    /// Device copies delivered.
     pub(super) delivered: u64,
     pub(super) errors: u64,
     pub(super) latency: Latency,
 }
 
 impl Phase {
+    /// Device copies delivered per second in the window (messages per second without
+    /// fan-out).
     pub(super) fn rate(&self) -> f64 {
         self.delivered_in_window as f64 / self.cpu.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// Requests accepted per second in the window (product).
+    pub(super) fn accepted_rate(&self) -> f64 {
+        self.accepted_in_window as f64 / self.cpu.wall.as_secs_f64().max(1e-9)
     }
 
     pub(super) fn lost(&self) -> u64 {
@@ -231,6 +322,7 @@ struct PairCounters {
 #[derive(Debug, Default)]
 struct PhaseCounters {
     in_window: AtomicU64,
+    accepted_in_window: AtomicU64,
     errors: AtomicU64,
     delivered: Arc<AtomicU64>,
 }
@@ -264,6 +356,8 @@ pub(super) struct Framing {
     pub(super) envelopes: Arc<Envelopes>,
     pub(super) baseline_len: usize,
     pub(super) batch: usize,
+    /// Product: send each message to every device with `send_to_all` instead of `send`.
+    pub(super) fan_out: Option<Arc<FanOut>>,
 }
 
 impl Framing {
@@ -274,6 +368,7 @@ impl Framing {
             envelopes,
             baseline_len: 0,
             batch,
+            fan_out: None,
         }
     }
 
@@ -286,9 +381,13 @@ impl Framing {
         seq: u64,
     ) -> anyhow::Result<Message> {
         let bytes = match (self.target, pair_to) {
-            (Target::Product, Some(to)) => {
-                self.envelopes.product_frame(rid, to, intended_ns, seq)?
-            }
+            (Target::Product, Some(to)) => match &self.fan_out {
+                Some(fan_out) => {
+                    self.envelopes
+                        .fan_out_frame(rid, to.account, fan_out, intended_ns, seq)?
+                }
+                None => self.envelopes.product_frame(rid, to, intended_ns, seq)?,
+            },
             (Target::Product, None) => bail!("product pair without an address"),
             (Target::Baseline, _) => {
                 self.envelopes
@@ -298,6 +397,10 @@ impl Framing {
         Ok(Message::Binary(Bytes::from(bytes)))
     }
 }
+
+/// A receiving device's task: its connection back, the latency it recorded, and how
+/// many envelopes it got.
+type ReceiverTask = JoinHandle<anyhow::Result<(Ws, Latency, u64)>>;
 
 /// Runs one phase on `fleet`.
 pub(super) async fn run_phase(
@@ -326,10 +429,12 @@ pub(super) async fn run_phase(
     );
     let mut senders: Vec<JoinHandle<anyhow::Result<SplitSink<Ws, Message>>>> = Vec::new();
     let mut readers: Vec<JoinHandle<anyhow::Result<SplitStream<Ws>>>> = Vec::new();
-    let mut receivers: Vec<JoinHandle<anyhow::Result<(Ws, Latency)>>> = Vec::new();
+    let mut receivers: Vec<Vec<ReceiverTask>> = Vec::new();
     let mut pair_counters = Vec::new();
     let mut meta = Vec::new();
+    let mut copies = 1;
     for (index, pair) in std::mem::take(&mut fleet.pairs).into_iter().enumerate() {
+        copies = pair.receivers.len().max(1) as u64;
         let counters = Arc::new(PairCounters::default());
         pair_counters.push(counters.clone());
         meta.push((pair.to, pair.dest));
@@ -352,6 +457,7 @@ pub(super) async fn run_phase(
                 dest: pair.dest,
                 first_rid,
                 schedule,
+                copies,
             },
             framing.clone(),
             counters.clone(),
@@ -361,16 +467,24 @@ pub(super) async fn run_phase(
             stream,
             target,
             shared.clone(),
-            stop_rx.clone(),
-        )));
-        receivers.push(tokio::spawn(receiver(
-            pair.receiver,
-            target,
-            counters,
-            shared.clone(),
             clock,
             stop_rx.clone(),
         )));
+        receivers.push(
+            pair.receivers
+                .into_iter()
+                .map(|ws| {
+                    tokio::spawn(receiver(
+                        ws,
+                        target,
+                        counters.clone(),
+                        shared.clone(),
+                        clock,
+                        stop_rx.clone(),
+                    ))
+                })
+                .collect(),
+        );
     }
     tokio::time::sleep_until(clock.at(clock.warm_ns)).await;
     let start = CpuSample::take(&fleet.server)?;
@@ -409,17 +523,23 @@ pub(super) async fn run_phase(
     }
     let _ = stop_tx.send(true);
     let mut latency = Latency::new();
+    let mut fewest_per_device = u64::MAX;
     let mut pairs = Vec::new();
-    for (((sink, reader), receiver), (to, dest)) in
+    for (((sink, reader), tasks), (to, dest)) in
         sinks.into_iter().zip(readers).zip(receivers).zip(meta)
     {
         let stream = reader.await.context("reader task")??;
-        let (receiver, histogram) = receiver.await.context("receiver task")??;
-        latency.merge(&histogram);
+        let mut receivers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let (receiver, histogram, got) = task.await.context("receiver task")??;
+            latency.merge(&histogram);
+            fewest_per_device = fewest_per_device.min(got);
+            receivers.push(receiver);
+        }
         let sender = sink.reunite(stream).context("reuniting a sender")?;
         pairs.push(Pair {
             sender,
-            receiver,
+            receivers,
             to,
             dest,
         });
@@ -441,6 +561,9 @@ pub(super) async fn run_phase(
         cpu: start.until(&end),
         probed,
         delivered_in_window: shared.in_window.load(Ordering::Relaxed),
+        accepted_in_window: shared.accepted_in_window.load(Ordering::Relaxed),
+        copies,
+        fewest_per_device,
         sent,
         delivered,
         errors: shared.errors.load(Ordering::Relaxed),
@@ -460,6 +583,8 @@ struct SenderPlan {
     dest: u32,
     first_rid: u32,
     schedule: Schedule,
+    /// Device copies each message makes.
+    copies: u64,
 }
 
 /// Sends until the end of the window; returns the sink for the next phase.
@@ -471,6 +596,7 @@ async fn sender(
     clock: Clock,
 ) -> anyhow::Result<SplitSink<Ws, Message>> {
     let batch = framing.batch.max(1) as u64;
+    let copies = plan.copies.max(1);
     let mut seq: u64 = 0;
     let mut rid = plan.first_rid;
     match plan.schedule {
@@ -483,12 +609,13 @@ async fn sender(
                 .sent
                 .load(Ordering::Relaxed)
                 .saturating_sub(counters.delivered.load(Ordering::Relaxed));
-            if in_flight + batch > window.max(batch) {
+            // In device copies: a message is in flight until every device got it.
+            if in_flight + batch * copies > window.max(batch) * copies {
                 let wait = counters.wake.notified();
                 let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
                 continue;
             }
-            counters.sent.fetch_add(batch, Ordering::Relaxed);
+            counters.sent.fetch_add(batch * copies, Ordering::Relaxed);
             for _ in 0..batch {
                 let frame = framing.frame(plan.to, plan.dest, rid, now, seq)?;
                 sink.feed(frame).await?;
@@ -517,7 +644,7 @@ async fn sender(
                 if intended > now || intended >= clock.end_ns {
                     break;
                 }
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+                counters.sent.fetch_add(copies, Ordering::Relaxed);
                 let frame = framing.frame(plan.to, plan.dest, rid, intended, seq)?;
                 sink.feed(frame).await?;
                 seq += 1;
@@ -537,11 +664,12 @@ async fn sender(
 }
 
 /// Reads the sender's replies (`accepted` from the product; nothing from the baseline)
-/// so the server never stalls on them.
+/// so the server never stalls on them, and counts those that arrive in the window.
 async fn sender_reader(
     mut stream: SplitStream<Ws>,
     target: Target,
     shared: Arc<PhaseCounters>,
+    clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<SplitStream<Ws>> {
     loop {
@@ -553,7 +681,12 @@ async fn sender_reader(
         };
         if target == Target::Product {
             match payload::parse_product(&bytes) {
-                Ok(Pushed::Accepted | Pushed::Drained) => {}
+                Ok(Pushed::Accepted) => {
+                    if clock.measured(clock.now_ns()) {
+                        shared.accepted_in_window.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Pushed::Drained) => {}
                 _ => {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -564,7 +697,7 @@ async fn sender_reader(
 }
 
 /// Receives envelopes, records latency of those sent in the window, acknowledges
-/// (product), and returns the connection and its histogram.
+/// (product), and returns the connection, its histogram and how many it got.
 async fn receiver(
     mut ws: Ws,
     target: Target,
@@ -572,8 +705,9 @@ async fn receiver(
     shared: Arc<PhaseCounters>,
     clock: Clock,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<(Ws, Latency)> {
+) -> anyhow::Result<(Ws, Latency, u64)> {
     let mut latency = Latency::new();
+    let mut got = 0u64;
     let mut last_seq = 0u64;
     let mut unacked = 0u64;
     loop {
@@ -605,6 +739,7 @@ async fn receiver(
         if clock.measured(now) {
             shared.in_window.fetch_add(1, Ordering::Relaxed);
         }
+        got += 1;
         counters.delivered.fetch_add(1, Ordering::Relaxed);
         shared.delivered.fetch_add(1, Ordering::Relaxed);
         counters.wake.notify_one();
@@ -616,7 +751,7 @@ async fn receiver(
     if unacked > 0 {
         ack(&mut ws, last_seq).await?;
     }
-    Ok((ws, latency))
+    Ok((ws, latency, got))
 }
 
 async fn ack(ws: &mut Ws, through: u64) -> anyhow::Result<()> {

@@ -106,6 +106,7 @@ pub async fn run(
         envelopes: envelopes.clone(),
         baseline_len: product_len,
         batch: args.batch,
+        fan_out: None,
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,
