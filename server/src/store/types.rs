@@ -139,6 +139,17 @@ impl NewEnvelope {
     pub fn is_sync(&self) -> bool {
         self.fan_out.is_some() && self.to.account == self.from.account
     }
+
+    /// A send to every device with copies for the sender's other devices: only then is
+    /// the sender's own list checked.
+    pub fn has_own_copies(&self) -> bool {
+        !self.is_sync()
+            && self
+                .fan_out
+                .iter()
+                .flat_map(|f| &f.copies)
+                .any(|c| c.to.account == self.from.account)
+    }
 }
 
 /// The rest of a send to every device (ADR 0007): the envelope itself is the copy for

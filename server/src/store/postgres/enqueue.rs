@@ -238,10 +238,10 @@ pub(super) async fn store_envelopes<'a>(
         .iter()
         .filter(|e| e.fan_out.is_some())
         .flat_map(|e| {
-            [
-                e.to.account.as_bytes().as_slice(),
-                e.from.account.as_bytes().as_slice(),
-            ]
+            let own = e
+                .has_own_copies()
+                .then_some(e.from.account.as_bytes().as_slice());
+            std::iter::once(e.to.account.as_bytes().as_slice()).chain(own)
         })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()

@@ -74,21 +74,40 @@ pub(super) fn lookup(
     }
 }
 
-/// The account's stored list version and its devices, for a send to every device.
+/// The account's stored list version and its devices, for a send to every device, with
+/// each device's row key (so that its copy is queued without looking it up again).
 pub(super) fn current(
     conn: &Connection,
     account: &AccountId,
-) -> Result<CurrentDevices, StoreError> {
+) -> Result<(CurrentDevices, Vec<(DeviceAddress, i64)>), StoreError> {
     let a = account.as_bytes().as_slice();
     let version = conn
         .prepare_cached("SELECT version FROM device_lists WHERE account = ?1")
         .and_then(|mut s| s.query_row(params![a], |r| r.get::<_, i64>(0)).optional())
         .map_err(sql_error)?
         .map_or(0, to_u64);
-    Ok(CurrentDevices {
+    let rows: Vec<(DeviceId, i64)> = conn
+        .prepare_cached("SELECT device, id FROM devices WHERE account = ?1 ORDER BY device")
+        .and_then(|mut s| {
+            s.query_map(params![a], |r| Ok((DeviceId(r.get(0)?), r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_error)?;
+    let keys = rows
+        .iter()
+        .map(|(device, key)| {
+            let address = DeviceAddress {
+                account: *account,
+                device: *device,
+            };
+            (address, *key)
+        })
+        .collect();
+    let current = CurrentDevices {
         version,
-        devices: current_devices(conn, a)?,
-    })
+        devices: rows.into_iter().map(|(device, _)| device).collect(),
+    };
+    Ok((current, keys))
 }
 
 /// Records the day `device` logged in (a write only when the day changed).

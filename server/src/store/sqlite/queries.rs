@@ -255,12 +255,19 @@ pub(super) fn enqueue(
     if let Some((digest, sealed_seq)) = earlier {
         return Ok(key.answer(&digest, sealed_seq).into());
     }
+    // For a send to every device: the row key of each listed device.
+    let mut listed = Vec::new();
     if e.fan_out.is_some() {
-        let to = devices::current(conn, &e.to.account)?;
-        let own = devices::current(conn, &e.from.account)?;
+        let (to, to_keys) = devices::current(conn, &e.to.account)?;
+        let (own, own_keys) = match e.has_own_copies() {
+            true => devices::current(conn, &e.from.account)?,
+            false => Default::default(),
+        };
         if !CurrentDevices::match_fan_out(e, &to, &own) {
             return Ok(EnqueueOutcome::StaleDevices.into());
         }
+        listed = to_keys;
+        listed.extend(own_keys);
     }
     let from_business = match e.is_sync() {
         true => false,
@@ -277,7 +284,10 @@ pub(super) fn enqueue(
     let mut copy_seqs = Vec::new();
     for copy in e.fan_out.iter().flat_map(|f| &f.copies) {
         // Listed, so present: the check above ran in this transaction.
-        let copy_recipient = device_key(conn, &copy.to)?
+        let copy_recipient = listed
+            .iter()
+            .find(|(address, _)| *address == copy.to)
+            .map(|(_, key)| *key)
             .ok_or_else(|| StoreError::Database("a listed device has no row".into()))?;
         copy_seqs.push(queue_row(
             conn,
