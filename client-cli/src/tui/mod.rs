@@ -215,6 +215,48 @@ impl Shell<'_> {
                  consented to it",
                 from.account
             ))],
+            // Linked devices: what another device of mine sent is mine here too.
+            Event::SentElsewhere {
+                to,
+                id,
+                sent_at_ms,
+                text,
+                ..
+            } => vec![Input::Sent {
+                to,
+                entry: Entry {
+                    at_ms: sent_at_ms,
+                    ..sent_entry(id, text)
+                },
+            }],
+            Event::DevicesChanged {
+                account,
+                version,
+                added,
+                removed,
+            } => {
+                let who = match store.contact(&account)? {
+                    _ if account == self.loader.me => "this account".to_owned(),
+                    contact => {
+                        crate::output::name(contact.and_then(|c| c.handle).as_ref(), &account)
+                    }
+                };
+                let ids = |d: &[parley_protocol::ids::DeviceId]| {
+                    d.iter()
+                        .map(|d| d.0.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                vec![Input::Notice(format!(
+                    "WARNING: the devices of {who} changed (list version {version}; added: \
+                     [{}], removed: [{}]): if you did not expect it, someone may be reading along",
+                    ids(&added),
+                    ids(&removed)
+                ))]
+            }
+            Event::DeviceListRefused { account, reason } => vec![Input::Notice(format!(
+                "refused the device list the server sent for {account}: {reason}"
+            ))],
             _ => Vec::new(),
         })
     }
