@@ -56,16 +56,8 @@ impl Client {
                     device.0
                 )));
             }
-            let next = DeviceList {
-                account: current.account,
-                version: current.version.saturating_add(1),
-                devices: current
-                    .devices
-                    .into_iter()
-                    .filter(|entry| entry.device != device)
-                    .collect(),
-            };
-            let signed: SignedDeviceList = next
+            let signed: SignedDeviceList = current
+                .without(device)
                 .sign(&identity)
                 .map_err(|e| SdkError::InvalidInput(e.to_string()))?;
             match self

@@ -310,16 +310,8 @@ async fn unlist(invite: &mut LinkInvite, device: DeviceId) -> Result<(), SdkErro
     if !current.contains(device) {
         return Ok(());
     }
-    let next = DeviceList {
-        account: current.account,
-        version: current.version.saturating_add(1),
-        devices: current
-            .devices
-            .into_iter()
-            .filter(|entry| entry.device != device)
-            .collect(),
-    };
-    let signed = next
+    let signed = current
+        .without(device)
         .sign(&invite.identity)
         .map_err(|e| SdkError::InvalidInput(e.to_string()))?;
     invite

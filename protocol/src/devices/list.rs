@@ -119,6 +119,21 @@ impl DeviceList {
         self.devices.iter().map(|entry| entry.device)
     }
 
+    /// The next version of this list without `device` (unsigned): what an account
+    /// publishes to remove a device.
+    pub fn without(&self, device: DeviceId) -> DeviceList {
+        DeviceList {
+            account: self.account,
+            version: self.version.saturating_add(1),
+            devices: self
+                .devices
+                .iter()
+                .filter(|entry| entry.device != device)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// The id a newly linked device gets: one past the highest ever listed here. Ids are not
     /// reused while a list remembers them; a removed highest id may come back, which is
     /// harmless because the new device makes new prekeys and sessions.

@@ -12,6 +12,7 @@ use parley_protocol::business::Category;
 use parley_protocol::e2e::content::{Content, Sent};
 use parley_protocol::e2e::{self, E2eError, Session};
 use parley_protocol::ids::{AccountId, DeviceAddress, Handle, MessageId};
+use parley_protocol::prekeys::PrekeyBundle;
 use parley_protocol::wire::client::{
     ClientBody, DeviceCopy, FetchBundle, ResolveHandle, Send, SendToAll,
 };
@@ -327,13 +328,7 @@ impl Engine {
         if let Some(record) = self.stored(move |s| s.session(&peer)).await? {
             return Ok(Session::from_record(&record)?);
         }
-        let bundle = match conn
-            .request(ClientBody::FetchBundle(FetchBundle { address: peer }))
-            .await?
-        {
-            ServerBody::Bundle(bundle) => bundle,
-            other => return Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
-        };
+        let bundle = fetch_bundle(conn, peer).await?;
         if bundle.identity != self.identity.public() {
             return Err(SdkError::Protocol(format!(
                 "the relay served device {} of this account with another identity",
@@ -481,13 +476,7 @@ impl Engine {
         if let Some(record) = self.stored(move |s| s.session(&peer)).await? {
             return Ok(Session::from_record(&record)?);
         }
-        let bundle = match conn
-            .request(ClientBody::FetchBundle(FetchBundle { address: peer }))
-            .await?
-        {
-            ServerBody::Bundle(bundle) => bundle,
-            other => return Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
-        };
+        let bundle = fetch_bundle(conn, peer).await?;
         let known = self.stored(move |s| s.contact(&peer.account)).await?;
         let verified = match &known {
             Some(contact) if contact.identity != bundle.identity => {
@@ -510,6 +499,20 @@ impl Engine {
         };
         self.stored(move |s| s.save_contact(&contact)).await?;
         Ok(session)
+    }
+}
+
+/// A prekey bundle of `peer` (the relay hands out one of its one-time prekeys).
+async fn fetch_bundle(
+    conn: &mut Connection,
+    peer: DeviceAddress,
+) -> Result<PrekeyBundle, SdkError> {
+    match conn
+        .request(ClientBody::FetchBundle(FetchBundle { address: peer }))
+        .await?
+    {
+        ServerBody::Bundle(bundle) => Ok(bundle),
+        other => Err(SdkError::Protocol(format!("unexpected reply {other:?}"))),
     }
 }
 
