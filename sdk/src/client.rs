@@ -23,6 +23,7 @@ use crate::events::Event;
 use crate::failover::{Failover, ServerList};
 use crate::keys::{generate_identity, register_body};
 use crate::store::{ClientStore, Contact, Profile};
+use crate::transport::Transport;
 
 /// Capacity of the command and event queues. A slow application slows the engine down
 /// (messages wait on the server) rather than growing memory.
@@ -192,6 +193,15 @@ impl Client {
     /// reached (or one refuses the login). Once running, the engine fails over on its
     /// own ([`crate::failover`]).
     pub async fn start(config: ClientConfig, store: Arc<ClientStore>) -> Result<Client, SdkError> {
+        Client::start_via(config, store, Transport::Network).await
+    }
+
+    /// [`Client::start`], with the engine's connections made by `transport`.
+    pub(crate) async fn start_via(
+        config: ClientConfig,
+        store: Arc<ClientStore>,
+        transport: Transport,
+    ) -> Result<Client, SdkError> {
         if store.is_read_only() {
             // A reader beside the process that holds the profile: never a second engine.
             return Err(SdkError::ProfileInUse);
@@ -219,6 +229,7 @@ impl Client {
             servers: config.servers.clone(),
             failover: config.failover,
             tls: config.tls.clone(),
+            transport,
             events: events_tx,
             halt_before_ack: config.halt_before_ack,
             stop: stop.clone(),

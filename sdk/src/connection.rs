@@ -5,6 +5,10 @@
 //!
 //! A [`Connection`] exists only after the server answered `authenticated`: the engine
 //! cannot send a request before login.
+//!
+//! It runs on any byte stream ([`Socket`]): where the bytes go is the
+//! [`crate::transport`]'s business (TCP, or an in-memory pipe to a scripted relay in the
+//! SDK's unit tests); TLS, the upgrade and the login are the same code for both.
 
 use std::time::Duration;
 
@@ -12,21 +16,37 @@ use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId, RequestId};
 use parley_protocol::wire::client::{ClientBody, Register};
 use parley_protocol::wire::server::{Hello, ServerBody};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::MaybeTlsStream;
 
 use crate::error::SdkError;
 use crate::failover::{self, ServerList};
+use crate::transport::Transport;
 use crate::wire::{self, Authenticated, Unauthenticated, WireLimits};
 
 /// Longest wait for the TCP connection, the TLS handshake and the WebSocket upgrade.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What a connection runs on: TCP, or TLS over TCP for `wss://`.
-pub type Socket = MaybeTlsStream<TcpStream>;
+/// A byte stream to a server: TCP, or an in-memory pipe (see [`crate::transport`]).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static {}
 
-/// Connects (over TLS for `wss://`, trusting `tls`) and reads the server's `hello`.
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static> Stream for T {}
+
+/// What a connection runs on: a byte stream, with TLS over it for `wss://`.
+pub type Socket = MaybeTlsStream<Box<dyn Stream>>;
+
+/// Connects over TCP (and TLS for `wss://`, trusting `tls`) and reads the server's
+/// `hello`.
 pub async fn open(
+    url: &str,
+    tls: &crate::tls::TlsTrust,
+) -> Result<Unauthenticated<Socket>, SdkError> {
+    open_via(&Transport::Network, url, tls).await
+}
+
+/// [`open`] on a stream from `transport`.
+pub(crate) async fn open_via(
+    transport: &Transport,
     url: &str,
     tls: &crate::tls::TlsTrust,
 ) -> Result<Unauthenticated<Socket>, SdkError> {
@@ -34,12 +54,16 @@ pub async fn open(
         url: url.to_owned(),
         reason,
     };
-    let connect = tokio_tungstenite::connect_async_tls_with_config(
-        url,
-        Some(wire::websocket_config()),
-        false,
-        tls.connector(),
-    );
+    let connect = async {
+        let stream = transport.dial(url).await?;
+        tokio_tungstenite::client_async_tls_with_config(
+            url,
+            stream,
+            Some(wire::websocket_config()),
+            tls.connector(),
+        )
+        .await
+    };
     let (socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| unreachable("timed out".into()))?

@@ -71,6 +71,7 @@ pub mod link;
 pub mod person;
 pub mod store;
 pub mod tls;
+mod transport;
 pub mod wire;
 
 pub use business_info::{BusinessInfo, CertificateStatus};

@@ -40,6 +40,7 @@ use crate::error::SdkError;
 use crate::events::{ConnectionState, Event};
 use crate::failover::{self, Failover, Rotation, ServerList};
 use crate::store::ClientStore;
+use crate::transport::Transport;
 use waiting::WaitingSends;
 
 /// How often the engine pings an otherwise quiet server; a server silent for two
@@ -97,6 +98,8 @@ pub struct Engine {
     pub(crate) servers: ServerList,
     pub(crate) failover: Failover,
     pub(crate) tls: crate::tls::TlsTrust,
+    /// How connections reach the servers: the network, or a scripted relay in tests.
+    pub(crate) transport: Transport,
     pub(crate) events: mpsc::Sender<Event>,
     /// Test hook: stop dead after storing a message and before acknowledging it, as if
     /// the process were killed there.
@@ -304,7 +307,7 @@ impl Engine {
 
     /// Opens a connection to `url` and logs in.
     pub async fn connect(&self, url: &str) -> Result<Connection, SdkError> {
-        let opened = connection::open(url, &self.tls).await?;
+        let opened = connection::open_via(&self.transport, url, &self.tls).await?;
         Connection::login(opened, &self.identity, self.me.device).await
     }
 
