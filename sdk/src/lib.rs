@@ -69,6 +69,8 @@ pub mod failover;
 pub mod keys;
 pub mod link;
 pub mod person;
+#[cfg(test)]
+mod scripted_relay;
 pub mod store;
 pub mod tls;
 mod transport;

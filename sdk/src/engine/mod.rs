@@ -8,6 +8,11 @@
 //! send interrupted by the break waits for that resend's answer ([`waiting`]). After
 //! [`crate::Failover::give_up_after`] without a server, waiting callers get an error
 //! and new commands fail at once, while the engine keeps trying.
+//!
+//! It reaches its servers through a [`Transport`]: TCP, or in its unit tests an in-memory
+//! pipe to a relay the test scripts frame by frame (`tests.rs`, on
+//! `crate::scripted_relay`), so that its decisions (the retry after `stale_devices`, the
+//! device lists it refuses, whose `sent` and `sync` it takes) are tested without a socket.
 
 mod business;
 mod customer;
@@ -15,6 +20,8 @@ mod devices;
 mod receipts;
 mod receive;
 mod send;
+#[cfg(test)]
+mod tests;
 mod waiting;
 
 pub(crate) use send::{now_ms, resolve_request, resolved};
