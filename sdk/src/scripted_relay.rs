@@ -19,8 +19,9 @@ use parley_protocol::devices::{DeviceEntry, DeviceList, SignedDeviceList};
 use parley_protocol::e2e::content::Content;
 use parley_protocol::e2e::{self, HandshakeGuard};
 use parley_protocol::identity::IdentityKeyPair;
-use parley_protocol::ids::ServerId;
-use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Nonce, RequestId, Seq};
+use parley_protocol::ids::{
+    AccountId, DeviceAddress, DeviceId, MessageId, Nonce, RequestId, Seq, ServerId,
+};
 use parley_protocol::prekeys::PrekeyBundle;
 use parley_protocol::signature;
 use parley_protocol::wire::client::ClientBody;
