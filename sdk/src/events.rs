@@ -50,8 +50,9 @@ pub enum Event {
         /// The category it claimed (`conversation` when it claimed none).
         category: Category,
     },
-    /// (Business side) a customer answered a card this client sent; the answer's
-    /// signature, digest, action and expiry were checked against the stored card.
+    /// (Business side) a customer answered a card this account sent (from this device,
+    /// or from another one whose `sent` copy this device kept); the answer's signature,
+    /// digest, action and expiry were checked against the stored card.
     CardAnswered {
         /// The customer.
         from: DeviceAddress,

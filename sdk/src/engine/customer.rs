@@ -14,7 +14,9 @@ use crate::events::Event;
 use crate::store::SendStatus;
 
 impl Engine {
-    /// Checks a card answer against the card this client sent to `from`.
+    /// Checks a card answer against the card this account sent to `from`, from this
+    /// device or another one (whose `sent` copy this one kept): the answer is signed to
+    /// the device that sent the card.
     pub(crate) async fn on_card_answer(
         &self,
         from: DeviceAddress,
@@ -25,13 +27,18 @@ impl Engine {
             from,
             reason: reason.to_owned(),
         };
-        let Some((recipient, card, _)) = self.stored(move |s| s.sent_card(&card_id)).await? else {
+        let Some(sent) = self.stored(move |s| s.sent_card(&card_id)).await? else {
             return Ok(invalid("no card with this id was sent"));
         };
-        if recipient != from.account {
+        if sent.to != from.account {
             return Ok(invalid("the card was sent to someone else"));
         }
-        if let Err(e) = answer.verify(&from, &self.me, &card) {
+        let sender = DeviceAddress {
+            account: self.me.account,
+            device: sent.sender.unwrap_or(self.me.device),
+        };
+        let card = sent.card;
+        if let Err(e) = answer.verify(&from, &sender, &card) {
             return Ok(invalid(&e.to_string()));
         }
         if !self.stored(move |s| s.mark_card_answered(&card_id)).await? {

@@ -194,9 +194,10 @@ impl Engine {
         };
         if let Some(card) = message.card.clone() {
             // So that this device checks answers to it like the device that sent it (a
-            // standby bot instance, docs/bots.md); kept again on a redelivery, unchanged.
-            let account = sent.to;
-            self.stored(move |s| s.save_sent_card(&card, &account))
+            // standby bot instance, docs/bots.md): the person signs them to that device.
+            // Kept again on a redelivery, unchanged.
+            let (account, sender) = (sent.to, from.device);
+            self.stored(move |s| s.save_sent_card(&card, &account, sender))
                 .await?;
         }
         let text = message.text.clone();

@@ -129,8 +129,8 @@ impl Engine {
             }
         };
         if let Content::Card(card) = &out.content {
-            let card = card.clone();
-            self.stored(move |s| s.save_sent_card(&card, &account))
+            let (card, me) = (card.clone(), self.me.device);
+            self.stored(move |s| s.save_sent_card(&card, &account, me))
                 .await?;
         }
         let content = out.content.encode()?;

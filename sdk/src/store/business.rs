@@ -5,7 +5,7 @@
 
 use parley_protocol::business::{AuthorityKey, SignedCertificate};
 use parley_protocol::e2e::content::{Card, CardId};
-use parley_protocol::ids::{AccountId, MessageId};
+use parley_protocol::ids::{AccountId, DeviceId, MessageId};
 use rusqlite::{params, OptionalExtension};
 
 use super::{corrupt, db, decode_card, encode_card, ms, ClientStore};
@@ -31,6 +31,22 @@ pub enum SendStatus {
     Delivered = 2,
     /// The recipient saw it.
     Read = 3,
+}
+
+/// A card this account sent, kept to verify the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentCard {
+    /// Its recipient.
+    pub to: AccountId,
+    /// The device of this account that sent it, to which the person signs the answer:
+    /// this one, or another whose `sent` copy this one kept (a standby bot instance,
+    /// docs/bots.md §9). `None` for a card kept before the store recorded it, which this
+    /// device sent.
+    pub sender: Option<DeviceId>,
+    /// The card as sent.
+    pub card: Card,
+    /// Whether an answer was accepted already.
+    pub answered: bool,
 }
 
 impl SendStatus {
@@ -148,43 +164,56 @@ impl ClientStore {
             .map_err(db)
     }
 
-    /// Keeps a card this client sends to `account`, to verify the answer later.
-    pub fn save_sent_card(&self, card: &Card, account: &AccountId) -> Result<(), SdkError> {
+    /// Keeps a card that device `sender` of this account sends to `to`, to verify the
+    /// answer later. A card kept already stays as it was.
+    pub fn save_sent_card(
+        &self,
+        card: &Card,
+        to: &AccountId,
+        sender: DeviceId,
+    ) -> Result<(), SdkError> {
         self.lock()
             .execute(
-                "INSERT OR IGNORE INTO cards_sent (card_id, account, card) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO cards_sent (card_id, account, card, device)
+                 VALUES (?1, ?2, ?3, ?4)",
                 params![
                     card.id.as_bytes().as_slice(),
-                    account.as_bytes().as_slice(),
-                    encode_card(card)?
+                    to.as_bytes().as_slice(),
+                    encode_card(card)?,
+                    sender.0
                 ],
             )
             .map(|_| ())
             .map_err(db)
     }
 
-    /// A card this client sent: to whom, the card, and whether it was answered.
-    pub fn sent_card(&self, id: &CardId) -> Result<Option<(AccountId, Card, bool)>, SdkError> {
+    /// A card this account sent, if this device kept it.
+    pub fn sent_card(&self, id: &CardId) -> Result<Option<SentCard>, SdkError> {
         let row = self
             .lock()
             .query_row(
-                "SELECT account, card, answered FROM cards_sent WHERE card_id = ?1",
+                "SELECT account, card, answered, device FROM cards_sent WHERE card_id = ?1",
                 params![id.as_bytes().as_slice()],
                 |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, bool>(2)?,
+                        r.get::<_, Option<u32>>(3)?,
                     ))
                 },
             )
             .optional()
             .map_err(db)?;
-        let Some((account, card, answered)) = row else {
+        let Some((to, card, answered, sender)) = row else {
             return Ok(None);
         };
-        let account = AccountId::from_slice(&account).ok_or_else(|| corrupt("cards_sent"))?;
-        Ok(Some((account, decode_card(&card)?, answered)))
+        Ok(Some(SentCard {
+            to: AccountId::from_slice(&to).ok_or_else(|| corrupt("cards_sent"))?,
+            sender: sender.map(DeviceId),
+            card: decode_card(&card)?,
+            answered,
+        }))
     }
 
     /// Marks a sent card answered; `false` if it already was (answers are one-shot).
@@ -241,5 +270,43 @@ impl ClientStore {
             .optional()
             .map(|s| s.and_then(SendStatus::from_i64))
             .map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_protocol::e2e::content::CardAction;
+
+    use super::*;
+
+    #[test]
+    fn a_card_is_kept_with_the_device_that_sent_it_once() {
+        let store = ClientStore::in_memory().unwrap();
+        let to = AccountId::from_slice(&[5; 32]).unwrap();
+        let card = Card {
+            id: CardId([7; 16]),
+            title: "Did you make this purchase?".into(),
+            fields: Vec::new(),
+            actions: vec![CardAction {
+                id: "no".into(),
+                label: "No".into(),
+            }],
+            expires_at_ms: None,
+            category: None,
+        };
+        assert_eq!(store.sent_card(&card.id).unwrap(), None);
+        store.save_sent_card(&card, &to, DeviceId(2)).unwrap();
+        // A redelivered copy, or a send from elsewhere, changes nothing.
+        store.save_sent_card(&card, &to, DeviceId(1)).unwrap();
+        assert!(store.mark_card_answered(&card.id).unwrap());
+        assert_eq!(
+            store.sent_card(&card.id).unwrap(),
+            Some(SentCard {
+                to,
+                sender: Some(DeviceId(2)),
+                card,
+                answered: true,
+            })
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod history;
 mod names;
 mod schema;
 
-pub use business::{CachedBusiness, SendStatus};
+pub use business::{CachedBusiness, SendStatus, SentCard};
 pub use file::Damaged;
 pub use history::{Conversation, Forget, HistoryEntry, MessageState, ReceiptsDue, SentMessage};
 

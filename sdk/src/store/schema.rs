@@ -89,6 +89,12 @@ const MIGRATIONS: &[&str] = &[
                                list BLOB NOT NULL) WITHOUT ROWID;
     ALTER TABLE outbox ADD COLUMN fan_out BLOB;
 "#,
+    // The device of this account that sent each card kept (another device's card arrives
+    // as a `sent` copy): the person signs the answer to it. NULL for the cards kept
+    // before, which this device sent.
+    r#"
+    ALTER TABLE cards_sent ADD COLUMN device INTEGER;
+"#,
 ];
 
 /// Checks that a database opened read-only has this version's schema (it cannot be
@@ -157,6 +163,25 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
             .unwrap();
         assert_eq!(none, 0);
+    }
+
+    #[test]
+    fn a_card_kept_before_its_sender_was_recorded_names_none() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        conn.execute(
+            "INSERT INTO cards_sent (card_id, account, card) VALUES (x'01', x'02', x'03')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let device: Option<u32> = conn
+            .query_row("SELECT device FROM cards_sent", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(device, None);
     }
 
     #[test]
