@@ -1614,6 +1614,22 @@ pub async fn a_send_to_every_device_is_stored_whole_or_refused_as_stale(
     );
     assert_eq!(queued(alice_tablet).await?.len(), 2);
 
+    // Each copy took its device's next seq, and a plain send after them takes the one
+    // after: no seq is given twice.
+    let tablet_seqs: Vec<u64> = queued(alice_tablet)
+        .await?
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    let plain = envelope(bob_phone, alice_tablet, message_id(), b"plain", None);
+    let plain_seq = seq_of(store.enqueue(plain).await?)?;
+    ensure!(
+        tablet_seqs.len() == 2
+            && tablet_seqs[0] < tablet_seqs[1]
+            && plain_seq.0 == tablet_seqs[1] + 1,
+        "seqs {tablet_seqs:?} then {plain_seq:?}"
+    );
+
     // The policy decides once for the whole send: a block refuses every copy.
     store
         .set_blocked(alice_phone.account, bob_phone.account, true, now_ms())

@@ -74,40 +74,65 @@ pub(super) fn lookup(
     }
 }
 
-/// The account's stored list version and its devices, for a send to every device, with
-/// each device's row key (so that its copy is queued without looking it up again).
+/// A device of an account as a send to every device reads it: its row key and the seq
+/// its next envelope gets, so that its copy is queued without reading the row again.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Listed {
+    pub address: DeviceAddress,
+    pub key: i64,
+    pub next_seq: i64,
+}
+
+/// The account's stored list version and its devices, for a send to every device.
 pub(super) fn current(
     conn: &Connection,
     account: &AccountId,
-) -> Result<(CurrentDevices, Vec<(DeviceAddress, i64)>), StoreError> {
+) -> Result<(CurrentDevices, Vec<Listed>), StoreError> {
     let a = account.as_bytes().as_slice();
-    let version = conn
-        .prepare_cached("SELECT version FROM device_lists WHERE account = ?1")
-        .and_then(|mut s| s.query_row(params![a], |r| r.get::<_, i64>(0)).optional())
-        .map_err(sql_error)?
-        .map_or(0, to_u64);
-    let rows: Vec<(DeviceId, i64)> = conn
-        .prepare_cached("SELECT device, id FROM devices WHERE account = ?1 ORDER BY device")
+    // One statement, as it runs for every such send: the list version comes with each
+    // device row (an account without rows has no devices to match, whatever its version).
+    let mut version = 0;
+    let listed: Vec<Listed> = conn
+        .prepare_cached(
+            "SELECT device, id, next_seq,
+                    (SELECT version FROM device_lists WHERE account = ?1)
+             FROM devices WHERE account = ?1 ORDER BY device",
+        )
         .and_then(|mut s| {
-            s.query_map(params![a], |r| Ok((DeviceId(r.get(0)?), r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()
+            s.query_map(params![a], |r| {
+                version = r.get::<_, Option<i64>>(3)?.map_or(0, to_u64);
+                Ok(Listed {
+                    address: DeviceAddress {
+                        account: *account,
+                        device: DeviceId(r.get(0)?),
+                    },
+                    key: r.get(1)?,
+                    next_seq: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
         })
         .map_err(sql_error)?;
-    let keys = rows
-        .iter()
-        .map(|(device, key)| {
-            let address = DeviceAddress {
-                account: *account,
-                device: *device,
-            };
-            (address, *key)
-        })
-        .collect();
     let current = CurrentDevices {
         version,
-        devices: rows.into_iter().map(|(device, _)| device).collect(),
+        devices: listed.iter().map(|l| l.address.device).collect(),
     };
-    Ok((current, keys))
+    Ok((current, listed))
+}
+
+/// Moves the next seq of every device of `account` but `except` one on, after a send to
+/// every device queued a copy for each at the seq [`current`] read. Returns how many
+/// devices that was.
+pub(super) fn bump_seqs(
+    conn: &Connection,
+    account: &AccountId,
+    except: Option<DeviceId>,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "UPDATE devices SET next_seq = next_seq + 1 WHERE account = ?1 AND device IS NOT ?2",
+    )
+    .and_then(|mut s| s.execute(params![account.as_bytes().as_slice(), except.map(|d| d.0)]))
+    .map_err(sql_error)
 }
 
 /// Records the day `device` logged in (a write only when the day changed).

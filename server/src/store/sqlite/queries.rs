@@ -255,19 +255,19 @@ pub(super) fn enqueue(
     if let Some((digest, sealed_seq)) = earlier {
         return Ok(key.answer(&digest, sealed_seq).into());
     }
-    // For a send to every device: the row key of each listed device.
+    // For a send to every device: each listed device's row key and next seq.
     let mut listed = Vec::new();
     if e.fan_out.is_some() {
-        let (to, to_keys) = devices::current(conn, &e.to.account)?;
-        let (own, own_keys) = match e.has_own_copies() {
+        let (to, to_listed) = devices::current(conn, &e.to.account)?;
+        let (own, own_listed) = match e.has_own_copies() {
             true => devices::current(conn, &e.from.account)?,
             false => Default::default(),
         };
         if !CurrentDevices::match_fan_out(e, &to, &own) {
             return Ok(EnqueueOutcome::StaleDevices.into());
         }
-        listed = to_keys;
-        listed.extend(own_keys);
+        listed = to_listed;
+        listed.extend(own_listed);
     }
     let from_business = match e.is_sync() {
         true => false,
@@ -280,23 +280,50 @@ pub(super) fn enqueue(
         return Ok(EnqueueOutcome::UnknownRecipient.into());
     };
     let category = e.category.filter(|_| from_business).map(category_code);
-    let seq = queue_row(conn, recipient, e, &e.ciphertext, category)?;
-    let mut copy_seqs = Vec::new();
-    for copy in e.fan_out.iter().flat_map(|f| &f.copies) {
-        // Listed, so present: the check above ran in this transaction.
-        let copy_recipient = listed
-            .iter()
-            .find(|(address, _)| *address == copy.to)
-            .map(|(_, key)| *key)
-            .ok_or_else(|| StoreError::Database("a listed device has no row".into()))?;
-        copy_seqs.push(queue_row(
-            conn,
-            copy_recipient,
-            e,
-            &copy.ciphertext,
-            category,
-        )?);
-    }
+    let mut queue = QueueAppend::prepare(conn)?;
+    let (seq, copy_seqs) = match &e.fan_out {
+        None => (
+            queue.push(recipient, e, &e.ciphertext, category)?,
+            Vec::new(),
+        ),
+        Some(fan_out) => {
+            // Every device of the recipient's account gets a copy, and every device of
+            // the sender's but the sending one when there are own copies (the match
+            // above): each at the seq read with the list, then one update per account.
+            let at = |to: DeviceAddress| {
+                listed
+                    .iter()
+                    .find(|l| l.address == to)
+                    .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
+            };
+            let first = at(e.to)?;
+            let seq = queue.insert(first.key, first.next_seq, e, &e.ciphertext, category)?;
+            let mut copy_seqs = Vec::with_capacity(fan_out.copies.len());
+            for copy in &fan_out.copies {
+                let device = at(copy.to)?;
+                copy_seqs.push(queue.insert(
+                    device.key,
+                    device.next_seq,
+                    e,
+                    &copy.ciphertext,
+                    category,
+                )?);
+            }
+            let sync = e.is_sync();
+            let mut bumped =
+                devices::bump_seqs(conn, &e.to.account, sync.then_some(e.from.device))?;
+            if e.has_own_copies() {
+                bumped += devices::bump_seqs(conn, &e.from.account, Some(e.from.device))?;
+            }
+            if bumped != 1 + fan_out.copies.len() {
+                return Err(StoreError::Database(
+                    "the devices of a send to every device changed under it".into(),
+                ));
+            }
+            (seq, copy_seqs)
+        }
+    };
+    drop(queue);
     conn.prepare_cached(
         "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -317,40 +344,78 @@ pub(super) fn enqueue(
     })
 }
 
-/// Appends one copy of `e` to the queue of the device whose row is `recipient`, at that
-/// device's next seq; returns the seq.
-fn queue_row(
-    conn: &Connection,
-    recipient: i64,
-    e: &NewEnvelope,
-    ciphertext: &[u8],
-    category: Option<i64>,
-) -> Result<Seq, StoreError> {
-    let seq: i64 = conn
-        .prepare_cached(
-            "UPDATE devices SET next_seq = next_seq + 1 WHERE id = ?1 RETURNING next_seq - 1",
-        )
-        .and_then(|mut s| s.query_row(params![recipient], |r| r.get(0)))
-        .map_err(sql_error)?;
-    conn.prepare_cached(
-        "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
-                            accepted_at_ms, ciphertext, category)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            recipient,
-            seq,
-            e.from.account.as_bytes().as_slice(),
-            e.from.device.0,
-            e.id.as_bytes().as_slice(),
-            to_i64(e.now_ms),
-            ciphertext,
-            category,
-        ])
-    })
-    .map_err(sql_error)?;
-    Ok(Seq(to_u64(seq)))
+/// Appends copies of an envelope to device queues, each at its device's next seq. The
+/// statements are prepared once for all the copies of one envelope.
+///
+/// The seq is read, then bumped, in two plain statements: `UPDATE ... RETURNING` buffers
+/// its result in a temporary B-tree that SQLite opens and closes on every run, which a
+/// profile of `parley-loadtest devices` showed costing more than the read.
+struct QueueAppend<'conn> {
+    read_seq: rusqlite::CachedStatement<'conn>,
+    bump_seq: rusqlite::CachedStatement<'conn>,
+    insert: rusqlite::CachedStatement<'conn>,
+}
+
+impl<'conn> QueueAppend<'conn> {
+    fn prepare(conn: &'conn Connection) -> Result<QueueAppend<'conn>, StoreError> {
+        let prepare = |sql: &str| conn.prepare_cached(sql).map_err(sql_error);
+        Ok(QueueAppend {
+            read_seq: prepare("SELECT next_seq FROM devices WHERE id = ?1")?,
+            bump_seq: prepare("UPDATE devices SET next_seq = ?2 WHERE id = ?1")?,
+            insert: prepare(
+                "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
+                                    accepted_at_ms, ciphertext, category)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?,
+        })
+    }
+
+    /// Appends `ciphertext`, a copy of `e`, to the queue of the device whose row is
+    /// `recipient`, at its next seq, and moves that on; returns the seq.
+    fn push(
+        &mut self,
+        recipient: i64,
+        e: &NewEnvelope,
+        ciphertext: &[u8],
+        category: Option<i64>,
+    ) -> Result<Seq, StoreError> {
+        let seq: i64 = self
+            .read_seq
+            .query_row(params![recipient], |r| r.get(0))
+            .map_err(sql_error)?;
+        let next = seq
+            .checked_add(1)
+            .ok_or_else(|| corrupt("devices.next_seq"))?;
+        self.bump_seq
+            .execute(params![recipient, next])
+            .map_err(sql_error)?;
+        self.insert(recipient, seq, e, ciphertext, category)
+    }
+
+    /// Appends `ciphertext`, a copy of `e`, to the queue of the device whose row is
+    /// `recipient` at `seq`, which the caller read and moves on.
+    fn insert(
+        &mut self,
+        recipient: i64,
+        seq: i64,
+        e: &NewEnvelope,
+        ciphertext: &[u8],
+        category: Option<i64>,
+    ) -> Result<Seq, StoreError> {
+        self.insert
+            .execute(params![
+                recipient,
+                seq,
+                e.from.account.as_bytes().as_slice(),
+                e.from.device.0,
+                e.id.as_bytes().as_slice(),
+                to_i64(e.now_ms),
+                ciphertext,
+                category,
+            ])
+            .map_err(sql_error)?;
+        Ok(Seq(to_u64(seq)))
+    }
 }
 
 pub(super) fn page(
