@@ -150,12 +150,9 @@ impl Engine {
         let id = out
             .id
             .unwrap_or_else(|| MessageId::time_ordered(now_micros(), &mut OsRng));
-        if account == self.me.account {
+        if account == self.me.account && self.alone(conn).await? {
             // A sync to this account's other devices: none, nothing to send.
-            let mine = self.devices_of(conn, account).await?;
-            if mine.device_ids().all(|device| device == self.me.device) {
-                return Ok(Prepared::Sent(id));
-            }
+            return Ok(Prepared::Sent(id));
         }
         let made = Vec::new();
         let (entry, sessions) = self
@@ -268,6 +265,14 @@ impl Engine {
             }),
         };
         Ok((entry, sessions))
+    }
+
+    /// Whether this device is the only one on this account's list (a sync has nobody to
+    /// go to).
+    async fn alone(&self, conn: &mut Connection) -> Result<bool, SdkError> {
+        let mine = self.devices_of(conn, self.me.account).await?;
+        let alone = mine.device_ids().all(|device| device == self.me.device);
+        Ok(alone)
     }
 
     /// Makes the copies of a queued message again for the lists the relay just sent
@@ -390,6 +395,13 @@ impl Engine {
                 Err(SdkError::StaleDevices(lists)) if !resealed && entry.fan_out.is_some() => {
                     for served in lists {
                         self.take_list(served).await?;
+                    }
+                    if entry.to.account == self.me.account && self.alone(conn).await? {
+                        // A sync whose devices were all removed since it was queued:
+                        // nobody is left to tell, and it must not hold up the outbox.
+                        let id = entry.id;
+                        self.stored(move |s| s.sent(&id)).await?;
+                        return Ok(id);
                     }
                     entry = self.reseal(conn, entry).await?;
                     resealed = true;

@@ -490,3 +490,53 @@ async fn account_state_is_taken_only_from_the_accounts_own_devices() {
         .iter()
         .any(|e| matches!(e, Event::Undecryptable { .. })));
 }
+
+#[tokio::test]
+async fn a_sync_whose_devices_were_all_removed_is_dropped_and_does_not_hold_up_the_outbox() {
+    let Alice {
+        client,
+        mut script,
+        device: me,
+        _relay,
+        _dir,
+    } = alice().await;
+    let mut directory = Directory::default();
+    directory.publish(signed_list(me.account(), 1, &[1, 2], &me.identity));
+    directory.add(me.linked(2));
+    let carol = Device::new_account();
+    let sync = Outgoing {
+        to: Peer::Account(me.account()),
+        content: Content::Sync(content::Sync::Verified(VerifiedContact {
+            account: carol.account(),
+            identity: carol.identity.public(),
+            verified: true,
+        })),
+        category: None,
+        id: None,
+    };
+    let relay = async {
+        let first = script.serve_lookups(&mut directory).await;
+        // The laptop was removed (from the laptop itself) after the sync was made.
+        directory.publish(signed_list(me.account(), 2, &[1], &me.identity));
+        let current = directory.lists_of(me.account());
+        script.reply(first.rid, stale_devices(vec![current])).await;
+        send_to_all(&first.body)
+    };
+    let (sent, first) = within("the sync", async {
+        tokio::join!(client.send_content(sync), relay)
+    })
+    .await;
+
+    assert_eq!(copies_for(&first), [DeviceId(2)], "made for the laptop");
+    assert_eq!(sent.unwrap(), first.id, "done: nobody is left to tell");
+    assert_eq!(
+        client.store().outbox().unwrap(),
+        Vec::new(),
+        "not kept to be sent again"
+    );
+    assert_eq!(
+        next_written(&client, &mut script, &mut directory).await,
+        probe(),
+        "the engine goes on, on the same connection, without sending it again"
+    );
+}
