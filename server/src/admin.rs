@@ -24,7 +24,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::context::{now_ms, Shared};
+use crate::clock::Clock;
+use crate::context::Shared;
 use crate::metrics::Sampled;
 use crate::store::sqlite::DatabaseStats;
 
@@ -187,7 +188,10 @@ async fn route(path: &str, shared: &Shared) -> Response {
 /// `parley-server admin stats` output: one `name: value` line each.
 pub fn render_stats(stats: &DatabaseStats) -> String {
     let oldest = match stats.oldest_queued_at_ms {
-        Some(at) => format!("{} s ago", now_ms().saturating_sub(at) / 1000),
+        Some(at) => format!(
+            "{} s ago",
+            Clock::system().now_ms().saturating_sub(at) / 1000
+        ),
         None => "none".to_owned(),
     };
     format!(

@@ -10,8 +10,8 @@ use parley_protocol::ids::Handle;
 
 use crate::authority::Authority;
 use crate::cli::AdminCommand;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::context::now_ms;
 use crate::store::admin::{AdminError, BusinessListing, Verification};
 use crate::store::{postgres, sqlite};
 use crate::topology::{SecretUrl, StoreLocation};
@@ -97,7 +97,7 @@ impl BusinessStore {
 
 /// Runs a business admin command; `Ok(None)` if `command` is not one.
 pub async fn run(command: &AdminCommand, config: &Config) -> anyhow::Result<Option<String>> {
-    let now = now_ms();
+    let now = Clock::system().now_ms();
     let data_dir: &Path = &config.data_dir;
     let store = BusinessStore::of(config);
     let out = match command {

@@ -83,9 +83,16 @@ pub struct Shared {
     pub tls: Option<crate::tls::Acceptor>,
     /// The verification authority's public key, for `fetch_business`.
     pub authority: AuthorityKey,
+    /// The server's clock (shifted by `--test-clock-offset`).
+    pub clock: Clock,
 }
 
 impl Shared {
+    /// Milliseconds since the Unix epoch, by the server's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// The automatic suspension rule, from the configuration.
     pub fn report_policy(&self) -> ReportPolicy {
         ReportPolicy {
@@ -99,4 +106,4 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub use crate::clock::{now_ms, set_clock_offset};
+pub use crate::clock::Clock;

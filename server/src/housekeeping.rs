@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::store::{BusinessWindows, SweepReport};
 
 /// Sweeps every `sweep_interval` until shutdown.
@@ -19,7 +19,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = now_ms();
+        let now = shared.now_ms();
         let queue_cutoff = now.saturating_sub(millis(shared.config.retention));
         let dedup_cutoff = now.saturating_sub(millis(shared.config.dedup_window));
         let mut total = SweepReport::default();
@@ -51,7 +51,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         if !failed {
             shared.metrics.sweeps.inc();
-            let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+            let now = i64::try_from(shared.now_ms() / 1000).unwrap_or(i64::MAX);
             shared.metrics.last_sweep_unix_seconds.set(now);
         }
         if total != SweepReport::default() {
@@ -75,7 +75,7 @@ async fn sweep_business(shared: &Shared, shutdown: &CancellationToken) -> bool {
         report_window_ms: millis(shared.config.report_window),
     };
     loop {
-        match shared.store.sweep_business(now_ms(), windows).await {
+        match shared.store.sweep_business(shared.now_ms(), windows).await {
             Ok(deleted) => {
                 shared.metrics.business_rows_expired.add(deleted);
                 if deleted == 0 || shutdown.is_cancelled() {

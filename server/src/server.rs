@@ -71,7 +71,7 @@ pub async fn run_with_admin(
             "the server's clock is shifted (--test-clock-offset): for tests only"
         );
     }
-    crate::context::set_clock_offset(config.test_clock_offset);
+    let clock = crate::clock::Clock::shifted(config.test_clock_offset);
     let authority = crate::authority::Authority::load_or_create(&config.data_dir)?.public();
     let metrics = Arc::new(Metrics::default());
     let mut server_id = [0u8; 32];
@@ -79,7 +79,8 @@ pub async fn run_with_admin(
     let presence = open_presence(&config, &metrics).await?;
     let hooks = StoreHooks::new(config.send_policy())
         .with_listener(presence.clone())
-        .with_metrics(metrics.store.clone());
+        .with_metrics(metrics.store.clone())
+        .with_clock(clock);
     let opened = open_store(&config, ServerId(server_id), hooks, &authority).await?;
     let (store, server_id) = (opened.store.clone(), opened.server_id);
     let admin_addr = admin
@@ -106,6 +107,7 @@ pub async fn run_with_admin(
         metrics,
         tls,
         authority,
+        clock,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(housekeeping::run(shared.clone(), shutdown.clone()));

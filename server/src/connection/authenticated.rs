@@ -40,7 +40,7 @@ use super::prekey_checks::check_kem_prekey;
 use super::send_to_all;
 use super::transport::{Incoming, SendError, Transport};
 use super::{close_code_for, request_error_for, Ending};
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::error::RequestError;
 use crate::store::{BundleOutcome, EnqueueOutcome, NewEnvelope, PrekeyUpload, UploadOutcome};
 
@@ -58,7 +58,7 @@ pub async fn run(
 ) -> Ending {
     let address = session.address;
     let _session = shared.metrics.sessions.track();
-    let attachment = shared.presence.attach(address, now_ms()).await;
+    let attachment = shared.presence.attach(address, shared.now_ms()).await;
     devices::note_seen(shared, address);
     let reply = ServerFrame::reply(
         rid,
@@ -150,7 +150,7 @@ async fn serve(
                     }
                     ClientBody::SendToAll(all) => {
                         let limit = shared.config.max_envelope_bytes;
-                        let envelope = send_to_all::envelope(address, all, limit);
+                        let envelope = send_to_all::envelope(address, all, limit, shared.now_ms());
                         in_flight.push(Box::pin(submit_send(shared, rid, envelope)).await);
                     }
                     ClientBody::Ack(ack) => {
@@ -411,7 +411,7 @@ fn single_envelope(
         to: send.to,
         id: send.id,
         ciphertext: send.ciphertext,
-        now_ms: now_ms(),
+        now_ms: shared.now_ms(),
         category: send.category,
         receipt: send.receipt,
         fan_out: None,

@@ -31,7 +31,7 @@ use super::linking;
 use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, Transport};
 use super::{close_code_for, request_error_for, Ending};
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::error::RequestError;
 use crate::store::{NewAccount, RegisterOutcome, StoreError};
 
@@ -251,7 +251,7 @@ async fn create_account(
             signed_prekey: r.signed_prekey,
             kem_prekey: r.kem_prekey,
             one_time_prekeys: r.one_time_prekeys,
-            now_ms: now_ms(),
+            now_ms: shared.now_ms(),
         })
         .await?;
     match outcome {

@@ -9,7 +9,7 @@ use parley_protocol::limits::MAX_DISPLAY_NAME_BYTES;
 use parley_protocol::wire::client::{GrantConsent, RevokeConsent, SetDisplayName};
 use parley_protocol::wire::server::{Business, ConsentUpdated, Done, ServerBody};
 
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::error::RequestError;
 use crate::store::{ConsentChange, ConsentOutcome, ReportOutcome};
 
@@ -19,7 +19,7 @@ pub async fn change_consent(
     device: DeviceAddress,
     change: ConsentChange,
 ) -> Result<ServerBody, RequestError> {
-    let now = now_ms();
+    let now = shared.now_ms();
     let user = device.account;
     let (signer, business, changed, revoked, checked) = match &change {
         ConsentChange::Grant(g) => (
@@ -88,7 +88,7 @@ pub async fn set_blocked(
 ) -> Result<ServerBody, RequestError> {
     shared
         .store
-        .set_blocked(user, other, block, now_ms())
+        .set_blocked(user, other, block, shared.now_ms())
         .await?;
     Ok(ServerBody::Done(Done {}))
 }
@@ -106,7 +106,7 @@ pub async fn report(
     }
     let outcome = shared
         .store
-        .report(reporter, account, shared.report_policy(), now_ms())
+        .report(reporter, account, shared.report_policy(), shared.now_ms())
         .await?;
     shared.metrics.reports.inc();
     if outcome == ReportOutcome::Suspended {

@@ -9,7 +9,7 @@ use parley_protocol::ids::{AccountId, DeviceAddress};
 use parley_protocol::wire::client::PublishDevices;
 use parley_protocol::wire::server::{DeviceSeen, Devices, ServerBody};
 
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::error::RequestError;
 use crate::store::{DeviceListLookup, NewDeviceList, PublishOutcome};
 
@@ -33,7 +33,7 @@ pub async fn publish(
     }
     let new = NewDeviceList {
         list: list.clone(),
-        now_ms: now_ms(),
+        now_ms: shared.now_ms(),
     };
     match shared.store.publish_device_list(new).await? {
         PublishOutcome::Stored { added, removed } => {
@@ -100,7 +100,7 @@ pub async fn list(shared: &Shared, account: AccountId) -> Result<Devices, Reques
 /// day shown in its account's `parley devices`).
 pub fn note_seen(shared: &Shared, device: DeviceAddress) {
     let store = shared.store.clone();
-    let now = now_ms();
+    let now = shared.now_ms();
     tokio::spawn(async move {
         if let Err(e) = store.device_seen(device, now).await {
             tracing::debug!(%device, error = %e, "could not record the day a device was seen");

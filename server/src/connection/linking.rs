@@ -20,7 +20,7 @@ use parley_protocol::wire::ServerFrame;
 use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant};
 
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::error::RequestError;
 use crate::presence::{Answer, OpenRendezvous};
 
@@ -78,7 +78,7 @@ impl LinkState {
         });
         let lifetime_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         Ok(ServerBody::LinkOpened(LinkOpened {
-            expires_at_ms: now_ms().saturating_add(lifetime_ms),
+            expires_at_ms: shared.now_ms().saturating_add(lifetime_ms),
         }))
     }
 

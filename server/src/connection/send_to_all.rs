@@ -11,15 +11,16 @@ use parley_protocol::ids::{AccountId, DeviceAddress};
 use parley_protocol::wire::client::{DeviceCopy, SendToAll};
 
 use super::devices;
-use crate::context::{now_ms, Shared};
+use crate::context::Shared;
 use crate::error::RequestError;
 use crate::store::{EnvelopeCopy, FanOut, NewEnvelope};
 
-/// The envelope a `send_to_all` from `from` asks to store.
+/// The envelope a `send_to_all` from `from` asks to store, received at `now_ms`.
 pub fn envelope(
     from: DeviceAddress,
     request: SendToAll,
     limit: usize,
+    now_ms: u64,
 ) -> Result<NewEnvelope, RequestError> {
     let SendToAll {
         to,
@@ -74,7 +75,7 @@ pub fn envelope(
         },
         id,
         ciphertext: first.ciphertext,
-        now_ms: now_ms(),
+        now_ms,
         category,
         receipt,
         fan_out: Some(FanOut {

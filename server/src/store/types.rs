@@ -8,6 +8,7 @@ use parley_protocol::ids::{DeviceAddress, Handle, MessageId, Seq};
 use parley_protocol::prekeys::{OneTimePrekey, PrekeyBundle, SignedKemPrekey, SignedPrekey};
 
 use super::policy::SendPolicy;
+use crate::clock::Clock;
 use crate::metrics::StoreMetrics;
 
 /// A verified registration.
@@ -206,6 +207,9 @@ pub struct StoreHooks {
     pub on_commit: Arc<dyn CommitListener>,
     /// Commit latencies, batch sizes and failures.
     pub metrics: Arc<StoreMetrics>,
+    /// The time for what the store stamps itself (a probe write, a shared rate bucket);
+    /// the time of a request comes with the request.
+    pub clock: Clock,
 }
 
 impl StoreHooks {
@@ -215,12 +219,19 @@ impl StoreHooks {
             send_policy,
             on_commit: Arc::new(NobodyListens),
             metrics: Arc::default(),
+            clock: Clock::system(),
         }
     }
 
     /// The same, telling `listener` of every commit.
     pub fn with_listener(mut self, listener: Arc<dyn CommitListener>) -> StoreHooks {
         self.on_commit = listener;
+        self
+    }
+
+    /// The same, on `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> StoreHooks {
+        self.clock = clock;
         self
     }
 

@@ -40,7 +40,7 @@ impl PostgresStore {
             subject,
             rate,
             cost,
-            now_ms: crate::clock::now_ms(),
+            now_ms: self.clock.now_ms(),
             take,
         };
         in_transaction(&self.pool, &request, count).await

@@ -99,6 +99,8 @@ pub struct PostgresStore {
     server_id: ServerId,
     pool: Pool,
     lanes: Lanes,
+    /// For what the store stamps itself ([`StoreHooks::clock`]).
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -134,6 +136,7 @@ impl PostgresStore {
             Box::pin(schema::server_id(tx, *fresh))
         })
         .await?;
+        let clock = hooks.clock;
         let context = LaneContext {
             pool: pool.clone(),
             rules: Arc::new(SendRules::new(hooks.send_policy)),
@@ -148,6 +151,7 @@ impl PostgresStore {
             server_id,
             pool,
             lanes,
+            clock,
         })
     }
 
@@ -364,7 +368,7 @@ impl Store for PostgresStore {
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         Box::pin(self.write(now, |tx, now| Box::pin(maintenance::probe_write(tx, now))))
     }
 

@@ -89,6 +89,8 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     rules: Arc<SendRules>,
     on_commit: Arc<dyn CommitListener>,
+    /// For what the store stamps itself ([`StoreHooks::clock`]).
+    clock: crate::clock::Clock,
 }
 
 /// The database file inside a data directory.
@@ -135,6 +137,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             rules: Arc::new(SendRules::new(hooks.send_policy)),
             on_commit: hooks.on_commit,
+            clock: hooks.clock,
         })
     }
 
@@ -386,7 +389,7 @@ impl Store for SqliteStore {
     }
 
     fn check_writable(&self) -> StoreFuture<'_, ()> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         Box::pin(self.write(move |c| maintenance::probe_write(c, now)))
     }
 
