@@ -8,10 +8,13 @@
 //!   end-to-end messages, contents, session records, the handshake guard) and hostile
 //!   envelopes decrypted by an established session.
 //! * [`connection`]: the server's connection states, over a real loopback WebSocket.
+//! * [`connection_core`]: the authenticated connection's state machine without I/O,
+//!   driven by fuzzer-chosen frames, store results, wakes and clock steps.
 //!
 //! The committed corpora (`corpus/TARGET/`) are replayed by `cargo test`:
 //! `protocol/tests/fuzz_corpus.rs` for the decoders, `tests/tests/fuzz_corpus.rs` for
-//! the connection. `docs/testing.md` records the fuzz runs.
+//! the connection and its core. `docs/testing.md` records the fuzz runs.
 
 pub mod connection;
+pub mod connection_core;
 pub mod decoders;

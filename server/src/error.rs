@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use parley_protocol::ids::RequestId;
 use parley_protocol::limits::MAX_ERROR_MESSAGE_LEN;
-use parley_protocol::wire::server::{Devices, ErrorBody};
-use parley_protocol::wire::ErrorCode;
+use parley_protocol::wire::server::{Devices, ErrorBody, ServerBody};
+use parley_protocol::wire::{ErrorCode, ServerFrame};
 
-use crate::store::StoreError;
+use crate::store::{EnqueueOutcome, StoreError};
 
 /// A request could not be served. The connection stays open unless the caller decides
 /// otherwise (see `connection`).
@@ -121,6 +122,44 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// The error a send answers with when the store did not queue it (`None` for
+    /// [`EnqueueOutcome::Accepted`] and [`EnqueueOutcome::Duplicate`], which are answered
+    /// `accepted`). A `stale_devices` refusal carries the current lists, which the caller
+    /// reads and puts in.
+    pub fn for_refusal(outcome: EnqueueOutcome) -> Option<RequestError> {
+        let ms = Duration::from_millis;
+        Some(match outcome {
+            EnqueueOutcome::Accepted { .. } | EnqueueOutcome::Duplicate(_) => return None,
+            EnqueueOutcome::Suspended => RequestError::Suspended,
+            EnqueueOutcome::CategoryNotAllowed => RequestError::CategoryNotAllowed,
+            EnqueueOutcome::NotABusiness => RequestError::NotABusiness,
+            EnqueueOutcome::RateLimited(retry) => RequestError::RateLimited {
+                what: "business messages per second",
+                retry_after: ms(retry),
+            },
+            EnqueueOutcome::ReachExhausted(retry) => RequestError::ReachExhausted {
+                retry_after: ms(retry),
+            },
+            EnqueueOutcome::UnknownRecipient => RequestError::NotFound("recipient"),
+            EnqueueOutcome::IdReused => RequestError::IdReused,
+            EnqueueOutcome::StaleDevices => RequestError::StaleDevices(Vec::new()),
+            EnqueueOutcome::Refused | EnqueueOutcome::Blocked => RequestError::Refused,
+        })
+    }
+
+    /// The `parley_business_sends_total` label of a business send refused with `outcome`
+    /// (`None` for outcomes only people's sends get).
+    pub fn business_label(outcome: EnqueueOutcome) -> Option<&'static str> {
+        match outcome {
+            EnqueueOutcome::Refused => Some("refused"),
+            EnqueueOutcome::Suspended => Some("suspended"),
+            EnqueueOutcome::CategoryNotAllowed => Some("category_not_allowed"),
+            EnqueueOutcome::RateLimited(_) => Some("rate_limited"),
+            EnqueueOutcome::ReachExhausted(_) => Some("reach_exhausted"),
+            _ => None,
+        }
+    }
+
     /// The stable code for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -198,6 +237,16 @@ fn shortened(mut message: String) -> String {
     message.truncate(end);
     message.push(ELLIPSIS);
     message
+}
+
+/// An `error` frame for `error`, answering `rid`: every error answers the frame that
+/// caused it and carries its `rid`, nil only when that frame had no readable one.
+pub fn error_frame(rid: Option<RequestId>, error: &RequestError) -> ServerFrame {
+    let body = ServerBody::Error(error.to_wire());
+    match rid {
+        Some(rid) => ServerFrame::reply(rid, body),
+        None => ServerFrame::push(body),
+    }
 }
 
 #[cfg(test)]

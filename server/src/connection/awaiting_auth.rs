@@ -32,7 +32,7 @@ use super::prekey_checks::check_kem_prekey;
 use super::transport::{Incoming, Transport};
 use super::{close_code_for, request_error_for, Ending};
 use crate::context::Shared;
-use crate::error::RequestError;
+use crate::error::{error_frame, RequestError};
 use crate::store::{NewAccount, RegisterOutcome, StoreError};
 
 /// An authenticated device, ready for the next state.
@@ -268,15 +268,5 @@ async fn create_account(
         RegisterOutcome::AccountExists => Err(RequestError::AccountExists),
         RegisterOutcome::HandleTaken => Err(RequestError::HandleTaken),
         RegisterOutcome::NameReserved => Err(RequestError::NameReserved),
-    }
-}
-
-/// An `error` frame for `error`, answering `rid`: every error answers the frame that
-/// caused it and carries its `rid`, nil only when that frame had no readable one.
-pub fn error_frame(rid: Option<RequestId>, error: &RequestError) -> ServerFrame {
-    let body = ServerBody::Error(error.to_wire());
-    match rid {
-        Some(rid) => ServerFrame::reply(rid, body),
-        None => ServerFrame::push(body),
     }
 }

@@ -9,17 +9,21 @@
 //!                                        closed                           closed
 //! ```
 //!
-//! [`transport`] owns the WebSocket; the states decide what to do with each frame.
+//! [`transport`] owns the WebSocket; the states decide what to do with each frame. The
+//! authenticated state's decisions are a state machine without I/O, [`core`]; its async
+//! shell (`authenticated`) runs the store calls it asks for (`requests` for the requests
+//! that run alone).
 //! Transport-level violations map to close codes in [`close_code_for`], request failures
 //! to error frames in [`crate::error::RequestError::to_wire`].
 
 mod authenticated;
 mod awaiting_auth;
 mod business;
-mod delivery;
+pub mod core;
 mod devices;
 mod linking;
 mod prekey_checks;
+mod requests;
 mod send_to_all;
 pub mod transport;
 
