@@ -85,8 +85,9 @@ impl std::fmt::Display for DeviceAddress {
     }
 }
 
-/// A position in one recipient device's queue, assigned by the server in commit order,
-/// dense (no gaps) and starting at 1. A cumulative ack of `n` covers every `seq <= n`.
+/// A position in one recipient device's queue, assigned by the server in commit order:
+/// increasing, starting at 1, never given twice, but not dense (after a server restart
+/// a device's seqs may skip values). A cumulative ack of `n` covers every `seq <= n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Seq(pub u64);

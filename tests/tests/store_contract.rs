@@ -14,10 +14,12 @@ use parley_protocol::ids::{Handle, ServerId};
 use parley_server::authority::Authority;
 use parley_server::store::postgres::{self, PostgresOptions, PostgresStore};
 use parley_server::store::sqlite::{self, SqliteOptions, SqliteStore};
-use parley_server::store::{SendPolicy, StoreHooks, Verification};
+use parley_server::store::{SendPolicy, Store, StoreHooks, Verification};
 use parley_tests::business::now_ms;
 use parley_tests::postgres::TestPostgres;
-use parley_tests::store_contract::{Commits, KitFuture, OpenStore, StoreAdmin, Subject};
+use parley_tests::store_contract::{
+    Commits, KitFuture, OpenStore, ReopenStore, StoreAdmin, Subject,
+};
 use rand_core::{OsRng, RngCore};
 
 /// The embedded store, in a temporary directory.
@@ -27,12 +29,11 @@ impl OpenStore for Sqlite {
     fn open(&self, policy: SendPolicy, commits: Arc<Commits>) -> KitFuture<'_, Option<Subject>> {
         Box::pin(async move {
             let dir = tempfile::tempdir()?;
-            let store = SqliteStore::open(
-                dir.path(),
-                &SqliteOptions::default(),
-                ServerId([1; 32]),
-                StoreHooks::new(policy).with_listener(commits.clone()),
-            )?;
+            let reopen = SqliteReopen {
+                dir: dir.path().to_path_buf(),
+                hooks: StoreHooks::new(policy).with_listener(commits.clone()),
+            };
+            let store = reopen.open()?;
             let admin = SqliteAdmin {
                 dir: dir.path().to_path_buf(),
                 authority: Authority::load_or_create(dir.path())?,
@@ -41,9 +42,34 @@ impl OpenStore for Sqlite {
                 store: Arc::new(store),
                 commits,
                 admin: Box::new(admin),
+                reopen: Box::new(reopen),
                 _keep: Box::new(dir),
             }))
         })
+    }
+}
+
+/// Opens the embedded store in one directory, again and again.
+#[derive(Debug)]
+struct SqliteReopen {
+    dir: PathBuf,
+    hooks: StoreHooks,
+}
+
+impl SqliteReopen {
+    fn open(&self) -> anyhow::Result<SqliteStore> {
+        Ok(SqliteStore::open(
+            &self.dir,
+            &SqliteOptions::default(),
+            ServerId([1; 32]),
+            self.hooks.clone(),
+        )?)
+    }
+}
+
+impl ReopenStore for SqliteReopen {
+    fn reopen(&self) -> KitFuture<'_, Arc<dyn Store>> {
+        Box::pin(async move { Ok(Arc::new(self.open()?) as Arc<dyn Store>) })
     }
 }
 
@@ -114,13 +140,11 @@ impl OpenStore for Postgres {
                 return Ok(None);
             };
             let schema = Schema::create(&server).await?;
-            let store = PostgresStore::open(
-                &schema.url,
-                &PostgresOptions::default(),
-                ServerId([1; 32]),
-                StoreHooks::new(policy).with_listener(commits.clone()),
-            )
-            .await?;
+            let reopen = PostgresReopen {
+                url: schema.url.clone(),
+                hooks: StoreHooks::new(policy).with_listener(commits.clone()),
+            };
+            let store = reopen.open().await?;
             let dir = tempfile::tempdir()?;
             let admin = PostgresAdmin {
                 url: schema.url.clone(),
@@ -130,9 +154,35 @@ impl OpenStore for Postgres {
                 store: Arc::new(store),
                 commits,
                 admin: Box::new(admin),
+                reopen: Box::new(reopen),
                 _keep: Box::new((schema, dir, instance)),
             }))
         })
+    }
+}
+
+/// Opens the clustered store in one schema, again and again.
+#[derive(Debug)]
+struct PostgresReopen {
+    url: String,
+    hooks: StoreHooks,
+}
+
+impl PostgresReopen {
+    async fn open(&self) -> anyhow::Result<PostgresStore> {
+        Ok(PostgresStore::open(
+            &self.url,
+            &PostgresOptions::default(),
+            ServerId([1; 32]),
+            self.hooks.clone(),
+        )
+        .await?)
+    }
+}
+
+impl ReopenStore for PostgresReopen {
+    fn reopen(&self) -> KitFuture<'_, Arc<dyn Store>> {
+        Box::pin(async move { Ok(Arc::new(self.open().await?) as Arc<dyn Store>) })
     }
 }
 

@@ -78,9 +78,10 @@ struct SenderTotals {
     latency: Latency,
     /// Envelopes accepted.
     accepted: u64,
-    /// The recipient's last committed ack: seqs are dense from 1, so this many envelopes
-    /// were acknowledged.
-    acked_through: u64,
+    /// Envelopes the recipient's last ack covered: the sender's envelopes are accepted
+    /// in order and its recipient gets nobody else's, so an ack through the seq of its
+    /// n-th accepted envelope covers n (seqs increase; they need not be dense).
+    acked: u64,
     /// Envelopes refused or taken for duplicates: none are expected.
     not_accepted: u64,
 }
@@ -164,7 +165,7 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<(Report, Vec<(String, Laten
         let totals = task.await.context("a sender task panicked")??;
         latency.merge(&totals.latency);
         accepted_total += totals.accepted;
-        acked_total += totals.acked_through;
+        acked_total += totals.acked;
         not_accepted += totals.not_accepted;
     }
     let queued = store.queue_depth().await?;
@@ -261,7 +262,7 @@ impl Sender {
         let mut totals = SenderTotals {
             latency: Latency::new(),
             accepted: 0,
-            acked_through: 0,
+            acked: 0,
             not_accepted: 0,
         };
         let mut waiting: FuturesOrdered<Timed> = FuturesOrdered::new();
@@ -311,11 +312,11 @@ impl Sender {
                         totals.latency.record(nanos);
                         self.counts.accepted.fetch_add(1, Ordering::Relaxed);
                     }
-                    if self.ack_every > 0 && seq.0 % self.ack_every == 0 {
+                    if self.ack_every > 0 && totals.accepted.is_multiple_of(self.ack_every) {
                         // Pipelined like the relay's connections do: it takes its place in
                         // the writer's order now and is committed with a later batch.
                         acks.push_back(self.store.submit_ack_through(self.to, seq).await?);
-                        totals.acked_through = seq.0;
+                        totals.acked = totals.accepted;
                         if recording {
                             self.counts.acks.fetch_add(1, Ordering::Relaxed);
                         }

@@ -10,8 +10,12 @@
 //! * `enqueue` returns only after the envelope is durably committed (`Accepted` survives
 //!   `kill -9`), and a retry with the same `(sender, message id)` returns the first result
 //!   without storing anything.
-//! * Sequence numbers are per recipient device, dense, starting at 1, assigned in commit
-//!   order; so a cumulative `ack_through` never deletes what was not delivered.
+//! * Sequence numbers are per recipient device, starting at 1, assigned in commit order,
+//!   and increasing: never given twice, also across a restart or `kill -9`, but not
+//!   dense. SQLite hands them out of durable reservations and skips the rest of a
+//!   reservation after a restart (`sqlite::seqs`); PostgreSQL's happen to be dense. So a
+//!   cumulative `ack_through` never deletes what was not delivered, and a reader never
+//!   expects `seq + 1`.
 //! * `take_bundle` hands each one-time prekey out exactly once, also under concurrency.
 //! * `publish_device_list` changes the list and the device rows together, and only to a
 //!   newer version (`store::devices`).

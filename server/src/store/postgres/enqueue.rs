@@ -15,7 +15,8 @@
 //!    reads its standing, consent or care window, reach and rate bucket (one round trip
 //!    each, behind the effects of the envelopes decided before it, so it sees them).
 //!    An accepted envelope takes its recipient's next seq, counted here: only accepted
-//!    envelopes take one, so seqs stay dense. A send to every device is first checked
+//!    envelopes take one, so seqs stay dense (denser than the store contract asks: it
+//!    promises only increasing seqs, `store/mod.rs`). A send to every device is first checked
 //!    against its accounts' list versions and devices (read in step 1, for batches that
 //!    hold one) and, accepted, takes a seq on every device it has a copy for;
 //! 3. **write**, in one pipeline: the decisions' effects, the new heads, the queue rows

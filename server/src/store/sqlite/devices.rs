@@ -3,6 +3,7 @@
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::seqs::SeqBlocks;
 use super::sql_error;
 use crate::store::devices::{
     self, CurrentDevices, DeviceListLookup, NewDeviceList, PublishOutcome,
@@ -10,9 +11,11 @@ use crate::store::devices::{
 use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::StoreError;
 
-/// Stores a newer list and makes the account's device rows match it.
+/// Stores a newer list and makes the account's device rows match it (the seq blocks of
+/// removed rows are forgotten).
 pub(super) fn publish(
     conn: &Connection,
+    seqs: &mut SeqBlocks,
     new: &NewDeviceList,
 ) -> Result<PublishOutcome, StoreError> {
     let account = new.account();
@@ -38,7 +41,7 @@ pub(super) fn publish(
         .map_err(sql_error)?;
     }
     for device in &removed {
-        remove_device(conn, a, *device)?;
+        remove_device(conn, seqs, a, *device)?;
     }
     conn.prepare_cached(
         "INSERT INTO device_lists (account, version, list) VALUES (?1, ?2, ?3)
@@ -74,13 +77,12 @@ pub(super) fn lookup(
     }
 }
 
-/// A device of an account as a send to every device reads it: its row key and the seq
-/// its next envelope gets, so that its copy is queued without reading the row again.
+/// A device of an account as a send to every device reads it: its row key, so that its
+/// copy is queued without reading the row again.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Listed {
     pub address: DeviceAddress,
     pub key: i64,
-    pub next_seq: i64,
 }
 
 /// The account's stored list version and its devices, for a send to every device.
@@ -94,20 +96,18 @@ pub(super) fn current(
     let mut version = 0;
     let listed: Vec<Listed> = conn
         .prepare_cached(
-            "SELECT device, id, next_seq,
-                    (SELECT version FROM device_lists WHERE account = ?1)
+            "SELECT device, id, (SELECT version FROM device_lists WHERE account = ?1)
              FROM devices WHERE account = ?1 ORDER BY device",
         )
         .and_then(|mut s| {
             s.query_map(params![a], |r| {
-                version = r.get::<_, Option<i64>>(3)?.map_or(0, to_u64);
+                version = r.get::<_, Option<i64>>(2)?.map_or(0, to_u64);
                 Ok(Listed {
                     address: DeviceAddress {
                         account: *account,
                         device: DeviceId(r.get(0)?),
                     },
                     key: r.get(1)?,
-                    next_seq: r.get(2)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()
@@ -118,21 +118,6 @@ pub(super) fn current(
         devices: listed.iter().map(|l| l.address.device).collect(),
     };
     Ok((current, listed))
-}
-
-/// Moves the next seq of every device of `account` but `except` one on, after a send to
-/// every device queued a copy for each at the seq [`current`] read. Returns how many
-/// devices that was.
-pub(super) fn bump_seqs(
-    conn: &Connection,
-    account: &AccountId,
-    except: Option<DeviceId>,
-) -> Result<usize, StoreError> {
-    conn.prepare_cached(
-        "UPDATE devices SET next_seq = next_seq + 1 WHERE account = ?1 AND device IS NOT ?2",
-    )
-    .and_then(|mut s| s.execute(params![account.as_bytes().as_slice(), except.map(|d| d.0)]))
-    .map_err(sql_error)
 }
 
 /// Records the day `device` logged in (a write only when the day changed).
@@ -188,8 +173,13 @@ fn current_devices(conn: &Connection, account: &[u8]) -> Result<Vec<DeviceId>, S
         .map_err(sql_error)
 }
 
-/// Deletes one device: its queue, retry entries, prekeys and row.
-fn remove_device(conn: &Connection, account: &[u8], device: DeviceId) -> Result<(), StoreError> {
+/// Deletes one device: its queue, retry entries, prekeys and row (and its seq block).
+fn remove_device(
+    conn: &Connection,
+    seqs: &mut SeqBlocks,
+    account: &[u8],
+    device: DeviceId,
+) -> Result<(), StoreError> {
     let key: Option<i64> = conn
         .prepare_cached("SELECT id FROM devices WHERE account = ?1 AND device = ?2")
         .and_then(|mut s| {
@@ -200,6 +190,7 @@ fn remove_device(conn: &Connection, account: &[u8], device: DeviceId) -> Result<
     let Some(key) = key else {
         return Ok(());
     };
+    seqs.forget(key);
     for sql in [
         "DELETE FROM queue WHERE recipient = ?1",
         "DELETE FROM sent WHERE sender = ?1",

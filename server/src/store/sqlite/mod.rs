@@ -7,7 +7,9 @@
 //!   `COMMIT` returns), and only then answers all of them. This is group commit: one fsync
 //!   for many envelopes, and no reply before durability. A job that fails (an exceptional
 //!   store error; refusals are values) rolls the whole batch back, and every job of it is
-//!   answered with that error.
+//!   answered with that error. The writer also hands out the recipients' seqs, from
+//!   reservations committed with the batch that makes them (`seqs`): they increase per
+//!   device and skip the rest of a reservation after a restart.
 //! * `readers` reader threads, each with a read-only connection, serve lookups and queue
 //!   pages. WAL lets them read committed data while the writer writes.
 //!
@@ -20,6 +22,7 @@ mod maintenance;
 mod policy;
 mod queries;
 mod schema;
+mod seqs;
 mod threads;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,7 @@ pub use self::business_admin::{
 };
 pub use self::maintenance::{backup, migrate, stats, BackupReport, DatabaseStats};
 use self::policy::SendRules;
+use self::seqs::SeqBlocks;
 use self::threads::{ReadJob, WriteJob, WriterMsg};
 pub use crate::store::admin::{AdminError, BusinessListing, Verification};
 use crate::store::types::announce;
@@ -163,6 +167,22 @@ impl SqliteStore {
         &self,
         job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<Pending<T>, StoreError> {
+        self.submit_with_seqs(move |c, _| job(c)).await
+    }
+
+    /// [`SqliteStore::write`] for a job that takes seqs or deletes device rows, and so
+    /// needs the writer's [`SeqBlocks`].
+    async fn write_with_seqs<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection, &mut SeqBlocks) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit_with_seqs(job).await?.await
+    }
+
+    async fn submit_with_seqs<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection, &mut SeqBlocks) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<Pending<T>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit_job(threads::write_job(job, reply), answer)
             .await
@@ -176,8 +196,8 @@ impl SqliteStore {
     ) -> Result<Pending<EnqueueOutcome>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let rules = self.rules.clone();
-        let job = move |c: &Connection| {
-            let outcome = queries::enqueue(c, &envelope, &rules)?;
+        let job = move |c: &Connection, seqs: &mut SeqBlocks| {
+            let outcome = queries::enqueue(c, seqs, &envelope, &rules)?;
             Ok((outcome, envelope))
         };
         let listener = self.on_commit.clone();
@@ -314,7 +334,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {
-        Box::pin(self.write(move |c| queries::delete_account(c, &account)))
+        Box::pin(self.write_with_seqs(move |c, seqs| queries::delete_account(c, seqs, &account)))
     }
 
     fn sweep_expired(
@@ -373,7 +393,7 @@ impl Store for SqliteStore {
     }
 
     fn publish_device_list(&self, list: NewDeviceList) -> StoreFuture<'_, PublishOutcome> {
-        Box::pin(self.write(move |c| devices::publish(c, &list)))
+        Box::pin(self.write_with_seqs(move |c, seqs| devices::publish(c, seqs, &list)))
     }
 
     fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup> {

@@ -9,6 +9,7 @@ use parley_protocol::signature::Signature;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::policy::{self, SendRules};
+use super::seqs::SeqBlocks;
 use super::{business, devices, sql_error};
 use crate::store::bundle::{SignedRow, StoredBundle, KIND_KEM, KIND_SIGNED};
 use crate::store::policy::{category_code, category_from_code, Decision};
@@ -215,6 +216,7 @@ pub(super) fn resolve_handle(
 
 pub(super) fn enqueue(
     conn: &Connection,
+    seqs: &mut SeqBlocks,
     e: &NewEnvelope,
     rules: &SendRules,
 ) -> Result<Decided, StoreError> {
@@ -255,7 +257,7 @@ pub(super) fn enqueue(
     if let Some((digest, sealed_seq)) = earlier {
         return Ok(key.answer(&digest, sealed_seq).into());
     }
-    // For a send to every device: each listed device's row key and next seq.
+    // For a send to every device: each listed device's row key.
     let mut listed = Vec::new();
     if e.fan_out.is_some() {
         let (to, to_listed) = devices::current(conn, &e.to.account)?;
@@ -280,7 +282,7 @@ pub(super) fn enqueue(
         return Ok(EnqueueOutcome::UnknownRecipient.into());
     };
     let category = e.category.filter(|_| from_business).map(category_code);
-    let mut queue = QueueAppend::prepare(conn)?;
+    let mut queue = QueueAppend::prepare(conn, seqs)?;
     let (seq, copy_seqs) = match &e.fan_out {
         None => (
             queue.push(recipient, e, &e.ciphertext, category)?,
@@ -289,36 +291,18 @@ pub(super) fn enqueue(
         Some(fan_out) => {
             // Every device of the recipient's account gets a copy, and every device of
             // the sender's but the sending one when there are own copies (the match
-            // above): each at the seq read with the list, then one update per account.
-            let at = |to: DeviceAddress| {
+            // above), each at its device's next seq.
+            let key = |to: DeviceAddress| {
                 listed
                     .iter()
                     .find(|l| l.address == to)
+                    .map(|l| l.key)
                     .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
             };
-            let first = at(e.to)?;
-            let seq = queue.insert(first.key, first.next_seq, e, &e.ciphertext, category)?;
+            let seq = queue.push(key(e.to)?, e, &e.ciphertext, category)?;
             let mut copy_seqs = Vec::with_capacity(fan_out.copies.len());
             for copy in &fan_out.copies {
-                let device = at(copy.to)?;
-                copy_seqs.push(queue.insert(
-                    device.key,
-                    device.next_seq,
-                    e,
-                    &copy.ciphertext,
-                    category,
-                )?);
-            }
-            let sync = e.is_sync();
-            let mut bumped =
-                devices::bump_seqs(conn, &e.to.account, sync.then_some(e.from.device))?;
-            if e.has_own_copies() {
-                bumped += devices::bump_seqs(conn, &e.from.account, Some(e.from.device))?;
-            }
-            if bumped != 1 + fan_out.copies.len() {
-                return Err(StoreError::Database(
-                    "the devices of a send to every device changed under it".into(),
-                ));
+                copy_seqs.push(queue.push(key(copy.to)?, e, &copy.ciphertext, category)?);
             }
             (seq, copy_seqs)
         }
@@ -344,34 +328,32 @@ pub(super) fn enqueue(
     })
 }
 
-/// Appends copies of an envelope to device queues, each at its device's next seq. The
-/// statements are prepared once for all the copies of one envelope.
-///
-/// The seq is read, then bumped, in two plain statements: `UPDATE ... RETURNING` buffers
-/// its result in a temporary B-tree that SQLite opens and closes on every run, which a
-/// profile of `parley-loadtest devices` showed costing more than the read.
-struct QueueAppend<'conn> {
-    read_seq: rusqlite::CachedStatement<'conn>,
-    bump_seq: rusqlite::CachedStatement<'conn>,
-    insert: rusqlite::CachedStatement<'conn>,
+/// Appends copies of an envelope to device queues, each at its device's next seq from
+/// the writer's [`SeqBlocks`] (which writes the device row only when it reserves a new
+/// block). The insert is prepared once for all the copies of one envelope.
+struct QueueAppend<'a> {
+    conn: &'a Connection,
+    seqs: &'a mut SeqBlocks,
+    insert: rusqlite::CachedStatement<'a>,
 }
 
-impl<'conn> QueueAppend<'conn> {
-    fn prepare(conn: &'conn Connection) -> Result<QueueAppend<'conn>, StoreError> {
-        let prepare = |sql: &str| conn.prepare_cached(sql).map_err(sql_error);
-        Ok(QueueAppend {
-            read_seq: prepare("SELECT next_seq FROM devices WHERE id = ?1")?,
-            bump_seq: prepare("UPDATE devices SET next_seq = ?2 WHERE id = ?1")?,
-            insert: prepare(
+impl<'a> QueueAppend<'a> {
+    fn prepare(
+        conn: &'a Connection,
+        seqs: &'a mut SeqBlocks,
+    ) -> Result<QueueAppend<'a>, StoreError> {
+        let insert = conn
+            .prepare_cached(
                 "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
                                     accepted_at_ms, ciphertext, category)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?,
-        })
+            )
+            .map_err(sql_error)?;
+        Ok(QueueAppend { conn, seqs, insert })
     }
 
     /// Appends `ciphertext`, a copy of `e`, to the queue of the device whose row is
-    /// `recipient`, at its next seq, and moves that on; returns the seq.
+    /// `recipient`, at its next seq; returns the seq.
     fn push(
         &mut self,
         recipient: i64,
@@ -379,29 +361,7 @@ impl<'conn> QueueAppend<'conn> {
         ciphertext: &[u8],
         category: Option<i64>,
     ) -> Result<Seq, StoreError> {
-        let seq: i64 = self
-            .read_seq
-            .query_row(params![recipient], |r| r.get(0))
-            .map_err(sql_error)?;
-        let next = seq
-            .checked_add(1)
-            .ok_or_else(|| corrupt("devices.next_seq"))?;
-        self.bump_seq
-            .execute(params![recipient, next])
-            .map_err(sql_error)?;
-        self.insert(recipient, seq, e, ciphertext, category)
-    }
-
-    /// Appends `ciphertext`, a copy of `e`, to the queue of the device whose row is
-    /// `recipient` at `seq`, which the caller read and moves on.
-    fn insert(
-        &mut self,
-        recipient: i64,
-        seq: i64,
-        e: &NewEnvelope,
-        ciphertext: &[u8],
-        category: Option<i64>,
-    ) -> Result<Seq, StoreError> {
+        let seq = self.seqs.take(self.conn, recipient)?;
         self.insert
             .execute(params![
                 recipient,
@@ -491,9 +451,23 @@ pub(super) fn ack_through(
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
-pub(super) fn delete_account(conn: &Connection, account: &AccountId) -> Result<bool, StoreError> {
+pub(super) fn delete_account(
+    conn: &Connection,
+    seqs: &mut SeqBlocks,
+    account: &AccountId,
+) -> Result<bool, StoreError> {
     let account = account.as_bytes().as_slice();
     let devices = "(SELECT id FROM devices WHERE account = ?1)";
+    let keys = conn
+        .prepare_cached("SELECT id FROM devices WHERE account = ?1")
+        .and_then(|mut s| {
+            s.query_map(params![account], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_error)?;
+    for key in keys {
+        seqs.forget(key);
+    }
     for sql in [
         format!("DELETE FROM queue WHERE recipient IN {devices}"),
         format!("DELETE FROM sent WHERE sender IN {devices}"),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::seqs::SeqBlocks;
 use super::sql_error;
 use crate::metrics::StoreMetrics;
 use crate::store::StoreError;
@@ -17,8 +18,9 @@ pub(super) struct Executed {
     answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
 }
 
-/// A unit of work for the writer.
-pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> Executed + Send>;
+/// A unit of work for the writer: it runs on the writer's connection, inside the batch's
+/// transaction, with the writer's [`SeqBlocks`].
+pub(super) type WriteJob = Box<dyn FnOnce(&Connection, &mut SeqBlocks) -> Executed + Send>;
 
 /// A unit of work for a reader.
 pub(super) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -34,7 +36,7 @@ pub(super) enum WriterMsg {
 /// Wraps a typed job: its result is delivered only after the commit, and turned into the
 /// commit's error if the commit fails.
 pub(super) fn write_job<T: Send + 'static>(
-    job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    job: impl FnOnce(&Connection, &mut SeqBlocks) -> Result<T, StoreError> + Send + 'static,
     reply: oneshot::Sender<Result<T, StoreError>>,
 ) -> WriteJob {
     write_job_then(job, |result| result, reply)
@@ -44,12 +46,12 @@ pub(super) fn write_job<T: Send + 'static>(
 /// turns the job's result into the answer. It runs where the answers are delivered (see
 /// [`Answerer`]), in commit order and the batch's job order, before the answer is sent.
 pub(super) fn write_job_then<T: Send + 'static, U: Send + 'static>(
-    job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    job: impl FnOnce(&Connection, &mut SeqBlocks) -> Result<T, StoreError> + Send + 'static,
     committed: impl FnOnce(T) -> U + Send + 'static,
     reply: oneshot::Sender<Result<U, StoreError>>,
 ) -> WriteJob {
-    Box::new(move |conn: &Connection| {
-        let result = job(conn);
+    Box::new(move |conn: &Connection, seqs: &mut SeqBlocks| {
+        let result = job(conn, seqs);
         Executed {
             error: result.as_ref().err().cloned(),
             answer: Box::new(move |commit: Result<(), StoreError>| {
@@ -166,6 +168,7 @@ fn writer_loop(
     metrics: &StoreMetrics,
 ) {
     let mut batch = Vec::with_capacity(group_commit_max);
+    let mut seqs = SeqBlocks::default();
     let mut close: Option<oneshot::Sender<()>> = None;
     while close.is_none() {
         match jobs.blocking_recv() {
@@ -181,7 +184,7 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, batch.drain(..), answerer, metrics);
+            commit_batch(&conn, &mut seqs, batch.drain(..), answerer, metrics);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -210,8 +213,12 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// (jobs not yet run are dropped, which answers them `Unavailable`); nothing of the batch
 /// is stored, and the clients retry. Without a savepoint per job, each job's writes are not
 /// first copied to a statement journal, which cost a tenth of the server's time.
-fn commit_batch(
+///
+/// The seq reservations of a batch that did not commit are gone with it, so `seqs` is
+/// cleared: nothing is handed out of an uncommitted reservation.
+pub(super) fn commit_batch(
     conn: &Connection,
+    seqs: &mut SeqBlocks,
     jobs: impl Iterator<Item = WriteJob>,
     answerer: &Answerer,
     metrics: &StoreMetrics,
@@ -224,7 +231,7 @@ fn commit_batch(
     let mut answers = Vec::new();
     let mut failure = None;
     for job in jobs {
-        let executed = job(conn);
+        let executed = job(conn, seqs);
         answers.push(executed.answer);
         if let Some(e) = executed.error {
             failure = Some(e);
@@ -248,6 +255,7 @@ fn commit_batch(
             metrics.committed_jobs.add(answers.len() as u64);
         }
         Err(e) => {
+            seqs.clear();
             metrics.failed_commits.inc();
             tracing::warn!(error = %e, jobs = answers.len(), "group commit failed; nothing of it was stored");
             if !conn.is_autocommit() {
