@@ -9,7 +9,8 @@
 //! for this device (handed over by the writer, see `crate::presence`): if they continue
 //! the last seq written without a gap and none was dropped, they are written as they
 //! are, without reading the store back ([`Step::Write`]); otherwise the cursor reads the
-//! store. Envelopes handed over while a page is read are kept and compared with the page
+//! store. Seqs increase but need not be dense (a restart skips the rest of each device's
+//! reserved block): a gap costs one page read, never an envelope. Envelopes handed over while a page is read are kept and compared with the page
 //! when it arrives, so a hand-off is never lost between a read and its result.
 //!
 //! A reconnecting device starts again from its last acknowledged seq, so an envelope
