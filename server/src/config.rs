@@ -10,7 +10,7 @@ use clap::Parser;
 use parley_protocol::devices::list::MAX_DEVICE_LIST_ENTRIES;
 use parley_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_STORED_ONE_TIME_PREKEYS};
 
-use crate::store::sqlite::{Durability, SqliteOptions};
+use crate::store::sqlite::{Durability, HoldLimits, SqliteOptions};
 pub use crate::store::ReachTiers;
 use crate::store::SendPolicy;
 use crate::topology::{BusLocation, ClusterKey, StoreLocation};
@@ -136,6 +136,21 @@ pub struct Config {
     /// On SIGINT/SIGTERM, how long open connections get to finish before the store closes.
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Hold, then persist (ADR 0005): how long a person's envelope for a connected
+    /// device may wait in memory for the recipient's ack before it is committed to the
+    /// queue; the sender's `accepted` comes at the first of the two. 0 turns holding off
+    /// (every envelope is committed before `accepted`). Embedded store only for now.
+    #[arg(long, env = "PARLEY_HOLD_DEADLINE", default_value = "0s", value_parser = parse_duration)]
+    pub hold_deadline: Duration,
+
+    /// Most envelopes held for one device; past it, sends to it are committed first.
+    #[arg(long, env = "PARLEY_HOLD_MAX_PER_DEVICE", default_value_t = 256)]
+    pub hold_max_per_device: usize,
+
+    /// Most ciphertext bytes held in all; past it, sends are committed first.
+    #[arg(long, env = "PARLEY_HOLD_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub hold_max_bytes: usize,
 
     /// How long undelivered envelopes are kept.
     #[arg(long, env = "PARLEY_RETENTION", default_value = "30d", value_parser = parse_duration)]
@@ -507,6 +522,12 @@ impl Config {
             group_commit_max: self.group_commit_max,
             readers: self.db_readers,
             queue_capacity: self.db_queue_capacity,
+            hold: HoldLimits {
+                deadline: self.hold_deadline,
+                max_per_device: self.hold_max_per_device,
+                max_device_bytes: crate::presence::FRESH_MAX_BYTES,
+                max_total_bytes: self.hold_max_bytes,
+            },
         }
     }
 

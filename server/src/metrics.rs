@@ -88,10 +88,15 @@ pub struct LabeledCounter(Mutex<Vec<(&'static str, u64)>>);
 impl LabeledCounter {
     /// Adds one to the count of `label`.
     pub fn inc(&self, label: &'static str) {
+        self.add(label, 1);
+    }
+
+    /// Adds `n` to the count of `label`.
+    pub fn add(&self, label: &'static str, n: u64) {
         let mut values = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match values.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, n)) => *n += 1,
-            None => values.push((label, 1)),
+            Some((_, count)) => *count += n,
+            None => values.push((label, n)),
         }
     }
 
@@ -158,6 +163,15 @@ pub struct StoreMetrics {
     pub committed_jobs: Counter,
     /// Group commits that failed (every job in them was answered with the error).
     pub failed_commits: Counter,
+    /// Envelopes held in memory for a connected recipient (`--hold-deadline`).
+    pub held_envelopes: Gauge,
+    /// Their ciphertext bytes.
+    pub held_bytes: Gauge,
+    /// Held envelopes settled, by how (`ack`: the recipient acked it; `commit`: it was
+    /// committed to the queue at its deadline or before a read of the queue).
+    pub held_settled: LabeledCounter,
+    /// Envelopes persisted first because a hold bound was reached, by bound.
+    pub hold_refused: LabeledCounter,
 }
 
 /// What the bus between nodes reports (cluster mode; all zero on one node). Shared with
@@ -649,6 +663,28 @@ impl Metrics {
             "parley_store_failed_commits_total",
             "Group commits that failed.",
             self.store.failed_commits.get(),
+        );
+        out.gauge(
+            "parley_held_envelopes",
+            "Envelopes held in memory for a connected recipient, neither acked nor committed yet.",
+            &[(&[], self.store.held_envelopes.get() as f64)],
+        );
+        out.gauge(
+            "parley_held_bytes",
+            "Ciphertext bytes of the held envelopes.",
+            &[(&[], self.store.held_bytes.get() as f64)],
+        );
+        out.labeled_counter(
+            "parley_held_settled_total",
+            "Held envelopes settled: by the recipient's ack, or by a commit to the queue.",
+            "by",
+            &self.store.held_settled.snapshot(),
+        );
+        out.labeled_counter(
+            "parley_hold_refused_total",
+            "Envelopes persisted first because a hold bound was reached.",
+            "reason",
+            &self.store.hold_refused.snapshot(),
         );
         out.gauge(
             "parley_bus_connected",

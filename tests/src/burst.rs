@@ -205,6 +205,19 @@ pub fn spawn_receiver_across(
     history: Arc<Mutex<History>>,
     stop: tokio_util::sync::CancellationToken,
 ) -> JoinHandle<anyhow::Result<usize>> {
+    spawn_receiver_acking(urls, account, history, stop, ACK_EVERY)
+}
+
+/// [`spawn_receiver_across`], acking every `ack_every` deliveries (1: each one, as
+/// `parley-sdk` does once it has stored it).
+pub fn spawn_receiver_acking(
+    urls: Vec<String>,
+    account: Arc<TestAccount>,
+    history: Arc<Mutex<History>>,
+    stop: tokio_util::sync::CancellationToken,
+    ack_every: usize,
+) -> JoinHandle<anyhow::Result<usize>> {
+    let ack_every = ack_every.max(1);
     tokio::spawn(async move {
         let mut next = 1;
         let mut reconnects = 0;
@@ -226,7 +239,7 @@ pub fn spawn_receiver_across(
                             .unwrap_or_else(|p| p.into_inner())
                             .delivered(d.id);
                         delivered += 1;
-                        if delivered.is_multiple_of(ACK_EVERY) && client.ack(d.seq).await.is_err() {
+                        if delivered.is_multiple_of(ack_every) && client.ack(d.seq).await.is_err() {
                             break;
                         }
                     }

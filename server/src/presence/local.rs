@@ -96,6 +96,10 @@ impl CommitListener for LocalPresence {
             a.offer(envelope);
         }
     }
+
+    fn connected_here(&self, to: &DeviceAddress) -> bool {
+        self.get(to).is_some()
+    }
 }
 
 impl Presence for LocalPresence {

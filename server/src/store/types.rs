@@ -107,8 +107,15 @@ pub enum BundleOutcome {
 /// order and takes a gap as "read the store" (`crate::presence` does). Must be quick and
 /// never block.
 pub trait CommitListener: Send + Sync + std::fmt::Debug {
-    /// `envelope` was durably queued for `to`.
+    /// `envelope` was durably queued for `to` (or, held, decided for `to`).
     fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope);
+
+    /// Whether a connection of `to` in this process would take a hand-off now, so an
+    /// envelope for it may be held instead of queued (`--hold-deadline`). Quick, from the
+    /// writer thread; `false` unless the listener knows.
+    fn connected_here(&self, _to: &DeviceAddress) -> bool {
+        false
+    }
 }
 
 /// An envelope to queue.

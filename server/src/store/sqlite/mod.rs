@@ -18,9 +18,12 @@
 mod business;
 mod business_admin;
 mod devices;
+mod held;
+mod holds;
 mod maintenance;
 mod policy;
 mod queries;
+mod reaper;
 mod schema;
 mod seqs;
 mod threads;
@@ -28,6 +31,7 @@ mod threads;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, Seq, ServerId};
 use rusqlite::Connection;
@@ -36,8 +40,11 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::business_admin::{
     list_businesses, revoke_business, set_suspended, set_tier, verify_business,
 };
+pub use self::holds::HoldLimits;
+use self::holds::Holds;
 pub use self::maintenance::{backup, migrate, stats, BackupReport, DatabaseStats};
 use self::policy::SendRules;
+use self::queries::HoldHere;
 use self::seqs::SeqBlocks;
 use self::threads::{ReadJob, WriteJob, WriterMsg};
 pub use crate::store::admin::{AdminError, BusinessListing, Verification};
@@ -70,6 +77,8 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Capacity of each job queue.
     pub queue_capacity: usize,
+    /// Holding envelopes for connected recipients (off: persist first).
+    pub hold: HoldLimits,
 }
 
 impl Default for SqliteOptions {
@@ -79,6 +88,7 @@ impl Default for SqliteOptions {
             group_commit_max: 512,
             readers: 2,
             queue_capacity: 4096,
+            hold: HoldLimits::OFF,
         }
     }
 }
@@ -95,6 +105,8 @@ pub struct SqliteStore {
     on_commit: Arc<dyn CommitListener>,
     /// For what the store stamps itself ([`StoreHooks::clock`]).
     clock: crate::clock::Clock,
+    /// Envelopes held for connected recipients, when holding is on.
+    holds: Option<Arc<Holds>>,
 }
 
 /// The database file inside a data directory.
@@ -119,13 +131,21 @@ impl SqliteStore {
         let server_id = queries::server_id(&conn, new_server_id)?;
 
         let (writer, writer_rx) = mpsc::channel(options.queue_capacity.max(1));
+        let holds = match options.hold.is_on() && tokio::runtime::Handle::try_current().is_ok() {
+            true => Some(Arc::new(Holds::new(options.hold, hooks.metrics.clone()))),
+            false => None,
+        };
         threads::spawn_writer(
             conn,
             writer_rx,
             options.group_commit_max.max(1),
             threads::Answerer::start(),
             hooks.metrics,
+            holds.clone(),
         )?;
+        if let Some(holds) = &holds {
+            tokio::spawn(reaper::run(writer.clone(), holds.clone()));
+        }
         let mut readers = Vec::new();
         for index in 0..options.readers.max(1) {
             let conn = open_connection(&path, options.durability, true)?;
@@ -142,6 +162,7 @@ impl SqliteStore {
             rules: Arc::new(SendRules::new(hooks.send_policy)),
             on_commit: hooks.on_commit,
             clock: hooks.clock,
+            holds,
         })
     }
 
@@ -196,13 +217,83 @@ impl SqliteStore {
     ) -> Result<Pending<EnqueueOutcome>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let rules = self.rules.clone();
-        let job = move |c: &Connection, seqs: &mut SeqBlocks| {
-            let outcome = queries::enqueue(c, seqs, &envelope, &rules)?;
-            Ok((outcome, envelope))
-        };
         let listener = self.on_commit.clone();
-        let committed = move |(outcome, envelope)| announce(outcome, envelope, &*listener);
-        self.submit_job(threads::write_job_then(job, committed, reply), answer)
+        let holds = self.holds.clone();
+        let job_listener = listener.clone();
+        let job = move |c: &Connection, seqs: &mut SeqBlocks| {
+            let hold = holds.as_deref().map(|holds| HoldHere {
+                holds,
+                listener: &*job_listener,
+                now: Instant::now(),
+            });
+            let (decided, held) = queries::enqueue(c, seqs, &envelope, &rules, hold.as_ref())?;
+            Ok((decided, envelope, held))
+        };
+        let committed =
+            move |(decided, envelope, held)| (announce(decided, envelope, &*listener), held);
+        let pending = self
+            .submit_job(threads::write_job_then(job, committed, reply), answer)
+            .await?;
+        Ok(Box::pin(async move {
+            let (outcome, held): (EnqueueOutcome, Option<holds::Settlement>) = pending.await?;
+            if let Some(settlement) = held {
+                // Held: `accepted` once the recipient acked it or it was committed.
+                settlement.await.map_err(|_| StoreError::Unavailable)??;
+            }
+            Ok(outcome)
+        }))
+    }
+
+    /// Acks `through` for `device`: what was held up to there is settled (on the
+    /// device's disk) and its dedup rows written with the queue's delete.
+    async fn submit_ack(
+        &self,
+        device: DeviceAddress,
+        through: Seq,
+    ) -> Result<Pending<u64>, StoreError> {
+        let Some(holds) = &self.holds else {
+            return self
+                .submit(move |c| queries::ack_through(c, &device, through))
+                .await;
+        };
+        let (rows, acked) = holds.acked(&device, through);
+        let pending = self
+            .submit(move |c| {
+                held::record_sent(c, &rows)?;
+                queries::ack_through(c, &device, through)
+            })
+            .await;
+        acked.settle();
+        pending
+    }
+
+    /// A page of `device`'s queue. While envelopes are held, read by the writer in its
+    /// order, after committing what is held for the device: no read passes a held seq.
+    async fn read_page(
+        &self,
+        device: DeviceAddress,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let Some(holds) = self.holds.clone() else {
+            return self
+                .read(move |c| queries::page(c, &device, after, limit))
+                .await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let taken_holds = holds.clone();
+        let job = move |c: &Connection, _: &mut SeqBlocks| {
+            let taken = taken_holds.take_device(&device);
+            held::commit(c, taken.iter().map(|t| &t.row))?;
+            let page = queries::page(c, &device, after, limit)?;
+            Ok((page, taken))
+        };
+        let settled = move |(page, taken)| {
+            holds.settle_taken(taken, &Ok(()));
+            page
+        };
+        self.submit_job(threads::write_job_then(job, settled, reply), answer)
+            .await?
             .await
     }
 
@@ -317,7 +408,7 @@ impl Store for SqliteStore {
         device: DeviceAddress,
         through: Seq,
     ) -> StoreFuture<'_, Pending<u64>> {
-        Box::pin(self.submit(move |c| queries::ack_through(c, &device, through)))
+        Box::pin(self.submit_ack(device, through))
     }
 
     fn page(
@@ -326,11 +417,11 @@ impl Store for SqliteStore {
         after: Seq,
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
-        Box::pin(self.read(move |c| queries::page(c, &device, after, limit)))
+        Box::pin(self.read_page(device, after, limit))
     }
 
     fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64> {
-        Box::pin(self.write(move |c| queries::ack_through(c, &device, through)))
+        Box::pin(async move { self.submit_ack(device, through).await?.await })
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {
@@ -419,6 +510,10 @@ impl Store for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(holds) = &self.holds {
+                // Everything held is committed before the writer stops.
+                let _ = reaper::commit_expired(&self.writer, holds, None).await;
+            }
             for reader in &self.readers {
                 let _ = reader.send(None).await;
             }

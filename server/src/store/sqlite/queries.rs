@@ -8,6 +8,9 @@ use parley_protocol::prekeys::{OneTimePrekey, SignedKemPrekey, SignedPrekey};
 use parley_protocol::signature::Signature;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use std::time::Instant;
+
+use super::holds::{HeldRow, Holds, Settlement};
 use super::policy::{self, SendRules};
 use super::seqs::SeqBlocks;
 use super::{business, devices, sql_error};
@@ -17,8 +20,9 @@ use crate::store::retry::{dedup_time, RetryKey};
 use crate::store::types::Decided;
 use crate::store::values::{corrupt, to_day, to_i64, to_u64};
 use crate::store::{
-    AuthRecord, BundleOutcome, CurrentDevices, EnqueueOutcome, NewAccount, NewEnvelope,
-    PrekeyUpload, RegisterOutcome, StoreError, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, CommitListener, CurrentDevices, EnqueueOutcome, NewAccount,
+    NewEnvelope, PrekeyUpload, RegisterOutcome, StoreError, StoredEnvelope, SweepReport,
+    UploadOutcome,
 };
 
 /// Rows deleted per sweep call, so one sweep never holds the writer for long.
@@ -214,12 +218,28 @@ pub(super) fn resolve_handle(
     .transpose()
 }
 
+/// What the writer needs to hold a person's envelope for a connected device instead of
+/// queueing it (`holds`; `--hold-deadline`).
+pub(super) struct HoldHere<'a> {
+    /// The process's held envelopes.
+    pub holds: &'a Holds,
+    /// Knows which devices are connected to this process.
+    pub listener: &'a dyn CommitListener,
+    /// For the deadline.
+    pub now: Instant,
+}
+
+/// Decides and stores one envelope. With `hold`, a person's single send to a device
+/// connected here is held instead of queued: its settlement (the sender's `accepted`
+/// waits for it after the commit) comes back beside the decision, as it does for a
+/// retry of an envelope still held.
 pub(super) fn enqueue(
     conn: &Connection,
     seqs: &mut SeqBlocks,
     e: &NewEnvelope,
     rules: &SendRules,
-) -> Result<Decided, StoreError> {
+    hold: Option<&HoldHere<'_>>,
+) -> Result<(Decided, Option<Settlement>), StoreError> {
     // One statement (it runs for every envelope): the sender's device key, the dedup
     // entry of an earlier send with the same id, the recipient's device key.
     let (sender, earlier, recipient) = conn
@@ -255,7 +275,14 @@ pub(super) fn enqueue(
         .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
     let key = RetryKey::of_envelope(e);
     if let Some((digest, sealed_seq)) = earlier {
-        return Ok(key.answer(&digest, sealed_seq).into());
+        return Ok((key.answer(&digest, sealed_seq).into(), None));
+    }
+    if let Some(held) = hold.and_then(|h| h.holds.held_retry(sender, e.id)) {
+        // A retry of an envelope still held: answered as the original, once it settles.
+        let (digest, sealed_seq, settlement) = held;
+        let outcome = key.answer(&digest, sealed_seq);
+        let settled = matches!(outcome, EnqueueOutcome::Duplicate(_)).then_some(settlement);
+        return Ok((outcome.into(), settled));
     }
     // For a send to every device: each listed device's row key.
     let mut listed = Vec::new();
@@ -266,7 +293,7 @@ pub(super) fn enqueue(
             false => Default::default(),
         };
         if !CurrentDevices::match_fan_out(e, &to, &own) {
-            return Ok(EnqueueOutcome::StaleDevices.into());
+            return Ok((EnqueueOutcome::StaleDevices.into(), None));
         }
         listed = to_listed;
         listed.extend(own_listed);
@@ -274,13 +301,37 @@ pub(super) fn enqueue(
     let from_business = match e.is_sync() {
         true => false,
         false => match policy::check(conn, e, recipient.is_some(), rules)? {
-            Decision::Refuse(outcome) => return Ok(outcome.into()),
+            Decision::Refuse(outcome) => return Ok((outcome.into(), None)),
             Decision::Accept { from_business, .. } => from_business,
         },
     };
     let Some(recipient) = recipient else {
-        return Ok(EnqueueOutcome::UnknownRecipient.into());
+        return Ok((EnqueueOutcome::UnknownRecipient.into(), None));
     };
+    if let Some(hold) = hold.filter(|h| held_here(h, e, from_business)) {
+        let seq = seqs.take(conn, recipient)?;
+        let row = HeldRow {
+            to: e.to,
+            envelope: StoredEnvelope {
+                seq: Seq(to_u64(seq)),
+                from: e.from,
+                id: e.id,
+                accepted_at_ms: e.now_ms,
+                ciphertext: e.ciphertext.clone(),
+                category: None,
+            },
+            sender,
+            sealed_seq: key.seal(Seq(to_u64(seq))),
+            digest: key.digest().to_vec(),
+            dedup_at_ms: to_i64(dedup_time(e.now_ms)),
+        };
+        let settlement = hold.holds.hold(row, hold.now);
+        let outcome = EnqueueOutcome::Accepted {
+            seq: Seq(to_u64(seq)),
+            from_business,
+        };
+        return Ok((outcome.into(), Some(settlement)));
+    }
     let category = e.category.filter(|_| from_business).map(category_code);
     let mut queue = QueueAppend::prepare(conn, seqs)?;
     let (seq, copy_seqs) = match &e.fan_out {
@@ -322,10 +373,21 @@ pub(super) fn enqueue(
         ])
     })
     .map_err(sql_error)?;
-    Ok(Decided {
+    let decided = Decided {
         outcome: EnqueueOutcome::Accepted { seq, from_business },
         copy_seqs,
-    })
+    };
+    Ok((decided, None))
+}
+
+/// Whether `e` (decided, accepted) is held rather than queued: a person's single send
+/// (business sends write their effects; a send to every device is one decision for
+/// several queues) to a device connected here, within the hold bounds.
+fn held_here(hold: &HoldHere<'_>, e: &NewEnvelope, from_business: bool) -> bool {
+    !from_business
+        && e.fan_out.is_none()
+        && hold.listener.connected_here(&e.to)
+        && hold.holds.room(&e.to, e.ciphertext.len())
 }
 
 /// Appends copies of an envelope to device queues, each at its device's next seq from

@@ -219,6 +219,7 @@ mod tests {
             std::iter::once(job),
             &threads::Answerer::Inline,
             &metrics,
+            None,
         );
         answer.blocking_recv().unwrap()
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::holds::Holds;
 use super::seqs::SeqBlocks;
 use super::sql_error;
 use crate::metrics::StoreMetrics;
@@ -136,10 +137,20 @@ pub(super) fn spawn_writer(
     group_commit_max: usize,
     answerer: Answerer,
     metrics: Arc<StoreMetrics>,
+    holds: Option<Arc<Holds>>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("parley-db-writer".into())
-        .spawn(move || writer_loop(conn, jobs, group_commit_max, &answerer, &metrics))
+        .spawn(move || {
+            writer_loop(
+                conn,
+                jobs,
+                group_commit_max,
+                &answerer,
+                &metrics,
+                holds.as_deref(),
+            )
+        })
         .map(|_| ())
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))
 }
@@ -166,6 +177,7 @@ fn writer_loop(
     group_commit_max: usize,
     answerer: &Answerer,
     metrics: &StoreMetrics,
+    holds: Option<&Holds>,
 ) {
     let mut batch = Vec::with_capacity(group_commit_max);
     let mut seqs = SeqBlocks::default();
@@ -184,7 +196,7 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, &mut seqs, batch.drain(..), answerer, metrics);
+            commit_batch(&conn, &mut seqs, batch.drain(..), answerer, metrics, holds);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -215,13 +227,15 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// first copied to a statement journal, which cost a tenth of the server's time.
 ///
 /// The seq reservations of a batch that did not commit are gone with it, so `seqs` is
-/// cleared: nothing is handed out of an uncommitted reservation.
+/// cleared: nothing is handed out of an uncommitted reservation. So are the envelopes it
+/// held (`holds`): they were never answered.
 pub(super) fn commit_batch(
     conn: &Connection,
     seqs: &mut SeqBlocks,
     jobs: impl Iterator<Item = WriteJob>,
     answerer: &Answerer,
     metrics: &StoreMetrics,
+    holds: Option<&Holds>,
 ) {
     let started = Instant::now();
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
@@ -253,9 +267,15 @@ pub(super) fn commit_batch(
         Ok(()) => {
             metrics.commit_seconds.observe(started.elapsed());
             metrics.committed_jobs.add(answers.len() as u64);
+            if let Some(holds) = holds {
+                holds.batch_committed();
+            }
         }
         Err(e) => {
             seqs.clear();
+            if let Some(holds) = holds {
+                holds.batch_failed(e);
+            }
             metrics.failed_commits.inc();
             tracing::warn!(error = %e, jobs = answers.len(), "group commit failed; nothing of it was stored");
             if !conn.is_autocommit() {

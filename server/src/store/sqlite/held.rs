@@ -1,0 +1,68 @@
+//! The writer's statements for held envelopes (`holds`): committing them to the queue
+//! with their dedup rows, and writing the dedup rows of those acked while held.
+
+use rusqlite::{params, Connection};
+
+use super::holds::HeldRow;
+use super::sql_error;
+use crate::store::values::to_i64;
+use crate::store::StoreError;
+
+/// Queues held envelopes with their dedup rows (at a deadline, or before a read of the
+/// recipient's queue). A recipient device deleted meanwhile gets nothing (its queue went
+/// with it), and a sender deleted meanwhile leaves no dedup row.
+pub(super) fn commit<'a>(
+    conn: &Connection,
+    rows: impl IntoIterator<Item = &'a HeldRow> + Clone,
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
+                                accepted_at_ms, ciphertext, category)
+             SELECT id, ?3, ?4, ?5, ?6, ?7, ?8, NULL
+             FROM devices WHERE account = ?1 AND device = ?2",
+        )
+        .map_err(sql_error)?;
+    for row in rows.clone() {
+        let e = &row.envelope;
+        insert
+            .execute(params![
+                row.to.account.as_bytes().as_slice(),
+                row.to.device.0,
+                to_i64(e.seq.0),
+                e.from.account.as_bytes().as_slice(),
+                e.from.device.0,
+                e.id.as_bytes().as_slice(),
+                to_i64(e.accepted_at_ms),
+                e.ciphertext,
+            ])
+            .map_err(sql_error)?;
+    }
+    record_sent(conn, rows)
+}
+
+/// Writes the dedup rows of envelopes whose recipient acked them while held. Nobody
+/// waits for this: the envelope is already on the recipient's disk.
+pub(super) fn record_sent<'a>(
+    conn: &Connection,
+    rows: impl IntoIterator<Item = &'a HeldRow>,
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
+             SELECT id, ?2, ?3, ?4, ?5 FROM devices WHERE id = ?1",
+        )
+        .map_err(sql_error)?;
+    for row in rows {
+        insert
+            .execute(params![
+                row.sender,
+                row.envelope.id.as_bytes().as_slice(),
+                row.sealed_seq,
+                row.digest,
+                row.dedup_at_ms,
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The registry alone: bounds, the two ways to settle, a failed batch, retries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
+
+use super::{HeldRow, HoldLimits, Holds, Settlement};
+use crate::metrics::StoreMetrics;
+use crate::store::{StoreError, StoredEnvelope};
+
+const DEADLINE: Duration = Duration::from_millis(50);
+
+fn holds(max_per_device: usize, max_device_bytes: usize, max_total_bytes: usize) -> Holds {
+    let limits = HoldLimits {
+        deadline: DEADLINE,
+        max_per_device,
+        max_device_bytes,
+        max_total_bytes,
+    };
+    Holds::new(limits, Arc::new(StoreMetrics::default()))
+}
+
+fn device(n: u8) -> DeviceAddress {
+    DeviceAddress {
+        account: AccountId([n; 32]),
+        device: DeviceId(1),
+    }
+}
+
+fn row(to: u8, seq: u64, bytes: usize) -> HeldRow {
+    HeldRow {
+        to: device(to),
+        envelope: StoredEnvelope {
+            seq: Seq(seq),
+            from: device(9),
+            id: MessageId([seq as u8; 16]),
+            accepted_at_ms: 1,
+            ciphertext: vec![0; bytes],
+            category: None,
+        },
+        sender: 9,
+        sealed_seq: seq as i64,
+        digest: vec![seq as u8; 16],
+        dedup_at_ms: 0,
+    }
+}
+
+/// Holds `row` if there is room, as the writer does.
+fn try_hold(holds: &Holds, row: HeldRow, now: Instant) -> Option<Settlement> {
+    let size = row.envelope.ciphertext.len();
+    holds.room(&row.to, size).then(|| holds.hold(row, now))
+}
+
+fn settled(settlement: &mut Settlement) -> Option<Result<(), StoreError>> {
+    settlement.try_recv().ok()
+}
+
+#[test]
+fn past_the_per_device_count_the_send_is_persisted_first() {
+    let h = holds(2, 1_000, 10_000);
+    let now = Instant::now();
+    assert!(try_hold(&h, row(1, 1, 10), now).is_some());
+    assert!(try_hold(&h, row(1, 2, 10), now).is_some());
+    assert!(
+        try_hold(&h, row(1, 3, 10), now).is_none(),
+        "a third for device 1"
+    );
+    assert!(
+        try_hold(&h, row(2, 1, 10), now).is_some(),
+        "another device has room"
+    );
+    assert_eq!(h.metrics.hold_refused.get("per_device"), 1);
+    assert_eq!(h.metrics.held_envelopes.get(), 3);
+}
+
+#[test]
+fn past_the_byte_bounds_the_send_is_persisted_first() {
+    let h = holds(100, 100, 150);
+    let now = Instant::now();
+    assert!(
+        try_hold(&h, row(1, 1, 101), now).is_none(),
+        "larger than a device's bytes"
+    );
+    assert!(try_hold(&h, row(1, 2, 80), now).is_some());
+    assert!(
+        try_hold(&h, row(1, 3, 30), now).is_none(),
+        "device 1 would hold 110 bytes"
+    );
+    assert!(try_hold(&h, row(2, 1, 60), now).is_some());
+    assert!(
+        try_hold(&h, row(3, 1, 20), now).is_none(),
+        "160 bytes in all"
+    );
+    assert_eq!(h.metrics.hold_refused.get("per_device"), 2);
+    assert_eq!(h.metrics.hold_refused.get("total"), 1);
+    assert_eq!(h.metrics.held_bytes.get(), 140);
+}
+
+#[test]
+fn an_ack_settles_what_it_covers_and_returns_their_dedup_rows() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    let mut s: Vec<Settlement> = (1..=3)
+        .map(|seq| try_hold(&h, row(1, seq, 10), now).unwrap())
+        .collect();
+    h.batch_committed();
+    let (rows, acked) = h.acked(&device(1), Seq(2));
+    let seqs: Vec<u64> = rows.iter().map(|r| r.envelope.seq.0).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(
+        settled(&mut s[0]),
+        None,
+        "answered once the writer has the rows"
+    );
+    acked.settle();
+    assert_eq!(settled(&mut s[0]), Some(Ok(())));
+    assert_eq!(settled(&mut s[1]), Some(Ok(())));
+    assert_eq!(settled(&mut s[2]), None, "seq 3 is still held");
+    assert!(h.holds_for(&device(1)));
+    assert_eq!(h.metrics.held_settled.get("ack"), 2);
+    assert!(
+        h.acked(&device(2), Seq(9)).0.is_empty(),
+        "nothing held for device 2"
+    );
+}
+
+#[test]
+fn the_deadline_takes_only_what_expired_and_closing_takes_everything() {
+    let h = holds(10, 1_000, 10_000);
+    let start = Instant::now();
+    let mut first = try_hold(&h, row(1, 1, 10), start).unwrap();
+    let mut later = try_hold(&h, row(2, 1, 10), start + DEADLINE).unwrap();
+    h.batch_committed();
+    assert_eq!(h.next_deadline(), Some(start + DEADLINE));
+    let taken = h.take_expired(Some(start + DEADLINE));
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].row.to, device(1));
+    assert_eq!(settled(&mut first), None, "settled only after the commit");
+    h.settle_taken(taken, &Ok(()));
+    assert_eq!(settled(&mut first), Some(Ok(())));
+    assert_eq!(h.metrics.held_settled.get("commit"), 1);
+    let rest = h.take_expired(None);
+    assert_eq!(rest.len(), 1);
+    h.settle_taken(rest, &Err(StoreError::Full));
+    assert_eq!(settled(&mut later), Some(Err(StoreError::Full)));
+    assert_eq!(h.next_deadline(), None);
+    assert_eq!(h.metrics.held_envelopes.get(), 0);
+}
+
+#[test]
+fn a_failed_batch_forgets_what_it_held_and_answers_the_error() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    let mut kept = try_hold(&h, row(1, 1, 10), now).unwrap();
+    h.batch_committed();
+    let mut lost = try_hold(&h, row(1, 2, 10), now).unwrap();
+    h.batch_failed(&StoreError::Full);
+    assert_eq!(settled(&mut lost), Some(Err(StoreError::Full)));
+    assert_eq!(settled(&mut kept), None);
+    let (rows, acked) = h.acked(&device(1), Seq(5));
+    acked.settle();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only the committed batch's envelope was held"
+    );
+    assert_eq!(h.metrics.held_envelopes.get(), 0);
+}
+
+#[test]
+fn a_retry_of_a_held_id_settles_with_the_original() {
+    let h = holds(10, 1_000, 10_000);
+    let original = row(1, 7, 10);
+    let id = original.envelope.id;
+    let mut first = try_hold(&h, original, Instant::now()).unwrap();
+    let (digest, sealed, mut retry) = h.held_retry(9, id).unwrap();
+    assert_eq!((digest, sealed), (vec![7; 16], 7));
+    assert!(h.held_retry(8, id).is_none(), "another sender's id");
+    assert_eq!(settled(&mut retry), None);
+    h.acked(&device(1), Seq(7)).1.settle();
+    assert_eq!(settled(&mut first), Some(Ok(())));
+    assert_eq!(settled(&mut retry), Some(Ok(())));
+    assert!(
+        h.held_retry(9, id).is_none(),
+        "settled: the dedup row answers from now on"
+    );
+}
+
+#[test]
+fn taking_a_device_takes_all_of_it_and_nothing_else() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    for seq in 1..=3 {
+        try_hold(&h, row(1, seq, 10), now).unwrap();
+    }
+    try_hold(&h, row(2, 1, 10), now).unwrap();
+    let taken = h.take_device(&device(1));
+    assert_eq!(taken.len(), 3);
+    assert!(!h.holds_for(&device(1)));
+    assert!(h.holds_for(&device(2)));
+    assert_eq!(h.metrics.held_envelopes.get(), 1);
+}
