@@ -37,6 +37,7 @@ use parley_protocol::wire::{self, CloseCode};
 use parley_server::connection::core::{
     Call, CallResult, Core, CoreConfig, Input, Now, Output, Token,
 };
+use parley_server::connection::transport::Incoming;
 use parley_server::error::RequestError;
 use parley_server::metrics::Metrics;
 use parley_server::presence::Taken;
@@ -70,8 +71,8 @@ pub fn run(data: &[u8]) {
                 play.clock += Duration::from_secs(u64::from(seconds));
                 play.input(Input::Tick);
             }
-            4 => play.input(Input::Heartbeat),
-            5 => play.input(Input::Gone),
+            4 => play.input(Input::Read(Incoming::Heartbeat)),
+            5 => play.input(Input::Read(Incoming::Gone)),
             6 => {
                 let remaining = next();
                 play.input(Input::PrekeysLow(u32::from(remaining)));
@@ -82,7 +83,7 @@ pub fn run(data: &[u8]) {
                     0 => Input::Shutdown,
                     1 => Input::Displaced { removed: false },
                     2 => Input::Displaced { removed: true },
-                    _ => Input::Violation(CloseCode::MessageTooBig),
+                    _ => Input::Read(Incoming::Violation(CloseCode::MessageTooBig)),
                 };
                 play.input(input);
             }
@@ -153,12 +154,12 @@ impl Play {
         let input = match wire::decode_client(bytes) {
             Ok(mut frame) => {
                 frame.rid = rid;
-                Input::Frame(frame)
+                Input::Read(Incoming::Frame(frame))
             }
-            Err(error) => Input::Malformed {
+            Err(error) => Input::Read(Incoming::Malformed {
                 error,
                 rid: Some(rid),
-            },
+            }),
         };
         self.input(input);
     }

@@ -38,6 +38,41 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A server holding for `deadline`, with alice (`a`) and bob (`b`) registered and both
+/// connected (bob's empty queue drained).
+struct Pair {
+    dir: tempfile::TempDir,
+    server: ServerProcess,
+    addr: SocketAddr,
+    url: String,
+    bob: TestAccount,
+    a: Client,
+    b: Client,
+}
+
+async fn pair(deadline: &str) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), any_port(), deadline);
+    let (addr, url) = (server.addr, server.url());
+    let alice = TestAccount::new(Some("alice"), 1);
+    let bob = TestAccount::new(Some("bob"), 1);
+    let a = Client::register(&url, &alice).await.unwrap();
+    let mut b = Client::register(&url, &bob).await.unwrap();
+    assert!(matches!(
+        b.next_push().await.unwrap(),
+        ServerBody::Drained(_)
+    ));
+    Pair {
+        dir,
+        server,
+        addr,
+        url,
+        bob,
+        a,
+        b,
+    }
+}
+
 fn send(to: &TestAccount, n: usize, text: &[u8]) -> ClientBody {
     ClientBody::Send(Send {
         to: to.address(),
@@ -52,17 +87,14 @@ fn send(to: &TestAccount, n: usize, text: &[u8]) -> ClientBody {
 /// envelope never reaches the queue table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_comes_with_the_recipients_ack_and_nothing_is_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), any_port(), "60s");
-    let url = server.url();
-    let alice = TestAccount::new(Some("alice"), 1);
-    let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&url, &alice).await.unwrap();
-    let mut b = Client::register(&url, &bob).await.unwrap();
-    assert!(matches!(
-        b.next_push().await.unwrap(),
-        ServerBody::Drained(_)
-    ));
+    let Pair {
+        dir: _dir,
+        server,
+        bob,
+        mut a,
+        mut b,
+        ..
+    } = pair("60s").await;
 
     let rid = a.send_frame(send(&bob, 1, b"held")).await.unwrap();
     let delivered = b.next_deliver().await.unwrap();
@@ -96,17 +128,16 @@ async fn accepted_comes_with_the_recipients_ack_and_nothing_is_queued() {
 /// sender unanswered, so a `kill -9` then loses nothing that was `accepted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_settles_only_what_it_covers() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), any_port(), "60s");
-    let (addr, url) = (server.addr, server.url());
-    let alice = TestAccount::new(Some("alice"), 1);
-    let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&url, &alice).await.unwrap();
-    let mut b = Client::register(&url, &bob).await.unwrap();
-    assert!(matches!(
-        b.next_push().await.unwrap(),
-        ServerBody::Drained(_)
-    ));
+    let Pair {
+        dir,
+        server,
+        addr,
+        url,
+        bob,
+        mut a,
+        mut b,
+        ..
+    } = pair("60s").await;
 
     let first = a.send_frame(send(&bob, 1, b"one")).await.unwrap();
     let second = a.send_frame(send(&bob, 2, b"two")).await.unwrap();
@@ -139,17 +170,16 @@ async fn an_ack_settles_only_what_it_covers() {
 /// comes then, and it survives `kill -9`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_ack_the_envelope_is_committed_at_the_deadline_and_survives_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), any_port(), "200ms");
-    let (addr, url) = (server.addr, server.url());
-    let alice = TestAccount::new(Some("alice"), 1);
-    let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&url, &alice).await.unwrap();
-    let mut b = Client::register(&url, &bob).await.unwrap();
-    assert!(matches!(
-        b.next_push().await.unwrap(),
-        ServerBody::Drained(_)
-    ));
+    let Pair {
+        dir,
+        server,
+        addr,
+        url,
+        bob,
+        mut a,
+        mut b,
+        ..
+    } = pair("200ms").await;
 
     let seq = a
         .send(bob.address(), id(1), b"kept".to_vec())
@@ -172,17 +202,15 @@ async fn without_an_ack_the_envelope_is_committed_at_the_deadline_and_survives_s
 /// the read first commits what is held, so the envelope is in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_of_the_queue_first_commits_what_is_held() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), any_port(), "60s");
-    let url = server.url();
-    let alice = TestAccount::new(Some("alice"), 1);
-    let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&url, &alice).await.unwrap();
-    let mut b = Client::register(&url, &bob).await.unwrap();
-    assert!(matches!(
-        b.next_push().await.unwrap(),
-        ServerBody::Drained(_)
-    ));
+    let Pair {
+        dir: _dir,
+        server,
+        url,
+        bob,
+        mut a,
+        mut b,
+        ..
+    } = pair("60s").await;
 
     let rid = a.send_frame(send(&bob, 1, b"one")).await.unwrap();
     let first = b.next_deliver().await.unwrap();
@@ -301,17 +329,16 @@ async fn sigkill_while_envelopes_are_held_loses_nothing_that_was_accepted() {
 /// received but never acked is delivered again after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_commits_what_is_held() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), any_port(), "60s");
-    let (addr, url) = (server.addr, server.url());
-    let alice = TestAccount::new(Some("alice"), 1);
-    let bob = TestAccount::new(Some("bob"), 1);
-    let mut a = Client::register(&url, &alice).await.unwrap();
-    let mut b = Client::register(&url, &bob).await.unwrap();
-    assert!(matches!(
-        b.next_push().await.unwrap(),
-        ServerBody::Drained(_)
-    ));
+    let Pair {
+        dir,
+        server,
+        addr,
+        url,
+        bob,
+        mut a,
+        mut b,
+        ..
+    } = pair("60s").await;
     a.send_frame(send(&bob, 1, b"kept")).await.unwrap();
     let first = b.next_deliver().await.unwrap();
 

@@ -34,7 +34,7 @@ use super::devices;
 use super::linking::LinkState;
 use super::requests;
 use super::send_to_all;
-use super::transport::{Incoming, SendError, Transport};
+use super::transport::{SendError, Transport};
 use super::Ending;
 use crate::context::Shared;
 use crate::error::RequestError;
@@ -141,13 +141,7 @@ async fn serve(
                 calls.release_if_empty();
                 continue;
             }
-            incoming = transport.recv(), if core.wants_read() => match incoming {
-                Incoming::Frame(frame) => Input::Frame(frame),
-                Incoming::Heartbeat => Input::Heartbeat,
-                Incoming::Gone => Input::Gone,
-                Incoming::Violation(code) => Input::Violation(code),
-                Incoming::Malformed { error, rid } => Input::Malformed { error, rid },
-            },
+            incoming = transport.recv(), if core.wants_read() => Input::Read(incoming),
             push = link.next_push(), if link.is_open() => match push {
                 Some(push) => Input::LinkPush(push),
                 None => continue,

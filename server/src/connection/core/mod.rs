@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use parley_protocol::ids::{AccountId, DeviceAddress, MessageId, RequestId, Seq};
 use parley_protocol::wire::client::{ClientBody, Send};
 use parley_protocol::wire::server::{Accepted, PrekeysLow, ServerBody};
-use parley_protocol::wire::{ClientFrame, CloseCode, DecodeError, ServerFrame};
+use parley_protocol::wire::{ClientFrame, CloseCode, ServerFrame};
 
+use super::transport::Incoming;
 use super::{close_code_for, request_error_for, send_to_all, Ending};
 use crate::config::Config;
 use crate::error::{error_frame, RequestError};
@@ -84,21 +85,9 @@ impl CoreConfig {
 /// What happened.
 #[derive(Debug)]
 pub enum Input {
-    /// A valid frame from the client.
-    Frame(ClientFrame),
-    /// A ping or pong from the client: it is alive.
-    Heartbeat,
-    /// A binary message that is not a valid frame (its `rid` if readable).
-    Malformed {
-        /// Why it is not a frame.
-        error: DecodeError,
-        /// The request id it carries, if readable.
-        rid: Option<RequestId>,
-    },
-    /// A transport-level violation: close with this code.
-    Violation(CloseCode),
-    /// The client closed or the connection broke.
-    Gone,
+    /// What the socket gave: a frame, a heartbeat, a malformed message, a violation, or
+    /// the client's departure.
+    Read(Incoming),
     /// The call of `token` completed.
     Done {
         /// The token of the [`Output::Call`].
@@ -276,28 +265,7 @@ impl Core {
             return;
         }
         match input {
-            Input::Frame(frame) => {
-                self.last_heard = now.at;
-                if matches!(self.state, State::Open) {
-                    self.request(frame, now);
-                }
-            }
-            Input::Heartbeat => self.last_heard = now.at,
-            Input::Malformed { error, rid } => {
-                self.last_heard = now.at;
-                tracing::debug!(device = %self.device, %error, "malformed frame");
-                if matches!(self.state, State::Open) {
-                    self.state = State::Finishing {
-                        last: error_frame(rid, &request_error_for(&error)),
-                        ending: Ending::Closed(close_code_for(&error)),
-                    };
-                }
-            }
-            Input::Violation(code) => self.close(Ending::Closed(code)),
-            Input::Gone => {
-                self.state = State::Gone;
-                self.pipeline.abandon();
-            }
+            Input::Read(incoming) => self.read(incoming, now),
             Input::Done { token, result } => self.done(token, result),
             Input::Wake(taken) => self.cursor.wake(taken),
             Input::PrekeysLow(remaining) => self.write(vec![prekeys_low(remaining)]),
@@ -342,6 +310,34 @@ impl Core {
     /// The highest seq written to the client (acks are clamped to it).
     pub fn last_sent(&self) -> Seq {
         self.cursor.last_sent()
+    }
+
+    fn read(&mut self, incoming: Incoming, now: Now) {
+        if !matches!(incoming, Incoming::Gone | Incoming::Violation(_)) {
+            self.last_heard = now.at;
+        }
+        match incoming {
+            Incoming::Frame(frame) => {
+                if matches!(self.state, State::Open) {
+                    self.request(frame, now);
+                }
+            }
+            Incoming::Heartbeat => {}
+            Incoming::Malformed { error, rid } => {
+                tracing::debug!(device = %self.device, %error, "malformed frame");
+                if matches!(self.state, State::Open) {
+                    self.state = State::Finishing {
+                        last: error_frame(rid, &request_error_for(&error)),
+                        ending: Ending::Closed(close_code_for(&error)),
+                    };
+                }
+            }
+            Incoming::Violation(code) => self.close(Ending::Closed(code)),
+            Incoming::Gone => {
+                self.state = State::Gone;
+                self.pipeline.abandon();
+            }
+        }
     }
 
     fn request(&mut self, frame: ClientFrame, now: Now) {

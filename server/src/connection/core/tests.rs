@@ -10,6 +10,7 @@ use parley_protocol::wire::server::{Resolved, ServerBody};
 use parley_protocol::wire::{ClientFrame, CloseCode, DecodeError, ServerFrame};
 
 use super::{Call, CallResult, Core, CoreConfig, Input, Now, Output, Token};
+use crate::connection::transport::Incoming;
 use crate::connection::Ending;
 use crate::error::RequestError;
 use crate::metrics::Metrics;
@@ -85,11 +86,11 @@ impl Harness {
     }
 
     fn frame(&mut self, rid: u32, body: ClientBody) -> Vec<Output> {
-        self.handle(Input::Frame(ClientFrame {
+        self.handle(Input::Read(Incoming::Frame(ClientFrame {
             v: parley_protocol::PROTOCOL_VERSION,
             rid: RequestId(rid),
             body,
-        }))
+        })))
     }
 
     fn done(&mut self, token: Token, result: CallResult) -> Vec<Output> {
@@ -398,7 +399,7 @@ fn a_heartbeat_keeps_the_connection_open() {
     let (mut h, _) = Harness::drained(8, vec![]);
     for _ in 0..5 {
         h.advance(INTERVAL);
-        h.handle(Input::Heartbeat);
+        h.handle(Input::Read(Incoming::Heartbeat));
         let out = h.handle(Input::Tick);
         assert!(closed(&out).is_none(), "{out:?}");
     }
@@ -415,10 +416,10 @@ fn a_tick_before_its_time_does_nothing() {
 fn a_malformed_frame_is_answered_after_the_replies_before_it_then_closes() {
     let (mut h, _) = Harness::drained(8, vec![]);
     let t1 = calls(&h.frame(1, send(2, 10)))[0].0;
-    let out = h.handle(Input::Malformed {
+    let out = h.handle(Input::Read(Incoming::Malformed {
         error: DecodeError::Malformed("bad".into()),
         rid: Some(RequestId(2)),
-    });
+    }));
     assert!(out.is_empty(), "waits for request 1: {out:?}");
     assert!(!h.core.wants_read());
     let out = h.done(t1, accepted(1));
@@ -434,7 +435,7 @@ fn a_client_that_left_has_its_pipelined_requests_completed_and_counted() {
     let (mut h, _) = Harness::drained(8, vec![envelope(1)]);
     let t1 = calls(&h.frame(1, send(2, 10)))[0].0;
     let t2 = calls(&h.frame(2, ClientBody::Ack(Ack { through: Seq(1) })))[0].0;
-    let out = h.handle(Input::Gone);
+    let out = h.handle(Input::Read(Incoming::Gone));
     assert!(closed(&out).is_none(), "waits for the commits");
     h.done(t1, accepted(1));
     let out = h.done(t2, CallResult::Acked(Ok(1)));
