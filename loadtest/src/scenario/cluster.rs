@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::phase::{run_phase, Fleet, Framing, Mode, Phase, Probe};
+use super::phase::{run_phase, Fleet, Framing, Mode, Phase, Probe, ACK_EVERY};
 use crate::cluster_env::{CpuGroup, Nats, Postgres};
 use crate::payload::Envelopes;
 use crate::report::{round, Report};
@@ -108,6 +108,7 @@ pub async fn run(
         baseline_len: product_len,
         batch: 1,
         fan_out: None,
+        ack_every: ACK_EVERY,
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,

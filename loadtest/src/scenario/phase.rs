@@ -36,6 +36,8 @@ use crate::server_proc::{Launch, ServerProcess, Target};
 use crate::stats::Latency;
 
 /// A product receiver acknowledges after this many deliveries.
+/// Deliveries after which a product receiver acks, unless the scenario says otherwise
+/// (`relay --ack-every`).
 pub(super) const ACK_EVERY: u64 = 64;
 /// Longest wait for in-flight envelopes after a phase's sending stops.
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(3);
@@ -358,6 +360,8 @@ pub(super) struct Framing {
     pub(super) batch: usize,
     /// Product: send each message to every device with `send_to_all` instead of `send`.
     pub(super) fan_out: Option<Arc<FanOut>>,
+    /// Product: receivers ack cumulatively after this many deliveries.
+    pub(super) ack_every: u64,
 }
 
 impl Framing {
@@ -369,6 +373,7 @@ impl Framing {
             baseline_len: 0,
             batch,
             fan_out: None,
+            ack_every: ACK_EVERY,
         }
     }
 
@@ -477,6 +482,7 @@ pub(super) async fn run_phase(
                     tokio::spawn(receiver(
                         ws,
                         target,
+                        framing.ack_every.max(1),
                         counters.clone(),
                         shared.clone(),
                         clock,
@@ -701,6 +707,7 @@ async fn sender_reader(
 async fn receiver(
     mut ws: Ws,
     target: Target,
+    ack_every: u64,
     counters: Arc<PairCounters>,
     shared: Arc<PhaseCounters>,
     clock: Clock,
@@ -743,7 +750,7 @@ async fn receiver(
         counters.delivered.fetch_add(1, Ordering::Relaxed);
         shared.delivered.fetch_add(1, Ordering::Relaxed);
         counters.wake.notify_one();
-        if unacked >= ACK_EVERY {
+        if unacked >= ack_every {
             ack(&mut ws, last_seq).await?;
             unacked = 0;
         }

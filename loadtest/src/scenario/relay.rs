@@ -11,7 +11,8 @@
 //!    omission).
 //!
 //! With `--compare-baseline` the phases alternate baseline, product, baseline, product.
-//! Product receivers acknowledge cumulatively every [`ACK_EVERY`] deliveries, as a real
+//! Product receivers acknowledge cumulatively every `--ack-every` deliveries (default
+//! [`ACK_EVERY`]), as a real
 //! client would; the baseline has no acks. A phase ends with a bounded drain; whatever
 //! was sent but not delivered by then is reported as `lost`, except in an open-loop
 //! phase offered more than the relay's saturated rate, where it is reported as
@@ -57,6 +58,11 @@ pub struct RelayArgs {
     /// Envelope size in bytes (opaque random bytes).
     #[arg(long, default_value_t = 200)]
     pub payload: usize,
+    /// Product receivers ack cumulatively after this many deliveries (`parley-sdk` acks
+    /// each one once stored: 1; with `--server-arg=--hold-deadline=...`, a later ack
+    /// settles held envelopes by commit instead of by ack).
+    #[arg(long, default_value_t = ACK_EVERY)]
+    pub ack_every: u64,
     /// Saturation phases per relay (alternating); the median is reported.
     #[arg(long, default_value_t = 1)]
     pub reps: usize,
@@ -107,6 +113,7 @@ pub async fn run(
         baseline_len: product_len,
         batch: args.batch,
         fan_out: None,
+        ack_every: args.ack_every.max(1),
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,
@@ -204,7 +211,7 @@ pub async fn run(
     parameters["payload_bytes"] = json!(args.payload);
     parameters["reps"] = json!(reps);
     parameters["phase_window_s"] = json!(window.as_secs_f64());
-    parameters["ack_every"] = json!(ACK_EVERY);
+    parameters["ack_every"] = json!(args.ack_every.max(1));
     parameters["wire_bytes_per_client_frame"] = json!(product_len);
     report.parameters = parameters;
     report.client_writes_batched = args.batch > 1;

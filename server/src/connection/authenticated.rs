@@ -99,7 +99,7 @@ async fn serve(
                     token,
                     call: Call::Request(body),
                 } => {
-                    let served = requests::serve(shared, address, &mut link, body);
+                    let served = requests::serve(shared, address, &mut link, *body);
                     let result = CallResult::Reply(Box::pin(served).await);
                     core.handle(Input::Done { token, result }, now(shared));
                     Ok(())

@@ -154,8 +154,9 @@ pub enum Call {
         /// Most envelopes to read.
         limit: usize,
     },
-    /// Serve a request that runs alone ([`CallResult::Reply`]).
-    Request(ClientBody),
+    /// Serve a request that runs alone ([`CallResult::Reply`]). Boxed: a request body
+    /// is large, and an output is held across the shell's awaits in every connection.
+    Request(Box<ClientBody>),
 }
 
 /// What a call returned.
@@ -204,7 +205,8 @@ enum State {
     Open,
     /// A malformed frame: answer the requests before it, then this, then close.
     Finishing {
-        last: ServerFrame,
+        /// Boxed: the state is part of every idle connection's task.
+        last: Box<ServerFrame>,
         ending: Ending,
     },
     /// The client left: complete the running calls, then close.
@@ -327,7 +329,7 @@ impl Core {
                 tracing::debug!(device = %self.device, %error, "malformed frame");
                 if matches!(self.state, State::Open) {
                     self.state = State::Finishing {
-                        last: error_frame(rid, &request_error_for(&error)),
+                        last: Box::new(error_frame(rid, &request_error_for(&error))),
                         ending: Ending::Closed(close_code_for(&error)),
                     };
                 }
@@ -369,7 +371,7 @@ impl Core {
                 let token = self.token();
                 let purpose = Purpose::Request { rid, closes };
                 self.pipeline
-                    .push_alone(token, Call::Request(body), purpose);
+                    .push_alone(token, Call::Request(Box::new(body)), purpose);
             }
         }
     }
@@ -521,7 +523,7 @@ impl Core {
                 if let State::Finishing { last, ending } =
                     std::mem::replace(&mut self.state, State::Open)
                 {
-                    self.write(vec![last]);
+                    self.write(vec![*last]);
                     self.close(ending);
                 }
             }

@@ -293,7 +293,7 @@ fn a_request_that_runs_alone_waits_for_the_pipelined_ones_and_stops_reading() {
     let started = calls(&out);
     assert!(matches!(
         started[..],
-        [(_, Call::Request(ClientBody::ResolveHandle(_)))]
+        [(_, Call::Request(body))] if matches!(**body, ClientBody::ResolveHandle(_))
     ));
     let t2 = started[0].0;
     let body = ServerBody::Resolved(Resolved {
@@ -546,4 +546,22 @@ fn a_failed_page_read_closes_with_internal_error() {
         closed(&out),
         Some(Ending::Closed(CloseCode::InternalError))
     ));
+}
+
+/// The core, and an output the shell holds across its awaits, are part of every idle
+/// connection's task (S1 measures bytes per idle connection): large request bodies and
+/// frames are boxed in them.
+#[test]
+fn the_core_and_its_outputs_stay_small() {
+    use std::mem::size_of;
+    assert!(
+        size_of::<Core>() <= 320,
+        "Core is {} bytes",
+        size_of::<Core>()
+    );
+    assert!(
+        size_of::<Output>() <= 192,
+        "Output is {} bytes",
+        size_of::<Output>()
+    );
 }
