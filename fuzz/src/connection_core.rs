@@ -296,7 +296,7 @@ impl Play {
                 }
                 Output::Ping => {}
                 Output::Call { token, call } => {
-                    match &call {
+                    match &*call {
                         Call::AckThrough(through) => {
                             assert!(
                                 through.0 <= self.last_delivered,
@@ -308,7 +308,7 @@ impl Play {
                         }
                         _ => {}
                     }
-                    self.running.insert(token, call);
+                    self.running.insert(token, *call);
                 }
                 Output::Close(_) => self.closed = true,
             }

@@ -95,28 +95,24 @@ async fn serve(
                 Output::Write(frames) => transport.send_all(&frames).await,
                 Output::Ping => transport.ping().await,
                 Output::Close(ending) => return ending,
-                Output::Call {
-                    token,
-                    call: Call::Request(body),
-                } => {
-                    let served = requests::serve(shared, address, &mut link, *body);
-                    let result = CallResult::Reply(Box::pin(served).await);
-                    core.handle(Input::Done { token, result }, now(shared));
-                    Ok(())
-                }
-                Output::Call {
-                    token,
-                    call: Call::Page { after, limit },
-                } => {
-                    let page = Box::pin(shared.store.page(address, after, limit)).await;
-                    let result = CallResult::Page(page);
-                    core.handle(Input::Done { token, result }, now(shared));
-                    Ok(())
-                }
-                Output::Call { token, call } => {
-                    calls.push(Box::pin(start(shared, address, token, call)).await);
-                    Ok(())
-                }
+                Output::Call { token, call } => match *call {
+                    Call::Request(body) => {
+                        let served = requests::serve(shared, address, &mut link, *body);
+                        let result = CallResult::Reply(Box::pin(served).await);
+                        core.handle(Input::Done { token, result }, now(shared));
+                        Ok(())
+                    }
+                    Call::Page { after, limit } => {
+                        let page = Box::pin(shared.store.page(address, after, limit)).await;
+                        let result = CallResult::Page(page);
+                        core.handle(Input::Done { token, result }, now(shared));
+                        Ok(())
+                    }
+                    call => {
+                        calls.push(Box::pin(start(shared, address, token, call)).await);
+                        Ok(())
+                    }
+                },
             };
             if let Err(e) = written {
                 return ending_for(e);

@@ -125,8 +125,9 @@ pub enum Output {
     Call {
         /// Names the result.
         token: Token,
-        /// What to call.
-        call: Call,
+        /// What to call. Boxed: an output is held across the shell's awaits, in every
+        /// connection's task.
+        call: Box<Call>,
     },
     /// The connection ends (after writing what came before).
     Close(Ending),
@@ -155,7 +156,7 @@ pub enum Call {
         limit: usize,
     },
     /// Serve a request that runs alone ([`CallResult::Reply`]). Boxed: a request body
-    /// is large, and an output is held across the shell's awaits in every connection.
+    /// is large, and the shell holds it across an await.
     Request(Box<ClientBody>),
 }
 
@@ -283,9 +284,14 @@ impl Core {
         self.advance();
     }
 
-    /// The next thing to do, in order.
+    /// The next thing to do, in order. Once all are taken, the queue's memory is
+    /// released: an idle connection holds none.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() && self.outputs.capacity() > 0 {
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     /// When to send [`Input::Tick`] (`None` once closed).
@@ -424,7 +430,10 @@ impl Core {
                     self.pipeline
                         .wait_again(token, Purpose::DeviceLists { rid });
                     let call = Call::DeviceLists { to, own: from };
-                    self.outputs.push_back(Output::Call { token, call });
+                    self.outputs.push_back(Output::Call {
+                        token,
+                        call: Box::new(call),
+                    });
                     return;
                 }
                 Ok(outcome) => Some(self.send_reply(rid, id, outcome)),
@@ -516,7 +525,10 @@ impl Core {
             self.write(frames);
         }
         if let Some((token, call)) = start {
-            self.outputs.push_back(Output::Call { token, call });
+            self.outputs.push_back(Output::Call {
+                token,
+                call: Box::new(call),
+            });
         }
         match &self.state {
             State::Finishing { .. } if self.pipeline.len() == 0 => {
@@ -565,7 +577,10 @@ impl Core {
 
     fn call(&mut self, call: Call) -> Token {
         let token = self.token();
-        self.outputs.push_back(Output::Call { token, call });
+        self.outputs.push_back(Output::Call {
+            token,
+            call: Box::new(call),
+        });
         token
     }
 

@@ -141,13 +141,13 @@ fn page_read(outputs: &[Output], expected_after: Seq) -> Token {
     let reads: Vec<Token> = outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Call {
-                token,
-                call: Call::Page { after, .. },
-            } => {
-                assert_eq!(*after, expected_after, "reads after the last seq written");
-                Some(*token)
-            }
+            Output::Call { token, call } => match &**call {
+                Call::Page { after, .. } => {
+                    assert_eq!(*after, expected_after, "reads after the last seq written");
+                    Some(*token)
+                }
+                _ => None,
+            },
             _ => None,
         })
         .collect();
@@ -159,7 +159,7 @@ fn calls(outputs: &[Output]) -> Vec<(Token, &Call)> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Call { token, call } => Some((*token, call)),
+            Output::Call { token, call } => Some((*token, &**call)),
             _ => None,
         })
         .collect()
