@@ -204,9 +204,40 @@ async fn sigterm_during_a_burst_exits_in_time_and_loses_nothing_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_stops_reading_is_closed_with_4003_and_later_drains_everything() {
+    stalled_consumer(&["--write-timeout", "1s"]).await;
+}
+
+/// The same with holding on: envelopes for the stalled (but connected) consumer are held
+/// up to the per-device bound, then committed first; the held ones are committed at the
+/// deadline. Nothing is lost, nothing delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_reading_while_envelopes_are_held_later_drains_everything() {
+    let (server, _dir) =
+        stalled_consumer(&["--write-timeout", "1s", "--hold-deadline", "50ms"]).await;
+    let admin = server.admin_addr.expect("admin listener");
+    let (_, text) = parley_tests::admin::http_get(admin, "/metrics")
+        .await
+        .unwrap();
+    let scrape = parley_tests::admin::parse_exposition(&text).unwrap();
+    let value = |name, labels: &[(&str, &str)]| scrape.value(name, labels).unwrap_or(0.0);
+    assert!(
+        value("parley_held_settled_total", &[("by", "commit")]) > 0.0,
+        "envelopes for the stalled consumer were held, then committed"
+    );
+    assert!(
+        value("parley_hold_refused_total", &[("reason", "per_device")]) > 0.0,
+        "past the per-device bound, sends were committed first"
+    );
+    assert_eq!(value("parley_held_envelopes", &[]), 0.0);
+}
+
+/// Bob connects and stops reading while alice sends 8 KiB envelopes; the server evicts
+/// him after the write timeout, and he drains everything on his next connection. The
+/// server (still running) and its data directory, for a look at its metrics.
+async fn stalled_consumer(extra: &[&str]) -> (ServerProcess, tempfile::TempDir) {
     let messages = if long_tests() { 10_000 } else { 2_000 };
     const SIZE: usize = 8 * 1024;
-    let (server, _dir) = process(&["--write-timeout", "1s"]);
+    let (server, dir) = process(extra);
     let url = server.url();
     let (alice, bob) = pair(&url).await;
     let rss_before = server.rss_kib().unwrap();
@@ -250,6 +281,7 @@ async fn a_consumer_that_stops_reading_is_closed_with_4003_and_later_drains_ever
     assert_eq!(drained.wire_deliveries, messages);
     assert_eq!(history.check(), CLEAN);
     assert!(server.panics().is_empty());
+    (server, dir)
 }
 
 async fn slow_consumer_evictions(server: &ServerProcess) -> f64 {
