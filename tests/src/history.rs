@@ -33,6 +33,16 @@ pub struct Verdict {
     pub unconfirmed: usize,
 }
 
+impl Verdict {
+    /// Nothing lost, duplicated, reordered or unconfirmed.
+    pub const CLEAN: Verdict = Verdict {
+        lost: 0,
+        duplicated: 0,
+        reordered: 0,
+        unconfirmed: 0,
+    };
+}
+
 impl History {
     /// The server answered `accepted` for `id` (a retry's duplicate answer is ignored).
     pub fn accepted(&mut self, id: MessageId) {

@@ -193,6 +193,16 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// The value of metric `name` with exactly `labels` on its admin listener (0 when the
+    /// sample is absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+        let admin = self.admin_addr.context("no admin listener")?;
+        let (_, body) = crate::admin::http_get(admin, "/metrics").await?;
+        Ok(crate::admin::parse_exposition(&body)?
+            .value(name, labels)
+            .unwrap_or(0.0))
+    }
+
     /// The resident set size, in KiB (from `/proc/PID/status`).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

@@ -214,21 +214,26 @@ async fn a_consumer_that_stops_reading_is_closed_with_4003_and_later_drains_ever
 async fn a_consumer_that_stops_reading_while_envelopes_are_held_later_drains_everything() {
     let (server, _dir) =
         stalled_consumer(&["--write-timeout", "1s", "--hold-deadline", "50ms"]).await;
-    let admin = server.admin_addr.expect("admin listener");
-    let (_, text) = parley_tests::admin::http_get(admin, "/metrics")
-        .await
-        .unwrap();
-    let scrape = parley_tests::admin::parse_exposition(&text).unwrap();
-    let value = |name, labels: &[(&str, &str)]| scrape.value(name, labels).unwrap_or(0.0);
     assert!(
-        value("parley_held_settled_total", &[("by", "commit")]) > 0.0,
+        server
+            .metric("parley_held_settled_total", &[("by", "commit")])
+            .await
+            .unwrap()
+            > 0.0,
         "envelopes for the stalled consumer were held, then committed"
     );
     assert!(
-        value("parley_hold_refused_total", &[("reason", "per_device")]) > 0.0,
+        server
+            .metric("parley_hold_refused_total", &[("reason", "per_device")])
+            .await
+            .unwrap()
+            > 0.0,
         "past the per-device bound, sends were committed first"
     );
-    assert_eq!(value("parley_held_envelopes", &[]), 0.0);
+    assert_eq!(
+        server.metric("parley_held_envelopes", &[]).await.unwrap(),
+        0.0
+    );
 }
 
 /// Bob connects and stops reading while alice sends 8 KiB envelopes; the server evicts
@@ -285,12 +290,8 @@ async fn stalled_consumer(extra: &[&str]) -> (ServerProcess, tempfile::TempDir) 
 }
 
 async fn slow_consumer_evictions(server: &ServerProcess) -> f64 {
-    let admin = server.admin_addr.expect("admin listener");
-    let (_, text) = parley_tests::admin::http_get(admin, "/metrics")
+    server
+        .metric("parley_slow_consumer_evictions_total", &[])
         .await
-        .unwrap();
-    parley_tests::admin::parse_exposition(&text)
         .unwrap()
-        .value("parley_slow_consumer_evictions_total", &[])
-        .unwrap_or(0.0)
 }
