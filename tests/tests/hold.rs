@@ -231,6 +231,63 @@ async fn a_read_of_the_queue_first_commits_what_is_held() {
     assert!(matches!(b.next_push().await.unwrap(), ServerBody::Drained(d) if d.through == Seq(0)));
 }
 
+/// An ack skips the queue's delete only when the queue holds nothing it covers: once
+/// the server knows bob's queue is empty (his first ack), an envelope committed at its
+/// deadline, and one queued while he was away, are still deleted by his acks, so a later
+/// connection gets neither again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_delete_what_was_committed_or_queued_after_the_queue_was_known_empty() {
+    let Pair {
+        dir: _dir,
+        server,
+        url,
+        bob,
+        mut a,
+        mut b,
+        ..
+    } = pair("200ms").await;
+
+    // Held and acked: the ack's delete finds bob's queue empty and the server learns it.
+    let rid = a.send_frame(send(&bob, 1, b"one")).await.unwrap();
+    let one = b.next_deliver().await.unwrap();
+    b.ack(one.seq).await.unwrap();
+    assert!(matches!(
+        a.reply_to(rid).await.unwrap(),
+        Ok(ServerBody::Accepted(_))
+    ));
+
+    // Not acked in time: committed to the queue at the deadline, then acked.
+    let two = a.send(bob.address(), id(2), b"two".to_vec()).await.unwrap();
+    assert_eq!(
+        metric(&server, "parley_held_settled_total", &[("by", "commit")]).await,
+        1.0
+    );
+    assert_eq!(b.next_deliver().await.unwrap().seq, two);
+    b.ack(two).await.unwrap();
+    b.close().await.unwrap();
+
+    // Bob away: queued first; read and acked on his return.
+    let three = a
+        .send(bob.address(), id(3), b"three".to_vec())
+        .await
+        .unwrap();
+    let mut b = Client::login(&url, &bob).await.unwrap();
+    let delivered = b.next_deliver().await.unwrap();
+    assert_eq!(
+        (delivered.seq, delivered.ciphertext.as_slice()),
+        (three, b"three".as_slice()),
+        "the envelope committed at the deadline was deleted by its ack"
+    );
+    b.ack(three).await.unwrap();
+    b.close().await.unwrap();
+
+    let mut b = Client::login(&url, &bob).await.unwrap();
+    assert!(
+        matches!(b.next_push().await.unwrap(), ServerBody::Drained(d) if d.through == Seq(0)),
+        "the queued envelope was deleted by its ack"
+    );
+}
+
 /// The kill -9 history test with holding on and the recipient online, acking each
 /// delivery as `parley-sdk` does (the sender waits for each `accepted` before the next
 /// send, so a recipient acking every 64 would make each wait for the deadline): the

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::holds::HeldRow;
+use super::holds::{HeldRow, Holds};
 use super::sql_error;
 use crate::store::values::to_i64;
 use crate::store::StoreError;
@@ -41,9 +41,24 @@ pub(super) fn commit<'a>(
     record_sent(conn, rows)
 }
 
-/// Writes the dedup rows of envelopes whose recipient acked them while held. Nobody
-/// waits for this: the envelope is already on the recipient's disk.
-pub(super) fn record_sent<'a>(
+/// Writes the dedup rows of envelopes acked while held that wait in `holds` (the
+/// reaper's job, a deadline after the first of them, or an ack's when they reach
+/// `holds::UNRECORDED_MAX`). Until then a retry finds them there; from this job on, in
+/// the table. Nobody waits for this: the envelopes are on their recipients' disks, and
+/// writing them once per deadline instead of with each batch leaves the batches of held
+/// envelopes with nothing to write, so their commits cost no fsync.
+pub(super) fn record_acked(conn: &Connection, holds: &Holds) -> Result<(), StoreError> {
+    let rows = holds.take_unrecorded();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let written = record_sent(conn, &rows);
+    holds.recording(rows);
+    written
+}
+
+/// Writes the dedup rows of envelopes whose recipient acked them while held.
+fn record_sent<'a>(
     conn: &Connection,
     rows: impl IntoIterator<Item = &'a HeldRow>,
 ) -> Result<(), StoreError> {

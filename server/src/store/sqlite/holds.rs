@@ -4,14 +4,17 @@
 //! queue: the writer decides it as usual (dedup, policy, seq), registers it here in its
 //! own order, and hands it to the recipient's connection after the batch's commit (which
 //! wrote nothing for it). Its sender is answered `accepted` when, first of:
-//! * the recipient acks it ([`Holds::acked`]): it is on the recipient's disk; its dedup
-//!   row is written with the ack's delete, and nobody waits for that;
+//! * the recipient acks it ([`Holds::acked`]): it is on the recipient's disk. The ack
+//!   needs no write of its own: the envelope's dedup row waits here, where a retry finds
+//!   it, until the reaper has the writer write the rows waiting, a deadline later
+//!   ([`Holds::take_unrecorded`]); and the queue's delete is skipped when the queue holds
+//!   nothing the ack covers ([`QueuedSeqs`]);
 //! * its deadline passes, or a read of the recipient's queue needs it: the writer
 //!   commits it to the queue with its dedup row ([`Holds::take_expired`],
 //!   [`Holds::take_device`]) and answers after that commit.
 //!
-//! Nothing here touches the database; the writer (`queries`) does, in its order, so an
-//! entry is either acked (and never written to the queue) or taken by exactly one
+//! Nothing here touches the database; the writer (`queries`, `held`) does, in its order,
+//! so an entry is either acked (and never written to the queue) or taken by exactly one
 //! commit. Entries are bounded per device and in total (`--hold-max-per-device`,
 //! `--hold-max-bytes`); past a bound, the send is persisted first as without holding.
 
@@ -22,8 +25,14 @@ use std::time::{Duration, Instant};
 use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
 use tokio::sync::{oneshot, Notify};
 
+use super::queued::QueuedSeqs;
 use crate::metrics::StoreMetrics;
 use crate::store::{StoreError, StoredEnvelope};
+
+/// Dedup rows of acked envelopes kept before an ack has the writer write them at once,
+/// instead of waiting for the reaper's next job (about 200 bytes each, without the
+/// ciphertext: at most a deadline's worth of acks, 0.8 MiB).
+pub(super) const UNRECORDED_MAX: usize = 4096;
 
 /// The limits of holding (from the server's configuration).
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +116,14 @@ struct Inner {
     this_batch: Vec<(DeviceAddress, Seq)>,
     bytes: usize,
     count: usize,
+    /// Acked while held: their dedup rows, by dedup key, for the writer to write.
+    unrecorded: HashMap<(i64, MessageId), HeldRow>,
+    /// When the oldest of `unrecorded` was acked (the reaper writes them a deadline on).
+    unrecorded_since: Option<Instant>,
+    /// Dedup rows the running batch writes (back to `unrecorded` if it fails).
+    recording: Vec<HeldRow>,
+    /// What the queue table may hold per device.
+    queued: QueuedSeqs,
 }
 
 /// The process's held envelopes.
@@ -196,29 +213,38 @@ impl Holds {
         settlement
     }
 
-    /// A retry of a held id (writer thread): the original's digest and sealed seq, and a
-    /// settlement that resolves with the original's.
+    /// A retry of an id held or acked while held (writer thread): the original's digest
+    /// and sealed seq, and, while it is still held, a settlement that resolves with the
+    /// original's.
     pub(super) fn held_retry(
         &self,
         sender: i64,
         id: MessageId,
-    ) -> Option<(Vec<u8>, i64, Settlement)> {
+    ) -> Option<(Vec<u8>, i64, Option<Settlement>)> {
         let mut inner = self.lock();
+        if let Some(row) = inner.unrecorded.get(&(sender, id)) {
+            return Some((row.digest.clone(), row.sealed_seq, None));
+        }
         let (to, seq) = *inner.by_id.get(&(sender, id))?;
         let entry = inner.devices.get_mut(&to)?.get_mut(&seq)?;
         let (waiter, settlement) = oneshot::channel();
         entry.waiters.push(waiter);
         let row = &entry.row;
-        Some((row.digest.clone(), row.sealed_seq, settlement))
+        Some((row.digest.clone(), row.sealed_seq, Some(settlement)))
     }
 
-    /// The writer's batch committed: what it registered stays.
+    /// The writer's batch committed: what it registered stays, and the dedup rows it
+    /// wrote are in the table.
     pub(super) fn batch_committed(&self) {
-        self.lock().this_batch.clear();
+        let mut inner = self.lock();
+        inner.this_batch.clear();
+        inner.recording.clear();
     }
 
-    /// The writer's batch failed: what it registered was never answered, so it goes.
-    pub(super) fn batch_failed(&self, error: &StoreError) {
+    /// The writer's batch failed (at `now`): what it registered was never answered, so
+    /// it goes; the dedup rows it meant to write wait to be written again; and what it
+    /// learnt of the queue, or wrote to it, is forgotten.
+    pub(super) fn batch_failed(&self, error: &StoreError, now: Instant) {
         let mut inner = self.lock();
         let registered = std::mem::take(&mut inner.this_batch);
         for (to, seq) in registered {
@@ -226,33 +252,82 @@ impl Holds {
                 settle(entry, Err(error.clone()));
             }
         }
+        let recording = std::mem::take(&mut inner.recording);
+        if !recording.is_empty() {
+            inner.unrecorded_since.get_or_insert(now);
+        }
+        for row in recording {
+            inner.unrecorded.insert((row.sender, row.envelope.id), row);
+        }
+        inner.queued.clear();
         self.gauges(&inner);
     }
 
-    /// `device` acked `through`: every envelope held for it up to there is on its disk.
-    /// Takes them out, with their dedup rows for the writer and their senders to answer
-    /// `accepted` ([`Acked::settle`]) once the writer has the rows, so that a retry the
-    /// answer prompts finds the dedup row ahead of it in the writer's order.
-    pub(super) fn acked(&self, device: &DeviceAddress, through: Seq) -> (Vec<HeldRow>, Acked) {
+    /// `device` acked `through` (at `now`): every envelope held for it up to there is on
+    /// its disk. Takes them out; their dedup rows wait here to be written (a
+    /// retry finds them here meanwhile) and their senders are to be answered `accepted`
+    /// ([`Acked::settle`]). Says what the ack still needs of the writer.
+    pub(super) fn acked(
+        &self,
+        device: &DeviceAddress,
+        through: Seq,
+        now: Instant,
+    ) -> (Acked, AckNeeds) {
         let mut inner = self.lock();
+        let needs = |inner: &Inner| AckNeeds {
+            delete: inner.queued.must_delete(device, through),
+            flush: inner.unrecorded.len() >= UNRECORDED_MAX,
+        };
         let Some(held) = inner.devices.get_mut(device) else {
-            return (Vec::new(), Acked(Vec::new()));
+            return (Acked(Vec::new()), needs(&inner));
         };
         let rest = held.split_off(&Seq(through.0.saturating_add(1)));
         let acked = std::mem::replace(held, rest);
         if held.is_empty() {
             inner.devices.remove(device);
         }
-        let mut rows = Vec::with_capacity(acked.len());
+        let first = inner.unrecorded.is_empty();
+        let envelopes = acked.len() as u64;
         let mut waiters = Vec::with_capacity(acked.len());
         for (_, entry) in acked {
             forget(&mut inner, &entry);
-            rows.push(entry.row);
             waiters.extend(entry.waiters);
+            let mut row = entry.row;
+            row.envelope.ciphertext = Vec::new();
+            inner.unrecorded.insert((row.sender, row.envelope.id), row);
         }
-        self.metrics.held_settled.add("ack", rows.len() as u64);
+        if first && !inner.unrecorded.is_empty() {
+            inner.unrecorded_since = Some(now);
+            self.reaper.notify_one();
+        }
+        self.metrics.held_settled.add("ack", envelopes);
         self.gauges(&inner);
-        (rows, Acked(waiters))
+        (Acked(waiters), needs(&inner))
+    }
+
+    /// Takes the dedup rows of envelopes acked while held, for the writer to write in the
+    /// batch it is running; it hands them back with [`Holds::recording`].
+    pub(super) fn take_unrecorded(&self) -> Vec<HeldRow> {
+        let mut inner = self.lock();
+        inner.unrecorded_since = None;
+        inner.unrecorded.drain().map(|(_, row)| row).collect()
+    }
+
+    /// The dedup rows the running batch wrote: in the table once it commits, back to
+    /// wait if it fails.
+    pub(super) fn recording(&self, rows: Vec<HeldRow>) {
+        self.lock().recording = rows;
+    }
+
+    /// The writer wrote `seq` to `to`'s queue, in the batch it is running.
+    pub(super) fn queued(&self, to: &DeviceAddress, seq: Seq) {
+        self.lock().queued.queued(to, seq);
+    }
+
+    /// The writer deleted `to`'s queue up to an ack and found `lowest` the lowest seq
+    /// left in it (`None`: empty).
+    pub(super) fn learned(&self, to: DeviceAddress, lowest: Option<Seq>) {
+        self.lock().queued.learned(to, lowest);
     }
 
     /// Takes every entry held for `device` (writer thread), for a commit before a read
@@ -298,13 +373,15 @@ impl Holds {
         expired
     }
 
-    /// The earliest deadline held, if any.
+    /// The earliest deadline held, or of dedup rows waiting to be written, if any.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let inner = self.lock();
+        let unrecorded = inner.unrecorded_since.map(|at| at + self.limits.deadline);
         inner
             .devices
             .values()
             .flat_map(|held| held.values().map(|e| e.deadline))
+            .chain(unrecorded)
             .min()
     }
 
@@ -324,6 +401,15 @@ impl Holds {
         self.metrics.held_envelopes.set(inner.count as i64);
         self.metrics.held_bytes.set(inner.bytes as i64);
     }
+}
+
+/// What an ack still needs of the writer once its held envelopes are settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AckNeeds {
+    /// The queue may hold envelopes the ack covers.
+    pub delete: bool,
+    /// Dedup rows of acked envelopes reached [`UNRECORDED_MAX`]: a batch should write them.
+    pub flush: bool,
 }
 
 /// The senders of envelopes acked while held, to answer `accepted`.
@@ -349,6 +435,8 @@ fn take_entries(inner: &mut Inner, entries: impl Iterator<Item = Entry>) -> Vec<
     let mut taken = Vec::new();
     for entry in entries {
         forget(inner, &entry);
+        // Taken to be written to the queue, in the batch the writer is running.
+        inner.queued.queued(&entry.row.to, entry.row.envelope.seq);
         taken.push(Taken {
             row: entry.row,
             waiters: entry.waiters,

@@ -23,6 +23,7 @@ mod holds;
 mod maintenance;
 mod policy;
 mod queries;
+mod queued;
 mod reaper;
 mod schema;
 mod seqs;
@@ -244,8 +245,9 @@ impl SqliteStore {
         }))
     }
 
-    /// Acks `through` for `device`: what was held up to there is settled (on the
-    /// device's disk) and its dedup rows written with the queue's delete.
+    /// Acks `through` for `device`. What was held up to there is settled (it is on the
+    /// device's disk; its dedup rows are written a deadline later), and the writer
+    /// deletes the queue through there only if it may hold something there.
     async fn submit_ack(
         &self,
         device: DeviceAddress,
@@ -253,18 +255,27 @@ impl SqliteStore {
     ) -> Result<Pending<u64>, StoreError> {
         let Some(holds) = &self.holds else {
             return self
-                .submit(move |c| queries::ack_through(c, &device, through))
+                .submit(move |c| queries::ack_through(c, &device, through, false).map(|(n, _)| n))
                 .await;
         };
-        let (rows, acked) = holds.acked(&device, through);
-        let pending = self
-            .submit(move |c| {
-                held::record_sent(c, &rows)?;
-                queries::ack_through(c, &device, through)
-            })
-            .await;
+        let (acked, needs) = holds.acked(&device, through, Instant::now());
         acked.settle();
-        pending
+        if !needs.delete && !needs.flush {
+            return Ok(Box::pin(std::future::ready(Ok(0))));
+        }
+        let learn = holds.clone();
+        self.submit(move |c| {
+            if needs.flush {
+                held::record_acked(c, &learn)?;
+            }
+            if !needs.delete {
+                return Ok(0);
+            }
+            let (deleted, lowest) = queries::ack_through(c, &device, through, true)?;
+            learn.learned(device, lowest);
+            Ok(deleted)
+        })
+        .await
     }
 
     /// A page of `device`'s queue. While envelopes are held, read by the writer in its

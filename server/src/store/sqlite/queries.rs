@@ -281,7 +281,7 @@ pub(super) fn enqueue(
         // A retry of an envelope still held: answered as the original, once it settles.
         let (digest, sealed_seq, settlement) = held;
         let outcome = key.answer(&digest, sealed_seq);
-        let settled = matches!(outcome, EnqueueOutcome::Duplicate(_)).then_some(settlement);
+        let settled = settlement.filter(|_| matches!(outcome, EnqueueOutcome::Duplicate(_)));
         return Ok((outcome.into(), settled));
     }
     // For a send to every device: each listed device's row key.
@@ -333,10 +333,10 @@ pub(super) fn enqueue(
         return Ok((outcome.into(), Some(settlement)));
     }
     let category = e.category.filter(|_| from_business).map(category_code);
-    let mut queue = QueueAppend::prepare(conn, seqs)?;
+    let mut queue = QueueAppend::prepare(conn, seqs, hold.map(|h| h.holds))?;
     let (seq, copy_seqs) = match &e.fan_out {
         None => (
-            queue.push(recipient, e, &e.ciphertext, category)?,
+            queue.push(recipient, &e.to, e, &e.ciphertext, category)?,
             Vec::new(),
         ),
         Some(fan_out) => {
@@ -350,10 +350,12 @@ pub(super) fn enqueue(
                     .map(|l| l.key)
                     .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
             };
-            let seq = queue.push(key(e.to)?, e, &e.ciphertext, category)?;
+            let seq = queue.push(key(e.to)?, &e.to, e, &e.ciphertext, category)?;
             let mut copy_seqs = Vec::with_capacity(fan_out.copies.len());
             for copy in &fan_out.copies {
-                copy_seqs.push(queue.push(key(copy.to)?, e, &copy.ciphertext, category)?);
+                let copy_seq =
+                    queue.push(key(copy.to)?, &copy.to, e, &copy.ciphertext, category)?;
+                copy_seqs.push(copy_seq);
             }
             (seq, copy_seqs)
         }
@@ -392,10 +394,12 @@ fn held_here(hold: &HoldHere<'_>, e: &NewEnvelope, from_business: bool) -> bool 
 
 /// Appends copies of an envelope to device queues, each at its device's next seq from
 /// the writer's [`SeqBlocks`] (which writes the device row only when it reserves a new
-/// block). The insert is prepared once for all the copies of one envelope.
+/// block). The insert is prepared once for all the copies of one envelope. While
+/// holding is on, each write is noted in `holds`, so acks know the queue holds it.
 struct QueueAppend<'a> {
     conn: &'a Connection,
     seqs: &'a mut SeqBlocks,
+    holds: Option<&'a Holds>,
     insert: rusqlite::CachedStatement<'a>,
 }
 
@@ -403,6 +407,7 @@ impl<'a> QueueAppend<'a> {
     fn prepare(
         conn: &'a Connection,
         seqs: &'a mut SeqBlocks,
+        holds: Option<&'a Holds>,
     ) -> Result<QueueAppend<'a>, StoreError> {
         let insert = conn
             .prepare_cached(
@@ -411,14 +416,20 @@ impl<'a> QueueAppend<'a> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .map_err(sql_error)?;
-        Ok(QueueAppend { conn, seqs, insert })
+        Ok(QueueAppend {
+            conn,
+            seqs,
+            holds,
+            insert,
+        })
     }
 
-    /// Appends `ciphertext`, a copy of `e`, to the queue of the device whose row is
+    /// Appends `ciphertext`, a copy of `e`, to the queue of device `to`, whose row is
     /// `recipient`, at its next seq; returns the seq.
     fn push(
         &mut self,
         recipient: i64,
+        to: &DeviceAddress,
         e: &NewEnvelope,
         ciphertext: &[u8],
         category: Option<i64>,
@@ -436,7 +447,11 @@ impl<'a> QueueAppend<'a> {
                 category,
             ])
             .map_err(sql_error)?;
-        Ok(Seq(to_u64(seq)))
+        let seq = Seq(to_u64(seq));
+        if let Some(holds) = self.holds {
+            holds.queued(to, seq);
+        }
+        Ok(seq)
     }
 }
 
@@ -498,19 +513,30 @@ pub(super) fn page(
     Ok(out)
 }
 
+/// Deletes `device`'s queue through `through`; with `learn`, also reads the lowest seq
+/// left (`None`: nothing is left, or the device is gone). Returns how many rows went.
 pub(super) fn ack_through(
     conn: &Connection,
     device: &DeviceAddress,
     through: Seq,
-) -> Result<u64, StoreError> {
+    learn: bool,
+) -> Result<(u64, Option<Seq>), StoreError> {
     let Some(key) = device_key(conn, device)? else {
-        return Ok(0);
+        return Ok((0, None));
     };
     let deleted = conn
         .prepare_cached("DELETE FROM queue WHERE recipient = ?1 AND seq <= ?2")
         .and_then(|mut s| s.execute(params![key, to_i64(through.0)]))
         .map_err(sql_error)?;
-    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    let deleted = u64::try_from(deleted).unwrap_or(u64::MAX);
+    if !learn {
+        return Ok((deleted, None));
+    }
+    let lowest = conn
+        .prepare_cached("SELECT min(seq) FROM queue WHERE recipient = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, Option<i64>>(0)))
+        .map_err(sql_error)?;
+    Ok((deleted, lowest.map(|seq| Seq(to_u64(seq)))))
 }
 
 pub(super) fn delete_account(

@@ -1,5 +1,6 @@
 //! Commits held envelopes at their deadline (`holds`): one task per store, sleeping
-//! until the earliest deadline, then handing the writer a job that queues what expired.
+//! until the earliest deadline, then handing the writer a job that queues what expired
+//! and writes the dedup rows of envelopes acked while held.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,8 +32,9 @@ pub(super) async fn run(writer: mpsc::Sender<WriterMsg>, holds: Arc<Holds>) {
 }
 
 /// Has the writer queue every held envelope whose deadline is at or before `now`
-/// (every one: `None`), and settles them once committed. If the commit fails their
-/// senders get the error (nothing was `accepted`; they retry).
+/// (every one: `None`), and write the dedup rows waiting; settles the envelopes once
+/// committed. If the commit fails their senders get the error (nothing was `accepted`;
+/// they retry).
 pub(super) async fn commit_expired(
     writer: &mpsc::Sender<WriterMsg>,
     holds: &Arc<Holds>,
@@ -41,6 +43,7 @@ pub(super) async fn commit_expired(
     let (reply, answer) = oneshot::channel();
     let job_holds = holds.clone();
     let job = move |c: &Connection, _: &mut SeqBlocks| {
+        held::record_acked(c, &job_holds)?;
         let taken = job_holds.take_expired(now);
         held::commit(c, taken.iter().map(|t| &t.row))?;
         Ok(taken)

@@ -226,9 +226,9 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// is stored, and the clients retry. Without a savepoint per job, each job's writes are not
 /// first copied to a statement journal, which cost a tenth of the server's time.
 ///
-/// The seq reservations of a batch that did not commit are gone with it, so `seqs` is
-/// cleared: nothing is handed out of an uncommitted reservation. So are the envelopes it
-/// held (`holds`): they were never answered.
+/// The seq reservations of a batch that did not commit are gone
+/// with it, so `seqs` is cleared: nothing is handed out of an uncommitted reservation. So
+/// are the envelopes it held (`holds`): they were never answered.
 pub(super) fn commit_batch(
     conn: &Connection,
     seqs: &mut SeqBlocks,
@@ -274,7 +274,7 @@ pub(super) fn commit_batch(
         Err(e) => {
             seqs.clear();
             if let Some(holds) = holds {
-                holds.batch_failed(e);
+                holds.batch_failed(e, started);
             }
             metrics.failed_commits.inc();
             tracing::warn!(error = %e, jobs = answers.len(), "group commit failed; nothing of it was stored");

@@ -97,31 +97,85 @@ fn past_the_byte_bounds_the_send_is_persisted_first() {
     assert_eq!(h.metrics.held_bytes.get(), 140);
 }
 
+/// The seqs of the dedup rows waiting for the writer, sorted.
+fn unrecorded_seqs(h: &Holds) -> Vec<u64> {
+    let rows = h.take_unrecorded();
+    let mut seqs: Vec<u64> = rows.iter().map(|r| r.envelope.seq.0).collect();
+    seqs.sort_unstable();
+    h.recording(rows);
+    seqs
+}
+
 #[test]
-fn an_ack_settles_what_it_covers_and_returns_their_dedup_rows() {
+fn an_ack_settles_what_it_covers_and_keeps_their_dedup_rows_for_the_writer() {
     let h = holds(10, 1_000, 10_000);
     let now = Instant::now();
     let mut s: Vec<Settlement> = (1..=3)
         .map(|seq| try_hold(&h, row(1, seq, 10), now).unwrap())
         .collect();
     h.batch_committed();
-    let (rows, acked) = h.acked(&device(1), Seq(2));
-    let seqs: Vec<u64> = rows.iter().map(|r| r.envelope.seq.0).collect();
-    assert_eq!(seqs, vec![1, 2]);
-    assert_eq!(
-        settled(&mut s[0]),
-        None,
-        "answered once the writer has the rows"
-    );
+    let (acked, _) = h.acked(&device(1), Seq(2), now);
+    assert_eq!(settled(&mut s[0]), None, "answered by `settle`");
     acked.settle();
     assert_eq!(settled(&mut s[0]), Some(Ok(())));
     assert_eq!(settled(&mut s[1]), Some(Ok(())));
     assert_eq!(settled(&mut s[2]), None, "seq 3 is still held");
     assert!(h.holds_for(&device(1)));
     assert_eq!(h.metrics.held_settled.get("ack"), 2);
-    assert!(
-        h.acked(&device(2), Seq(9)).0.is_empty(),
+    assert_eq!(
+        h.next_deadline(),
+        Some(now + DEADLINE),
+        "the dedup rows are written by a deadline too"
+    );
+    assert_eq!(unrecorded_seqs(&h), vec![1, 2]);
+    h.acked(&device(2), Seq(9), now).0.settle();
+    assert_eq!(
+        h.metrics.held_settled.get("ack"),
+        2,
         "nothing held for device 2"
+    );
+}
+
+#[test]
+fn the_dedup_rows_of_a_failed_batch_are_written_again() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    try_hold(&h, row(1, 1, 10), now).unwrap();
+    h.batch_committed();
+    h.acked(&device(1), Seq(1), now).0.settle();
+    assert_eq!(unrecorded_seqs(&h), vec![1]);
+    assert!(h.take_unrecorded().is_empty(), "taken by the running batch");
+    h.batch_failed(&StoreError::Full, now);
+    assert_eq!(unrecorded_seqs(&h), vec![1], "back to be written again");
+    h.batch_committed();
+    assert!(h.take_unrecorded().is_empty(), "written");
+}
+
+#[test]
+fn an_ack_deletes_unless_the_queue_is_known_to_hold_nothing_it_covers() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    try_hold(&h, row(1, 1, 10), now).unwrap();
+    h.batch_committed();
+    let (acked, needs) = h.acked(&device(1), Seq(1), now);
+    acked.settle();
+    assert!(needs.delete, "nothing is known of the queue yet");
+    h.learned(device(1), None);
+    try_hold(&h, row(1, 2, 10), now).unwrap();
+    try_hold(&h, row(1, 3, 10), now).unwrap();
+    h.batch_committed();
+    let (acked, needs) = h.acked(&device(1), Seq(2), now);
+    acked.settle();
+    assert!(!needs.delete, "all it covers was held");
+    // Seq 3 reaches its deadline: it is written to the queue.
+    let taken = h.take_expired(None);
+    h.settle_taken(taken, &Ok(()));
+    assert!(h.acked(&device(1), Seq(3), now).1.delete, "seq 3 is queued");
+    h.learned(device(2), None);
+    h.batch_failed(&StoreError::Full, now);
+    assert!(
+        h.acked(&device(2), Seq(1), now).1.delete,
+        "a failed batch forgets what was learnt"
     );
 }
 
@@ -155,13 +209,12 @@ fn a_failed_batch_forgets_what_it_held_and_answers_the_error() {
     let mut kept = try_hold(&h, row(1, 1, 10), now).unwrap();
     h.batch_committed();
     let mut lost = try_hold(&h, row(1, 2, 10), now).unwrap();
-    h.batch_failed(&StoreError::Full);
+    h.batch_failed(&StoreError::Full, now);
     assert_eq!(settled(&mut lost), Some(Err(StoreError::Full)));
     assert_eq!(settled(&mut kept), None);
-    let (rows, acked) = h.acked(&device(1), Seq(5));
-    acked.settle();
+    h.acked(&device(1), Seq(5), now).0.settle();
     assert_eq!(
-        rows.len(),
+        h.metrics.held_settled.get("ack"),
         1,
         "only the committed batch's envelope was held"
     );
@@ -173,17 +226,24 @@ fn a_retry_of_a_held_id_settles_with_the_original() {
     let h = holds(10, 1_000, 10_000);
     let original = row(1, 7, 10);
     let id = original.envelope.id;
-    let mut first = try_hold(&h, original, Instant::now()).unwrap();
-    let (digest, sealed, mut retry) = h.held_retry(9, id).unwrap();
+    let now = Instant::now();
+    let mut first = try_hold(&h, original, now).unwrap();
+    let (digest, sealed, retry) = h.held_retry(9, id).unwrap();
+    let mut retry = retry.expect("still held: the retry waits");
     assert_eq!((digest, sealed), (vec![7; 16], 7));
     assert!(h.held_retry(8, id).is_none(), "another sender's id");
     assert_eq!(settled(&mut retry), None);
-    h.acked(&device(1), Seq(7)).1.settle();
+    h.acked(&device(1), Seq(7), now).0.settle();
     assert_eq!(settled(&mut first), Some(Ok(())));
     assert_eq!(settled(&mut retry), Some(Ok(())));
+    let (digest, sealed, waits) = h.held_retry(9, id).expect("its dedup row waits here");
+    assert_eq!((digest, sealed, waits.is_none()), (vec![7; 16], 7, true));
+    let rows = h.take_unrecorded();
+    h.recording(rows);
+    h.batch_committed();
     assert!(
         h.held_retry(9, id).is_none(),
-        "settled: the dedup row answers from now on"
+        "written: the dedup row answers from the table"
     );
 }
 
