@@ -139,9 +139,9 @@ pub struct Config {
 
     /// Hold, then persist (ADR 0005): how long a person's envelope for a connected
     /// device may wait in memory for the recipient's ack before it is committed to the
-    /// queue; the sender's `accepted` comes at the first of the two. 0 turns holding off
-    /// (every envelope is committed before `accepted`). Embedded store only for now.
-    #[arg(long, env = "PARLEY_HOLD_DEADLINE", default_value = "0s", value_parser = parse_duration)]
+    /// queue; the sender's `accepted` comes at the first of the two. `0s` turns holding
+    /// off (every envelope is committed before `accepted`). Embedded store only for now.
+    #[arg(long, env = "PARLEY_HOLD_DEADLINE", default_value = "50ms", value_parser = parse_duration)]
     pub hold_deadline: Duration,
 
     /// Most envelopes held for one device; past it, sends to it are committed first.

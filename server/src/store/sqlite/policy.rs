@@ -6,6 +6,7 @@
 //! one to check and take it, so checking before the decision and taking after it is one
 //! step.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use parley_protocol::business::Category;
@@ -67,23 +68,13 @@ pub(super) fn check(
     Ok(decision)
 }
 
-/// Reads every fact with one statement (it runs once per envelope on the writer
-/// thread). The business-only facts are guarded by `CASE`, which SQLite evaluates
-/// lazily, so a send between people costs two index lookups as before.
-///
-/// Columns: the sender's certificate categories, tier, suspension and validity (NULL for
-/// a person); block; recipient is a business; care window; consent expiry (NULL: no
-/// consent, -1: until revoked); recipient already counted in the reach; recipients in
-/// the reach window and the oldest of them.
-fn facts(
-    conn: &Connection,
-    e: &NewEnvelope,
-    recipient_exists: bool,
-) -> Result<SendFacts, StoreError> {
+/// The statement of [`facts`], built once: the statement cache is keyed by its text, and
+/// formatting it for every envelope cost 6 % of the writer's time.
+static FACTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let counted = "SELECT 1 FROM reach WHERE business = ?1 AND recipient = ?2
                    AND first_sent_ms > ?5";
     let reach_needed = "b.account IS NOT NULL AND ?4 IS NOT NULL AND ?4 <> ?6";
-    let sql = format!(
+    format!(
         "SELECT b.categories, b.tier, b.suspended_at_ms IS NOT NULL,
                 b.revoked_at_ms IS NULL AND b.expires_at_ms > ?3,
                 EXISTS (SELECT 1 FROM blocks WHERE user = ?2 AND blocked = ?1),
@@ -103,9 +94,24 @@ fn facts(
                   (SELECT MIN(first_sent_ms) FROM reach WHERE business = ?1 AND first_sent_ms > ?5)
                 END
          FROM (SELECT 1) LEFT JOIN businesses AS b ON b.account = ?1"
-    );
+    )
+});
+
+/// Reads every fact with one statement (it runs once per envelope on the writer
+/// thread). The business-only facts are guarded by `CASE`, which SQLite evaluates
+/// lazily, so a send between people costs two index lookups as before.
+///
+/// Columns: the sender's certificate categories, tier, suspension and validity (NULL for
+/// a person); block; recipient is a business; care window; consent expiry (NULL: no
+/// consent, -1: until revoked); recipient already counted in the reach; recipients in
+/// the reach window and the oldest of them.
+fn facts(
+    conn: &Connection,
+    e: &NewEnvelope,
+    recipient_exists: bool,
+) -> Result<SendFacts, StoreError> {
     let conversation = category_code(Category::Conversation);
-    conn.prepare_cached(&sql)
+    conn.prepare_cached(&FACTS_SQL)
         .and_then(|mut s| {
             s.query_row(
                 params![
