@@ -15,6 +15,10 @@ pub use crate::store::ReachTiers;
 use crate::store::SendPolicy;
 use crate::topology::{BusLocation, ClusterKey, StoreLocation};
 
+/// The longest `--hold-deadline`: a sender whose recipient is connected but does not ack
+/// waits this long for `accepted`.
+pub const HOLD_DEADLINE_MAX: Duration = Duration::from_secs(60);
+
 /// Parley relay: carries end-to-end encrypted envelopes between accounts over WebSockets,
 /// storing them durably (SQLite) until the recipient acknowledges them.
 #[derive(Clone, Debug, Parser)]
@@ -140,7 +144,8 @@ pub struct Config {
     /// Hold, then persist (ADR 0005): how long a person's envelope for a connected
     /// device may wait in memory for the recipient's ack before it is committed to the
     /// queue; the sender's `accepted` comes at the first of the two. `0s` turns holding
-    /// off (every envelope is committed before `accepted`). Embedded store only for now.
+    /// off (every envelope is committed before `accepted`); at most 60s. Embedded store
+    /// only for now.
     #[arg(long, env = "PARLEY_HOLD_DEADLINE", default_value = "50ms", value_parser = parse_duration)]
     pub hold_deadline: Duration,
 
@@ -437,6 +442,13 @@ impl Config {
                     setting(name)
                 )));
             }
+        }
+        if self.hold_deadline > HOLD_DEADLINE_MAX {
+            return Err(ConfigError(format!(
+                "{} must be at most {}s: a sender may wait that long for `accepted`",
+                setting("hold-deadline"),
+                HOLD_DEADLINE_MAX.as_secs()
+            )));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(format!(

@@ -41,6 +41,19 @@ fn invalid_values_are_refused_with_a_message_naming_them() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max-envelope-bytes"), "{stderr}");
 
+    let out = server()
+        .args(["--listen", "127.0.0.1:0", "--hold-deadline", "2m"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hold-deadline") && stderr.contains("60s"),
+        "{stderr}"
+    );
+
     let out = server().args(["--auth-timeout", "soon"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
