@@ -7,14 +7,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use parley_protocol::business::CategorySet;
-use parley_protocol::ids::{Handle, ServerId};
+use parley_protocol::ids::{DeviceAddress, Handle, ServerId};
 use parley_server::authority::Authority;
 use parley_server::store::postgres::{self, PostgresOptions, PostgresStore};
-use parley_server::store::sqlite::{self, SqliteOptions, SqliteStore};
-use parley_server::store::{SendPolicy, Store, StoreHooks, Verification};
+use parley_server::store::sqlite::{self, HoldLimits, SqliteOptions, SqliteStore};
+use parley_server::store::{
+    CommitListener, SendPolicy, Store, StoreHooks, StoredEnvelope, Verification,
+};
 use parley_tests::business::now_ms;
 use parley_tests::postgres::TestPostgres;
 use parley_tests::store_contract::{
@@ -22,16 +25,55 @@ use parley_tests::store_contract::{
 };
 use rand_core::{OsRng, RngCore};
 
-/// The embedded store, in a temporary directory.
-struct Sqlite;
+/// The embedded store, in a temporary directory: persisting every envelope first, or
+/// (`holding`) holding each person's envelope as for a recipient connected to this
+/// process, with a deadline of [`HOLDING_DEADLINE`].
+struct Sqlite {
+    holding: bool,
+}
+
+/// The deadline of the holding subject: short, since a case that never acks waits for
+/// it on each send.
+const HOLDING_DEADLINE: Duration = Duration::from_millis(20);
+
+/// The contract's listener, telling the store that every device is connected here, so
+/// that every person's single send is held.
+#[derive(Debug)]
+struct EveryDeviceHere(Arc<Commits>);
+
+impl CommitListener for EveryDeviceHere {
+    fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope) {
+        self.0.committed(to, envelope);
+    }
+
+    fn connected_here(&self, _to: &DeviceAddress) -> bool {
+        true
+    }
+}
 
 impl OpenStore for Sqlite {
     fn open(&self, policy: SendPolicy, commits: Arc<Commits>) -> KitFuture<'_, Option<Subject>> {
+        let holding = self.holding;
         Box::pin(async move {
             let dir = tempfile::tempdir()?;
+            let hooks = match holding {
+                false => StoreHooks::new(policy).with_listener(commits.clone()),
+                true => StoreHooks::new(policy)
+                    .with_listener(Arc::new(EveryDeviceHere(commits.clone()))),
+            };
+            let mut options = SqliteOptions::default();
+            if holding {
+                options.hold = HoldLimits {
+                    deadline: HOLDING_DEADLINE,
+                    max_per_device: 256,
+                    max_device_bytes: 64 * 1024,
+                    max_total_bytes: 64 * 1024 * 1024,
+                };
+            }
             let reopen = SqliteReopen {
                 dir: dir.path().to_path_buf(),
-                hooks: StoreHooks::new(policy).with_listener(commits.clone()),
+                options,
+                hooks,
             };
             let store = reopen.open()?;
             let admin = SqliteAdmin {
@@ -53,6 +95,7 @@ impl OpenStore for Sqlite {
 #[derive(Debug)]
 struct SqliteReopen {
     dir: PathBuf,
+    options: SqliteOptions,
     hooks: StoreHooks,
 }
 
@@ -60,7 +103,7 @@ impl SqliteReopen {
     fn open(&self) -> anyhow::Result<SqliteStore> {
         Ok(SqliteStore::open(
             &self.dir,
-            &SqliteOptions::default(),
+            &self.options,
             ServerId([1; 32]),
             self.hooks.clone(),
         )?)
@@ -114,7 +157,12 @@ impl StoreAdmin for SqliteAdmin {
 }
 
 mod sqlite_store {
-    parley_tests::store_contract_cases!(super::Sqlite);
+    parley_tests::store_contract_cases!(super::Sqlite { holding: false });
+}
+
+/// The same contract with hold, then persist on, every recipient connected.
+mod sqlite_store_holding {
+    parley_tests::store_contract_cases!(super::Sqlite { holding: true });
 }
 
 /// The PostgreSQL server for one case: `PARLEY_TEST_POSTGRES_URL` when set (a server of
