@@ -17,6 +17,9 @@ use crate::sys;
 /// How long a server gets to print its "ready" line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Lines of a server's log kept until it is ready, to say why when it is not.
+const EARLY_LOG_LINES: usize = 20;
+
 /// Which relay a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -144,22 +147,35 @@ impl ServerProcess {
             }
         }
         let stderr = child.stderr.take().context("no stderr")?;
-        // Read the log on a thread so the server never blocks on a full pipe.
+        // Read the log on a thread so the server never blocks on a full pipe; until the
+        // server is ready, keep its last lines to say why it is not.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let early_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let early = early_lines.clone();
         std::thread::spawn(move || {
+            let mut ready = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = ready_address(&line) {
+                    ready = true;
                     let _ = ready_tx.send(addr);
+                } else if !ready {
+                    let mut early = early.lock().unwrap_or_else(|p| p.into_inner());
+                    if early.len() == EARLY_LOG_LINES {
+                        early.remove(0);
+                    }
+                    early.push(line);
                 }
             }
         });
         let Ok(addr) = ready_rx.recv_timeout(READY_TIMEOUT) else {
             let _ = child.kill();
             let status = child.wait()?;
+            let early = early_lines.lock().unwrap_or_else(|p| p.into_inner());
             bail!(
-                "{} was not ready within {READY_TIMEOUT:?} ({status})",
-                program.display()
+                "{} was not ready within {READY_TIMEOUT:?} ({status}); its last lines:\n{}",
+                program.display(),
+                early.join("\n")
             );
         };
         Ok(ServerProcess {

@@ -6,6 +6,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,6 +16,9 @@ use anyhow::{bail, Context};
 const PORT_BASE: u16 = 21_000;
 /// How many ports above [`PORT_BASE`] are tried.
 const PORT_SPAN: u16 = 10_000;
+/// How far apart the searches of one process's successive [`free_port`] calls start
+/// (prime, so that they cycle through the whole span).
+const PORT_STRIDE: u32 = 97;
 
 /// CPU time (user + system) a process has used so far, including its exited threads.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
@@ -131,9 +135,14 @@ pub fn pin_self(cpus: &str) -> anyhow::Result<()> {
 
 /// A free TCP port on 127.0.0.1 below the ephemeral range. The port is released before
 /// returning, so another process could take it first; the caller's bind then fails
-/// loudly rather than silently measuring something else.
+/// loudly rather than silently measuring something else. Each call of one process starts
+/// its search elsewhere: calls made at once (tests running in parallel) would otherwise
+/// find the same port before either server binds it.
 pub fn free_port() -> anyhow::Result<u16> {
-    let start = (std::process::id() % u32::from(PORT_SPAN)) as u16;
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let start = (std::process::id().wrapping_add(call.wrapping_mul(PORT_STRIDE))
+        % u32::from(PORT_SPAN)) as u16;
     for i in 0..PORT_SPAN {
         let port = PORT_BASE + (start + i) % PORT_SPAN;
         if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok() {

@@ -281,22 +281,32 @@ impl Holds {
         let Some(held) = inner.devices.get_mut(device) else {
             return (Acked(Vec::new()), needs(&inner));
         };
-        let rest = held.split_off(&Seq(through.0.saturating_add(1)));
-        let acked = std::mem::replace(held, rest);
+        // Taken from the front, one by one: most acks cover one envelope or a few, and
+        // splitting the map would allocate for the rest each time.
+        let mut acked = Vec::new();
+        while let Some(first) = held.first_entry() {
+            if *first.key() > through {
+                break;
+            }
+            acked.push(first.remove());
+        }
         if held.is_empty() {
             inner.devices.remove(device);
+        }
+        if acked.is_empty() {
+            return (Acked(Vec::new()), needs(&inner));
         }
         let first = inner.unrecorded.is_empty();
         let envelopes = acked.len() as u64;
         let mut waiters = Vec::with_capacity(acked.len());
-        for (_, entry) in acked {
+        for entry in acked {
             forget(&mut inner, &entry);
             waiters.extend(entry.waiters);
             let mut row = entry.row;
             row.envelope.ciphertext = Vec::new();
             inner.unrecorded.insert((row.sender, row.envelope.id), row);
         }
-        if first && !inner.unrecorded.is_empty() {
+        if first {
             inner.unrecorded_since = Some(now);
             self.reaper.notify_one();
         }
