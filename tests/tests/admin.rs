@@ -54,6 +54,9 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
     let bob = TestAccount::new(Some("bob"), 1);
     let mut a = Client::register(&url, &alice).await.unwrap();
     drop(Client::register(&url, &bob).await.unwrap());
+    // Bob's registration connection is gone once the server has noticed it closed; until
+    // then sends to Bob would be handed (and, holding, held) for that connection.
+    scrape_until(admin, |m| m.value("parley_sessions", &[]) == Some(1.0)).await;
     for n in 1..=3 {
         a.send(bob.address(), id(n), vec![n; 100]).await.unwrap();
     }
@@ -72,7 +75,6 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
         .unwrap();
     assert_eq!(Client::error_code(&reply), Some(ErrorCode::NotFound));
 
-    // Bob's registration connection is gone once the server has noticed it closed.
     let before_delivery =
         scrape_until(admin, |m| m.value("parley_sessions", &[]) == Some(1.0)).await;
     assert_eq!(before_delivery.value("parley_queue_depth", &[]), Some(3.0));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use parley_protocol::Handle;
 use parley_sdk::store::ClientStore;
 use parley_sdk::{Client, ClientConfig, Event};
+use parley_tests::ServerProcess;
 use tokio_util::sync::CancellationToken;
 
 struct Server {
@@ -183,6 +184,52 @@ async fn a_client_killed_between_decrypt_and_ack_shows_the_message_once() {
     bob.send_text(&handle("alice"), "still here").await.unwrap();
     alice.send_text(&handle("bob"), "good").await.unwrap();
     assert_eq!(next_message(&mut bob).await.unwrap().1, "good");
+}
+
+/// Hold, then persist: the crash window. Bob's client stores a held envelope and dies
+/// before acking it; the server is killed (`kill -9`) before the deadline, so the
+/// envelope was never committed nor `accepted`. Alice's client sends it again (same id)
+/// on its next connection; it is stored under a new seq and delivered to Bob again, and
+/// his client drops it as seen: shown once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_envelope_delivered_again_after_a_server_crash_is_shown_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = ["--hold-deadline", "60s"];
+    let server = ServerProcess::start(dir.path(), "127.0.0.1:0".parse().unwrap(), &hold).unwrap();
+    let (addr, url) = (server.addr, server.url());
+    let alice_store = registered(&url, "alice").await;
+    let bob_store = registered(&url, "bob").await;
+    let alice = started(&url, alice_store).await;
+    let mut config = ClientConfig::new(&url);
+    config.halt_before_ack = true;
+    let mut dying = Client::start(config, bob_store.clone()).await.unwrap();
+    drained_without_messages(&mut dying).await;
+
+    let sending = tokio::spawn(async move {
+        let sent = alice.send_text(&handle("bob"), "exactly once").await;
+        (alice, sent)
+    });
+    assert_eq!(next_message(&mut dying).await.unwrap().1, "exactly once");
+    assert_eq!(next_message(&mut dying).await, None, "the engine halted");
+    dying.stop().await;
+    assert!(
+        !sending.is_finished(),
+        "held and never acked: no `accepted` yet"
+    );
+
+    server.kill().unwrap();
+    let _server = ServerProcess::start(dir.path(), addr, &hold).unwrap();
+    let (_alice, sent) = tokio::time::timeout(Duration::from_secs(60), sending)
+        .await
+        .expect("alice's client sent it again")
+        .unwrap();
+    sent.expect("accepted on the new connection");
+
+    let mut bob = started(&url, bob_store.clone()).await;
+    drained_without_messages(&mut bob).await;
+    let inbox = bob_store.inbox().unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].text, "exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,18 +3,16 @@
 
 use rusqlite::{params, Connection};
 
-use super::holds::{HeldRow, Holds};
+use super::holds::{DedupRow, Holds, Taken};
 use super::sql_error;
 use crate::store::values::to_i64;
 use crate::store::StoreError;
 
-/// Queues held envelopes with their dedup rows (at a deadline, or before a read of the
-/// recipient's queue). A recipient device deleted meanwhile gets nothing (its queue went
-/// with it), and a sender deleted meanwhile leaves no dedup row.
-pub(super) fn commit<'a>(
-    conn: &Connection,
-    rows: impl IntoIterator<Item = &'a HeldRow> + Clone,
-) -> Result<(), StoreError> {
+/// Queues held copies taken out of `holds`, each with its send's dedup row when it was
+/// its send's last copy (at a deadline, or before a read of the recipient's queue). A
+/// recipient device deleted meanwhile gets nothing (its queue went with it), and a
+/// sender deleted meanwhile leaves no dedup row.
+pub(super) fn commit(conn: &Connection, taken: &[Taken]) -> Result<(), StoreError> {
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO queue (recipient, seq, sender_account, sender_device, message_id,
@@ -23,12 +21,12 @@ pub(super) fn commit<'a>(
              FROM devices WHERE account = ?1 AND device = ?2",
         )
         .map_err(sql_error)?;
-    for row in rows.clone() {
-        let e = &row.envelope;
+    for t in taken {
+        let (to, e) = (&t.copy.to, &t.copy.envelope);
         insert
             .execute(params![
-                row.to.account.as_bytes().as_slice(),
-                row.to.device.0,
+                to.account.as_bytes().as_slice(),
+                to.device.0,
                 to_i64(e.seq.0),
                 e.from.account.as_bytes().as_slice(),
                 e.from.device.0,
@@ -38,11 +36,11 @@ pub(super) fn commit<'a>(
             ])
             .map_err(sql_error)?;
     }
-    record_sent(conn, rows)
+    record_sent(conn, taken.iter().filter_map(|t| t.dedup.as_ref()))
 }
 
-/// Writes the dedup rows of envelopes acked while held that wait in `holds` (the
-/// reaper's job, a deadline after the first of them, or an ack's when they reach
+/// Writes the dedup rows of sends settled while held that wait in `holds` (the reaper's
+/// job, a deadline after the first of them, or an ack's when they reach
 /// `holds::UNRECORDED_MAX`). Until then a retry finds them there; from this job on, in
 /// the table. Nobody waits for this: the envelopes are on their recipients' disks, and
 /// writing them once per deadline instead of with each batch leaves the batches of held
@@ -57,10 +55,10 @@ pub(super) fn record_acked(conn: &Connection, holds: &Holds) -> Result<(), Store
     written
 }
 
-/// Writes the dedup rows of envelopes whose recipient acked them while held.
+/// Writes dedup rows of held sends.
 fn record_sent<'a>(
     conn: &Connection,
-    rows: impl IntoIterator<Item = &'a HeldRow>,
+    rows: impl IntoIterator<Item = &'a DedupRow>,
 ) -> Result<(), StoreError> {
     let mut insert = conn
         .prepare_cached(
@@ -72,10 +70,10 @@ fn record_sent<'a>(
         insert
             .execute(params![
                 row.sender,
-                row.envelope.id.as_bytes().as_slice(),
+                row.id.as_bytes().as_slice(),
                 row.sealed_seq,
                 row.digest,
-                row.dedup_at_ms,
+                row.at_ms,
             ])
             .map_err(sql_error)?;
     }

@@ -1,21 +1,24 @@
 //! Held envelopes: hold, then persist (ADR 0005, option 2; `--hold-deadline`).
 //!
-//! A person's envelope for a device connected to this process is not written to the
-//! queue: the writer decides it as usual (dedup, policy, seq), registers it here in its
-//! own order, and hands it to the recipient's connection after the batch's commit (which
-//! wrote nothing for it). Its sender is answered `accepted` when, first of:
-//! * the recipient acks it ([`Holds::acked`]): it is on the recipient's disk. The ack
-//!   needs no write of its own: the envelope's dedup row waits here, where a retry finds
-//!   it, until the reaper has the writer write the rows waiting, a deadline later
-//!   ([`Holds::take_unrecorded`]); and the queue's delete is skipped when the queue holds
-//!   nothing the ack covers ([`QueuedSeqs`]);
-//! * its deadline passes, or a read of the recipient's queue needs it: the writer
-//!   commits it to the queue with its dedup row ([`Holds::take_expired`],
-//!   [`Holds::take_device`]) and answers after that commit.
+//! A person's send whose every copy is for a device connected to this process (one copy
+//! for a `send`, one per device for a `send_to_all`) is not written to the queue: the
+//! writer decides it as usual (dedup, policy, seqs), registers its copies here in its own
+//! order, and hands them to the recipients' connections after the batch's commit (which
+//! wrote nothing for them). Each copy is settled on its own, first of:
+//! * its device acks it ([`Holds::acked`]): it is on that device's disk. The ack needs no
+//!   write of its own, and the queue's delete is skipped when the queue holds nothing
+//!   the ack covers ([`QueuedSeqs`]);
+//! * its deadline passes, or a read of its device's queue needs it: the writer commits
+//!   it to the queue ([`Holds::take_expired`], [`Holds::take_device`]).
+//!
+//! The sender is answered `accepted` once every copy is settled (after the commit, if the
+//! last was committed). The send's dedup row is written with its last copy's commit, or,
+//! if the last was acked, waits here, where a retry finds it, until the reaper has the
+//! writer write the rows waiting, a deadline later ([`Holds::take_unrecorded`]).
 //!
 //! Nothing here touches the database; the writer (`queries`, `held`) does, in its order,
-//! so an entry is either acked (and never written to the queue) or taken by exactly one
-//! commit. Entries are bounded per device and in total (`--hold-max-per-device`,
+//! so a copy is either acked (and never written to the queue) or taken by exactly one
+//! commit. Copies are bounded per device and in total (`--hold-max-per-device`,
 //! `--hold-max-bytes`); past a bound, the send is persisted first as without holding.
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,21 +66,28 @@ impl HoldLimits {
     }
 }
 
-/// What the writer needs to commit a held envelope later: the queue row and the dedup
-/// (`sent`) row it did not write.
+/// One copy of a held send: its recipient device and the queue row it did not write
+/// (its seq taken from the device's reservation).
 #[derive(Debug)]
-pub(super) struct HeldRow {
+pub(super) struct HeldCopy {
     /// The recipient device.
     pub to: DeviceAddress,
-    /// The queue row (its seq taken from the device's reservation).
+    /// The queue row.
     pub envelope: StoredEnvelope,
-    /// The sender's device row key, for the dedup row.
+}
+
+/// The dedup (`sent`) row of a held send, written once every copy of it is settled.
+#[derive(Debug)]
+pub(super) struct DedupRow {
+    /// The sender's device row key.
     pub sender: i64,
-    /// The dedup row's sealed seq and digest ([`crate::store::retry`]).
+    /// The sender's message id.
+    pub id: MessageId,
+    /// The sealed seq and digest ([`crate::store::retry`]).
     pub sealed_seq: i64,
     pub digest: Vec<u8>,
-    /// The dedup row's time.
-    pub dedup_at_ms: i64,
+    /// The row's time.
+    pub at_ms: i64,
 }
 
 /// Why an envelope was not held (the `parley_hold_refused_total` label).
@@ -99,29 +109,48 @@ impl Refused {
 /// The answer a held envelope's sender waits for: `Ok` once acked or committed.
 pub(super) type Settlement = oneshot::Receiver<Result<(), StoreError>>;
 
+/// A held copy, in its device's map.
 struct Entry {
-    row: HeldRow,
+    copy: HeldCopy,
     deadline: Instant,
+    /// The send it is a copy of, in [`Inner::sends`].
+    send: u64,
+}
+
+/// A held send: one copy (a `send`) or several (a `send_to_all`), settled once every copy
+/// is acked or committed.
+struct HeldSend {
+    /// Copies not settled yet.
+    remaining: usize,
+    dedup: DedupRow,
     /// The sender, and any retry of the same id, waiting for the settlement.
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// By recipient device, in seq order.
+    /// Held copies by recipient device, in seq order.
     devices: HashMap<DeviceAddress, BTreeMap<Seq, Entry>>,
-    /// A held envelope by its dedup key (sender device row, message id).
-    by_id: HashMap<(i64, MessageId), (DeviceAddress, Seq)>,
-    /// Registered in the batch the writer is running (forgotten if it fails).
+    /// The held sends, by a number of this registry.
+    sends: HashMap<u64, HeldSend>,
+    next_send: u64,
+    /// A held send by its dedup key (sender device row, message id).
+    by_id: HashMap<(i64, MessageId), u64>,
+    /// Copies registered in the batch the writer is running (forgotten if it fails).
     this_batch: Vec<(DeviceAddress, Seq)>,
+    /// Sends with a copy taken for the running batch's commit and others still held
+    /// (failed, with their other copies, if the batch fails).
+    partly_taken: Vec<u64>,
+    /// Ciphertext bytes and copies held.
     bytes: usize,
     count: usize,
-    /// Acked while held: their dedup rows, by dedup key, for the writer to write.
-    unrecorded: HashMap<(i64, MessageId), HeldRow>,
+    /// Settled while their last copy was acked: their dedup rows, by dedup key, for the
+    /// writer to write.
+    unrecorded: HashMap<(i64, MessageId), DedupRow>,
     /// When the oldest of `unrecorded` was acked (the reaper writes them a deadline on).
     unrecorded_since: Option<Instant>,
     /// Dedup rows the running batch writes (back to `unrecorded` if it fails).
-    recording: Vec<HeldRow>,
+    recording: Vec<DedupRow>,
     /// What the queue table may hold per device.
     queued: QueuedSeqs,
 }
@@ -157,23 +186,25 @@ impl Holds {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether an envelope of `size` bytes for `to` may be held (writer thread); a
-    /// refusal is counted by its bound.
-    pub(super) fn room(&self, to: &DeviceAddress, size: usize) -> bool {
+    /// Whether copies of these sizes for these devices (distinct) may be held (writer
+    /// thread); a refusal is counted by its bound.
+    pub(super) fn room(&self, copies: &[(DeviceAddress, usize)]) -> bool {
         let inner = self.lock();
-        let refused = if inner.bytes + size > self.limits.max_total_bytes {
+        let total: usize = copies.iter().map(|(_, size)| size).sum();
+        let refused = if inner.bytes + total > self.limits.max_total_bytes {
             Some(Refused::Total)
-        } else if size > self.limits.max_device_bytes
-            || inner.devices.get(to).is_some_and(|held| {
-                held.len() >= self.limits.max_per_device
-                    || held
-                        .values()
-                        .map(|e| e.row.envelope.ciphertext.len())
-                        .sum::<usize>()
-                        + size
-                        > self.limits.max_device_bytes
-            })
-        {
+        } else if copies.iter().any(|(to, size)| {
+            *size > self.limits.max_device_bytes
+                || inner.devices.get(to).is_some_and(|held| {
+                    held.len() >= self.limits.max_per_device
+                        || held
+                            .values()
+                            .map(|e| e.copy.envelope.ciphertext.len())
+                            .sum::<usize>()
+                            + size
+                            > self.limits.max_device_bytes
+                })
+        }) {
             Some(Refused::PerDevice)
         } else {
             None
@@ -185,26 +216,35 @@ impl Holds {
         refused.is_none()
     }
 
-    /// Holds `row` (writer thread, inside a batch, after [`Holds::room`] said yes): the
-    /// sender's settlement, to wait for after the batch's commit.
-    pub(super) fn hold(&self, row: HeldRow, now: Instant) -> Settlement {
-        let size = row.envelope.ciphertext.len();
-        let (to, seq) = (row.to, row.envelope.seq);
+    /// Holds a send's copies (writer thread, inside a batch, after [`Holds::room`] said
+    /// yes): the sender's settlement, to wait for after the batch's commit.
+    pub(super) fn hold(&self, copies: Vec<HeldCopy>, dedup: DedupRow, now: Instant) -> Settlement {
         let (waiter, settlement) = oneshot::channel();
         let mut inner = self.lock();
         let first = inner.count == 0;
-        inner.by_id.insert((row.sender, row.envelope.id), (to, seq));
-        inner.devices.entry(to).or_default().insert(
-            seq,
-            Entry {
-                row,
-                deadline: now + self.limits.deadline,
+        let send = inner.next_send;
+        inner.next_send += 1;
+        inner.by_id.insert((dedup.sender, dedup.id), send);
+        inner.sends.insert(
+            send,
+            HeldSend {
+                remaining: copies.len(),
+                dedup,
                 waiters: vec![waiter],
             },
         );
-        inner.this_batch.push((to, seq));
-        inner.bytes += size;
-        inner.count += 1;
+        for copy in copies {
+            let (to, seq) = (copy.to, copy.envelope.seq);
+            inner.bytes += copy.envelope.ciphertext.len();
+            inner.count += 1;
+            inner.this_batch.push((to, seq));
+            let entry = Entry {
+                copy,
+                deadline: now + self.limits.deadline,
+                send,
+            };
+            inner.devices.entry(to).or_default().insert(seq, entry);
+        }
         self.gauges(&inner);
         drop(inner);
         if first {
@@ -213,9 +253,9 @@ impl Holds {
         settlement
     }
 
-    /// A retry of an id held or acked while held (writer thread): the original's digest
-    /// and sealed seq, and, while it is still held, a settlement that resolves with the
-    /// original's.
+    /// A retry of an id held or settled while held and not yet written (writer thread):
+    /// the original's digest and sealed seq, and, while it is still held, a settlement
+    /// that resolves with the original's.
     pub(super) fn held_retry(
         &self,
         sender: i64,
@@ -225,11 +265,11 @@ impl Holds {
         if let Some(row) = inner.unrecorded.get(&(sender, id)) {
             return Some((row.digest.clone(), row.sealed_seq, None));
         }
-        let (to, seq) = *inner.by_id.get(&(sender, id))?;
-        let entry = inner.devices.get_mut(&to)?.get_mut(&seq)?;
+        let send = *inner.by_id.get(&(sender, id))?;
+        let held = inner.sends.get_mut(&send)?;
         let (waiter, settlement) = oneshot::channel();
-        entry.waiters.push(waiter);
-        let row = &entry.row;
+        held.waiters.push(waiter);
+        let row = &held.dedup;
         Some((row.digest.clone(), row.sealed_seq, Some(settlement)))
     }
 
@@ -238,18 +278,42 @@ impl Holds {
     pub(super) fn batch_committed(&self) {
         let mut inner = self.lock();
         inner.this_batch.clear();
+        inner.partly_taken.clear();
         inner.recording.clear();
     }
 
-    /// The writer's batch failed (at `now`): what it registered was never answered, so
-    /// it goes; the dedup rows it meant to write wait to be written again; and what it
-    /// learnt of the queue, or wrote to it, is forgotten.
+    /// The writer's batch failed (at `now`): the sends it registered were never
+    /// answered, so they go, and so do those it took a copy of for its commit while
+    /// others stay held (that copy was not written); their senders get the error. The
+    /// dedup rows it meant to write wait to be written again; and what it learnt of the
+    /// queue, or wrote to it, is forgotten.
     pub(super) fn batch_failed(&self, error: &StoreError, now: Instant) {
         let mut inner = self.lock();
-        let registered = std::mem::take(&mut inner.this_batch);
-        for (to, seq) in registered {
+        let mut failed: Vec<u64> = std::mem::take(&mut inner.partly_taken);
+        for (to, seq) in std::mem::take(&mut inner.this_batch) {
             if let Some(entry) = remove(&mut inner, &to, seq) {
-                settle(entry, Err(error.clone()));
+                failed.push(entry.send);
+            }
+        }
+        for send in failed {
+            if let Some(held) = inner.sends.remove(&send) {
+                inner.by_id.remove(&(held.dedup.sender, held.dedup.id));
+                for waiter in held.waiters {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+                // Its other copies: nobody will answer for them now.
+                let others: Vec<(DeviceAddress, Seq)> = inner
+                    .devices
+                    .iter()
+                    .flat_map(|(to, held)| {
+                        held.iter()
+                            .filter(|(_, e)| e.send == send)
+                            .map(move |(seq, _)| (*to, *seq))
+                    })
+                    .collect();
+                for (to, seq) in others {
+                    remove(&mut inner, &to, seq);
+                }
             }
         }
         let recording = std::mem::take(&mut inner.recording);
@@ -257,16 +321,17 @@ impl Holds {
             inner.unrecorded_since.get_or_insert(now);
         }
         for row in recording {
-            inner.unrecorded.insert((row.sender, row.envelope.id), row);
+            inner.unrecorded.insert((row.sender, row.id), row);
         }
         inner.queued.clear();
         self.gauges(&inner);
     }
 
-    /// `device` acked `through` (at `now`): every envelope held for it up to there is on
-    /// its disk. Takes them out; their dedup rows wait here to be written (a
-    /// retry finds them here meanwhile) and their senders are to be answered `accepted`
-    /// ([`Acked::settle`]). Says what the ack still needs of the writer.
+    /// `device` acked `through` (at `now`): every copy held for it up to there is on its
+    /// disk. Takes them out; a send whose last copy this was is settled: its dedup row
+    /// waits here to be written (a retry finds it here meanwhile) and its senders are to
+    /// be answered `accepted` ([`Acked::settle`]). Says what the ack still needs of the
+    /// writer.
     pub(super) fn acked(
         &self,
         device: &DeviceAddress,
@@ -281,7 +346,7 @@ impl Holds {
         let Some(held) = inner.devices.get_mut(device) else {
             return (Acked(Vec::new()), needs(&inner));
         };
-        // Taken from the front, one by one: most acks cover one envelope or a few, and
+        // Taken from the front, one by one: most acks cover one copy or a few, and
         // splitting the map would allocate for the rest each time.
         let mut acked = Vec::new();
         while let Some(first) = held.first_entry() {
@@ -297,27 +362,28 @@ impl Holds {
             return (Acked(Vec::new()), needs(&inner));
         }
         let first = inner.unrecorded.is_empty();
-        let envelopes = acked.len() as u64;
-        let mut waiters = Vec::with_capacity(acked.len());
+        let copies = acked.len() as u64;
+        let mut waiters = Vec::new();
         for entry in acked {
             forget(&mut inner, &entry);
-            waiters.extend(entry.waiters);
-            let mut row = entry.row;
-            row.envelope.ciphertext = Vec::new();
-            inner.unrecorded.insert((row.sender, row.envelope.id), row);
+            if let Some(held) = copy_settled(&mut inner, entry.send) {
+                waiters.extend(held.waiters);
+                let row = held.dedup;
+                inner.unrecorded.insert((row.sender, row.id), row);
+            }
         }
-        if first {
+        if first && !inner.unrecorded.is_empty() {
             inner.unrecorded_since = Some(now);
             self.reaper.notify_one();
         }
-        self.metrics.held_settled.add("ack", envelopes);
+        self.metrics.held_settled.add("ack", copies);
         self.gauges(&inner);
         (Acked(waiters), needs(&inner))
     }
 
     /// Takes the dedup rows of envelopes acked while held, for the writer to write in the
     /// batch it is running; it hands them back with [`Holds::recording`].
-    pub(super) fn take_unrecorded(&self) -> Vec<HeldRow> {
+    pub(super) fn take_unrecorded(&self) -> Vec<DedupRow> {
         let mut inner = self.lock();
         inner.unrecorded_since = None;
         inner.unrecorded.drain().map(|(_, row)| row).collect()
@@ -325,7 +391,7 @@ impl Holds {
 
     /// The dedup rows the running batch wrote: in the table once it commits, back to
     /// wait if it fails.
-    pub(super) fn recording(&self, rows: Vec<HeldRow>) {
+    pub(super) fn recording(&self, rows: Vec<DedupRow>) {
         self.lock().recording = rows;
     }
 
@@ -435,9 +501,11 @@ impl Acked {
     }
 }
 
-/// An entry taken out for a commit: the row to write and whom to answer after it.
+/// A copy taken out for a commit: its queue row to write, and, when it was the last of
+/// its send, the send's dedup row to write with it and whom to answer after the commit.
 pub(super) struct Taken {
-    pub row: HeldRow,
+    pub copy: HeldCopy,
+    pub dedup: Option<DedupRow>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
@@ -446,13 +514,34 @@ fn take_entries(inner: &mut Inner, entries: impl Iterator<Item = Entry>) -> Vec<
     for entry in entries {
         forget(inner, &entry);
         // Taken to be written to the queue, in the batch the writer is running.
-        inner.queued.queued(&entry.row.to, entry.row.envelope.seq);
+        inner.queued.queued(&entry.copy.to, entry.copy.envelope.seq);
+        let (dedup, waiters) = match copy_settled(inner, entry.send) {
+            Some(held) => (Some(held.dedup), held.waiters),
+            None => {
+                inner.partly_taken.push(entry.send);
+                (None, Vec::new())
+            }
+        };
         taken.push(Taken {
-            row: entry.row,
-            waiters: entry.waiters,
+            copy: entry.copy,
+            dedup,
+            waiters,
         });
     }
     taken
+}
+
+/// A copy of `send` is settled (acked, or taken for a commit): the send, taken out, if
+/// that was its last copy.
+fn copy_settled(inner: &mut Inner, send: u64) -> Option<HeldSend> {
+    let held = inner.sends.get_mut(&send)?;
+    held.remaining = held.remaining.saturating_sub(1);
+    if held.remaining > 0 {
+        return None;
+    }
+    let held = inner.sends.remove(&send)?;
+    inner.by_id.remove(&(held.dedup.sender, held.dedup.id));
+    Some(held)
 }
 
 fn remove(inner: &mut Inner, to: &DeviceAddress, seq: Seq) -> Option<Entry> {
@@ -465,22 +554,12 @@ fn remove(inner: &mut Inner, to: &DeviceAddress, seq: Seq) -> Option<Entry> {
     Some(entry)
 }
 
-/// Drops `entry` from the index and the totals (it has left `devices` already).
+/// Drops `entry` from the totals (it has left `devices` already).
 fn forget(inner: &mut Inner, entry: &Entry) {
-    inner
-        .by_id
-        .remove(&(entry.row.sender, entry.row.envelope.id));
     inner.bytes = inner
         .bytes
-        .saturating_sub(entry.row.envelope.ciphertext.len());
+        .saturating_sub(entry.copy.envelope.ciphertext.len());
     inner.count = inner.count.saturating_sub(1);
-}
-
-fn settle(entry: Entry, result: Result<(), StoreError>) -> HeldRow {
-    for waiter in entry.waiters {
-        let _ = waiter.send(result.clone());
-    }
-    entry.row
 }
 
 #[cfg(test)]

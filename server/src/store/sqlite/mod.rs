@@ -295,7 +295,7 @@ impl SqliteStore {
         let taken_holds = holds.clone();
         let job = move |c: &Connection, _: &mut SeqBlocks| {
             let taken = taken_holds.take_device(&device);
-            held::commit(c, taken.iter().map(|t| &t.row))?;
+            held::commit(c, &taken)?;
             let page = queries::page(c, &device, after, limit)?;
             Ok((page, taken))
         };

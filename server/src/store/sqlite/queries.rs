@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use std::time::Instant;
 
-use super::holds::{HeldRow, Holds, Settlement};
+use super::holds::{DedupRow, HeldCopy, Holds, Settlement};
 use super::policy::{self, SendRules};
 use super::seqs::SeqBlocks;
 use super::{business, devices, sql_error};
@@ -229,8 +229,8 @@ pub(super) struct HoldHere<'a> {
     pub now: Instant,
 }
 
-/// Decides and stores one envelope. With `hold`, a person's single send to a device
-/// connected here is held instead of queued: its settlement (the sender's `accepted`
+/// Decides and stores one envelope. With `hold`, a person's send whose every copy is for
+/// a device connected here is held instead of queued: its settlement (the sender's `accepted`
 /// waits for it after the commit) comes back beside the decision, as it does for a
 /// retry of an envelope still held.
 pub(super) fn enqueue(
@@ -308,29 +308,53 @@ pub(super) fn enqueue(
     let Some(recipient) = recipient else {
         return Ok((EnqueueOutcome::UnknownRecipient.into(), None));
     };
-    if let Some(hold) = hold.filter(|h| held_here(h, e, from_business)) {
-        let seq = seqs.take(conn, recipient)?;
-        let row = HeldRow {
-            to: e.to,
-            envelope: StoredEnvelope {
-                seq: Seq(to_u64(seq)),
-                from: e.from,
+    if let Some(hold) = hold.filter(|_| !from_business) {
+        // Every copy, with its device's row key: one for a `send`; for a `send_to_all`
+        // the recipient's and every other one (matched against the lists above).
+        let device_key = |to: DeviceAddress| {
+            listed
+                .iter()
+                .find(|l| l.address == to)
+                .map(|l| l.key)
+                .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
+        };
+        let mut copies = vec![(e.to, recipient, e.ciphertext.as_slice())];
+        if let Some(fan_out) = &e.fan_out {
+            copies[0].1 = device_key(e.to)?;
+            for copy in &fan_out.copies {
+                copies.push((copy.to, device_key(copy.to)?, copy.ciphertext.as_slice()));
+            }
+        }
+        if held_here(hold, &copies) {
+            let mut held = Vec::with_capacity(copies.len());
+            for (to, device, ciphertext) in copies {
+                let seq = Seq(to_u64(seqs.take(conn, device)?));
+                let envelope = StoredEnvelope {
+                    seq,
+                    from: e.from,
+                    id: e.id,
+                    accepted_at_ms: e.now_ms,
+                    ciphertext: ciphertext.to_vec(),
+                    category: None,
+                };
+                held.push(HeldCopy { to, envelope });
+            }
+            let seq = held[0].envelope.seq;
+            let copy_seqs = held[1..].iter().map(|c| c.envelope.seq).collect();
+            let dedup = DedupRow {
+                sender,
                 id: e.id,
-                accepted_at_ms: e.now_ms,
-                ciphertext: e.ciphertext.clone(),
-                category: None,
-            },
-            sender,
-            sealed_seq: key.seal(Seq(to_u64(seq))),
-            digest: key.digest().to_vec(),
-            dedup_at_ms: to_i64(dedup_time(e.now_ms)),
-        };
-        let settlement = hold.holds.hold(row, hold.now);
-        let outcome = EnqueueOutcome::Accepted {
-            seq: Seq(to_u64(seq)),
-            from_business,
-        };
-        return Ok((outcome.into(), Some(settlement)));
+                sealed_seq: key.seal(seq),
+                digest: key.digest().to_vec(),
+                at_ms: to_i64(dedup_time(e.now_ms)),
+            };
+            let settlement = hold.holds.hold(held, dedup, hold.now);
+            let decided = Decided {
+                outcome: EnqueueOutcome::Accepted { seq, from_business },
+                copy_seqs,
+            };
+            return Ok((decided, Some(settlement)));
+        }
     }
     let category = e.category.filter(|_| from_business).map(category_code);
     let mut queue = QueueAppend::prepare(conn, seqs, hold.map(|h| h.holds))?;
@@ -382,14 +406,19 @@ pub(super) fn enqueue(
     Ok((decided, None))
 }
 
-/// Whether `e` (decided, accepted) is held rather than queued: a person's single send
-/// (business sends write their effects; a send to every device is one decision for
-/// several queues) to a device connected here, within the hold bounds.
-fn held_here(hold: &HoldHere<'_>, e: &NewEnvelope, from_business: bool) -> bool {
-    !from_business
-        && e.fan_out.is_none()
-        && hold.listener.connected_here(&e.to)
-        && hold.holds.room(&e.to, e.ciphertext.len())
+/// Whether a person's send (decided, accepted; business sends write their effects and
+/// are never held) is held rather than queued: every copy's device is connected here,
+/// within the hold bounds. All or nothing, so that one answer covers the send.
+fn held_here(hold: &HoldHere<'_>, copies: &[(DeviceAddress, i64, &[u8])]) -> bool {
+    copies
+        .iter()
+        .all(|(to, _, _)| hold.listener.connected_here(to))
+        && hold.holds.room(
+            &copies
+                .iter()
+                .map(|(to, _, ciphertext)| (*to, ciphertext.len()))
+                .collect::<Vec<_>>(),
+        )
 }
 
 /// Appends copies of an envelope to device queues, each at its device's next seq from

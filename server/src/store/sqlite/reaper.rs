@@ -45,7 +45,7 @@ pub(super) async fn commit_expired(
     let job = move |c: &Connection, _: &mut SeqBlocks| {
         held::record_acked(c, &job_holds)?;
         let taken = job_holds.take_expired(now);
-        held::commit(c, taken.iter().map(|t| &t.row))?;
+        held::commit(c, &taken)?;
         Ok(taken)
     };
     let settle_holds = holds.clone();

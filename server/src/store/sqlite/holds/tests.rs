@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
 
-use super::{HeldRow, HoldLimits, Holds, Settlement};
+use super::{DedupRow, HeldCopy, HoldLimits, Holds, Settlement};
 use crate::metrics::StoreMetrics;
 use crate::store::{StoreError, StoredEnvelope};
 
@@ -28,8 +28,8 @@ fn device(n: u8) -> DeviceAddress {
     }
 }
 
-fn row(to: u8, seq: u64, bytes: usize) -> HeldRow {
-    HeldRow {
+fn row(to: u8, seq: u64, bytes: usize) -> HeldCopy {
+    HeldCopy {
         to: device(to),
         envelope: StoredEnvelope {
             seq: Seq(seq),
@@ -39,17 +39,34 @@ fn row(to: u8, seq: u64, bytes: usize) -> HeldRow {
             ciphertext: vec![0; bytes],
             category: None,
         },
-        sender: 9,
-        sealed_seq: seq as i64,
-        digest: vec![seq as u8; 16],
-        dedup_at_ms: 0,
     }
 }
 
-/// Holds `row` if there is room, as the writer does.
-fn try_hold(holds: &Holds, row: HeldRow, now: Instant) -> Option<Settlement> {
-    let size = row.envelope.ciphertext.len();
-    holds.room(&row.to, size).then(|| holds.hold(row, now))
+/// The dedup row of the send whose first copy is `copy`, sent by device row 9.
+fn dedup(copy: &HeldCopy) -> DedupRow {
+    let seq = copy.envelope.seq.0;
+    DedupRow {
+        sender: 9,
+        id: copy.envelope.id,
+        sealed_seq: seq as i64,
+        digest: vec![seq as u8; 16],
+        at_ms: 0,
+    }
+}
+
+/// Holds a send of these copies if there is room, as the writer does.
+fn try_hold_all(holds: &Holds, copies: Vec<HeldCopy>, now: Instant) -> Option<Settlement> {
+    let sizes: Vec<(DeviceAddress, usize)> = copies
+        .iter()
+        .map(|c| (c.to, c.envelope.ciphertext.len()))
+        .collect();
+    let dedup = dedup(&copies[0]);
+    holds.room(&sizes).then(|| holds.hold(copies, dedup, now))
+}
+
+/// Holds a send of one copy if there is room.
+fn try_hold(holds: &Holds, row: HeldCopy, now: Instant) -> Option<Settlement> {
+    try_hold_all(holds, vec![row], now)
 }
 
 fn settled(settlement: &mut Settlement) -> Option<Result<(), StoreError>> {
@@ -100,7 +117,7 @@ fn past_the_byte_bounds_the_send_is_persisted_first() {
 /// The seqs of the dedup rows waiting for the writer, sorted.
 fn unrecorded_seqs(h: &Holds) -> Vec<u64> {
     let rows = h.take_unrecorded();
-    let mut seqs: Vec<u64> = rows.iter().map(|r| r.envelope.seq.0).collect();
+    let mut seqs: Vec<u64> = rows.iter().map(|r| r.sealed_seq as u64).collect();
     seqs.sort_unstable();
     h.recording(rows);
     seqs
@@ -189,7 +206,7 @@ fn the_deadline_takes_only_what_expired_and_closing_takes_everything() {
     assert_eq!(h.next_deadline(), Some(start + DEADLINE));
     let taken = h.take_expired(Some(start + DEADLINE));
     assert_eq!(taken.len(), 1);
-    assert_eq!(taken[0].row.to, device(1));
+    assert_eq!(taken[0].copy.to, device(1));
     assert_eq!(settled(&mut first), None, "settled only after the commit");
     h.settle_taken(taken, &Ok(()));
     assert_eq!(settled(&mut first), Some(Ok(())));
@@ -260,4 +277,85 @@ fn taking_a_device_takes_all_of_it_and_nothing_else() {
     assert!(!h.holds_for(&device(1)));
     assert!(h.holds_for(&device(2)));
     assert_eq!(h.metrics.held_envelopes.get(), 1);
+}
+
+#[test]
+fn a_send_to_every_device_settles_with_its_last_copy() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    let first = row(1, 4, 10);
+    let id = first.envelope.id;
+    let mut s = try_hold_all(&h, vec![first, row(2, 7, 10)], now).unwrap();
+    h.batch_committed();
+    h.acked(&device(1), Seq(4), now).0.settle();
+    assert_eq!(settled(&mut s), None, "the copy for device 2 is still held");
+    let (_, _, retry) = h.held_retry(9, id).expect("a retry waits for the send");
+    let mut retry = retry.expect("still held");
+    assert!(
+        h.take_unrecorded().is_empty(),
+        "no dedup row before the last copy"
+    );
+    h.acked(&device(2), Seq(7), now).0.settle();
+    assert_eq!(settled(&mut s), Some(Ok(())));
+    assert_eq!(settled(&mut retry), Some(Ok(())));
+    assert_eq!(
+        unrecorded_seqs(&h),
+        vec![4],
+        "one dedup row, sealing the first seq"
+    );
+    assert_eq!(h.metrics.held_envelopes.get(), 0);
+}
+
+#[test]
+fn a_copy_taken_for_a_commit_carries_the_dedup_row_only_as_the_last() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    let mut s = try_hold_all(&h, vec![row(1, 4, 10), row(2, 7, 10)], now).unwrap();
+    h.batch_committed();
+    let taken = h.take_device(&device(1));
+    assert_eq!(taken.len(), 1);
+    assert!(taken[0].dedup.is_none(), "device 2's copy is still held");
+    h.settle_taken(taken, &Ok(()));
+    h.batch_committed();
+    assert_eq!(settled(&mut s), None);
+    let taken = h.take_device(&device(2));
+    assert_eq!(taken[0].dedup.as_ref().map(|d| d.sealed_seq), Some(4));
+    h.settle_taken(taken, &Ok(()));
+    assert_eq!(
+        settled(&mut s),
+        Some(Ok(())),
+        "answered after the last commit"
+    );
+}
+
+#[test]
+fn a_failed_batch_that_took_one_copy_fails_the_send_and_drops_the_others() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    let first = row(1, 4, 10);
+    let id = first.envelope.id;
+    let mut s = try_hold_all(&h, vec![first, row(2, 7, 10)], now).unwrap();
+    h.batch_committed();
+    let taken = h.take_device(&device(1));
+    drop(taken);
+    h.batch_failed(&StoreError::Full, now);
+    assert_eq!(settled(&mut s), Some(Err(StoreError::Full)));
+    assert!(
+        !h.holds_for(&device(2)),
+        "its other copy is dropped with it"
+    );
+    assert!(h.held_retry(9, id).is_none(), "a retry is a new send");
+    assert_eq!(h.metrics.held_envelopes.get(), 0);
+}
+
+#[test]
+fn a_send_to_every_device_needs_room_on_every_device() {
+    let h = holds(1, 1_000, 10_000);
+    let now = Instant::now();
+    try_hold(&h, row(2, 1, 10), now).unwrap();
+    assert!(
+        try_hold_all(&h, vec![row(1, 4, 10), row(2, 7, 10)], now).is_none(),
+        "device 2 is at its bound"
+    );
+    assert!(!h.holds_for(&device(1)), "nothing of it is held");
 }
