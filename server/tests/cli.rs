@@ -28,27 +28,27 @@ fn help_explains_every_limit_and_its_environment_variable() {
     assert!(help.contains("PARLEY_LISTEN") && help.contains("PARLEY_DATA_DIR"));
 }
 
-#[test]
-fn invalid_values_are_refused_with_a_message_naming_them() {
+/// Starts the server on a fresh data directory with `args`, expects it to refuse them and
+/// stop; returns what it said.
+fn refused(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = server()
-        .args(["--listen", "127.0.0.1:0", "--max-envelope-bytes", "1000000"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .arg("--data-dir")
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn invalid_values_are_refused_with_a_message_naming_them() {
+    let stderr = refused(&["--max-envelope-bytes", "1000000"]);
     assert!(stderr.contains("max-envelope-bytes"), "{stderr}");
 
-    let out = server()
-        .args(["--listen", "127.0.0.1:0", "--hold-deadline", "2m"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&["--hold-deadline", "2m"]);
     assert!(
         stderr.contains("hold-deadline") && stderr.contains("60s"),
         "{stderr}"
@@ -61,15 +61,7 @@ fn invalid_values_are_refused_with_a_message_naming_them() {
 
 #[test]
 fn an_admin_listener_off_loopback_is_refused_unless_allowed() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = server()
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&["--admin-listen", "0.0.0.0:0"]);
     assert!(
         stderr.contains("admin-listen") && stderr.contains("--admin-allow-remote"),
         "{stderr}"

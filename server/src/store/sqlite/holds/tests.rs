@@ -279,14 +279,21 @@ fn taking_a_device_takes_all_of_it_and_nothing_else() {
     assert_eq!(h.metrics.held_envelopes.get(), 1);
 }
 
-#[test]
-fn a_send_to_every_device_settles_with_its_last_copy() {
+/// A registry holding one send with copies for device 1 (seq 4) and device 2 (seq 7),
+/// committed: the registry, the time, the send's id and its settlement.
+fn a_send_to_two_devices() -> (Holds, Instant, MessageId, Settlement) {
     let h = holds(10, 1_000, 10_000);
     let now = Instant::now();
     let first = row(1, 4, 10);
     let id = first.envelope.id;
-    let mut s = try_hold_all(&h, vec![first, row(2, 7, 10)], now).unwrap();
+    let s = try_hold_all(&h, vec![first, row(2, 7, 10)], now).unwrap();
     h.batch_committed();
+    (h, now, id, s)
+}
+
+#[test]
+fn a_send_to_every_device_settles_with_its_last_copy() {
+    let (h, now, id, mut s) = a_send_to_two_devices();
     h.acked(&device(1), Seq(4), now).0.settle();
     assert_eq!(settled(&mut s), None, "the copy for device 2 is still held");
     let (_, _, retry) = h.held_retry(9, id).expect("a retry waits for the send");
@@ -308,10 +315,7 @@ fn a_send_to_every_device_settles_with_its_last_copy() {
 
 #[test]
 fn a_copy_taken_for_a_commit_carries_the_dedup_row_only_as_the_last() {
-    let h = holds(10, 1_000, 10_000);
-    let now = Instant::now();
-    let mut s = try_hold_all(&h, vec![row(1, 4, 10), row(2, 7, 10)], now).unwrap();
-    h.batch_committed();
+    let (h, _, _, mut s) = a_send_to_two_devices();
     let taken = h.take_device(&device(1));
     assert_eq!(taken.len(), 1);
     assert!(taken[0].dedup.is_none(), "device 2's copy is still held");
@@ -330,12 +334,7 @@ fn a_copy_taken_for_a_commit_carries_the_dedup_row_only_as_the_last() {
 
 #[test]
 fn a_failed_batch_that_took_one_copy_fails_the_send_and_drops_the_others() {
-    let h = holds(10, 1_000, 10_000);
-    let now = Instant::now();
-    let first = row(1, 4, 10);
-    let id = first.envelope.id;
-    let mut s = try_hold_all(&h, vec![first, row(2, 7, 10)], now).unwrap();
-    h.batch_committed();
+    let (h, now, id, mut s) = a_send_to_two_devices();
     let taken = h.take_device(&device(1));
     drop(taken);
     h.batch_failed(&StoreError::Full, now);
