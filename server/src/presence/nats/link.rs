@@ -32,7 +32,9 @@ pub(super) async fn open(
             LinkUnavailable
         })?;
     // The interest must be at the NATS server before the code is shown.
-    let _ = tokio::time::timeout(super::SUBSCRIBE_CONFIRM_TIMEOUT, inner.client.flush()).await;
+    if !inner.interest_confirmed().await {
+        tracing::debug!("the bus did not confirm a rendezvous subscription in time");
+    }
     let node = inner.clone();
     let task = tokio::spawn(async move {
         while let Some(message) = subscriber.next().await {

@@ -5,7 +5,8 @@
 //! connected to it, subscribes to the device's subject ([`subjects`]): the subscription
 //! *is* the presence (NATS routes a subject only to the nodes interested in it).
 //!
-//! * **Attach**: subscribe, flush (the server has the interest), then publish
+//! * **Attach**: subscribe, confirm with a round trip that the server has the interest
+//!   (a flush only puts it on the wire), then publish
 //!   `Connected{node, auth time}`; only then does the connection read the store, so every
 //!   commit after that read is published to a subject this node hears.
 //! * **Commit**: the store tells this node of each envelope it committed; the node hands it
@@ -213,6 +214,19 @@ impl Drop for NatsPresence {
 }
 
 impl Inner {
+    /// Waits (at most [`SUBSCRIBE_CONFIRM_TIMEOUT`]) until the NATS server has taken
+    /// every subscription this node made before: a flush only puts them on the wire,
+    /// while the server answers a request on the same connection only after what came
+    /// before it, here "no responders" on [`Subjects::probe`]. False if no such answer
+    /// came in time.
+    async fn interest_confirmed(&self) -> bool {
+        let probe = self.client.request(self.subjects.probe(), Bytes::new());
+        matches!(
+            tokio::time::timeout(SUBSCRIBE_CONFIRM_TIMEOUT, probe).await,
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders
+        )
+    }
+
     /// Queues a message for the bus; a full queue drops it and marks that every node
     /// must resync.
     fn publish(&self, subject: String, message: &DeviceMessage) {
@@ -435,9 +449,7 @@ impl Presence for NatsPresence {
         Box::pin(async move {
             let (attachment, _) = self.inner.local.register(device, auth_time_ms);
             self.inner.subscribe(device).await;
-            let confirmed =
-                tokio::time::timeout(SUBSCRIBE_CONFIRM_TIMEOUT, self.inner.client.flush()).await;
-            if !matches!(confirmed, Ok(Ok(()))) {
+            if !self.inner.interest_confirmed().await {
                 tracing::debug!("the bus did not confirm a subscription in time");
             }
             self.inner.announce(&device, &attachment);

@@ -80,6 +80,12 @@ impl Subjects {
     pub fn resync_all(&self) -> String {
         format!("{}.ctl.resync", self.prefix)
     }
+
+    /// A subject no node listens on: the NATS server answers a request to it "no
+    /// responders", after everything the requesting connection sent before it.
+    pub fn probe(&self) -> String {
+        format!("{}.ctl.probe", self.prefix)
+    }
 }
 
 /// HMAC-SHA256 keyed with the cluster key.
