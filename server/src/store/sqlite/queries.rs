@@ -308,26 +308,16 @@ pub(super) fn enqueue(
     let Some(recipient) = recipient else {
         return Ok((EnqueueOutcome::UnknownRecipient.into(), None));
     };
+    let copies = copies(e, recipient, &listed)?;
     if let Some(hold) = hold.filter(|_| !from_business) {
-        // Every copy, with its device's row key: one for a `send`; for a `send_to_all`
-        // the recipient's and every other one (matched against the lists above).
-        let device_key = |to: DeviceAddress| {
-            listed
-                .iter()
-                .find(|l| l.address == to)
-                .map(|l| l.key)
-                .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
-        };
-        let mut copies = vec![(e.to, recipient, e.ciphertext.as_slice())];
-        if let Some(fan_out) = &e.fan_out {
-            copies[0].1 = device_key(e.to)?;
-            for copy in &fan_out.copies {
-                copies.push((copy.to, device_key(copy.to)?, copy.ciphertext.as_slice()));
-            }
-        }
         if held_here(hold, &copies) {
             let mut held = Vec::with_capacity(copies.len());
-            for (to, device, ciphertext) in copies {
+            for CopyFor {
+                to,
+                device,
+                ciphertext,
+            } in copies
+            {
                 let seq = Seq(to_u64(seqs.take(conn, device)?));
                 let envelope = StoredEnvelope {
                     seq,
@@ -358,32 +348,11 @@ pub(super) fn enqueue(
     }
     let category = e.category.filter(|_| from_business).map(category_code);
     let mut queue = QueueAppend::prepare(conn, seqs, hold.map(|h| h.holds))?;
-    let (seq, copy_seqs) = match &e.fan_out {
-        None => (
-            queue.push(recipient, &e.to, e, &e.ciphertext, category)?,
-            Vec::new(),
-        ),
-        Some(fan_out) => {
-            // Every device of the recipient's account gets a copy, and every device of
-            // the sender's but the sending one when there are own copies (the match
-            // above), each at its device's next seq.
-            let key = |to: DeviceAddress| {
-                listed
-                    .iter()
-                    .find(|l| l.address == to)
-                    .map(|l| l.key)
-                    .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
-            };
-            let seq = queue.push(key(e.to)?, &e.to, e, &e.ciphertext, category)?;
-            let mut copy_seqs = Vec::with_capacity(fan_out.copies.len());
-            for copy in &fan_out.copies {
-                let copy_seq =
-                    queue.push(key(copy.to)?, &copy.to, e, &copy.ciphertext, category)?;
-                copy_seqs.push(copy_seq);
-            }
-            (seq, copy_seqs)
-        }
-    };
+    let mut queued = Vec::with_capacity(copies.len());
+    for copy in &copies {
+        queued.push(queue.push(copy.device, &copy.to, e, copy.ciphertext, category)?);
+    }
+    let (seq, copy_seqs) = (queued[0], queued[1..].to_vec());
     drop(queue);
     conn.prepare_cached(
         "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
@@ -406,17 +375,53 @@ pub(super) fn enqueue(
     Ok((decided, None))
 }
 
+/// Every copy of `e` with its device's row key, the recipient's first: one for a `send`
+/// (`recipient`); for a `send_to_all`, one for every device of the recipient's account
+/// and, with own copies, every device of the sender's but the sending one (matched
+/// against the lists in `listed` before), each to be queued at its device's next seq.
+fn copies<'a>(
+    e: &'a NewEnvelope,
+    recipient: i64,
+    listed: &[devices::Listed],
+) -> Result<Vec<CopyFor<'a>>, StoreError> {
+    let copy = |to, device, ciphertext: &'a [u8]| CopyFor {
+        to,
+        device,
+        ciphertext,
+    };
+    let Some(fan_out) = &e.fan_out else {
+        return Ok(vec![copy(e.to, recipient, &e.ciphertext)]);
+    };
+    let row_key = |to: DeviceAddress| {
+        listed
+            .iter()
+            .find(|l| l.address == to)
+            .map(|l| l.key)
+            .ok_or_else(|| StoreError::Database("a listed device has no row".into()))
+    };
+    let mut copies = vec![copy(e.to, row_key(e.to)?, &e.ciphertext)];
+    for c in &fan_out.copies {
+        copies.push(copy(c.to, row_key(c.to)?, &c.ciphertext));
+    }
+    Ok(copies)
+}
+
+/// One copy of an envelope to store: its device, the device's row key, its ciphertext.
+struct CopyFor<'a> {
+    to: DeviceAddress,
+    device: i64,
+    ciphertext: &'a [u8],
+}
+
 /// Whether a person's send (decided, accepted; business sends write their effects and
 /// are never held) is held rather than queued: every copy's device is connected here,
 /// within the hold bounds. All or nothing, so that one answer covers the send.
-fn held_here(hold: &HoldHere<'_>, copies: &[(DeviceAddress, i64, &[u8])]) -> bool {
-    copies
-        .iter()
-        .all(|(to, _, _)| hold.listener.connected_here(to))
+fn held_here(hold: &HoldHere<'_>, copies: &[CopyFor<'_>]) -> bool {
+    copies.iter().all(|c| hold.listener.connected_here(&c.to))
         && hold.holds.room(
             &copies
                 .iter()
-                .map(|(to, _, ciphertext)| (*to, ciphertext.len()))
+                .map(|c| (c.to, c.ciphertext.len()))
                 .collect::<Vec<_>>(),
         )
 }
