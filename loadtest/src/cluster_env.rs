@@ -252,6 +252,21 @@ impl Postgres {
         Ok(value as u64)
     }
 
+    /// Rows inserted, updated and deleted in the `parley` database so far
+    /// (`pg_stat_database`). A backend reports its counts when it has been idle for 10 s
+    /// (or at the end of a transaction a second after its last report), so this first
+    /// waits [`STATS_SETTLE`] for every backend of the phase before to have reported.
+    pub fn rows_written(&self) -> anyhow::Result<u64> {
+        std::thread::sleep(STATS_SETTLE);
+        let text = self.psql(
+            "parley",
+            "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database
+             WHERE datname = 'parley'",
+        )?;
+        text.parse()
+            .with_context(|| format!("bad row count {text:?}"))
+    }
+
     /// The postmaster's pid.
     pub fn postmaster_pid(&self) -> anyhow::Result<u32> {
         let file = self.data_dir().join("postmaster.pid");
@@ -274,6 +289,10 @@ impl Postgres {
         Ok(total)
     }
 }
+
+/// How long [`Postgres::rows_written`] waits for idle backends to report their counts
+/// (PostgreSQL's `PGSTAT_IDLE_INTERVAL` is 10 s).
+pub const STATS_SETTLE: Duration = Duration::from_millis(11_000);
 
 impl Drop for Postgres {
     fn drop(&mut self) {

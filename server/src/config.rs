@@ -144,10 +144,18 @@ pub struct Config {
     /// Hold, then persist (ADR 0005): how long a person's envelope for a connected
     /// device may wait in memory for the recipient's ack before it is committed to the
     /// queue; the sender's `accepted` comes at the first of the two. `0s` turns holding
-    /// off (every envelope is committed before `accepted`); at most 60s. Embedded store
-    /// only for now.
+    /// off (every envelope is committed before `accepted`); at most 60s. In a cluster
+    /// (`--bus nats://…`) the envelope rides its wake to the recipient's node, which
+    /// tells the sender's node of the ack.
     #[arg(long, env = "PARLEY_HOLD_DEADLINE", default_value = "50ms", value_parser = parse_duration)]
     pub hold_deadline: Duration,
+
+    /// Cluster only: how much longer than `--hold-deadline` a held envelope may still
+    /// be committed (a slow lane, a slow commit). Past it the commit is refused and the
+    /// sender asked to send again; a read of the recipient's queue waits at most this
+    /// long beyond the deadline for a seq held on another node.
+    #[arg(long, env = "PARLEY_HOLD_COMMIT_GRACE", default_value = "250ms", value_parser = parse_duration)]
+    pub hold_commit_grace: Duration,
 
     /// Most envelopes held for one device; past it, sends to it are committed first.
     #[arg(long, env = "PARLEY_HOLD_MAX_PER_DEVICE", default_value_t = 256)]
@@ -494,6 +502,14 @@ impl Config {
             lanes: self.db_lanes,
             lane_capacity: self.db_queue_capacity,
             group_commit_max: self.group_commit_max,
+            // Held envelopes ride the bus; without one there is nowhere to carry them.
+            hold: match self.bus {
+                BusLocation::Nats(_) => crate::store::postgres::HoldWindow {
+                    deadline: self.hold_deadline,
+                    commit_grace: self.hold_commit_grace,
+                },
+                BusLocation::Local => crate::store::postgres::HoldWindow::OFF,
+            },
             ..Default::default()
         }
     }

@@ -30,6 +30,13 @@ pub fn message_id(n: usize) -> MessageId {
     MessageId(bytes)
 }
 
+/// The bytes [`send_pipelined`] sends as message `n` (at least `size` of them).
+pub fn ciphertext(n: usize, size: usize) -> Vec<u8> {
+    let mut bytes = format!("message {n} ").into_bytes();
+    bytes.resize(size.max(bytes.len()), b'.');
+    bytes
+}
+
 /// Logs in, retrying while the server is down (at most [`SERVER_RETURN_LIMIT`]).
 pub async fn login_when_up(url: &str, account: &TestAccount) -> anyhow::Result<Client> {
     let deadline = Instant::now() + SERVER_RETURN_LIMIT;
@@ -270,8 +277,7 @@ pub async fn send_pipelined(
         let end = (n + window.max(1)).min(first + count);
         let mut rids = Vec::with_capacity(end - n);
         for i in n..end {
-            let mut ciphertext = format!("message {i} ").into_bytes();
-            ciphertext.resize(size.max(ciphertext.len()), b'.');
+            let ciphertext = ciphertext(i, size);
             rids.push(
                 client
                     .send_frame(ClientBody::Send(Send {

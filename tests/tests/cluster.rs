@@ -116,12 +116,44 @@ async fn c1_users_on_different_nodes_chat() {
 
 /// C2: nodes are SIGKILLed during a burst (the senders' and the recipients' nodes in
 /// turn); clients go to the surviving nodes and retry with the same ids. Nothing
-/// accepted is lost, duplicated to the application or reordered per sender.
+/// accepted is lost, duplicated to the application or reordered per sender. With
+/// hold, then persist on (the default, 50 ms; ADR 0005 §3): recipients online ack each
+/// delivery, so envelopes are held and many settled by the acks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c2_kill_9_of_a_node_mid_burst_loses_nothing_accepted() {
-    let Some(mut cluster) = TestCluster::start(3).unwrap() else {
+    let held_by_ack = c2_kill_9_mid_burst(&[]).await;
+    assert!(
+        held_by_ack.is_none_or(|n| n > 0.0),
+        "envelopes were held and settled by acks"
+    );
+}
+
+/// C2 persisting every envelope first (`--hold-deadline 0s`); long tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2_kill_9_mid_burst_persisting_first_loses_nothing_accepted() {
+    if !long_tests() {
+        eprintln!("SKIPPED: long tier (PARLEY_LONG_TESTS=1)");
         return;
-    };
+    }
+    let held_by_ack = c2_kill_9_mid_burst(&["--hold-deadline", "0s"]).await;
+    assert!(held_by_ack.is_none_or(|n| n == 0.0), "nothing was held");
+}
+
+/// `parley_held_settled_total{by="ack"}` of node `node` (since it last started).
+async fn held_by_ack_on(cluster: &TestCluster, node: usize) -> f64 {
+    let (_, body) = parley_tests::admin::http_get(cluster.admin_addrs()[node], "/metrics")
+        .await
+        .unwrap();
+    parley_tests::admin::parse_exposition(&body)
+        .unwrap()
+        .value("parley_held_settled_total", &[("by", "ack")])
+        .unwrap_or(0.0)
+}
+
+/// Runs C2 on a cluster started with `extra`; the envelopes settled by acks while held,
+/// summed over the nodes' lives (`None` if skipped).
+async fn c2_kill_9_mid_burst(extra: &[&str]) -> Option<f64> {
+    let mut cluster = TestCluster::start_with(3, extra).unwrap()?;
     let (pairs, per_pair, kills) = if long_tests() {
         (50, 400, 20)
     } else {
@@ -153,7 +185,8 @@ async fn c2_kill_9_of_a_node_mid_burst_loses_nothing_accepted() {
         );
         receivers.push((
             to.clone(),
-            burst::spawn_receiver_across(receiver_urls, to, history.clone(), stop.clone()),
+            // Acking each delivery, as `parley-sdk` does once it stored it.
+            burst::spawn_receiver_acking(receiver_urls, to, history.clone(), stop.clone(), 1),
         ));
         senders.push((progress, task));
         histories.push(history);
@@ -165,6 +198,7 @@ async fn c2_kill_9_of_a_node_mid_burst_loses_nothing_accepted() {
             .map(|(p, _)| p.accepted.load(Ordering::Acquire))
             .sum()
     };
+    let mut held_by_ack = 0.0;
     for k in 0..kills {
         let target = k * total / (kills + 1);
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -173,6 +207,7 @@ async fn c2_kill_9_of_a_node_mid_burst_loses_nothing_accepted() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let node = k % 3;
+        held_by_ack += held_by_ack_on(&cluster, node).await;
         cluster.kill(node).unwrap();
         cluster.restart(node).unwrap();
     }
@@ -199,6 +234,11 @@ async fn c2_kill_9_of_a_node_mid_burst_loses_nothing_accepted() {
     assert!(sender_reconnects >= kills, "every kill interrupted senders");
     assert!(reconnects > 0, "kills interrupted the recipients too");
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+    for node in 0..cluster.len() {
+        held_by_ack += held_by_ack_on(&cluster, node).await;
+    }
+    eprintln!("C2: {held_by_ack} envelopes settled by acks while held");
+    Some(held_by_ack)
 }
 
 /// C3: NATS is restarted during a burst between nodes; nothing is lost and delivery to

@@ -13,10 +13,10 @@ use anyhow::Context;
 use parley_protocol::business::CategorySet;
 use parley_protocol::ids::{DeviceAddress, Handle, ServerId};
 use parley_server::authority::Authority;
-use parley_server::store::postgres::{self, PostgresOptions, PostgresStore};
+use parley_server::store::postgres::{self, HoldWindow, PostgresOptions, PostgresStore};
 use parley_server::store::sqlite::{self, HoldLimits, SqliteOptions, SqliteStore};
 use parley_server::store::{
-    CommitListener, SendPolicy, Store, StoreHooks, StoredEnvelope, Verification,
+    CommitListener, HeldWord, SendPolicy, Store, StoreHooks, StoredEnvelope, Verification,
 };
 use parley_tests::business::now_ms;
 use parley_tests::postgres::TestPostgres;
@@ -178,19 +178,67 @@ fn postgres_server() -> anyhow::Result<Option<(String, Option<TestPostgres>)>> {
     Ok(TestPostgres::start()?.map(|pg| (pg.url(), Some(pg))))
 }
 
-/// The clustered store, in a fresh schema on the server of [`postgres_server`].
-struct Postgres;
+/// The contract's listener for the clustered store holding: every envelope can be
+/// carried (the listener hears of it then, as a recipient's node would get it), and the
+/// recipient's node (nobody acks in the contract) asks for its commit at once, so every
+/// person's send takes the held path (a decision without rows, then the commit of its
+/// settlement) and is read back after that commit.
+#[derive(Debug)]
+struct CarriedThenCommitted(Arc<Commits>);
+
+impl CommitListener for CarriedThenCommitted {
+    fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope) {
+        self.0.committed(to, envelope);
+    }
+
+    fn can_carry(&self, _to: &DeviceAddress, _size: usize) -> bool {
+        true
+    }
+
+    fn carry(
+        &self,
+        to: DeviceAddress,
+        envelope: StoredEnvelope,
+    ) -> Option<tokio::sync::oneshot::Receiver<HeldWord>> {
+        // Handed off (as the bus hands it to the recipient's node), then committed.
+        self.0.committed(to, envelope);
+        let (word, heard) = tokio::sync::oneshot::channel();
+        let _ = word.send(HeldWord::Commit);
+        Some(heard)
+    }
+}
+
+/// The clustered store, in a fresh schema on the server of [`postgres_server`]:
+/// persisting every envelope first, or (`holding`) holding each person's envelope as for
+/// a recipient on another node ([`CarriedThenCommitted`]).
+struct Postgres {
+    holding: bool,
+}
 
 impl OpenStore for Postgres {
     fn open(&self, policy: SendPolicy, commits: Arc<Commits>) -> KitFuture<'_, Option<Subject>> {
+        let holding = self.holding;
         Box::pin(async move {
             let Some((server, instance)) = postgres_server()? else {
                 return Ok(None);
             };
             let schema = Schema::create(&server).await?;
+            let mut options = PostgresOptions::default();
+            let hooks = match holding {
+                false => StoreHooks::new(policy).with_listener(commits.clone()),
+                true => {
+                    options.hold = HoldWindow {
+                        deadline: HOLDING_DEADLINE,
+                        commit_grace: Duration::from_millis(250),
+                    };
+                    StoreHooks::new(policy)
+                        .with_listener(Arc::new(CarriedThenCommitted(commits.clone())))
+                }
+            };
             let reopen = PostgresReopen {
                 url: schema.url.clone(),
-                hooks: StoreHooks::new(policy).with_listener(commits.clone()),
+                options,
+                hooks,
             };
             let store = reopen.open().await?;
             let dir = tempfile::tempdir()?;
@@ -213,6 +261,7 @@ impl OpenStore for Postgres {
 #[derive(Debug)]
 struct PostgresReopen {
     url: String,
+    options: PostgresOptions,
     hooks: StoreHooks,
 }
 
@@ -220,7 +269,7 @@ impl PostgresReopen {
     async fn open(&self) -> anyhow::Result<PostgresStore> {
         Ok(PostgresStore::open(
             &self.url,
-            &PostgresOptions::default(),
+            &self.options,
             ServerId([1; 32]),
             self.hooks.clone(),
         )
@@ -331,5 +380,9 @@ impl StoreAdmin for PostgresAdmin {
 }
 
 mod postgres_store {
-    parley_tests::store_contract_cases!(super::Postgres);
+    parley_tests::store_contract_cases!(super::Postgres { holding: false });
+}
+
+mod postgres_store_holding {
+    parley_tests::store_contract_cases!(super::Postgres { holding: true });
 }

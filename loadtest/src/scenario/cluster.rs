@@ -68,6 +68,15 @@ pub struct ClusterArgs {
     /// Also measure the embedded SQLite node under the same quota.
     #[arg(long)]
     pub compare_sqlite: bool,
+    /// Also count the rows PostgreSQL wrote per message (inserted, updated, deleted;
+    /// `pg_stat_database`). Each phase then waits 11 s for the statistics to settle.
+    #[arg(long)]
+    pub pg_rows: bool,
+    /// Receivers ack cumulatively after this many deliveries (`parley-sdk` acks each one
+    /// once stored: 1). Held envelopes (`--hold-deadline`, on by default) are settled by
+    /// an ack only if it comes within the deadline; later, by a commit.
+    #[arg(long, default_value_t = ACK_EVERY)]
+    pub ack_every: u64,
     #[command(flatten)]
     pub soak: super::cluster_soak::SoakArgs,
     #[command(flatten)]
@@ -108,7 +117,7 @@ pub async fn run(
         baseline_len: product_len,
         batch: 1,
         fan_out: None,
-        ack_every: ACK_EVERY,
+        ack_every: args.ack_every.max(1),
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,
@@ -195,6 +204,19 @@ pub async fn run(
         })
     };
     let mut fleet = Fleet::across(servers, args.pairs, probe).await?;
+    // Rows written so far (None: not counted), and per phase, in phase order.
+    let rows_now = || -> anyhow::Result<Option<u64>> {
+        match args.pg_rows {
+            true => Ok(Some(pg.rows_written()?)),
+            false => Ok(None),
+        }
+    };
+    let mut rows_before = rows_now()?;
+    let mut rows_of = |after: Option<u64>| {
+        let rows = after.zip(rows_before).map(|(a, b)| a.saturating_sub(b));
+        rows_before = after;
+        rows
+    };
     let mut open = None;
     if light {
         let before = pg.wal_lsn()?;
@@ -207,7 +229,10 @@ pub async fn run(
             format!("cluster n={nodes} light {:.0}/s", args.rate),
         )
         .await?;
-        let wal = pg.wal_lsn()?.saturating_sub(before);
+        let wal = PgWrites {
+            wal_bytes: pg.wal_lsn()?.saturating_sub(before),
+            rows: rows_of(rows_now()?),
+        };
         open = Some((phase, wal));
     }
     let mut sat = Vec::new();
@@ -222,7 +247,10 @@ pub async fn run(
             format!("cluster n={nodes} saturation {}", rep + 1),
         )
         .await?;
-        let wal = pg.wal_lsn()?.saturating_sub(before);
+        let wal = PgWrites {
+            wal_bytes: pg.wal_lsn()?.saturating_sub(before),
+            rows: rows_of(rows_now()?),
+        };
         sat.push((phase, wal));
     }
     let soak = if args.soak.soak.is_zero() {
@@ -267,6 +295,7 @@ pub async fn run(
         "postgres_cpu_pct",
         "nats_cpu_us_per_msg",
         "wal_bytes_per_msg",
+        "rows_per_msg",
     ] {
         let values: Vec<f64> = sat
             .iter()
@@ -347,6 +376,8 @@ pub async fn run(
     parameters["light_rate"] = json!(args.rate);
     parameters["reps"] = json!(reps);
     parameters["payload_bytes"] = json!(args.payload);
+    parameters["ack_every"] = json!(args.ack_every.max(1));
+    parameters["pg_rows"] = json!(args.pg_rows);
     parameters["db_lanes"] = json!(args.db_lanes);
     parameters["compare_sqlite"] = json!(args.compare_sqlite);
     parameters["phase_window_s"] = json!(window.as_secs_f64());
@@ -416,8 +447,18 @@ fn spread(values: &[f64]) -> Value {
     json!([round(min), round(max)])
 }
 
+/// What PostgreSQL wrote during a phase.
+#[derive(Clone, Copy, Debug)]
+struct PgWrites {
+    /// WAL bytes.
+    wal_bytes: u64,
+    /// Rows inserted, updated and deleted (when counted: `--pg-rows`).
+    rows: Option<u64>,
+}
+
 /// One cluster phase: rate, latency, and the probe's CPU per delivered message.
-fn cluster_phase_json(phase: &Phase, wal_bytes: u64) -> Value {
+fn cluster_phase_json(phase: &Phase, writes: PgWrites) -> Value {
+    let PgWrites { wal_bytes, rows } = writes;
     let delivered = phase.delivered_in_window.max(1) as f64;
     let wall = phase.cpu.wall.as_secs_f64().max(1e-9);
     let us = |d: Duration| d.as_secs_f64() * 1e6 / delivered;
@@ -448,6 +489,10 @@ fn cluster_phase_json(phase: &Phase, wal_bytes: u64) -> Value {
     value["node_cpu_us_per_msg_sum"] = round(us(node_sum));
     value["wal_bytes"] = json!(wal_bytes);
     value["wal_bytes_per_msg"] = round(wal_bytes as f64 / phase.delivered.max(1) as f64);
+    if let Some(rows) = rows {
+        value["rows"] = json!(rows);
+        value["rows_per_msg"] = round(rows as f64 / phase.delivered.max(1) as f64);
+    }
     if phase.latency.count() > 0 {
         value["latency"] = json!(phase.latency.summary());
     }

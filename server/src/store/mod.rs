@@ -7,15 +7,17 @@
 //! [`StoreError`] always means the store itself failed.
 //!
 //! The rules every implementation keeps:
-//! * `enqueue` returns only after the envelope is durably committed (`Accepted` survives
-//!   `kill -9`), and a retry with the same `(sender, message id)` returns the first result
-//!   without storing anything.
+//! * `enqueue` returns only after the envelope is durably committed or, held (ADR 0005),
+//!   acknowledged by its recipient (`Accepted` survives `kill -9` either way), and a
+//!   retry with the same `(sender, message id)` returns the first result without storing
+//!   anything (but in the crash window of a held envelope: protocol.md §11).
 //! * Sequence numbers are per recipient device, starting at 1, assigned in commit order,
 //!   and increasing: never given twice, also across a restart or `kill -9`, but not
 //!   dense. SQLite hands them out of durable reservations and skips the rest of a
-//!   reservation after a restart (`sqlite::seqs`); PostgreSQL's happen to be dense. So a
-//!   cumulative `ack_through` never deletes what was not delivered, and a reader never
-//!   expects `seq + 1`.
+//!   reservation after a restart (`sqlite::seqs`); PostgreSQL's are dense but for a held
+//!   envelope whose commit came too late (`postgres::held`). So a cumulative
+//!   `ack_through` never deletes what was not delivered, and a reader never expects
+//!   `seq + 1`.
 //! * `take_bundle` hands each one-time prekey out exactly once, also under concurrency.
 //! * `publish_device_list` changes the list and the device rows together, and only to a
 //!   newer version (`store::devices`).
@@ -47,9 +49,9 @@ pub use business::{
 pub use devices::{CurrentDevices, DeviceListLookup, NewDeviceList, PublishOutcome};
 pub use policy::{ReachTiers, SendPolicy};
 pub use types::{
-    AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, EnvelopeCopy, FanOut, NewAccount,
-    NewEnvelope, PrekeyUpload, RegisterOutcome, StoreHooks, StoreLoad, StoredEnvelope, SweepReport,
-    UploadOutcome,
+    AuthRecord, BundleOutcome, CommitListener, EnqueueOutcome, EnvelopeCopy, FanOut, HeldWord,
+    NewAccount, NewEnvelope, PrekeyUpload, RegisterOutcome, StoreHooks, StoreLoad, StoredEnvelope,
+    SweepReport, UploadOutcome,
 };
 
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, Seq};

@@ -116,6 +116,41 @@ pub trait CommitListener: Send + Sync + std::fmt::Debug {
     fn connected_here(&self, _to: &DeviceAddress) -> bool {
         false
     }
+
+    /// Cluster holding (ADR 0005 §3): whether an envelope of `size` bytes for `to` may
+    /// be decided without its queue row and carried to the recipient's node instead.
+    /// Quick; `false` unless the listener can carry it.
+    fn can_carry(&self, _to: &DeviceAddress, _size: usize) -> bool {
+        false
+    }
+
+    /// Carries a held envelope (decided, not queued) to the node holding `to`; the
+    /// answer is that node's word about it. `None` (or a receiver that closes) when it
+    /// cannot be carried: the caller commits it.
+    fn carry(
+        &self,
+        _to: DeviceAddress,
+        _envelope: StoredEnvelope,
+    ) -> Option<tokio::sync::oneshot::Receiver<HeldWord>> {
+        None
+    }
+
+    /// `device` acknowledged everything through `through`: tell the senders' nodes of
+    /// what was carried to it and is now on its disk.
+    fn acked(&self, _device: &DeviceAddress, _through: Seq) {}
+
+    /// A read of `device`'s queue is about to start: ask the senders' nodes to commit
+    /// what was carried to it and not acknowledged, so that the read finds it.
+    fn release_held(&self, _device: &DeviceAddress) {}
+}
+
+/// What the recipient's node says of an envelope carried to it while held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldWord {
+    /// The device acknowledged it: it is on the device's disk.
+    Acked,
+    /// It was not (or no longer is) held there: the sender's node must commit it.
+    Commit,
 }
 
 /// An envelope to queue.

@@ -25,6 +25,7 @@
 //! This is best effort, as in Signal: two connections of one device may both live for
 //! about one NATS round trip; the client drops what it already has by seq.
 
+mod held;
 mod link;
 mod message;
 pub mod subjects;
@@ -36,16 +37,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use parley_protocol::ids::DeviceAddress;
+use parley_protocol::ids::{DeviceAddress, Seq};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::held::{HeldHere, ReplyTo, Waiting};
 use self::message::DeviceMessage;
 pub use self::subjects::Subjects;
 use super::attachment::lock;
 use super::{Attachment, LinkFuture, LocalPresence, OpenRendezvous, Presence, PresenceFuture};
 use crate::metrics::BusMetrics;
-use crate::store::{CommitListener, StoredEnvelope};
+use crate::store::{CommitListener, HeldWord, StoredEnvelope};
 use crate::topology::{ClusterKey, SecretUrl};
 
 /// While NATS is unreachable, how often every local device reads its queue again (no
@@ -102,13 +104,22 @@ struct Inner {
     local: LocalPresence,
     client: async_nats::Client,
     subjects: Subjects,
-    outgoing: mpsc::Sender<(String, Bytes)>,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// Where the words about envelopes this node holds come (`held.rs`).
+    held_inbox: String,
+    /// The senders' end of held envelopes.
+    waiting: Mutex<Waiting>,
+    /// The recipients' end of held envelopes.
+    held_here: Mutex<HeldHere>,
     /// A wake was dropped: every node must resync.
     overflowed: AtomicBool,
     subscriptions: Mutex<HashMap<DeviceAddress, DeviceSubscription>>,
     metrics: Arc<BusMetrics>,
     stop: CancellationToken,
 }
+
+/// A message to publish: subject, reply subject, payload.
+type Outgoing = (String, Option<String>, Bytes);
 
 /// This node's subscription to one device's subject, shared by its connections (a new
 /// one attaches before the old one detaches).
@@ -174,12 +185,16 @@ impl NatsPresence {
         let (outgoing, to_publish) = mpsc::channel(options.outgoing_capacity.max(1));
         let stop = CancellationToken::new();
         let subjects = Subjects::new(key);
+        let held_inbox = subjects.held_inbox(&crate::topology::random_node_id());
         let inner = Arc::new(Inner {
             node,
             local: LocalPresence::default(),
             client,
             subjects,
             outgoing,
+            held_inbox,
+            waiting: Mutex::default(),
+            held_here: Mutex::default(),
             overflowed: AtomicBool::new(false),
             subscriptions: Mutex::default(),
             metrics,
@@ -193,6 +208,12 @@ impl NatsPresence {
             .await
             .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
         tokio::spawn(hear_resync_requests(inner.clone(), control));
+        let words = inner
+            .client
+            .subscribe(format!("{}.*", inner.held_inbox))
+            .await
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        tokio::spawn(hear_held_words(inner.clone(), words));
         Ok(NatsPresence { inner, stop })
     }
 
@@ -230,10 +251,46 @@ impl Inner {
     /// Queues a message for the bus; a full queue drops it and marks that every node
     /// must resync.
     fn publish(&self, subject: String, message: &DeviceMessage) {
+        self.publish_with_reply(subject, None, message);
+    }
+
+    /// [`Inner::publish`] with a reply subject; false if the queue was full.
+    fn publish_with_reply(
+        &self,
+        subject: String,
+        reply: Option<String>,
+        message: &DeviceMessage,
+    ) -> bool {
         let payload = Bytes::from(message.encode());
-        if self.outgoing.try_send((subject, payload)).is_err() {
+        if self.outgoing.try_send((subject, reply, payload)).is_err() {
             self.metrics.wakes_dropped.inc();
             self.overflowed.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Sends `word` about a held envelope to where it goes. A word lost on the way costs
+    /// its sender a commit at the deadline.
+    fn answer_held(&self, reply: ReplyTo, word: HeldWord) {
+        match reply {
+            ReplyTo::Here(tx) => {
+                let _ = tx.send(word);
+            }
+            ReplyTo::Bus(subject) => {
+                let payload = Bytes::from_static(held::encode(word));
+                if self.outgoing.try_send((subject, None, payload)).is_err() {
+                    self.metrics.wakes_dropped.inc();
+                }
+            }
+        }
+    }
+
+    /// Asks for a commit of everything held here for `device`.
+    fn release_held(&self, device: &DeviceAddress) {
+        let released = lock(&self.held_here).release(device);
+        for reply in released {
+            self.answer_held(reply, HeldWord::Commit);
         }
     }
 
@@ -301,17 +358,31 @@ impl Inner {
         }
     }
 
-    /// Acts on a message heard on a local device's subject.
-    fn heard(&self, device: &DeviceAddress, message: DeviceMessage) {
+    /// Acts on a message heard on a local device's subject (`reply`: the wake of a
+    /// held envelope, whose word goes there).
+    fn heard(&self, device: &DeviceAddress, message: DeviceMessage, reply: Option<String>) {
         let Some(attachment) = self.local.get(device) else {
+            if let Some(reply) = reply {
+                self.answer_held(ReplyTo::Bus(reply), HeldWord::Commit);
+            }
             return;
         };
         match message {
             DeviceMessage::Wake { seq, envelope } => {
                 self.metrics.wakes_received.inc();
                 match envelope.and_then(|e| e.into_stored(seq)) {
-                    Some(envelope) => attachment.offer(envelope),
-                    None => attachment.resync(),
+                    Some(envelope) => {
+                        if let Some(reply) = reply {
+                            self.keep_held(*device, Seq(seq), ReplyTo::Bus(reply));
+                        }
+                        attachment.offer(envelope);
+                    }
+                    None => {
+                        if let Some(reply) = reply {
+                            self.answer_held(ReplyTo::Bus(reply), HeldWord::Commit);
+                        }
+                        attachment.resync();
+                    }
                 }
             }
             DeviceMessage::Resync => attachment.resync(),
@@ -336,18 +407,38 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Keeps a held envelope handed to `device`'s connection until its ack or a read;
+    /// past a bound, asks for its commit at once.
+    fn keep_held(&self, device: DeviceAddress, seq: Seq, reply: ReplyTo) {
+        let kept = lock(&self.held_here).keep(device, seq, reply);
+        if let Err(reply) = kept {
+            self.answer_held(reply, HeldWord::Commit);
+        }
+    }
+}
+
 /// Hands queued messages to the NATS client, in order; after an overflow, asks every
 /// node to resync.
-async fn publish(inner: Arc<Inner>, mut to_publish: mpsc::Receiver<(String, Bytes)>) {
+async fn publish(inner: Arc<Inner>, mut to_publish: mpsc::Receiver<Outgoing>) {
     loop {
         let next = tokio::select! {
             () = inner.stop.cancelled() => return,
             next = to_publish.recv() => next,
         };
-        let Some((subject, payload)) = next else {
+        let Some((subject, reply, payload)) = next else {
             return;
         };
-        match inner.client.publish(subject, payload).await {
+        let published = match reply {
+            Some(reply) => {
+                inner
+                    .client
+                    .publish_with_reply(subject, reply, payload)
+                    .await
+            }
+            None => inner.client.publish(subject, payload).await,
+        };
+        match published {
             Ok(()) => inner.metrics.wakes_sent.inc(),
             Err(e) => tracing::debug!(error = %e, "bus publish failed"),
         }
@@ -429,8 +520,39 @@ async fn hear_device(
             message = subscriber.next() => {
                 let Some(message) = message else { return };
                 if let Some(decoded) = DeviceMessage::decode(&message.payload) {
-                    inner.heard(&device, decoded);
+                    let reply = message.reply.map(|r| r.to_string());
+                    inner.heard(&device, decoded, reply);
                 }
+            }
+        }
+    }
+}
+
+/// Hears the words about the envelopes this node holds, and sweeps the waiters nobody
+/// waits for any more.
+async fn hear_held_words(inner: Arc<Inner>, mut words: async_nats::Subscriber) {
+    let mut sweep = tokio::time::interval(held::OFFLINE_FOR);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            _ = sweep.tick() => lock(&inner.waiting).sweep(std::time::Instant::now()),
+            message = words.next() => {
+                let Some(message) = message else { return };
+                let Some(token) = message
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|t| t.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                let offline = message.status == Some(async_nats::StatusCode::NO_RESPONDERS);
+                let word = match offline || message.status.is_some() {
+                    true => HeldWord::Commit,
+                    false => held::decode(&message.payload),
+                };
+                lock(&inner.waiting).heard(token, word, offline, std::time::Instant::now());
             }
         }
     }
@@ -441,6 +563,44 @@ impl CommitListener for NatsPresence {
         let wake = DeviceMessage::wake(&envelope);
         self.inner.local.committed(to, envelope);
         self.inner.publish(self.inner.subjects.device(&to), &wake);
+    }
+
+    fn can_carry(&self, to: &DeviceAddress, size: usize) -> bool {
+        size <= message::WAKE_ENVELOPE_MAX_BYTES
+            && (self.inner.local.get(to).is_some()
+                || (self.is_connected()
+                    && lock(&self.inner.waiting).may_carry(to, std::time::Instant::now())))
+    }
+
+    fn carry(
+        &self,
+        to: DeviceAddress,
+        envelope: StoredEnvelope,
+    ) -> Option<tokio::sync::oneshot::Receiver<HeldWord>> {
+        if let Some(attachment) = self.inner.local.get(&to) {
+            // Connected here: the word comes from this node's own ack.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.inner.keep_held(to, envelope.seq, ReplyTo::Here(tx));
+            attachment.offer(envelope);
+            return Some(rx);
+        }
+        let (token, rx) = lock(&self.inner.waiting).wait(to);
+        let reply = format!("{}.{token}", self.inner.held_inbox);
+        let wake = DeviceMessage::wake(&envelope);
+        self.inner
+            .publish_with_reply(self.inner.subjects.device(&to), Some(reply), &wake)
+            .then_some(rx)
+    }
+
+    fn acked(&self, device: &DeviceAddress, through: Seq) {
+        let acked = lock(&self.inner.held_here).acked(device, through);
+        for reply in acked {
+            self.inner.answer_held(reply, HeldWord::Acked);
+        }
+    }
+
+    fn release_held(&self, device: &DeviceAddress) {
+        self.inner.release_held(device);
     }
 }
 
@@ -460,6 +620,8 @@ impl Presence for NatsPresence {
     fn detach(&self, device: &DeviceAddress, attachment: &Attachment) {
         self.inner.local.unregister(device, attachment);
         self.inner.unsubscribe(device);
+        // What this connection was handed and did not ack must be committed.
+        self.inner.release_held(device);
     }
 
     fn wake(&self, device: &DeviceAddress) {

@@ -83,6 +83,13 @@ impl Subjects {
 
     /// A subject no node listens on: the NATS server answers a request to it "no
     /// responders", after everything the requesting connection sent before it.
+    /// The subject under which one node process hears the words about the envelopes it
+    /// holds (`held.rs`): `<inbox>.<token>`; `process` is random per process, so a
+    /// restarted node never takes an earlier process's words for its own.
+    pub fn held_inbox(&self, process: &str) -> String {
+        format!("{}.h.{process}", self.prefix)
+    }
+
     pub fn probe(&self) -> String {
         format!("{}.ctl.probe", self.prefix)
     }

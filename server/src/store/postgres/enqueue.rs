@@ -20,7 +20,11 @@
 //!    against its accounts' list versions and devices (read in step 1, for batches that
 //!    hold one) and, accepted, takes a seq on every device it has a copy for;
 //! 3. **write**, in one pipeline: the decisions' effects, the new heads, the queue rows
-//!    and the dedup rows, each as one statement over arrays (`unnest`).
+//!    and the dedup rows, each as one statement over arrays (`unnest`). A person's send
+//!    that can be held (`held.rs`) writes only its heads (with `decided_at_ms`, the
+//!    database's time read after the locks); the held sends that settled in this batch
+//!    (`LaneJob::CommitHeld`) add their queue rows, if still inside their window, and
+//!    their dedup rows.
 //!
 //! Plans. Every lookup of a row by its key is a `LATERAL` subquery with `LIMIT 1` (or
 //! `= ANY` of an array), so that it stays an index probe per row whatever the planner
@@ -35,19 +39,25 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
-use futures_util::future::{try_join, try_join3, try_join4, try_join_all};
+use futures_util::future::{try_join, try_join4, try_join_all};
 use futures_util::TryFutureExt;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Seq};
+use tokio::sync::watch;
 use tokio_postgres::Statement;
 
 use super::errors::Failure;
+use super::held::{
+    self, AfterCommit, HeldCommit, HeldCopy, HeldSend, HeldSends, HoldWindow, Settled,
+};
 use super::policy::{self, PolicyStatements, SendRules, PEOPLE_FACTS};
 use super::pool::JobFuture;
 use crate::store::policy::{category_code, decide, Decision, Effects};
 use crate::store::retry::{dedup_time, RetryKey};
 use crate::store::types::Decided;
 use crate::store::values::{to_i64, to_u64};
-use crate::store::{CurrentDevices, EnqueueOutcome, FanOut, NewEnvelope, StoreError};
+use crate::store::{
+    CommitListener, CurrentDevices, EnqueueOutcome, FanOut, NewEnvelope, StoreError,
+};
 
 /// The statements of [`store_envelopes`], prepared once per batch (from each
 /// connection's cache).
@@ -110,7 +120,9 @@ impl EnqueueStatements {
             put_heads: tx
                 .prepare_cached(
                     "UPDATE queue_head
-                     SET next_seq = ($2::bigint[])[array_position($1::bigint[], recipient)]
+                     SET next_seq = ($2::bigint[])[array_position($1::bigint[], recipient)],
+                         decided_at_ms = GREATEST(decided_at_ms,
+                             ($3::bigint[])[array_position($1::bigint[], recipient)])
                      WHERE recipient = ANY($1::bigint[])",
                 )
                 .await?,
@@ -125,9 +137,11 @@ impl EnqueueStatements {
                 .await?,
             insert_sent: tx
                 .prepare_cached(
+                    // A held send's row may meet a retry's, stored while it was held.
                     "INSERT INTO sent (sender, message_id, sealed_seq, digest, accepted_at_ms)
                      SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[],
-                                          $4::bytea[], $5::bigint[])",
+                                          $4::bytea[], $5::bigint[])
+                     ON CONFLICT DO NOTHING",
                 )
                 .await?,
             policy: PolicyStatements::prepare(tx).await?,
@@ -144,13 +158,17 @@ struct Head {
     read: i64,
     /// Its next seq after the envelopes decided so far.
     next: i64,
+    /// One of them was held (`queue_head.decided_at_ms` is stamped).
+    held: bool,
 }
 
 /// The dedup entry of a message id stored earlier in this batch: its key and sealed seq.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct StoredHere {
     key: RetryKey,
     sealed_seq: i64,
+    /// Held: how it ends, for a retry in the same batch.
+    held: Option<Settled>,
 }
 
 /// The rows of the accepted envelopes, column by column (for `unnest`): a queue row per
@@ -192,6 +210,22 @@ impl<'a> Rows<'a> {
         self.ciphertext.push(ciphertext);
         self.category.push(category);
     }
+
+    /// The dedup row of a send by the device whose key is `sender_key`.
+    fn sent(
+        &mut self,
+        sender_key: i64,
+        id: &'a [u8],
+        sealed_seq: i64,
+        digest: Vec<u8>,
+        dedup_time: i64,
+    ) {
+        self.sender_key.push(sender_key);
+        self.sent_id.push(id);
+        self.sealed_seq.push(sealed_seq);
+        self.digest.push(digest);
+        self.dedup_time.push(dedup_time);
+    }
 }
 
 /// The devices a send to every device has copies for beyond its own.
@@ -199,23 +233,48 @@ fn copy_recipients(fan_out: &FanOut) -> impl Iterator<Item = &DeviceAddress> {
     fan_out.copies.iter().map(|c| &c.to)
 }
 
-/// Stores `envelopes` (or finds the earlier result of their ids) in the caller's
-/// transaction; one outcome per envelope, in order. Nothing is final before the caller
-/// commits.
+/// Whether and how this batch may hold envelopes (`held.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Holding<'a> {
+    /// The deadline and the commit window; off: nothing is held.
+    pub window: HoldWindow,
+    /// False once the store is closing: nothing more is held.
+    pub may_hold: bool,
+    /// Says which recipients a held envelope can be carried to.
+    pub listener: &'a dyn CommitListener,
+    /// The held sends that have not ended, where a retry finds its first attempt.
+    pub held_sends: &'a HeldSends,
+}
+
+/// What a batch of envelopes and held commits did: per envelope its outcome (and, if
+/// it was held, what its settlement needs), per held commit whether it was written (not:
+/// its window had passed).
+pub(super) type Stored = (Vec<(Decided, AfterCommit)>, Vec<bool>);
+
+/// Stores `envelopes` (or finds the earlier result of their ids), holding those that
+/// `hold` allows, and writes the rows of the held sends in `commits`, in the caller's
+/// transaction. Nothing is final before the caller commits.
 pub(super) async fn store_envelopes<'a>(
     tx: &'a Transaction<'a>,
     st: &'a EnqueueStatements,
     rules: &'a SendRules,
+    hold: Holding<'_>,
     envelopes: &[&'a NewEnvelope],
-) -> Result<Vec<Decided>, Failure> {
-    if envelopes.is_empty() {
-        return Ok(Vec::new());
+    commits: &[&'a HeldCommit],
+) -> Result<Stored, Failure> {
+    if envelopes.is_empty() && commits.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
     // The distinct recipients in (account, device) order, the order their heads are
     // locked in, and each envelope's index among them.
     let mut recipient_index: BTreeMap<(&[u8], i64), usize> = envelopes
         .iter()
         .flat_map(|e| std::iter::once(&e.to).chain(e.fan_out.iter().flat_map(copy_recipients)))
+        .chain(
+            commits
+                .iter()
+                .flat_map(|c| c.send.copies.iter().map(|copy| &copy.to)),
+        )
         .map(|to| {
             (
                 (to.account.as_bytes().as_slice(), i64::from(to.device.0)),
@@ -271,8 +330,17 @@ pub(super) async fn store_envelopes<'a>(
         }
         tx.query(&st.current_devices, &[&fan_out_accounts]).await
     };
-    let (head_rows, fact_rows, device_rows) = try_join3(
+    // The database's time after the locks (the statements run in this order): what
+    // held decisions are stamped with and held commits are checked against.
+    let database_now = async {
+        if !hold.window.is_on() && commits.is_empty() {
+            return Ok(0);
+        }
+        tx.query_one(held::DATABASE_NOW, &[]).await?.try_get(0)
+    };
+    let (head_rows, now_ms, fact_rows, device_rows) = try_join4(
         tx.query(&st.lock_heads, &[&head_accounts, &head_devices]),
+        database_now,
         tx.query(
             &st.facts,
             &[&from_accounts, &from_devices, &ids, &to_accounts],
@@ -280,6 +348,7 @@ pub(super) async fn store_envelopes<'a>(
         current_devices,
     )
     .await?;
+    let now_ms: i64 = now_ms;
     let mut devices_of: HashMap<&[u8], CurrentDevices> = HashMap::new();
     for (account, row) in fan_out_accounts.iter().zip(&device_rows) {
         let version: i64 = row.try_get(1)?;
@@ -306,6 +375,7 @@ pub(super) async fn store_envelopes<'a>(
                 key: row.try_get(1)?,
                 read: next,
                 next,
+                held: false,
             });
         }
     }
@@ -324,14 +394,32 @@ pub(super) async fn store_envelopes<'a>(
             .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
         let id = e.id.as_bytes().as_slice();
         let key = RetryKey::of_envelope(e);
+        // An earlier send of the id: in this batch, committed, or held and not ended
+        // (then its answer waits for that send's end).
         let earlier = match stored_here.get(&(sender_key, id)) {
-            Some(here) => Some((here.key.digest().to_vec(), here.sealed_seq)),
-            None => fact
+            Some(here) => Some((
+                here.key.digest().to_vec(),
+                here.sealed_seq,
+                here.held.clone(),
+            )),
+            None => match fact
                 .try_get::<_, Option<Vec<u8>>>(1)?
-                .zip(fact.try_get::<_, Option<i64>>(2)?),
+                .zip(fact.try_get::<_, Option<i64>>(2)?)
+            {
+                Some((digest, sealed_seq)) => Some((digest, sealed_seq, None)),
+                None => hold
+                    .held_sends
+                    .get(sender_key, e.id)
+                    .map(|h| (h.digest, h.sealed_seq, Some(h.settled))),
+            },
         };
-        if let Some((digest, sealed_seq)) = earlier {
-            outcomes.push(key.answer(&digest, sealed_seq).into());
+        if let Some((digest, sealed_seq, held)) = earlier {
+            let outcome = key.answer(&digest, sealed_seq);
+            let after = match (held, outcome) {
+                (Some(settled), EnqueueOutcome::Duplicate(_)) => AfterCommit::WaitFor(settled),
+                _ => AfterCommit::Answer,
+            };
+            outcomes.push((outcome.into(), after));
             continue;
         }
         if let Some(fan_out) = &e.fan_out {
@@ -352,7 +440,7 @@ pub(super) async fn store_envelopes<'a>(
                     &current(&e.from.account),
                 )
             {
-                outcomes.push(EnqueueOutcome::StaleDevices.into());
+                outcomes.push((EnqueueOutcome::StaleDevices.into(), AfterCommit::Answer));
                 continue;
             }
         }
@@ -376,7 +464,7 @@ pub(super) async fn store_envelopes<'a>(
         };
         let (from_business, decided) = match decision {
             Decision::Refuse(outcome) => {
-                outcomes.push(outcome.into());
+                outcomes.push((outcome.into(), AfterCommit::Answer));
                 continue;
             }
             Decision::Accept {
@@ -385,7 +473,7 @@ pub(super) async fn store_envelopes<'a>(
             } => (from_business, effects),
         };
         let Some(head) = heads.get_mut(index).and_then(Option::as_mut) else {
-            outcomes.push(EnqueueOutcome::UnknownRecipient.into());
+            outcomes.push((EnqueueOutcome::UnknownRecipient.into(), AfterCommit::Answer));
             continue;
         };
         let seq = head.next;
@@ -397,72 +485,180 @@ pub(super) async fn store_envelopes<'a>(
             )));
         }
         let sealed_seq = key.seal(Seq(to_u64(seq)));
-        stored_here.insert((sender_key, id), StoredHere { key, sealed_seq });
         let category = e.category.filter(|_| from_business).map(category_code);
-        rows.queue(e, head_key, seq, &e.ciphertext, category);
-        let mut copy_seqs = Vec::new();
+        // Held: every copy can be carried to its device's node (a person's send only;
+        // a business's effects and purges stay persist-first).
+        let held = hold.window.is_on()
+            && hold.may_hold
+            && !from_business
+            && std::iter::once((&e.to, e.ciphertext.len()))
+                .chain(
+                    e.fan_out
+                        .iter()
+                        .flat_map(|f| &f.copies)
+                        .map(|c| (&c.to, c.ciphertext.len())),
+                )
+                .all(|(to, size)| hold.listener.can_carry(to, size));
+        let mut copies = vec![HeldCopy {
+            to: e.to,
+            recipient: head_key,
+            seq,
+            ciphertext: Vec::new(),
+        }];
         for copy in e.fan_out.iter().flat_map(|f| &f.copies) {
             let Some(copy_head) = heads.get_mut(head_of(&copy.to)).and_then(Option::as_mut) else {
                 return Err(StoreError::Database("a checked head vanished".into()).into());
             };
-            let copy_seq = copy_head.next;
+            copies.push(HeldCopy {
+                to: copy.to,
+                recipient: copy_head.key,
+                seq: copy_head.next,
+                ciphertext: Vec::new(),
+            });
             copy_head.next += 1;
-            rows.queue(e, copy_head.key, copy_seq, &copy.ciphertext, category);
-            copy_seqs.push(Seq(to_u64(copy_seq)));
+            copy_head.held |= held;
         }
-        rows.sender_key.push(sender_key);
-        rows.sent_id.push(id);
-        rows.sealed_seq.push(sealed_seq);
-        rows.digest.push(key.digest().to_vec());
-        rows.dedup_time.push(to_i64(dedup_time(e.now_ms)));
-        outcomes.push(Decided {
+        if let Some(head) = heads.get_mut(index).and_then(Option::as_mut) {
+            head.held |= held;
+        }
+        let copy_seqs = copies.iter().skip(1).map(|c| Seq(to_u64(c.seq))).collect();
+        let decided = Decided {
             outcome: EnqueueOutcome::Accepted {
                 seq: Seq(to_u64(seq)),
                 from_business,
             },
             copy_seqs,
-        });
+        };
+        let digest = key.digest().to_vec();
+        let dedup_time = to_i64(dedup_time(e.now_ms));
+        let ended = held.then(|| watch::channel(None));
+        stored_here.insert(
+            (sender_key, id),
+            StoredHere {
+                key,
+                sealed_seq,
+                held: ended.as_ref().map(|(_, settled)| settled.clone()),
+            },
+        );
+        if let Some((ended, _)) = ended {
+            // The ciphertexts are the envelope's: the lane fills them in when it settles.
+            let send = HeldSend {
+                decided_at_ms: now_ms,
+                sender_key,
+                sealed_seq,
+                digest,
+                dedup_time,
+                copies,
+            };
+            outcomes.push((decided, AfterCommit::Settle(send, ended)));
+            continue;
+        }
+        let ciphertexts = std::iter::once(&e.ciphertext).chain(
+            e.fan_out
+                .iter()
+                .flat_map(|f| &f.copies)
+                .map(|c| &c.ciphertext),
+        );
+        for (copy, ciphertext) in copies.iter().zip(ciphertexts) {
+            rows.queue(e, copy.recipient, copy.seq, ciphertext, category);
+        }
+        rows.sent(sender_key, id, sealed_seq, digest, dedup_time);
+        outcomes.push((decided, AfterCommit::Answer));
+    }
+
+    // Held sends settled: the rows of the copies not acked, and the dedup row, while
+    // their window lasts (the dedup row alone once every copy was acked).
+    let mut committed = Vec::with_capacity(commits.len());
+    for commit in commits {
+        let send = &commit.send;
+        let writes =
+            send.copies.is_empty() || held::within_window(hold.window, send.decided_at_ms, now_ms);
+        committed.push(writes);
+        if !writes {
+            continue;
+        }
+        // A device removed meanwhile has no head any more: its copy goes with its queue
+        // (as a queued envelope would have).
+        for copy in &send.copies {
+            if heads.get(head_of(&copy.to)).is_none_or(Option::is_none) {
+                continue;
+            }
+            rows.queue(
+                &commit.envelope,
+                copy.recipient,
+                copy.seq,
+                &copy.ciphertext,
+                None,
+            );
+        }
+        rows.sent(
+            send.sender_key,
+            commit.envelope.id.as_bytes().as_slice(),
+            send.sealed_seq,
+            send.digest.clone(),
+            send.dedup_time,
+        );
     }
 
     // 3. Everything written in one pipeline.
-    if !rows.seq.is_empty() {
-        let (moved_keys, moved_next): (Vec<i64>, Vec<i64>) = heads
-            .iter()
-            .flatten()
-            .filter(|h| h.next != h.read)
-            .map(|h| (h.key, h.next))
-            .unzip();
-        try_join4(
-            try_join_all(std::mem::take(&mut effects)),
-            tx.execute(&st.put_heads, &[&moved_keys, &moved_next])
-                .err_into::<Failure>(),
-            tx.execute(
-                &st.insert_queue,
-                &[
-                    &rows.recipient,
-                    &rows.seq,
-                    &rows.sender_account,
-                    &rows.sender_device,
-                    &rows.message_id,
-                    &rows.accepted_at_ms,
-                    &rows.ciphertext,
-                    &rows.category,
-                ],
-            )
-            .err_into::<Failure>(),
-            tx.execute(
-                &st.insert_sent,
-                &[
-                    &rows.sender_key,
-                    &rows.sent_id,
-                    &rows.sealed_seq,
-                    &rows.digest,
-                    &rows.dedup_time,
-                ],
-            )
-            .err_into::<Failure>(),
+    let (moved_keys, moved): (Vec<i64>, Vec<(i64, i64)>) = heads
+        .iter()
+        .flatten()
+        .filter(|h| h.next != h.read)
+        .map(|h| (h.key, (h.next, if h.held { now_ms } else { 0 })))
+        .unzip();
+    let (moved_next, moved_decided_at): (Vec<i64>, Vec<i64>) = moved.into_iter().unzip();
+    let put_heads = async {
+        if moved_keys.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &st.put_heads,
+            &[&moved_keys, &moved_next, &moved_decided_at],
         )
-        .await?;
-    }
-    Ok(outcomes)
+        .await
+    };
+    let insert_queue = async {
+        if rows.seq.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &st.insert_queue,
+            &[
+                &rows.recipient,
+                &rows.seq,
+                &rows.sender_account,
+                &rows.sender_device,
+                &rows.message_id,
+                &rows.accepted_at_ms,
+                &rows.ciphertext,
+                &rows.category,
+            ],
+        )
+        .await
+    };
+    let insert_sent = async {
+        if rows.sender_key.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &st.insert_sent,
+            &[
+                &rows.sender_key,
+                &rows.sent_id,
+                &rows.sealed_seq,
+                &rows.digest,
+                &rows.dedup_time,
+            ],
+        )
+        .await
+    };
+    try_join4(
+        try_join_all(std::mem::take(&mut effects)),
+        put_heads.err_into::<Failure>(),
+        insert_queue.err_into::<Failure>(),
+        insert_sent.err_into::<Failure>(),
+    )
+    .await?;
+    Ok((outcomes, committed))
 }

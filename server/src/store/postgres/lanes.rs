@@ -27,16 +27,19 @@
 //! error; the clients retry, and retries are deduplicated.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use deadpool_postgres::{Pool, Transaction};
 use futures_util::future::try_join;
 use parley_protocol::ids::{DeviceAddress, Seq};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
-use super::enqueue::{store_envelopes, EnqueueStatements};
+use super::enqueue::{store_envelopes, EnqueueStatements, Holding};
 use super::errors::{pool_error, Failure};
+use super::held::{self, AfterCommit, HeldCommit, HeldSends, HoldWindow};
 use super::policy::SendRules;
 use super::pool::{backoff, ATTEMPTS};
 use super::queue;
@@ -63,6 +66,13 @@ pub(super) enum LaneJob {
         /// Answered after the commit: envelopes deleted.
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Write the rows of a held send that settled (`held.rs`).
+    CommitHeld {
+        /// Its copies not acknowledged, and its dedup row.
+        commit: HeldCommit,
+        /// Answered after the commit; an error if its window had passed.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl LaneJob {
@@ -71,25 +81,63 @@ impl LaneJob {
         match self {
             LaneJob::Enqueue { envelope, .. } => &envelope.from,
             LaneJob::Ack { device, .. } => device,
+            LaneJob::CommitHeld { commit, .. } => &commit.envelope.from,
         }
     }
 
-    /// Answers the job with what it did in a committed batch (telling `listener` of an
-    /// accepted envelope first), or with the batch's error.
-    fn answer(self, done: Result<Done, StoreError>, listener: &dyn CommitListener) {
+    /// Answers the job with what it did in a committed batch (telling the commit
+    /// listener of an accepted envelope first, or settling a held one), or with the
+    /// batch's error.
+    fn answer(self, done: Result<Done, StoreError>, context: &LaneContext) {
         let mixed_up =
             || StoreError::Database("a lane answered a job with another's result".into());
-        match self {
-            LaneJob::Enqueue { envelope, reply } => {
+        match (self, done) {
+            (
+                LaneJob::Enqueue { envelope, reply },
+                Ok(Done::Enqueued(decided, AfterCommit::Settle(send, ended))),
+            ) => match context.settling() {
+                Some(settling) => held::settle_held(
+                    settling,
+                    &context.settlements,
+                    envelope,
+                    decided,
+                    send,
+                    ended,
+                    reply,
+                ),
+                None => {
+                    let _ = reply.send(Err(StoreError::Unavailable));
+                }
+            },
+            (
+                LaneJob::Enqueue { reply, .. },
+                Ok(Done::Enqueued(decided, AfterCommit::WaitFor(settled))),
+            ) => {
+                context
+                    .settlements
+                    .spawn(held::answer_after(settled, decided.outcome, reply));
+            }
+            (LaneJob::Enqueue { envelope, reply }, done) => {
                 let _ = reply.send(done.and_then(|done| match done {
-                    Done::Enqueued(outcome) => Ok(announce(outcome, envelope, listener)),
-                    Done::Acked(_) => Err(mixed_up()),
+                    Done::Enqueued(outcome, _) => {
+                        Ok(announce(outcome, envelope, &*context.on_commit))
+                    }
+                    _ => Err(mixed_up()),
                 }));
             }
-            LaneJob::Ack { reply, .. } => {
+            (LaneJob::Ack { reply, .. }, done) => {
                 let _ = reply.send(done.and_then(|done| match done {
                     Done::Acked(deleted) => Ok(deleted),
-                    Done::Enqueued(_) => Err(mixed_up()),
+                    _ => Err(mixed_up()),
+                }));
+            }
+            (LaneJob::CommitHeld { reply, .. }, done) => {
+                let _ = reply.send(done.and_then(|done| match done {
+                    Done::Committed(true) => Ok(()),
+                    Done::Committed(false) => Err(StoreError::Database(
+                        "a held envelope's commit window had passed; send it again".into(),
+                    )),
+                    _ => Err(mixed_up()),
                 }));
             }
         }
@@ -99,12 +147,14 @@ impl LaneJob {
 /// What a job did, before the commit.
 #[derive(Debug)]
 enum Done {
-    Enqueued(Decided),
+    Enqueued(Decided, AfterCommit),
     Acked(u64),
+    /// A held send's rows: written (`false`: its window had passed).
+    Committed(bool),
 }
 
 #[derive(Debug)]
-enum LaneMsg {
+pub(super) enum LaneMsg {
     Job(LaneJob),
     /// Run what is queued before it, then stop.
     Close(oneshot::Sender<()>),
@@ -123,10 +173,42 @@ pub(super) struct LaneContext {
     pub metrics: Arc<StoreMetrics>,
     /// Most jobs per transaction.
     pub group_commit_max: usize,
+    /// Holding on a cluster (`held.rs`).
+    pub hold: HoldWindow,
+    /// The lanes themselves, for the jobs of held sends that settle (weak: the lanes
+    /// stop once the store lets go of them).
+    pub lanes: OnceLock<Vec<mpsc::WeakSender<LaneMsg>>>,
+    /// The held sends that have not ended (for retries of their ids).
+    pub held_sends: Arc<HeldSends>,
+    /// The tasks settling held sends, which closing waits for.
+    pub settlements: TaskTracker,
+    /// The store is closing: hold nothing more.
+    pub closing: AtomicBool,
+}
+
+impl LaneContext {
+    /// What a held send's settlement needs; `None` once the lanes are gone.
+    fn settling(&self) -> Option<held::Settling> {
+        let senders: Option<Vec<_>> = self
+            .lanes
+            .get()
+            .into_iter()
+            .flatten()
+            .map(mpsc::WeakSender::upgrade)
+            .collect();
+        let senders = senders.filter(|s| !s.is_empty())?;
+        Some(held::Settling {
+            lanes: Lanes { senders },
+            listener: self.on_commit.clone(),
+            metrics: self.metrics.clone(),
+            deadline: self.hold.deadline,
+            held_sends: self.held_sends.clone(),
+        })
+    }
 }
 
 /// The lanes of one store.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Lanes {
     senders: Vec<mpsc::Sender<LaneMsg>>,
 }
@@ -142,14 +224,17 @@ impl Lanes {
 
     /// Starts `count` lane tasks on the current runtime, each with a queue of `capacity`.
     pub(super) fn start(count: usize, capacity: usize, context: Arc<LaneContext>) -> Lanes {
-        let senders = (0..count.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(capacity.max(1));
-                tokio::spawn(run_lane(rx, context.clone()));
-                tx
-            })
-            .collect();
-        Lanes { senders }
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count.max(1))
+            .map(|_| mpsc::channel(capacity.max(1)))
+            .unzip();
+        let _ = context
+            .lanes
+            .set(senders.iter().map(mpsc::Sender::downgrade).collect());
+        let lanes = Lanes { senders };
+        for rx in receivers {
+            tokio::spawn(run_lane(rx, context.clone()));
+        }
+        lanes
     }
 
     /// Queues `job` on its device's lane, waiting for room.
@@ -224,14 +309,14 @@ async fn commit_batch(context: &LaneContext, jobs: Vec<LaneJob>) {
             context.metrics.commit_seconds.observe(started.elapsed());
             context.metrics.committed_jobs.add(jobs.len() as u64);
             for (job, done) in jobs.into_iter().zip(done) {
-                job.answer(Ok(done), &*context.on_commit);
+                job.answer(Ok(done), context);
             }
         }
         Err(error) => {
             context.metrics.failed_commits.inc();
             tracing::warn!(%error, jobs = jobs.len(), "group commit failed; nothing of it was stored");
             for job in jobs {
-                job.answer(Err(error.clone()), &*context.on_commit);
+                job.answer(Err(error.clone()), context);
             }
         }
     }
@@ -257,25 +342,35 @@ async fn run_jobs(
     let statements = EnqueueStatements::prepare(tx).await?;
     let mut envelopes = Vec::with_capacity(jobs.len());
     let mut acks = Vec::new();
+    let mut commits = Vec::new();
     for job in jobs {
         match job {
             LaneJob::Enqueue { envelope, .. } => envelopes.push(envelope),
             LaneJob::Ack {
                 device, through, ..
             } => acks.push((device, *through)),
+            LaneJob::CommitHeld { commit, .. } => commits.push(commit),
         }
     }
-    let (acked, stored) = try_join(
+    let hold = Holding {
+        window: context.hold,
+        may_hold: !context.closing.load(Ordering::Acquire),
+        listener: &*context.on_commit,
+        held_sends: &context.held_sends,
+    };
+    let (acked, (stored, committed)) = try_join(
         queue::ack_through(tx, &acks),
-        store_envelopes(tx, &statements, &context.rules, &envelopes),
+        store_envelopes(tx, &statements, &context.rules, hold, &envelopes, &commits),
     )
     .await?;
-    let (mut acked, mut stored) = (acked.into_iter(), stored.into_iter());
+    let (mut acked, mut stored, mut committed) =
+        (acked.into_iter(), stored.into_iter(), committed.into_iter());
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
         let next = match job {
-            LaneJob::Enqueue { .. } => stored.next().map(Done::Enqueued),
+            LaneJob::Enqueue { .. } => stored.next().map(|(d, after)| Done::Enqueued(d, after)),
             LaneJob::Ack { .. } => acked.next().map(Done::Acked),
+            LaneJob::CommitHeld { .. } => committed.next().map(Done::Committed),
         };
         done.push(next.ok_or_else(|| {
             StoreError::Database("a batch answered fewer jobs than it ran".into())

@@ -24,6 +24,7 @@ mod business;
 mod devices;
 mod enqueue;
 mod errors;
+mod held;
 mod lanes;
 mod limits;
 mod maintenance;
@@ -33,25 +34,28 @@ mod pool;
 mod queue;
 mod schema;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Pool};
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, Seq, ServerId};
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 
 pub use self::admin::{list_businesses, revoke_business, set_suspended, set_tier, verify_business};
 use self::errors::pool_error;
 pub use self::errors::redact_url;
+pub use self::held::HoldWindow;
 use self::lanes::{LaneContext, LaneJob, Lanes};
 pub use self::node::{check_authority, NodeLock, NodeRefused};
 use self::policy::SendRules;
 use self::pool::{in_transaction, JobFuture, TxJob};
 use crate::store::{
-    AuthRecord, BundleOutcome, BusinessRecord, BusinessWindows, ConsentChange, ConsentOutcome,
-    DeviceListLookup, EnqueueOutcome, NewAccount, NewDeviceList, NewEnvelope, Pending,
-    PrekeyUpload, PublishOutcome, RegisterOutcome, ReportOutcome, ReportPolicy, Store, StoreError,
-    StoreFuture, StoreHooks, StoreLoad, StoredEnvelope, SweepReport, UploadOutcome,
+    AuthRecord, BundleOutcome, BusinessRecord, BusinessWindows, CommitListener, ConsentChange,
+    ConsentOutcome, DeviceListLookup, EnqueueOutcome, NewAccount, NewDeviceList, NewEnvelope,
+    Pending, PrekeyUpload, PublishOutcome, RegisterOutcome, ReportOutcome, ReportPolicy, Store,
+    StoreError, StoreFuture, StoreHooks, StoreLoad, StoredEnvelope, SweepReport, UploadOutcome,
 };
 
 /// How to open the store.
@@ -70,6 +74,8 @@ pub struct PostgresOptions {
     /// longer of this and 5 s (less if the URL sets a shorter `connect_timeout`). After
     /// it the store is [`StoreError::Unavailable`].
     pub pool_wait: Duration,
+    /// Hold, then persist (`held.rs`); [`HoldWindow::OFF`] persists every envelope first.
+    pub hold: HoldWindow,
 }
 
 impl Default for PostgresOptions {
@@ -80,6 +86,7 @@ impl Default for PostgresOptions {
             group_commit_max: 256,
             pool_max_size: None,
             pool_wait: Duration::from_secs(5),
+            hold: HoldWindow::OFF,
         }
     }
 }
@@ -101,6 +108,12 @@ pub struct PostgresStore {
     lanes: Lanes,
     /// For what the store stamps itself ([`StoreHooks::clock`]).
     clock: crate::clock::Clock,
+    /// Told of commits; carries held envelopes and hears of their acks.
+    listener: Arc<dyn CommitListener>,
+    /// Holding (`held.rs`).
+    hold: HoldWindow,
+    /// What the lanes share, for closing: held sends settle before the lanes stop.
+    lane_context: Arc<LaneContext>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -137,14 +150,21 @@ impl PostgresStore {
         })
         .await?;
         let clock = hooks.clock;
+        let listener = hooks.on_commit.clone();
         let context = LaneContext {
             pool: pool.clone(),
             rules: Arc::new(SendRules::new(hooks.send_policy)),
             on_commit: hooks.on_commit,
             metrics: hooks.metrics,
             group_commit_max: options.group_commit_max,
+            hold: options.hold,
+            lanes: OnceLock::new(),
+            held_sends: Arc::default(),
+            settlements: TaskTracker::new(),
+            closing: AtomicBool::new(false),
         };
-        let lanes = Lanes::start(options.lanes, options.lane_capacity, Arc::new(context));
+        let context = Arc::new(context);
+        let lanes = Lanes::start(options.lanes, options.lane_capacity, context.clone());
         tracing::info!(url = %shown_url, lanes = options.lanes, "PostgreSQL store open");
         Ok(PostgresStore {
             shown_url,
@@ -152,6 +172,9 @@ impl PostgresStore {
             pool,
             lanes,
             clock,
+            listener,
+            hold: options.hold,
+            lane_context: context,
         })
     }
 
@@ -185,6 +208,9 @@ impl PostgresStore {
         device: DeviceAddress,
         through: Seq,
     ) -> Result<Pending<u64>, StoreError> {
+        // What was carried here and acked is on the device's disk: its senders' nodes
+        // may answer `accepted` (the queue rows the ack deletes are another matter).
+        self.listener.acked(&device, through);
         let (reply, answer) = oneshot::channel();
         self.lanes
             .submit(LaneJob::Ack {
@@ -267,6 +293,16 @@ impl Store for PostgresStore {
         after: Seq,
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
+        if self.hold.is_on() {
+            return Box::pin(held::fenced_page(
+                &self.pool,
+                &*self.listener,
+                self.hold,
+                device,
+                after,
+                limit,
+            ));
+        }
         Box::pin(self.read((device, after, limit), |c, (d, after, limit)| {
             Box::pin(queue::page(c, d, *after, *limit))
         }))
@@ -399,6 +435,12 @@ impl Store for PostgresStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            // Hold nothing more, let what is held settle (its commits need the lanes),
+            // then stop the lanes.
+            let context = &self.lane_context;
+            context.closing.store(true, Ordering::Release);
+            context.settlements.close();
+            context.settlements.wait().await;
             self.lanes.close().await;
             self.pool.close();
             Ok(())

@@ -19,6 +19,15 @@ pub(super) const SWEEP_BATCH: i64 = 5_000;
 /// second key is the schema's, as for migrations).
 const LOCK_CLASS_SWEEP: i32 = 0x5052_4c5a;
 
+/// A page of a device's queue: `$1`, `$2` the device, `after < seq < below` (`$3`, `$5`),
+/// at most `$4` rows, in seq order.
+const PAGE: &str = "SELECT seq, sender_account, sender_device, message_id, accepted_at_ms,
+                           ciphertext, category
+                    FROM queue
+                    WHERE recipient = (SELECT id FROM devices WHERE account = $1 AND device = $2)
+                      AND seq > $3 AND seq < $5
+                    ORDER BY seq LIMIT $4";
+
 /// Up to `limit` envelopes of `device` after `after`, in seq order.
 pub(super) async fn page(
     client: &ClientWrapper,
@@ -26,28 +35,60 @@ pub(super) async fn page(
     after: Seq,
     limit: usize,
 ) -> Result<Vec<StoredEnvelope>, Failure> {
-    let statement = client
-        .prepare_cached(
-            "SELECT seq, sender_account, sender_device, message_id, accepted_at_ms, ciphertext,
-                    category
-             FROM queue
-             WHERE recipient = (SELECT id FROM devices WHERE account = $1 AND device = $2)
-               AND seq > $3
-             ORDER BY seq LIMIT $4",
-        )
-        .await?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let statement = client.prepare_cached(PAGE).await?;
     let rows = client
         .query(
             &statement,
-            &[
-                &device.account.as_bytes().as_slice(),
-                &i64::from(device.device.0),
-                &to_i64(after.0),
-                &limit,
-            ],
+            &page_parameters(device, after, Seq(u64::MAX), limit).as_refs(),
         )
         .await?;
+    decode_page(rows)
+}
+
+/// Up to `limit` envelopes of `device` with `after < seq < below`, in seq order, in `tx`.
+pub(super) async fn page_below(
+    tx: &Transaction<'_>,
+    device: &DeviceAddress,
+    after: Seq,
+    below: Seq,
+    limit: usize,
+) -> Result<Vec<StoredEnvelope>, Failure> {
+    let statement = tx.prepare_cached(PAGE).await?;
+    let rows = tx
+        .query(
+            &statement,
+            &page_parameters(device, after, below, limit).as_refs(),
+        )
+        .await?;
+    decode_page(rows)
+}
+
+/// The parameters of [`PAGE`].
+struct PageParameters<'a>(&'a [u8], i64, i64, i64, i64);
+
+impl PageParameters<'_> {
+    fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [&self.0, &self.1, &self.2, &self.3, &self.4]
+    }
+}
+
+fn page_parameters(
+    device: &DeviceAddress,
+    after: Seq,
+    below: Seq,
+    limit: usize,
+) -> PageParameters<'_> {
+    PageParameters(
+        device.account.as_bytes().as_slice(),
+        i64::from(device.device.0),
+        to_i64(after.0),
+        i64::try_from(limit).unwrap_or(i64::MAX),
+        to_i64(below.0),
+    )
+}
+
+/// The envelopes of a [`PAGE`]'s rows.
+fn decode_page(rows: Vec<tokio_postgres::Row>) -> Result<Vec<StoredEnvelope>, Failure> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let account: Vec<u8> = row.try_get(1)?;

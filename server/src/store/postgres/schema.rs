@@ -243,6 +243,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN last_seen_day_ms bigint;
     "#,
+    // 5: hold, then persist (ADR 0005 §3, `postgres::held`): when a seq of the device
+    // was last given to an envelope held instead of queued, by the database's clock, so
+    // that a read of its queue waits until every such seq is committed or can no longer
+    // be.
+    r#"
+    ALTER TABLE queue_head ADD COLUMN decided_at_ms bigint NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this server knows.

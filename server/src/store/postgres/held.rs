@@ -1,0 +1,466 @@
+//! Hold, then persist on a cluster (ADR 0005 §3, `--hold-deadline`): a person's
+//! envelope for a device that some node may hold is decided (policy, dedup, seq) without
+//! its queue row or its dedup row, carried to the recipient's node by the bus
+//! ([`CommitListener::carry`]), and settled by that node's word or by a commit.
+//!
+//! * **Decided.** The lane's transaction (`enqueue.rs`) moves the recipient's
+//!   `queue_head.next_seq` as for any envelope and stamps `queue_head.decided_at_ms` with
+//!   the database's clock; it writes no queue or `sent` row. Every copy of a send to
+//!   every device is held, or none is.
+//! * **Settled** ([`settle_held`], after the commit): each copy is carried; the sender's
+//!   `accepted` comes when every copy is settled: by [`HeldWord::Acked`] (the device
+//!   has it on its disk), or by a commit of its queue row (a [`LaneJob::CommitHeld`] on
+//!   the sender's lane) after [`HeldWord::Commit`], a closed carrier, or the deadline.
+//!   The send's dedup row goes with that commit, or alone once every copy was acked.
+//! * **The window.** A held seq may be committed only while the database's clock is
+//!   within [`HoldWindow::window_ms`] of its decision; later the commit is refused and the
+//!   sender gets an error (it retries, and the retry is a new envelope). A read of a
+//!   device's queue ([`fenced_page`]) locks its head, and returns only seqs below the
+//!   head's next seq; it waits while that page has a hole and a held decision of the
+//!   device is still inside the window. So no read passes a seq that may still be
+//!   committed, and nothing `accepted` is skipped.
+//!
+//! * **Retries.** A retry of a held send's id finds no dedup row; it finds the send in
+//!   [`HeldSends`] instead and is answered as its first attempt once that one ended
+//!   (`accepted` with its dedup row committed), or with an error if it did not.
+//! * **Closing** holds nothing more and waits for the settlements before the lanes stop.
+//!
+//! A lost word costs a commit at the deadline (and perhaps a second delivery, which the
+//! SDK drops by message id), never a message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
+use tokio::sync::{oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+use super::errors::{pool_error, Failure};
+use super::lanes::{LaneJob, Lanes};
+use super::queue;
+use crate::metrics::StoreMetrics;
+use crate::store::types::Decided;
+use crate::store::values::to_u64;
+use crate::store::{
+    CommitListener, EnqueueOutcome, HeldWord, NewEnvelope, StoreError, StoredEnvelope,
+};
+
+/// How long a fenced read waits between looks at a queue with a hole inside the window.
+const FENCE_POLL: Duration = Duration::from_millis(5);
+
+/// The settings of holding on a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldWindow {
+    /// How long a held envelope waits for its recipient's word before it is committed;
+    /// zero turns holding off.
+    pub deadline: Duration,
+    /// How much longer than the deadline a held seq may still be committed (lane
+    /// queueing, the commit itself); past it, the commit is refused.
+    pub commit_grace: Duration,
+}
+
+impl HoldWindow {
+    /// No holding: every envelope is persisted before `accepted`.
+    pub const OFF: HoldWindow = HoldWindow {
+        deadline: Duration::ZERO,
+        commit_grace: Duration::ZERO,
+    };
+
+    /// Whether envelopes are held at all.
+    pub fn is_on(&self) -> bool {
+        !self.deadline.is_zero()
+    }
+
+    /// How long after its decision a held seq may still be committed, in ms.
+    pub fn window_ms(&self) -> i64 {
+        i64::try_from((self.deadline + self.commit_grace).as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// One copy of a held send: where it went and what its queue row would hold.
+#[derive(Clone, Debug)]
+pub(super) struct HeldCopy {
+    /// The device.
+    pub to: DeviceAddress,
+    /// Its `devices.id`.
+    pub recipient: i64,
+    /// Its seq.
+    pub seq: i64,
+    /// Its ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A send decided as held: what its commit would write.
+#[derive(Clone, Debug)]
+pub(super) struct HeldSend {
+    /// When it was decided, by the database's clock (ms since the epoch).
+    pub decided_at_ms: i64,
+    /// The sender's `devices.id`.
+    pub sender_key: i64,
+    /// Its dedup row's sealed seq, digest and time.
+    pub sealed_seq: i64,
+    /// The retry digest.
+    pub digest: Vec<u8>,
+    /// The dedup row's time.
+    pub dedup_time: i64,
+    /// The copies still to settle (or, in a [`LaneJob::CommitHeld`], to commit).
+    pub copies: Vec<HeldCopy>,
+}
+
+/// What a held send's dedup row and queue rows are written from in a lane's batch.
+#[derive(Debug)]
+pub(super) struct HeldCommit {
+    /// The envelope's sender, id, time (the queue rows' columns).
+    pub envelope: NewEnvelope,
+    /// The send, with the copies to commit (none: only the dedup row).
+    pub send: HeldSend,
+}
+
+/// How a held send ended, for retries of its id that wait for it: `Some(true)` once its
+/// dedup row is committed (the retry's answer stands), `Some(false)` if it was not
+/// `accepted` (the retry must be sent again).
+pub(super) type Settled = watch::Receiver<Option<bool>>;
+
+/// What a lane does after its commit with an envelope's outcome.
+#[derive(Debug)]
+pub(super) enum AfterCommit {
+    /// Answer it (and tell the listener of an accepted envelope).
+    Answer,
+    /// Held: settle it ([`settle_held`]); the sender tells how it ended.
+    Settle(HeldSend, watch::Sender<Option<bool>>),
+    /// A retry of a held send: answer once that one ended.
+    WaitFor(Settled),
+}
+
+/// The held sends of one store that have not ended, by sender key and message id, so
+/// that a retry of one (a later batch finds no dedup row) is answered as its first
+/// attempt once that one has ended, never before.
+#[derive(Debug, Default)]
+pub(super) struct HeldSends(Mutex<HashMap<(i64, MessageId), HeldRetry>>);
+
+/// What a retry of a held send is answered from.
+#[derive(Clone, Debug)]
+pub(super) struct HeldRetry {
+    /// The first attempt's retry digest.
+    pub digest: Vec<u8>,
+    /// Its sealed seq.
+    pub sealed_seq: i64,
+    /// How it ended.
+    pub settled: Settled,
+}
+
+impl HeldSends {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, MessageId), HeldRetry>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The held send of `sender_key` with `id`, if it has not ended.
+    pub fn get(&self, sender_key: i64, id: MessageId) -> Option<HeldRetry> {
+        self.lock().get(&(sender_key, id)).cloned()
+    }
+
+    fn insert(&self, sender_key: i64, id: MessageId, retry: HeldRetry) {
+        self.lock().insert((sender_key, id), retry);
+    }
+
+    fn remove(&self, sender_key: i64, id: MessageId) {
+        self.lock().remove(&(sender_key, id));
+    }
+}
+
+/// What settling a held send needs of its store.
+#[derive(Debug)]
+pub(super) struct Settling {
+    /// The lanes, for its commit.
+    pub lanes: Lanes,
+    /// The carrier of its copies.
+    pub listener: Arc<dyn CommitListener>,
+    /// Where settlements are counted.
+    pub metrics: Arc<StoreMetrics>,
+    /// How long it waits for the words.
+    pub deadline: Duration,
+    /// The held sends that have not ended.
+    pub held_sends: Arc<HeldSends>,
+}
+
+/// Starts settling a held send once its decision committed: carries every copy now (in
+/// the lane's order, so one sender's wakes go out in seq order) and spawns the rest
+/// ([`settle`]) on `tracker`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn settle_held(
+    settling: Settling,
+    tracker: &TaskTracker,
+    envelope: NewEnvelope,
+    decided: Decided,
+    mut send: HeldSend,
+    ended: watch::Sender<Option<bool>>,
+    reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+) {
+    let ciphertexts = std::iter::once(&envelope.ciphertext).chain(
+        envelope
+            .fan_out
+            .iter()
+            .flat_map(|f| &f.copies)
+            .map(|c| &c.ciphertext),
+    );
+    for (copy, ciphertext) in send.copies.iter_mut().zip(ciphertexts) {
+        copy.ciphertext.clone_from(ciphertext);
+    }
+    settling.held_sends.insert(
+        send.sender_key,
+        envelope.id,
+        HeldRetry {
+            digest: send.digest.clone(),
+            sealed_seq: send.sealed_seq,
+            settled: ended.subscribe(),
+        },
+    );
+    let category = envelope.category.filter(|_| {
+        matches!(
+            decided.outcome,
+            EnqueueOutcome::Accepted {
+                from_business: true,
+                ..
+            }
+        )
+    });
+    let words: Vec<_> = send
+        .copies
+        .iter()
+        .map(|copy| {
+            let stored = StoredEnvelope {
+                seq: Seq(to_u64(copy.seq)),
+                from: envelope.from,
+                id: envelope.id,
+                accepted_at_ms: envelope.now_ms,
+                ciphertext: copy.ciphertext.clone(),
+                category,
+            };
+            settling.listener.carry(copy.to, stored)
+        })
+        .collect();
+    tracker.spawn(settle(
+        settling, envelope, decided, send, words, ended, reply,
+    ));
+}
+
+/// Waits for the words about a held send's copies (at most the deadline), commits what
+/// was not acked, answers the sender and says how it ended.
+async fn settle(
+    settling: Settling,
+    envelope: NewEnvelope,
+    decided: Decided,
+    mut send: HeldSend,
+    words: Vec<Option<oneshot::Receiver<HeldWord>>>,
+    ended: watch::Sender<Option<bool>>,
+    reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+) {
+    let Settling {
+        lanes,
+        metrics,
+        deadline,
+        held_sends,
+        ..
+    } = settling;
+    let outcome = decided.outcome;
+    let expires = tokio::time::Instant::now() + deadline;
+    let mut acked = Vec::with_capacity(words.len());
+    for word in words {
+        let word = match word {
+            Some(word) => tokio::time::timeout_at(expires, word)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        acked.push(word == Some(HeldWord::Acked));
+    }
+    let mut flags = acked.into_iter();
+    send.copies.retain(|_| !flags.next().unwrap_or(false));
+    let to_commit = send.copies.len();
+    let total = decided.copy_seqs.len() + 1;
+    metrics
+        .held_settled
+        .add("ack", (total.saturating_sub(to_commit)) as u64);
+    let (sender_key, id) = (send.sender_key, envelope.id);
+    let (done, answer) = oneshot::channel();
+    let job = LaneJob::CommitHeld {
+        commit: HeldCommit { envelope, send },
+        reply: done,
+    };
+    let mut reply = Some(reply);
+    if to_commit == 0 {
+        // Every copy is on its device's disk: `accepted` now; the dedup row follows in
+        // the sender's lane's next batch (retries of the id wait for it).
+        if let Some(reply) = reply.take() {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+    let committed = match lanes.submit(job).await {
+        Ok(()) => answer.await.unwrap_or(Err(StoreError::Unavailable)),
+        Err(e) => Err(e),
+    };
+    if committed.is_ok() && to_commit > 0 {
+        metrics.held_settled.add("commit", to_commit as u64);
+    }
+    // Acked but the dedup row not written: still `accepted` (the envelope is on its
+    // devices' disks), but a retry of the id must be sent again.
+    let _ = ended.send(Some(committed.is_ok()));
+    held_sends.remove(sender_key, id);
+    if let Some(reply) = reply {
+        let _ = reply.send(committed.map(|()| outcome));
+    }
+}
+
+/// Answers a retry of a held send once that send ended: as decided if it ended
+/// `accepted` with its dedup row, else with an error (the client sends it again).
+pub(super) async fn answer_after(
+    mut settled: Settled,
+    outcome: EnqueueOutcome,
+    reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+) {
+    let ended = settled
+        .wait_for(Option::is_some)
+        .await
+        .map(|ended| *ended == Some(true))
+        .unwrap_or(false);
+    let _ = reply.send(match ended {
+        true => Ok(outcome),
+        false => Err(StoreError::Database(
+            "the first send of this message id was not accepted; send it again".into(),
+        )),
+    });
+}
+
+/// Up to `limit` envelopes of `device` after `after` that no held seq can still come
+/// before (see the module documentation); asks `listener` first to have what was carried
+/// to this node committed.
+pub(super) async fn fenced_page(
+    pool: &Pool,
+    listener: &dyn CommitListener,
+    window: HoldWindow,
+    device: DeviceAddress,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<StoredEnvelope>, StoreError> {
+    loop {
+        listener.release_held(&device);
+        let (page, wait) = read_fenced(pool, window, &device, after, limit)
+            .await
+            .map_err(|f| f.error)?;
+        match wait {
+            None => return Ok(page),
+            Some(left) => tokio::time::sleep(left.min(FENCE_POLL)).await,
+        }
+    }
+}
+
+/// One look: the page below the head's next seq, and how long the window still runs
+/// when the page has a hole (`None`: the page can be used).
+async fn read_fenced(
+    pool: &Pool,
+    window: HoldWindow,
+    device: &DeviceAddress,
+    after: Seq,
+    limit: usize,
+) -> Result<(Vec<StoredEnvelope>, Option<Duration>), Failure> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await?;
+    let head = tx
+        .prepare_cached(
+            "SELECT h.next_seq, h.decided_at_ms,
+                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+             FROM devices d JOIN queue_head h ON h.recipient = d.id
+             WHERE d.account = $1 AND d.device = $2
+             FOR SHARE OF h",
+        )
+        .await?;
+    let Some(head) = tx
+        .query_opt(
+            &head,
+            &[
+                &device.account.as_bytes().as_slice(),
+                &i64::from(device.device.0),
+            ],
+        )
+        .await?
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let (below, decided_at_ms, now_ms): (i64, i64, i64) =
+        (head.try_get(0)?, head.try_get(1)?, head.try_get(2)?);
+    let page = queue::page_below(&tx, device, after, Seq(to_u64(below)), limit).await?;
+    tx.commit().await?;
+    let open_until = decided_at_ms.saturating_add(window.window_ms());
+    if now_ms >= open_until || has_no_hole(&page, after, to_u64(below), limit) {
+        return Ok((page, None));
+    }
+    let left = u64::try_from(open_until - now_ms).unwrap_or(0);
+    Ok((page, Some(Duration::from_millis(left))))
+}
+
+/// Whether `page` holds every seq from `after + 1` on, up to `below` (or a full page).
+fn has_no_hole(page: &[StoredEnvelope], after: Seq, below: u64, limit: usize) -> bool {
+    let dense = page
+        .iter()
+        .enumerate()
+        .all(|(i, e)| Some(e.seq.0) == after.0.checked_add(1 + i as u64));
+    dense && (page.len() >= limit || after.0.saturating_add(page.len() as u64 + 1) >= below)
+}
+
+/// The clock statement of a lane's batch, run after its locks: the database's time in
+/// ms since the epoch.
+pub(super) const DATABASE_NOW: &str =
+    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Whether a held send decided at `decided_at_ms` may still be committed at `now_ms`.
+pub(super) fn within_window(window: HoldWindow, decided_at_ms: i64, now_ms: i64) -> bool {
+    now_ms <= decided_at_ms.saturating_add(window.window_ms())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::ids::{AccountId, DeviceId, MessageId};
+
+    fn at(seq: u64) -> StoredEnvelope {
+        StoredEnvelope {
+            seq: Seq(seq),
+            from: DeviceAddress {
+                account: AccountId([1; 32]),
+                device: DeviceId(1),
+            },
+            id: MessageId([2; 16]),
+            accepted_at_ms: 0,
+            ciphertext: Vec::new(),
+            category: None,
+        }
+    }
+
+    #[test]
+    fn a_page_without_a_hole_reaches_the_head_or_fills_up() {
+        let page = |seqs: &[u64]| seqs.iter().copied().map(at).collect::<Vec<_>>();
+        assert!(has_no_hole(&page(&[4, 5, 6]), Seq(3), 7, 10));
+        assert!(has_no_hole(&page(&[]), Seq(3), 4, 10));
+        assert!(has_no_hole(&page(&[4, 5]), Seq(3), 9, 2), "a full page");
+        assert!(!has_no_hole(&page(&[4, 6]), Seq(3), 7, 10), "5 missing");
+        assert!(!has_no_hole(&page(&[4, 5]), Seq(3), 7, 10), "6 missing");
+        assert!(!has_no_hole(&page(&[]), Seq(0), 3, 10), "1 and 2 missing");
+    }
+
+    #[test]
+    fn the_window_is_the_deadline_and_the_grace() {
+        let window = HoldWindow {
+            deadline: Duration::from_millis(50),
+            commit_grace: Duration::from_millis(250),
+        };
+        assert_eq!(window.window_ms(), 300);
+        assert!(within_window(window, 1_000, 1_300));
+        assert!(!within_window(window, 1_000, 1_301));
+        assert!(!HoldWindow::OFF.is_on());
+    }
+}
