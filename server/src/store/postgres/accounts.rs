@@ -270,6 +270,7 @@ pub(super) async fn delete_account(
     for sql in [
         format!("DELETE FROM queue_head WHERE recipient IN {devices}"),
         format!("DELETE FROM queue WHERE recipient IN {devices}"),
+        format!("DELETE FROM queue_acked WHERE recipient IN {devices}"),
         format!("DELETE FROM sent WHERE sender IN {devices}"),
         format!("DELETE FROM one_time_prekeys WHERE device_key IN {devices}"),
         format!("DELETE FROM signed_prekeys WHERE device_key IN {devices}"),

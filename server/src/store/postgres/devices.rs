@@ -172,6 +172,7 @@ async fn remove_device(
     for sql in [
         "DELETE FROM queue_head WHERE recipient = $1",
         "DELETE FROM queue WHERE recipient = $1",
+        "DELETE FROM queue_acked WHERE recipient = $1",
         "DELETE FROM sent WHERE sender = $1",
         "DELETE FROM one_time_prekeys WHERE device_key = $1",
         "DELETE FROM signed_prekeys WHERE device_key = $1",

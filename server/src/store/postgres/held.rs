@@ -373,7 +373,8 @@ async fn read_fenced(
     let head = tx
         .prepare_cached(
             "SELECT h.next_seq, h.decided_at_ms,
-                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+                    COALESCE((SELECT through FROM queue_acked WHERE recipient = h.recipient), 0)
              FROM devices d JOIN queue_head h ON h.recipient = d.id
              WHERE d.account = $1 AND d.device = $2
              FOR SHARE OF h",
@@ -391,25 +392,35 @@ async fn read_fenced(
     else {
         return Ok((Vec::new(), None));
     };
-    let (below, decided_at_ms, now_ms): (i64, i64, i64) =
-        (head.try_get(0)?, head.try_get(1)?, head.try_get(2)?);
+    let (below, decided_at_ms, now_ms, acked): (i64, i64, i64, i64) = (
+        head.try_get(0)?,
+        head.try_get(1)?,
+        head.try_get(2)?,
+        head.try_get(3)?,
+    );
     let page = queue::page_below(&tx, device, after, Seq(to_u64(below)), limit).await?;
     tx.commit().await?;
     let open_until = decided_at_ms.saturating_add(window.window_ms());
-    if now_ms >= open_until || has_no_hole(&page, after, to_u64(below), limit) {
+    // Seqs the device acknowledged were delivered: no hole there.
+    let floor = Seq(after.0.max(to_u64(acked)));
+    if now_ms >= open_until || has_no_hole(&page, floor, to_u64(below), limit) {
         return Ok((page, None));
     }
     let left = u64::try_from(open_until - now_ms).unwrap_or(0);
     Ok((page, Some(Duration::from_millis(left))))
 }
 
-/// Whether `page` holds every seq from `after + 1` on, up to `below` (or a full page).
-fn has_no_hole(page: &[StoredEnvelope], after: Seq, below: u64, limit: usize) -> bool {
-    let dense = page
-        .iter()
-        .enumerate()
-        .all(|(i, e)| Some(e.seq.0) == after.0.checked_add(1 + i as u64));
-    dense && (page.len() >= limit || after.0.saturating_add(page.len() as u64 + 1) >= below)
+/// Whether `page` holds every seq above `floor` up to `below` (or up to its end, when
+/// full); seqs at or below `floor` are skipped.
+fn has_no_hole(page: &[StoredEnvelope], floor: Seq, below: u64, limit: usize) -> bool {
+    let mut expected = floor.0.saturating_add(1);
+    for envelope in page.iter().filter(|e| e.seq > floor) {
+        if envelope.seq.0 != expected {
+            return false;
+        }
+        expected = expected.saturating_add(1);
+    }
+    page.len() >= limit || expected >= below
 }
 
 /// The clock statement of a lane's batch, run after its locks: the database's time in
@@ -450,6 +461,10 @@ mod tests {
         assert!(!has_no_hole(&page(&[4, 6]), Seq(3), 7, 10), "5 missing");
         assert!(!has_no_hole(&page(&[4, 5]), Seq(3), 7, 10), "6 missing");
         assert!(!has_no_hole(&page(&[]), Seq(0), 3, 10), "1 and 2 missing");
+        // Acknowledged through 5: only what is above counts, a late row below is skipped.
+        assert!(has_no_hole(&page(&[]), Seq(5), 6, 10));
+        assert!(has_no_hole(&page(&[2, 6, 7]), Seq(5), 8, 10));
+        assert!(!has_no_hole(&page(&[7]), Seq(5), 8, 10), "6 missing");
     }
 
     #[test]

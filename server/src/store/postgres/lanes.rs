@@ -359,7 +359,7 @@ async fn run_jobs(
         held_sends: &context.held_sends,
     };
     let (acked, (stored, committed)) = try_join(
-        queue::ack_through(tx, &acks),
+        queue::ack_through(tx, &acks, context.hold.is_on()),
         store_envelopes(tx, &statements, &context.rules, hold, &envelopes, &commits),
     )
     .await?;

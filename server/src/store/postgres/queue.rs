@@ -118,9 +118,13 @@ fn decode_page(rows: Vec<tokio_postgres::Row>) -> Result<Vec<StoredEnvelope>, Fa
 /// acknowledged, one statement per device (all in one pipeline). Returns, per ack in
 /// order, the envelopes it deleted: a device's count goes to its last ack (its acks are
 /// cumulative), its earlier ones get 0.
+///
+/// With `record` (holding on, `held.rs`) it also records each device's highest ack in
+/// `queue_acked`, in the same pipeline.
 pub(super) async fn ack_through(
     tx: &Transaction<'_>,
     acks: &[(&DeviceAddress, Seq)],
+    record: bool,
 ) -> Result<Vec<u64>, Failure> {
     if acks.is_empty() {
         return Ok(Vec::new());
@@ -154,8 +158,38 @@ pub(super) async fn ack_through(
             Ok::<_, Failure>((*last, deleted))
         }
     });
+    let recorded = async {
+        if !record {
+            return Ok(0);
+        }
+        let (accounts, devices, throughs): (Vec<&[u8]>, Vec<i64>, Vec<i64>) = highest
+            .iter()
+            .map(|(device, (through, _))| {
+                (
+                    device.account.as_bytes().as_slice(),
+                    i64::from(device.device.0),
+                    to_i64(through.0),
+                )
+            })
+            .collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO queue_acked (recipient, through)
+                 SELECT d.id, a.through
+                 FROM unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS a(account, device, through)
+                 JOIN devices d ON d.account = a.account AND d.device = a.device
+                 ON CONFLICT (recipient)
+                 DO UPDATE SET through = GREATEST(queue_acked.through, EXCLUDED.through)",
+            )
+            .await?;
+        Ok::<_, Failure>(
+            tx.execute(&statement, &[&accounts, &devices, &throughs])
+                .await?,
+        )
+    };
+    let (deleted, _) = futures_util::future::try_join(try_join_all(deletes), recorded).await?;
     let mut counts = vec![0; acks.len()];
-    for (last, deleted) in try_join_all(deletes).await? {
+    for (last, deleted) in deleted {
         if let Some(count) = counts.get_mut(last) {
             *count = deleted;
         }

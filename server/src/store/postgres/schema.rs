@@ -246,9 +246,14 @@ const MIGRATIONS: &[&str] = &[
     // 5: hold, then persist (ADR 0005 §3, `postgres::held`): when a seq of the device
     // was last given to an envelope held instead of queued, by the database's clock, so
     // that a read of its queue waits until every such seq is committed or can no longer
-    // be.
+    // be; and how far each device acknowledged, so that such a read knows which missing
+    // seqs were delivered (its own table: acks never wait for the head's lock).
     r#"
     ALTER TABLE queue_head ADD COLUMN decided_at_ms bigint NOT NULL DEFAULT 0;
+    CREATE TABLE queue_acked (
+        recipient bigint PRIMARY KEY,        -- devices.id
+        through   bigint NOT NULL
+    );
     "#,
 ];
 
