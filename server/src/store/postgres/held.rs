@@ -15,11 +15,7 @@
 //! * **The window.** A held seq may be committed only while the database's clock is
 //!   within [`HoldWindow::window_ms`] of its decision; later the commit is refused and the
 //!   sender gets an error (it retries, and the retry is a new envelope). A read of a
-//!   device's queue ([`fenced_page`]) locks its head, and returns only seqs below the
-//!   head's next seq; it waits while that page has a hole and a held decision of the
-//!   device is still inside the window. So no read passes a seq that may still be
-//!   committed, and nothing `accepted` is skipped.
-//!
+//!   device's queue waits for that window where it could pass such a seq (`fence.rs`).
 //! * **Retries.** A retry of a held send's id finds no dedup row; it finds the send in
 //!   [`HeldSends`] instead and is answered as its first attempt once that one ended
 //!   (`accepted` with its dedup row committed), or with an error if it did not.
@@ -32,23 +28,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
 use tokio::sync::{oneshot, watch};
 use tokio_util::task::TaskTracker;
 
-use super::errors::{pool_error, Failure};
 use super::lanes::{LaneJob, Lanes};
-use super::queue;
 use crate::metrics::StoreMetrics;
 use crate::store::types::Decided;
 use crate::store::values::to_u64;
 use crate::store::{
     CommitListener, EnqueueOutcome, HeldWord, NewEnvelope, StoreError, StoredEnvelope,
 };
-
-/// How long a fenced read waits between looks at a queue with a hole inside the window.
-const FENCE_POLL: Duration = Duration::from_millis(5);
 
 /// The settings of holding on a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,93 +326,6 @@ pub(super) async fn answer_after(
     });
 }
 
-/// Up to `limit` envelopes of `device` after `after` that no held seq can still come
-/// before (see the module documentation); asks `listener` first to have what was carried
-/// to this node committed.
-pub(super) async fn fenced_page(
-    pool: &Pool,
-    listener: &dyn CommitListener,
-    window: HoldWindow,
-    device: DeviceAddress,
-    after: Seq,
-    limit: usize,
-) -> Result<Vec<StoredEnvelope>, StoreError> {
-    loop {
-        listener.release_held(&device);
-        let (page, wait) = read_fenced(pool, window, &device, after, limit)
-            .await
-            .map_err(|f| f.error)?;
-        match wait {
-            None => return Ok(page),
-            Some(left) => tokio::time::sleep(left.min(FENCE_POLL)).await,
-        }
-    }
-}
-
-/// One look: the page below the head's next seq, and how long the window still runs
-/// when the page has a hole (`None`: the page can be used).
-async fn read_fenced(
-    pool: &Pool,
-    window: HoldWindow,
-    device: &DeviceAddress,
-    after: Seq,
-    limit: usize,
-) -> Result<(Vec<StoredEnvelope>, Option<Duration>), Failure> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await?;
-    let head = tx
-        .prepare_cached(
-            "SELECT h.next_seq, h.decided_at_ms,
-                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
-                    COALESCE((SELECT through FROM queue_acked WHERE recipient = h.recipient), 0)
-             FROM devices d JOIN queue_head h ON h.recipient = d.id
-             WHERE d.account = $1 AND d.device = $2
-             FOR SHARE OF h",
-        )
-        .await?;
-    let Some(head) = tx
-        .query_opt(
-            &head,
-            &[
-                &device.account.as_bytes().as_slice(),
-                &i64::from(device.device.0),
-            ],
-        )
-        .await?
-    else {
-        return Ok((Vec::new(), None));
-    };
-    let (below, decided_at_ms, now_ms, acked): (i64, i64, i64, i64) = (
-        head.try_get(0)?,
-        head.try_get(1)?,
-        head.try_get(2)?,
-        head.try_get(3)?,
-    );
-    let page = queue::page_below(&tx, device, after, Seq(to_u64(below)), limit).await?;
-    tx.commit().await?;
-    let open_until = decided_at_ms.saturating_add(window.window_ms());
-    // Seqs the device acknowledged were delivered: no hole there.
-    let floor = Seq(after.0.max(to_u64(acked)));
-    if now_ms >= open_until || has_no_hole(&page, floor, to_u64(below), limit) {
-        return Ok((page, None));
-    }
-    let left = u64::try_from(open_until - now_ms).unwrap_or(0);
-    Ok((page, Some(Duration::from_millis(left))))
-}
-
-/// Whether `page` holds every seq above `floor` up to `below` (or up to its end, when
-/// full); seqs at or below `floor` are skipped.
-fn has_no_hole(page: &[StoredEnvelope], floor: Seq, below: u64, limit: usize) -> bool {
-    let mut expected = floor.0.saturating_add(1);
-    for envelope in page.iter().filter(|e| e.seq > floor) {
-        if envelope.seq.0 != expected {
-            return false;
-        }
-        expected = expected.saturating_add(1);
-    }
-    page.len() >= limit || expected >= below
-}
-
 /// The clock statement of a lane's batch, run after its locks: the database's time in
 /// ms since the epoch.
 pub(super) const DATABASE_NOW: &str =
@@ -436,36 +339,6 @@ pub(super) fn within_window(window: HoldWindow, decided_at_ms: i64, now_ms: i64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_protocol::ids::{AccountId, DeviceId, MessageId};
-
-    fn at(seq: u64) -> StoredEnvelope {
-        StoredEnvelope {
-            seq: Seq(seq),
-            from: DeviceAddress {
-                account: AccountId([1; 32]),
-                device: DeviceId(1),
-            },
-            id: MessageId([2; 16]),
-            accepted_at_ms: 0,
-            ciphertext: Vec::new(),
-            category: None,
-        }
-    }
-
-    #[test]
-    fn a_page_without_a_hole_reaches_the_head_or_fills_up() {
-        let page = |seqs: &[u64]| seqs.iter().copied().map(at).collect::<Vec<_>>();
-        assert!(has_no_hole(&page(&[4, 5, 6]), Seq(3), 7, 10));
-        assert!(has_no_hole(&page(&[]), Seq(3), 4, 10));
-        assert!(has_no_hole(&page(&[4, 5]), Seq(3), 9, 2), "a full page");
-        assert!(!has_no_hole(&page(&[4, 6]), Seq(3), 7, 10), "5 missing");
-        assert!(!has_no_hole(&page(&[4, 5]), Seq(3), 7, 10), "6 missing");
-        assert!(!has_no_hole(&page(&[]), Seq(0), 3, 10), "1 and 2 missing");
-        // Acknowledged through 5: only what is above counts, a late row below is skipped.
-        assert!(has_no_hole(&page(&[]), Seq(5), 6, 10));
-        assert!(has_no_hole(&page(&[2, 6, 7]), Seq(5), 8, 10));
-        assert!(!has_no_hole(&page(&[7]), Seq(5), 8, 10), "6 missing");
-    }
 
     #[test]
     fn the_window_is_the_deadline_and_the_grace() {

@@ -24,6 +24,7 @@ mod business;
 mod devices;
 mod enqueue;
 mod errors;
+mod fence;
 mod held;
 mod lanes;
 mod limits;
@@ -294,7 +295,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
         if self.hold.is_on() {
-            return Box::pin(held::fenced_page(
+            return Box::pin(fence::fenced_page(
                 &self.pool,
                 &*self.listener,
                 self.hold,
