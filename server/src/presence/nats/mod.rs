@@ -13,6 +13,11 @@
 //!   to a local connection and publishes a wake (`seq`, and the envelope when small) on the
 //!   recipient's subject. The receiving node offers it to the connection, which writes it
 //!   only if it continues its last delivered seq and otherwise reads the store.
+//! * **Held envelopes** (hold, then persist; `held.rs`): the store carries an envelope it
+//!   decided without a queue row as a wake with a reply subject; the recipient's node
+//!   answers there when the device acks it, or asks for its commit when the device's
+//!   queue is read or the device goes (NATS itself answers "no responders" when no node
+//!   holds the device). A device connected to this very node is held here the same way.
 //! * **Displacement**: a node holding a device that hears another node's `Connected`
 //!   closes its connection (4002) if the other is newer by `(auth time, node id)`, and
 //!   otherwise answers with its own `Connected`, so the older one closes: two racing
@@ -286,6 +291,15 @@ impl Inner {
         }
     }
 
+    /// Keeps a held envelope handed to `device`'s connection until its ack or a read;
+    /// past a bound, asks for its commit at once.
+    fn keep_held(&self, device: DeviceAddress, seq: Seq, reply: ReplyTo) {
+        let kept = lock(&self.held_here).keep(device, seq, reply);
+        if let Err(reply) = kept {
+            self.answer_held(reply, HeldWord::Commit);
+        }
+    }
+
     /// Asks for a commit of everything held here for `device`.
     fn release_held(&self, device: &DeviceAddress) {
         let released = lock(&self.held_here).release(device);
@@ -403,17 +417,6 @@ impl Inner {
                     self.announce(device, &attachment);
                 }
             }
-        }
-    }
-}
-
-impl Inner {
-    /// Keeps a held envelope handed to `device`'s connection until its ack or a read;
-    /// past a bound, asks for its commit at once.
-    fn keep_held(&self, device: DeviceAddress, seq: Seq, reply: ReplyTo) {
-        let kept = lock(&self.held_here).keep(device, seq, reply);
-        if let Err(reply) = kept {
-            self.answer_held(reply, HeldWord::Commit);
         }
     }
 }
