@@ -154,7 +154,7 @@ pub struct Config {
     /// be committed (a slow lane, a slow commit). Past it the commit is refused and the
     /// sender asked to send again; a read of the recipient's queue waits at most this
     /// long beyond the deadline for a seq held on another node.
-    #[arg(long, env = "PARLEY_HOLD_COMMIT_GRACE", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, env = "PARLEY_HOLD_COMMIT_GRACE", default_value = "1s", value_parser = parse_duration)]
     pub hold_commit_grace: Duration,
 
     /// Most envelopes held for one device; past it, sends to it are committed first.

@@ -32,7 +32,7 @@ use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
 use tokio::sync::{oneshot, watch};
 use tokio_util::task::TaskTracker;
 
-use super::lanes::{LaneJob, Lanes};
+use super::lanes::{LaneJob, SettledLanes};
 use crate::metrics::StoreMetrics;
 use crate::store::types::Decided;
 use crate::store::values::to_u64;
@@ -165,8 +165,8 @@ impl HeldSends {
 /// What settling a held send needs of its store.
 #[derive(Debug)]
 pub(super) struct Settling {
-    /// The lanes, for its commit.
-    pub lanes: Lanes,
+    /// The lanes, for its commit (ahead of their other jobs).
+    pub lanes: SettledLanes,
     /// The carrier of its copies.
     pub listener: Arc<dyn CommitListener>,
     /// Where settlements are counted.

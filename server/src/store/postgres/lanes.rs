@@ -154,7 +154,7 @@ enum Done {
 }
 
 #[derive(Debug)]
-pub(super) enum LaneMsg {
+enum LaneMsg {
     Job(LaneJob),
     /// Run what is queued before it, then stop.
     Close(oneshot::Sender<()>),
@@ -175,9 +175,9 @@ pub(super) struct LaneContext {
     pub group_commit_max: usize,
     /// Holding on a cluster (`held.rs`).
     pub hold: HoldWindow,
-    /// The lanes themselves, for the jobs of held sends that settle (weak: the lanes
-    /// stop once the store lets go of them).
-    pub lanes: OnceLock<Vec<mpsc::WeakSender<LaneMsg>>>,
+    /// The lanes' queues of settled held sends (weak: the lanes stop once the store
+    /// lets go of them).
+    pub lanes: OnceLock<Vec<mpsc::WeakSender<LaneJob>>>,
     /// The held sends that have not ended (for retries of their ids).
     pub held_sends: Arc<HeldSends>,
     /// The tasks settling held sends, which closing waits for.
@@ -198,7 +198,7 @@ impl LaneContext {
             .collect();
         let senders = senders.filter(|s| !s.is_empty())?;
         Some(held::Settling {
-            lanes: Lanes { senders },
+            lanes: SettledLanes { senders },
             listener: self.on_commit.clone(),
             metrics: self.metrics.clone(),
             deadline: self.hold.deadline,
@@ -208,9 +208,38 @@ impl LaneContext {
 }
 
 /// The lanes of one store.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct Lanes {
     senders: Vec<mpsc::Sender<LaneMsg>>,
+    /// Kept so that the settled queues live as long as the lanes (the settlements hold
+    /// them weakly).
+    _settled: SettledLanes,
+}
+
+/// The lanes' queues of held sends that settled (`held.rs`): a lane takes them before
+/// its other jobs, so that a held envelope is committed within its window even when the
+/// lane is backed up.
+#[derive(Clone, Debug)]
+pub(super) struct SettledLanes {
+    senders: Vec<mpsc::Sender<LaneJob>>,
+}
+
+impl SettledLanes {
+    /// Queues a held send's commit on its sender's lane, ahead of the lane's other jobs.
+    pub(super) async fn submit(&self, job: LaneJob) -> Result<(), StoreError> {
+        let lane = self
+            .senders
+            .get(lane_of(job.device(), self.senders.len()))
+            .ok_or(StoreError::Unavailable)?;
+        lane.send(job).await.map_err(|_| StoreError::Unavailable)
+    }
+}
+
+/// The lane of `device`'s jobs among `count`.
+fn lane_of(device: &DeviceAddress, count: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    device.hash(&mut hasher);
+    usize::try_from(hasher.finish() % count.max(1) as u64).unwrap_or(0)
 }
 
 impl Lanes {
@@ -227,22 +256,27 @@ impl Lanes {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..count.max(1))
             .map(|_| mpsc::channel(capacity.max(1)))
             .unzip();
+        let (settled, settled_receivers): (Vec<_>, Vec<_>) = (0..count.max(1))
+            .map(|_| mpsc::channel(capacity.max(1)))
+            .unzip();
         let _ = context
             .lanes
-            .set(senders.iter().map(mpsc::Sender::downgrade).collect());
-        let lanes = Lanes { senders };
-        for rx in receivers {
-            tokio::spawn(run_lane(rx, context.clone()));
+            .set(settled.iter().map(mpsc::Sender::downgrade).collect());
+        for (rx, settled_rx) in receivers.into_iter().zip(settled_receivers) {
+            tokio::spawn(run_lane(rx, settled_rx, context.clone()));
         }
-        lanes
+        Lanes {
+            senders,
+            _settled: SettledLanes { senders: settled },
+        }
     }
 
     /// Queues `job` on its device's lane, waiting for room.
     pub(super) async fn submit(&self, job: LaneJob) -> Result<(), StoreError> {
-        let mut hasher = DefaultHasher::new();
-        job.device().hash(&mut hasher);
-        let index = usize::try_from(hasher.finish() % self.senders.len() as u64).unwrap_or(0);
-        let lane = self.senders.get(index).ok_or(StoreError::Unavailable)?;
+        let lane = self
+            .senders
+            .get(lane_of(job.device(), self.senders.len()))
+            .ok_or(StoreError::Unavailable)?;
         lane.send(LaneMsg::Job(job))
             .await
             .map_err(|_| StoreError::Unavailable)
@@ -260,15 +294,30 @@ impl Lanes {
     }
 }
 
-async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
+async fn run_lane(
+    mut rx: mpsc::Receiver<LaneMsg>,
+    mut settled: mpsc::Receiver<LaneJob>,
+    context: Arc<LaneContext>,
+) {
     let max = context.group_commit_max.max(1);
     let mut batch = Vec::with_capacity(max);
     let mut close = None;
     while close.is_none() {
-        match rx.recv().await {
-            Some(LaneMsg::Job(job)) => batch.push(job),
-            Some(LaneMsg::Close(done)) => close = Some(done),
-            None => break,
+        tokio::select! {
+            biased;
+            Some(job) = settled.recv() => batch.push(job),
+            message = rx.recv() => match message {
+                Some(LaneMsg::Job(job)) => batch.push(job),
+                Some(LaneMsg::Close(done)) => close = Some(done),
+                None => break,
+            },
+        }
+        // Settled held sends first: their commits have a window to keep.
+        while batch.len() < max {
+            match settled.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
         }
         while batch.len() < max && close.is_none() {
             match rx.try_recv() {
@@ -278,7 +327,10 @@ async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(&context, std::mem::take(&mut batch)).await;
+            // A lane with jobs still waiting is behind: a held envelope's commit could
+            // miss its window, so this batch holds nothing (it persists first).
+            let may_hold = rx.is_empty() && !context.closing.load(Ordering::Acquire);
+            commit_batch(&context, std::mem::take(&mut batch), may_hold).await;
         }
     }
     // Jobs queued after the close are dropped with the receiver: answered Unavailable.
@@ -290,11 +342,11 @@ async fn run_lane(mut rx: mpsc::Receiver<LaneMsg>, context: Arc<LaneContext>) {
 
 /// Runs `jobs` in one transaction (again, after a retryable failure), then announces
 /// and answers them.
-async fn commit_batch(context: &LaneContext, jobs: Vec<LaneJob>) {
+async fn commit_batch(context: &LaneContext, jobs: Vec<LaneJob>, may_hold: bool) {
     let started = Instant::now();
     let mut attempt = 1;
     let result = loop {
-        match run_batch(context, &jobs).await {
+        match run_batch(context, &jobs, may_hold).await {
             Ok(done) => break Ok(done),
             Err(failure) if failure.retry && attempt < ATTEMPTS => {
                 tracing::debug!(attempt, error = %failure.error, "batch rolled back; running it again");
@@ -323,10 +375,14 @@ async fn commit_batch(context: &LaneContext, jobs: Vec<LaneJob>) {
 }
 
 /// One attempt at a batch: every job in one transaction, committed.
-async fn run_batch(context: &LaneContext, jobs: &[LaneJob]) -> Result<Vec<Done>, Failure> {
+async fn run_batch(
+    context: &LaneContext,
+    jobs: &[LaneJob],
+    may_hold: bool,
+) -> Result<Vec<Done>, Failure> {
     let mut client = context.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await?;
-    let done = run_jobs(&tx, context, jobs).await?;
+    let done = run_jobs(&tx, context, jobs, may_hold).await?;
     tx.commit().await?;
     Ok(done)
 }
@@ -338,6 +394,7 @@ async fn run_jobs(
     tx: &Transaction<'_>,
     context: &LaneContext,
     jobs: &[LaneJob],
+    may_hold: bool,
 ) -> Result<Vec<Done>, Failure> {
     let statements = EnqueueStatements::prepare(tx).await?;
     let mut envelopes = Vec::with_capacity(jobs.len());
@@ -354,7 +411,7 @@ async fn run_jobs(
     }
     let hold = Holding {
         window: context.hold,
-        may_hold: !context.closing.load(Ordering::Acquire),
+        may_hold,
         listener: &*context.on_commit,
         held_sends: &context.held_sends,
     };
