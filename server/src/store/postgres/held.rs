@@ -6,11 +6,13 @@
 //! * **Decided.** The lane's transaction (`enqueue.rs`) moves the recipient's
 //!   `queue_head.next_seq` as for any envelope and stamps `queue_head.decided_at_ms` with
 //!   the database's clock; it writes no queue or `sent` row. Every copy of a send to
-//!   every device is held, or none is.
+//!   every device is held, or none is. A lane that is behind (jobs still waiting after
+//!   its batch) holds nothing in that batch: its commits might miss their windows.
 //! * **Settled** ([`settle_held`], after the commit): each copy is carried; the sender's
 //!   `accepted` comes when every copy is settled: by [`HeldWord::Acked`] (the device
 //!   has it on its disk), or by a commit of its queue row (a [`LaneJob::CommitHeld`] on
-//!   the sender's lane) after [`HeldWord::Commit`], a closed carrier, or the deadline.
+//!   the sender's lane, ahead of its other jobs) after [`HeldWord::Commit`], a closed
+//!   carrier, or the deadline.
 //!   The send's dedup row goes with that commit, or alone once every copy was acked.
 //! * **The window.** A held seq may be committed only while the database's clock is
 //!   within [`HoldWindow::window_ms`] of its decision; later the commit is refused and the
