@@ -311,3 +311,104 @@ async fn a_bus_with_a_password_takes_the_credentials_of_its_url() -> anyhow::Res
     assert!(!presence.is_connected(), "a wrong password is refused");
     Ok(())
 }
+
+/// Hold, then persist across nodes (ADR 0005 §3): a held envelope carried to the node
+/// holding its device is answered by that device's ack; every other end of it (a read of
+/// the device's queue, its disconnect, no node holding it) asks the sender's node to
+/// commit it, and so does a word that never comes (the store's deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_envelope_is_answered_by_the_ack_or_sent_back_to_be_committed() -> anyhow::Result<()>
+{
+    use parley_server::store::HeldWord;
+    let Some(nats) = TestNats::start()? else {
+        return Ok(());
+    };
+    let a = node(&nats, "a", KEY, BusOptions::default()).await?;
+    let b = node(&nats, "b", KEY, BusOptions::default()).await?;
+    let word = |rx: tokio::sync::oneshot::Receiver<HeldWord>| async move {
+        timeout(Duration::from_secs(5), rx)
+            .await
+            .context("no word within 5 s")?
+            .context("the carrier dropped the waiter")
+    };
+
+    // Nobody holds device 1: NATS answers "no responders", and the device is then
+    // taken as offline for a while (its envelopes are persisted first).
+    assert!(a.presence.can_carry(&device(1), 200));
+    let rx = a
+        .presence
+        .carry(device(1), envelope(1, 200))
+        .context("carried")?;
+    assert_eq!(word(rx).await?, HeldWord::Commit);
+    assert!(!a.presence.can_carry(&device(1), 200));
+    assert!(
+        !a.presence.can_carry(&device(2), 9 * 1024),
+        "too big to ride a wake"
+    );
+
+    // Device 2 on node b: the envelope arrives with its wake; the ack answers it.
+    let attachment = b.presence.attach(device(2), 100).await;
+    let rx = a
+        .presence
+        .carry(device(2), envelope(1, 200))
+        .context("carried")?;
+    let taken = woken(&attachment, Duration::from_secs(2)).await?;
+    assert_eq!(taken.envelopes, vec![envelope(1, 200)]);
+    b.presence.acked(&device(2), Seq(1));
+    assert_eq!(word(rx).await?, HeldWord::Acked);
+
+    // An ack answers only what it covers; a read of the queue sends the rest back.
+    let first = a
+        .presence
+        .carry(device(2), envelope(2, 200))
+        .context("carried")?;
+    let second = a
+        .presence
+        .carry(device(2), envelope(3, 200))
+        .context("carried")?;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(woken(&attachment, Duration::from_secs(2)).await?.envelopes);
+    }
+    b.presence.acked(&device(2), Seq(2));
+    assert_eq!(word(first).await?, HeldWord::Acked);
+    b.presence.release_held(&device(2));
+    assert_eq!(word(second).await?, HeldWord::Commit);
+
+    // A disconnect sends back what its connection was given and did not ack.
+    let rx = a
+        .presence
+        .carry(device(2), envelope(4, 200))
+        .context("carried")?;
+    woken(&attachment, Duration::from_secs(2)).await?;
+    b.presence.detach(&device(2), &attachment);
+    assert_eq!(word(rx).await?, HeldWord::Commit);
+
+    // A device connected to the sender's own node is held there, answered the same way.
+    let here = a.presence.attach(device(3), 100).await;
+    let rx = a
+        .presence
+        .carry(device(3), envelope(1, 200))
+        .context("carried")?;
+    assert_eq!(
+        woken(&here, Duration::from_secs(2)).await?.envelopes.len(),
+        1
+    );
+    a.presence.acked(&device(3), Seq(1));
+    assert_eq!(word(rx).await?, HeldWord::Acked);
+
+    // A word lost on the way (NATS stopped): no answer; the store commits at its deadline.
+    let attachment = b.presence.attach(device(4), 100).await;
+    let rx = a
+        .presence
+        .carry(device(4), envelope(1, 200))
+        .context("carried")?;
+    woken(&attachment, Duration::from_secs(2)).await?;
+    nats.stop()?;
+    b.presence.acked(&device(4), Seq(1));
+    assert!(
+        timeout(Duration::from_millis(300), rx).await.is_err(),
+        "no word crosses a stopped bus"
+    );
+    Ok(())
+}
