@@ -157,7 +157,8 @@ pub struct Config {
     #[arg(long, env = "PARLEY_HOLD_COMMIT_GRACE", default_value = "1s", value_parser = parse_duration)]
     pub hold_commit_grace: Duration,
 
-    /// Most envelopes held for one device; past it, sends to it are committed first.
+    /// Most envelopes held for one device; past it, sends to it are committed first (in
+    /// a cluster: held on its node awaiting its ack).
     #[arg(long, env = "PARLEY_HOLD_MAX_PER_DEVICE", default_value_t = 256)]
     pub hold_max_per_device: usize,
 
@@ -535,6 +536,7 @@ impl Config {
         crate::presence::nats::BusOptions {
             outgoing_capacity: self.bus_queue_capacity,
             subscription_capacity: self.bus_subscription_capacity,
+            held_per_device: self.hold_max_per_device,
         }
     }
 

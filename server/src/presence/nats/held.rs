@@ -25,7 +25,8 @@ use crate::store::HeldWord;
 /// Held envelopes this node may wait on at once; past it, envelopes are persisted first.
 pub const WAITING_MAX: usize = 65_536;
 
-/// Held envelopes one device may have here at once awaiting its ack.
+/// Held envelopes one device may have here at once awaiting its ack, by default
+/// (`--hold-max-per-device`).
 pub const HELD_PER_DEVICE_MAX: usize = 256;
 
 /// Held envelopes all local devices may have here at once.
@@ -122,18 +123,28 @@ pub enum ReplyTo {
 }
 
 /// The recipient's end: per local device, its held seqs and where their words go.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HeldHere {
     devices: HashMap<DeviceAddress, BTreeMap<Seq, ReplyTo>>,
     total: usize,
+    per_device_max: usize,
 }
 
 impl HeldHere {
+    /// Empty, keeping at most `per_device_max` envelopes per device.
+    pub fn new(per_device_max: usize) -> HeldHere {
+        HeldHere {
+            devices: HashMap::new(),
+            total: 0,
+            per_device_max,
+        }
+    }
+
     /// Keeps the envelope at `seq` for `device` until its ack or a read; `Err` gives
     /// `reply` back when a bound is reached (the caller asks for a commit).
     pub fn keep(&mut self, device: DeviceAddress, seq: Seq, reply: ReplyTo) -> Result<(), ReplyTo> {
         let held = self.devices.entry(device).or_default();
-        if self.total >= HELD_MAX || held.len() >= HELD_PER_DEVICE_MAX {
+        if self.total >= HELD_MAX || held.len() >= self.per_device_max {
             if held.is_empty() {
                 self.devices.remove(&device);
             }
@@ -203,7 +214,7 @@ mod tests {
 
     #[test]
     fn an_ack_answers_what_it_covers_and_a_read_the_rest() {
-        let mut held = HeldHere::default();
+        let mut held = HeldHere::new(HELD_PER_DEVICE_MAX);
         for seq in [3, 4, 5] {
             held.keep(device(1), Seq(seq), bus(seq)).unwrap();
         }
@@ -220,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_device_past_its_bound_gets_its_reply_back() {
-        let mut held = HeldHere::default();
+        let mut held = HeldHere::new(HELD_PER_DEVICE_MAX);
         for seq in 0..HELD_PER_DEVICE_MAX as u64 {
             held.keep(device(1), Seq(seq + 1), bus(seq)).unwrap();
         }

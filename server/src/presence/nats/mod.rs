@@ -72,6 +72,9 @@ pub struct BusOptions {
     /// Messages the NATS client buffers per device subscription before it reports a slow
     /// consumer (and this node resyncs).
     pub subscription_capacity: usize,
+    /// Held envelopes one local device may have awaiting its ack (`held.rs`); past it,
+    /// their senders' nodes are asked to commit them at once.
+    pub held_per_device: usize,
 }
 
 impl Default for BusOptions {
@@ -79,6 +82,7 @@ impl Default for BusOptions {
         BusOptions {
             outgoing_capacity: 65_536,
             subscription_capacity: 1_024,
+            held_per_device: held::HELD_PER_DEVICE_MAX,
         }
     }
 }
@@ -199,7 +203,7 @@ impl NatsPresence {
             outgoing,
             held_inbox,
             waiting: Mutex::default(),
-            held_here: Mutex::default(),
+            held_here: Mutex::new(HeldHere::new(options.held_per_device)),
             overflowed: AtomicBool::new(false),
             subscriptions: Mutex::default(),
             metrics,
