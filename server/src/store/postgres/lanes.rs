@@ -335,9 +335,27 @@ async fn run_lane(
     }
     // Jobs queued after the close are dropped with the receiver: answered Unavailable.
     drop(rx);
-    if let Some(done) = close {
-        let _ = done.send(());
+    let Some(done) = close else {
+        return;
+    };
+    // Held sends decided before the close still settle, and their commits need this
+    // lane: serve them until every settlement of the store has ended (the store stopped
+    // counting new ones when it began to close).
+    loop {
+        tokio::select! {
+            biased;
+            Some(job) = settled.recv() => batch.push(job),
+            () = context.settlements.wait() => break,
+        }
+        while batch.len() < max {
+            match settled.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&context, std::mem::take(&mut batch), false).await;
     }
+    let _ = done.send(());
 }
 
 /// Runs `jobs` in one transaction (again, after a retryable failure), then announces

@@ -436,12 +436,11 @@ impl Store for PostgresStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            // Hold nothing more, let what is held settle (its commits need the lanes),
-            // then stop the lanes.
+            // Hold nothing more; the lanes finish their jobs, then serve the commits of
+            // what is still held until every settlement has ended, then stop.
             let context = &self.lane_context;
             context.closing.store(true, Ordering::Release);
             context.settlements.close();
-            context.settlements.wait().await;
             self.lanes.close().await;
             self.pool.close();
             Ok(())
