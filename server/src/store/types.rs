@@ -106,8 +106,13 @@ pub enum BundleOutcome {
 /// be heard out of `seq` order, or not at all on this node. So a listener keeps its own
 /// order and takes a gap as "read the store" (`crate::presence` does). Must be quick and
 /// never block.
+///
+/// Holding (ADR 0005): the embedded store calls `committed` for an envelope it holds
+/// when it decides it; the clustered store instead [`CommitListener::carry`]s it, in the
+/// lane's order, and tells nobody again when it commits it later.
 pub trait CommitListener: Send + Sync + std::fmt::Debug {
-    /// `envelope` was durably queued for `to` (or, held, decided for `to`).
+    /// `envelope` was durably queued for `to` (or, held on the embedded store, decided
+    /// for `to`).
     fn committed(&self, to: DeviceAddress, envelope: StoredEnvelope);
 
     /// Whether a connection of `to` in this process would take a hand-off now, so an
