@@ -131,8 +131,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes every queued envelope of `device` with `seq <= through`; returns how many.
     fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64>;
 
-    /// Deletes an account with its devices, prekeys, queued envelopes and dedup entries;
-    /// its handle becomes free. Returns whether it existed.
+    /// Deletes an account with its devices, prekeys, queued envelopes and dedup entries
+    /// (the embedded store leaves those to expire with the dedup window: they name a
+    /// device key that no longer resolves, so no retry finds them); its handle becomes
+    /// free. Returns whether it existed.
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool>;
 
     /// Deletes envelopes accepted before `queue_cutoff_ms` and dedup entries older than
@@ -188,7 +190,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Stores a newer device list (verified by the caller) and, in the same transaction,
     /// makes the account's device rows match it: rows for new devices; row, prekeys,
-    /// queue and retry entries deleted for devices no longer listed. A list whose version
+    /// queue and retry entries deleted for devices no longer listed (retry entries as in
+    /// [`Store::delete_account`]). A list whose version
     /// does not exceed the stored one (0 without a list) is `Stale` and changes nothing.
     fn publish_device_list(&self, list: NewDeviceList) -> StoreFuture<'_, PublishOutcome>;
 

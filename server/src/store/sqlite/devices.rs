@@ -11,6 +11,14 @@ use crate::store::devices::{
 use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::StoreError;
 
+/// Adds a device row (`?1` account, `?2` device id, `?3` creation day); its key is
+/// `last_insert_rowid`. Keys go above every key in use and every key ever deleted
+/// (schema migration 8), so retry entries left by a removed device match no later one.
+pub(super) const INSERT_DEVICE: &str = "
+    INSERT INTO devices (id, account, device, created_at_ms)
+    SELECT max(coalesce((SELECT max(id) FROM devices), 0), high) + 1, ?1, ?2, ?3
+    FROM device_key_high";
+
 /// Stores a newer list and makes the account's device rows match it (the seq blocks of
 /// removed rows are forgotten).
 pub(super) fn publish(
@@ -34,11 +42,9 @@ pub(super) fn publish(
     let (added, removed) = devices::changes(&current_devices(conn, a)?, &new.devices());
     let created = to_i64(to_day(new.now_ms));
     for device in &added {
-        conn.prepare_cached(
-            "INSERT INTO devices (account, device, created_at_ms) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut s| s.execute(params![a, device.0, created]))
-        .map_err(sql_error)?;
+        conn.prepare_cached(INSERT_DEVICE)
+            .and_then(|mut s| s.execute(params![a, device.0, created]))
+            .map_err(sql_error)?;
     }
     for device in &removed {
         remove_device(conn, seqs, a, *device)?;
@@ -173,7 +179,9 @@ fn current_devices(conn: &Connection, account: &[u8]) -> Result<Vec<DeviceId>, S
         .map_err(sql_error)
 }
 
-/// Deletes one device: its queue, retry entries, prekeys and row (and its seq block).
+/// Deletes one device: its queue, prekeys and row (and its seq block). Its retry
+/// entries expire with the dedup window (`schema`, migration 8): they name a device key
+/// no row resolves any more.
 fn remove_device(
     conn: &Connection,
     seqs: &mut SeqBlocks,
@@ -193,7 +201,6 @@ fn remove_device(
     seqs.forget(key);
     for sql in [
         "DELETE FROM queue WHERE recipient = ?1",
-        "DELETE FROM sent WHERE sender = ?1",
         "DELETE FROM one_time_prekeys WHERE device_key = ?1",
         "DELETE FROM signed_prekeys WHERE device_key = ?1",
         "DELETE FROM devices WHERE id = ?1",

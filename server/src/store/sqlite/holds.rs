@@ -449,6 +449,15 @@ impl Holds {
         expired
     }
 
+    /// Whether an envelope held has its deadline at or before `now`.
+    pub(super) fn has_expired(&self, now: Instant) -> bool {
+        let inner = self.lock();
+        inner
+            .devices
+            .values()
+            .any(|held| held.values().any(|e| e.deadline <= now))
+    }
+
     /// The earliest deadline held, or of dedup rows waiting to be written, if any.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let inner = self.lock();

@@ -136,14 +136,15 @@ impl SqliteStore {
             true => Some(Arc::new(Holds::new(options.hold, hooks.metrics.clone()))),
             false => None,
         };
-        threads::spawn_writer(
+        threads::spawn_writer(threads::Writer {
             conn,
-            writer_rx,
-            options.group_commit_max.max(1),
-            threads::Answerer::start(),
-            hooks.metrics,
-            holds.clone(),
-        )?;
+            jobs: writer_rx,
+            group_commit_max: options.group_commit_max.max(1),
+            durability: options.durability,
+            answerer: threads::Answerer::start(),
+            metrics: hooks.metrics,
+            holds: holds.clone(),
+        })?;
         if let Some(holds) = &holds {
             tokio::spawn(reaper::run(writer.clone(), holds.clone()));
         }

@@ -82,7 +82,7 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
         account,
         device: DeviceId::PRIMARY,
     };
-    conn.prepare_cached("INSERT INTO devices (account, device, created_at_ms) VALUES (?1, ?2, ?3)")
+    conn.prepare_cached(devices::INSERT_DEVICE)
         .and_then(|mut s| {
             s.execute(params![
                 account.as_bytes().as_slice(),
@@ -573,6 +573,8 @@ pub(super) fn ack_through(
     Ok((deleted, lowest.map(|seq| Seq(to_u64(seq)))))
 }
 
+/// Deletes an account and everything keyed by it or its devices, except their retry
+/// entries, which expire with the dedup window (`schema`, migration 8).
 pub(super) fn delete_account(
     conn: &Connection,
     seqs: &mut SeqBlocks,
@@ -592,7 +594,6 @@ pub(super) fn delete_account(
     }
     for sql in [
         format!("DELETE FROM queue WHERE recipient IN {devices}"),
-        format!("DELETE FROM sent WHERE sender IN {devices}"),
         format!("DELETE FROM one_time_prekeys WHERE device_key IN {devices}"),
         format!("DELETE FROM signed_prekeys WHERE device_key IN {devices}"),
         "DELETE FROM devices WHERE account = ?1".to_owned(),

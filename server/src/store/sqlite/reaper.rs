@@ -35,11 +35,22 @@ pub(super) async fn run(writer: mpsc::Sender<WriterMsg>, holds: Arc<Holds>) {
 /// (every one: `None`), and write the dedup rows waiting; settles the envelopes once
 /// committed. If the commit fails their senders get the error (nothing was `accepted`;
 /// they retry).
+///
+/// When nothing held is due, only dedup rows are written, and they are committed
+/// without waiting for the disk ([`WriterMsg::Unsynced`]): every envelope they are about
+/// is on its recipient's disk already, a crash of the process cannot lose them, and a
+/// power failure costs what a crash before this job would (a retry delivered again and
+/// dropped by the recipient's client). Waiting for the disk here held up the sends
+/// behind it for the length of an fsync at every deadline: the tail of the relay's
+/// latency at moderate rates (docs/benchmarks.md).
 pub(super) async fn commit_expired(
     writer: &mpsc::Sender<WriterMsg>,
     holds: &Arc<Holds>,
     now: Option<Instant>,
 ) -> Result<(), StoreError> {
+    if now.is_some_and(|now| !holds.has_expired(now)) {
+        return record_acked(writer, holds).await;
+    }
     let (reply, answer) = oneshot::channel();
     let job_holds = holds.clone();
     let job = move |c: &Connection, _: &mut SeqBlocks| {
@@ -52,6 +63,21 @@ pub(super) async fn commit_expired(
     let settled = move |taken| settle_holds.settle_taken(taken, &Ok(()));
     writer
         .send(WriterMsg::Job(threads::write_job_then(job, settled, reply)))
+        .await
+        .map_err(|_| StoreError::Unavailable)?;
+    answer.await.map_err(|_| StoreError::Unavailable)?
+}
+
+/// Has the writer write the dedup rows waiting, unsynced (see [`commit_expired`]).
+async fn record_acked(
+    writer: &mpsc::Sender<WriterMsg>,
+    holds: &Arc<Holds>,
+) -> Result<(), StoreError> {
+    let (reply, answer) = oneshot::channel();
+    let job_holds = holds.clone();
+    let job = move |c: &Connection, _: &mut SeqBlocks| held::record_acked(c, &job_holds);
+    writer
+        .send(WriterMsg::Unsynced(threads::write_job(job, reply)))
         .await
         .map_err(|_| StoreError::Unavailable)?;
     answer.await.map_err(|_| StoreError::Unavailable)?

@@ -8,7 +8,8 @@
 //! `sent`) index 8-byte integers instead of 36-byte addresses. Since migration 3 both hot
 //! tables are append-only rowid tables: rows go in commit order, retention (and the
 //! dedup window) deletes from the lowest id, and no index on time is kept. Since
-//! migration 5 `sent` names no recipient (`store::retry`).
+//! migration 5 `sent` names no recipient (`store::retry`); since migration 8 its index
+//! leads with the message id, and a removed device's rows expire with the window.
 
 use rusqlite::Connection;
 
@@ -251,6 +252,26 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN last_seen_day_ms INTEGER;
     "#,
+    // 8: the dedup index leads with the message id. The SDK's ids begin with their send
+    // time (`MessageId::time_ordered`), so the rows a batch adds share the index's last
+    // pages, whatever their senders; led by the sender, every sender of the batch dirtied
+    // a page of its own, which made the dedup rows of held sends most of the WAL and its
+    // checkpoints the tail of the relay's latency (docs/benchmarks.md). Rows are no
+    // longer deleted by sender (that would scan the table): a removed device's rows
+    // expire with the dedup window, and so that no later device matches them, a device
+    // key is never given again (`devices::INSERT_DEVICE` takes keys above
+    // `device_key_high`, the highest key ever deleted).
+    r#"
+    DROP INDEX sent_by_message;
+    CREATE UNIQUE INDEX sent_by_id ON sent (message_id, sender);
+
+    CREATE TABLE device_key_high (high INTEGER NOT NULL);
+    INSERT INTO device_key_high SELECT coalesce(max(id), 0) FROM devices;
+    CREATE TRIGGER device_keys_are_not_given_again AFTER DELETE ON devices
+    BEGIN
+        UPDATE device_key_high SET high = max(high, OLD.id);
+    END;
+    "#,
 ];
 
 /// Applies connection settings and any missing migrations.
@@ -375,5 +396,49 @@ mod tests {
         assert_eq!(v, MIGRATIONS.len() as i64);
         conn.pragma_update(None, "user_version", 99).unwrap();
         assert!(matches!(migrate(&mut conn), Err(StoreError::Database(_))));
+    }
+
+    #[test]
+    fn migration_8_never_gives_a_deleted_device_key_again() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO devices (account, device, created_at_ms) VALUES (x'01', 1, 0);
+             INSERT INTO devices (account, device, created_at_ms) VALUES (x'01', 2, 0);",
+        )
+        .unwrap();
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let insert = |account: &[u8], device: u32| {
+            conn.execute(
+                crate::store::sqlite::devices::INSERT_DEVICE,
+                rusqlite::params![account, device, 0],
+            )
+            .unwrap();
+            conn.last_insert_rowid()
+        };
+        // Keys deleted before: their retry entries were deleted with them.
+        conn.execute("DELETE FROM devices WHERE id = 2", [])
+            .unwrap();
+        assert_eq!(insert(b"\x02", 1), 3, "not the deleted highest key");
+        conn.execute("DELETE FROM devices WHERE id IN (1, 3)", [])
+            .unwrap();
+        assert_eq!(
+            insert(b"\x03", 1),
+            4,
+            "not any deleted key, with no row left"
+        );
+        let index: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'sent_by_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(index.contains("(message_id, sender)"), "{index}");
     }
 }

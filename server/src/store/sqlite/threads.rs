@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::holds::Holds;
 use super::seqs::SeqBlocks;
-use super::sql_error;
+use super::{sql_error, Durability};
 use crate::metrics::StoreMetrics;
 use crate::store::StoreError;
 
@@ -30,6 +30,13 @@ pub(super) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub(super) enum WriterMsg {
     /// Run a job in the next group commit.
     Job(WriteJob),
+    /// Run a job whose writes may be lost to a power failure (though not to a crash of
+    /// the process: a commit is in the WAL, in the OS's cache, when it returns), in a
+    /// transaction of its own committed without waiting for the disk
+    /// (`synchronous=NORMAL`). For rows nobody waits for, whose loss costs only what a
+    /// crash already may: the dedup rows of envelopes acked while held (`held`). A later
+    /// synced commit makes them durable with it, as it syncs the whole WAL.
+    Unsynced(WriteJob),
     /// Commit what is pending, checkpoint the WAL and stop.
     Close(oneshot::Sender<()>),
 }
@@ -131,26 +138,22 @@ impl Answerer {
 /// Whether [`Answerer::deliver`] said that its task is gone (once per process).
 static TASK_GONE_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-pub(super) fn spawn_writer(
-    conn: Connection,
-    jobs: mpsc::Receiver<WriterMsg>,
-    group_commit_max: usize,
-    answerer: Answerer,
-    metrics: Arc<StoreMetrics>,
-    holds: Option<Arc<Holds>>,
-) -> Result<(), StoreError> {
+/// What the writer thread is given.
+pub(super) struct Writer {
+    pub conn: Connection,
+    pub jobs: mpsc::Receiver<WriterMsg>,
+    pub group_commit_max: usize,
+    /// The connection's `synchronous` setting, restored after each [`WriterMsg::Unsynced`].
+    pub durability: Durability,
+    pub answerer: Answerer,
+    pub metrics: Arc<StoreMetrics>,
+    pub holds: Option<Arc<Holds>>,
+}
+
+pub(super) fn spawn_writer(writer: Writer) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("parley-db-writer".into())
-        .spawn(move || {
-            writer_loop(
-                conn,
-                jobs,
-                group_commit_max,
-                &answerer,
-                &metrics,
-                holds.as_deref(),
-            )
-        })
+        .spawn(move || writer_loop(writer))
         .map(|_| ())
         .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))
 }
@@ -171,32 +174,54 @@ pub(super) fn spawn_reader(
         .map_err(|e| StoreError::Database(format!("cannot start reader thread: {e}")))
 }
 
-fn writer_loop(
-    conn: Connection,
-    mut jobs: mpsc::Receiver<WriterMsg>,
-    group_commit_max: usize,
-    answerer: &Answerer,
-    metrics: &StoreMetrics,
-    holds: Option<&Holds>,
-) {
+fn writer_loop(writer: Writer) {
+    let Writer {
+        conn,
+        mut jobs,
+        group_commit_max,
+        durability,
+        answerer,
+        metrics,
+        holds,
+    } = writer;
+    let (answerer, metrics, holds) = (&answerer, &*metrics, holds.as_deref());
     let mut batch = Vec::with_capacity(group_commit_max);
+    let mut unsynced = None;
     let mut seqs = SeqBlocks::default();
     let mut close: Option<oneshot::Sender<()>> = None;
     while close.is_none() {
         match jobs.blocking_recv() {
             Some(WriterMsg::Job(job)) => batch.push(job),
+            Some(WriterMsg::Unsynced(job)) => unsynced = Some(job),
             Some(WriterMsg::Close(done)) => close = Some(done),
             None => break,
         }
-        while batch.len() < group_commit_max && close.is_none() {
+        while batch.len() < group_commit_max && close.is_none() && unsynced.is_none() {
             match jobs.try_recv() {
                 Ok(WriterMsg::Job(job)) => batch.push(job),
+                Ok(WriterMsg::Unsynced(job)) => unsynced = Some(job),
                 Ok(WriterMsg::Close(done)) => close = Some(done),
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
             commit_batch(&conn, &mut seqs, batch.drain(..), answerer, metrics, holds);
+        }
+        if let Some(job) = unsynced.take() {
+            let lowered = durability == Durability::Full && set_synchronous(&conn, "NORMAL");
+            commit_batch(
+                &conn,
+                &mut seqs,
+                std::iter::once(job),
+                answerer,
+                metrics,
+                holds,
+            );
+            if lowered && !set_synchronous(&conn, "FULL") {
+                // Never go on committing what must be durable without syncing it.
+                tracing::error!("cannot restore synchronous=FULL; the writer stops");
+                break;
+            }
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -208,6 +233,18 @@ fn writer_loop(
         answerer.deliver(Box::new(move || {
             let _ = done.send(());
         }));
+    }
+}
+
+/// Sets the writer connection's `synchronous` (outside a transaction: SQLite refuses to
+/// change it inside one); whether it was set.
+fn set_synchronous(conn: &Connection, level: &str) -> bool {
+    match conn.pragma_update(None, "synchronous", level) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, level, "could not set synchronous");
+            false
+        }
     }
 }
 
@@ -288,4 +325,62 @@ pub(super) fn commit_batch(
             answer(committed.clone());
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(conn: &Connection) -> Result<i64, StoreError> {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(sql_error)
+    }
+
+    /// Sends `job` to the writer as `msg` and waits for its answer.
+    fn run<T: Send + 'static>(
+        writer: &mpsc::Sender<WriterMsg>,
+        msg: fn(WriteJob) -> WriterMsg,
+        job: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = write_job(move |c, _| job(c), reply);
+        writer.blocking_send(msg(job)).unwrap();
+        answer.blocking_recv().unwrap()
+    }
+
+    #[test]
+    fn an_unsynced_job_commits_without_the_disk_and_the_next_batch_syncs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open_connection(&dir.path().join("t.db"), Durability::Full, false)
+            .unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let (writer, jobs) = mpsc::channel(8);
+        spawn_writer(Writer {
+            conn,
+            jobs,
+            group_commit_max: 8,
+            durability: Durability::Full,
+            answerer: Answerer::Inline,
+            metrics: Arc::default(),
+            holds: None,
+        })
+        .unwrap();
+        let during = run(&writer, WriterMsg::Unsynced, |c| {
+            c.execute("INSERT INTO t VALUES (1)", [])
+                .map_err(sql_error)?;
+            synchronous(c)
+        });
+        assert_eq!(during, Ok(1), "NORMAL while the unsynced job runs");
+        let after = run(&writer, WriterMsg::Job, |c| {
+            let rows = c
+                .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .map_err(sql_error)?;
+            Ok((synchronous(c)?, rows))
+        });
+        assert_eq!(
+            after,
+            Ok((2, 1)),
+            "FULL again, and the unsynced row committed"
+        );
+    }
 }
