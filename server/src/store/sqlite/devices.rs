@@ -12,12 +12,31 @@ use crate::store::values::{to_day, to_i64, to_u64};
 use crate::store::StoreError;
 
 /// Adds a device row (`?1` account, `?2` device id, `?3` creation day); its key is
-/// `last_insert_rowid`. Keys go above every key in use and every key ever deleted
+/// `last_insert_rowid` (use [`insert_device`]). Keys go above every key in use and every key ever deleted
 /// (schema migration 8), so retry entries left by a removed device match no later one.
 pub(super) const INSERT_DEVICE: &str = "
     INSERT INTO devices (id, account, device, created_at_ms)
     SELECT max(coalesce((SELECT max(id) FROM devices), 0), high) + 1, ?1, ?2, ?3
     FROM device_key_high";
+
+/// Adds a device row with [`INSERT_DEVICE`]; its key.
+pub(super) fn insert_device(
+    conn: &Connection,
+    account: &[u8],
+    device: DeviceId,
+    created_day_ms: i64,
+) -> Result<i64, StoreError> {
+    let inserted = conn
+        .prepare_cached(INSERT_DEVICE)
+        .and_then(|mut s| s.execute(params![account, device.0, created_day_ms]))
+        .map_err(sql_error)?;
+    if inserted != 1 {
+        return Err(StoreError::Database(
+            "no device row was added (is device_key_high empty?)".into(),
+        ));
+    }
+    Ok(conn.last_insert_rowid())
+}
 
 /// Stores a newer list and makes the account's device rows match it (the seq blocks of
 /// removed rows are forgotten).
@@ -42,9 +61,7 @@ pub(super) fn publish(
     let (added, removed) = devices::changes(&current_devices(conn, a)?, &new.devices());
     let created = to_i64(to_day(new.now_ms));
     for device in &added {
-        conn.prepare_cached(INSERT_DEVICE)
-            .and_then(|mut s| s.execute(params![a, device.0, created]))
-            .map_err(sql_error)?;
+        insert_device(conn, a, *device, created)?;
     }
     for device in &removed {
         remove_device(conn, seqs, a, *device)?;

@@ -82,16 +82,12 @@ pub(super) fn register(conn: &Connection, a: &NewAccount) -> Result<RegisterOutc
         account,
         device: DeviceId::PRIMARY,
     };
-    conn.prepare_cached(devices::INSERT_DEVICE)
-        .and_then(|mut s| {
-            s.execute(params![
-                account.as_bytes().as_slice(),
-                address.device.0,
-                to_i64(to_day(a.now_ms))
-            ])
-        })
-        .map_err(sql_error)?;
-    let key = conn.last_insert_rowid();
+    let key = devices::insert_device(
+        conn,
+        account.as_bytes().as_slice(),
+        address.device,
+        to_i64(to_day(a.now_ms)),
+    )?;
     put_signed_prekey(conn, key, &a.signed_prekey)?;
     if let Some(kem) = &a.kem_prekey {
         put_kem_prekey(conn, key, kem)?;

@@ -220,6 +220,7 @@ mod tests {
             &threads::Answerer::Inline,
             &metrics,
             None,
+            true,
         );
         answer.blocking_recv().unwrap()
     }
@@ -259,7 +260,9 @@ mod tests {
         conn.execute("DELETE FROM devices WHERE id = ?1", [key])
             .unwrap();
         seqs.forget(key);
-        // SQLite gives the highest row key again once its row is gone.
+        // A plain insert gets the highest row key again once its row is gone (the
+        // server's `devices::INSERT_DEVICE` never does; the seq blocks must not rely on
+        // that).
         conn.execute(
             "INSERT INTO devices (account, device, created_at_ms) VALUES (x'01', 1, 0)",
             [],
