@@ -37,6 +37,8 @@ pub mod ready;
 pub mod self_signed;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod test_ids;
 pub mod tls;
 pub mod topology;
 

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, Handle, MessageId, RequestId, Seq};
+use parley_protocol::ids::{AccountId, Handle, MessageId, RequestId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, ResolveHandle, Send};
 use parley_protocol::wire::server::{Resolved, ServerBody};
 use parley_protocol::wire::{ClientFrame, CloseCode, DecodeError, ServerFrame};
@@ -19,12 +19,7 @@ use crate::store::{EnqueueOutcome, StoredEnvelope};
 
 const INTERVAL: Duration = Duration::from_secs(30);
 
-fn device(n: u8) -> DeviceAddress {
-    DeviceAddress {
-        account: AccountId([n; 32]),
-        device: DeviceId(1),
-    }
-}
+use crate::test_ids::device;
 
 fn config(depth: usize) -> CoreConfig {
     CoreConfig {

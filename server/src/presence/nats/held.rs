@@ -189,14 +189,8 @@ impl HeldHere {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_protocol::ids::{AccountId, DeviceId};
 
-    fn device(n: u8) -> DeviceAddress {
-        DeviceAddress {
-            account: AccountId([n; 32]),
-            device: DeviceId(1),
-        }
-    }
+    use crate::test_ids::device;
 
     fn bus(seq: u64) -> ReplyTo {
         ReplyTo::Bus(format!("inbox.{seq}"))

@@ -57,16 +57,10 @@ impl QueuedSeqs {
 
 #[cfg(test)]
 mod tests {
-    use parley_protocol::ids::{AccountId, DeviceId};
 
     use super::*;
 
-    fn device(n: u8) -> DeviceAddress {
-        DeviceAddress {
-            account: AccountId([n; 32]),
-            device: DeviceId(1),
-        }
-    }
+    use crate::test_ids::device;
 
     #[test]
     fn an_untracked_device_always_deletes() {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
+use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
 
 use super::{DedupRow, HeldCopy, HoldLimits, Holds, Settlement};
 use crate::metrics::StoreMetrics;
@@ -21,12 +21,7 @@ fn holds(max_per_device: usize, max_device_bytes: usize, max_total_bytes: usize)
     Holds::new(limits, Arc::new(StoreMetrics::default()))
 }
 
-fn device(n: u8) -> DeviceAddress {
-    DeviceAddress {
-        account: AccountId([n; 32]),
-        device: DeviceId(1),
-    }
-}
+use crate::test_ids::device;
 
 fn row(to: u8, seq: u64, bytes: usize) -> HeldCopy {
     HeldCopy {
