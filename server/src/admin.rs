@@ -54,16 +54,10 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+        let Some((permit, accepted)) =
+            crate::server::next_connection(&listener, &limit, &shutdown).await
+        else {
+            return;
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,

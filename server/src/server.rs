@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -234,6 +234,27 @@ struct OpenStore {
     _node_lock: Option<NodeLock>,
 }
 
+/// Waits for a free slot of `limit`, then for a connection on `listener` (or its error):
+/// the slot, held for as long as the connection is served, and what `accept` returned.
+/// `None` once `shutdown` is cancelled.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(
+    OwnedSemaphorePermit,
+    std::io::Result<(TcpStream, SocketAddr)>,
+)> {
+    let permit = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        permit = limit.clone().acquire_owned() => permit.ok()?,
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        accepted = listener.accept() => Some((permit, accepted)),
+    }
+}
+
 async fn accept_loop(
     listener: &TcpListener,
     shared: &Arc<Shared>,
@@ -244,16 +265,8 @@ async fn accept_loop(
     let per_ip = Arc::new(IpCounts::default());
     let mut backoff = Duration::from_millis(1);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+        let Some((permit, accepted)) = next_connection(listener, &limit, shutdown).await else {
+            return;
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {

@@ -103,8 +103,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreFuture<'_, Option<(AccountId, Option<String>)>>;
 
     /// Durably appends an envelope to its recipient's queue (or finds the earlier result
-    /// of the same `(sender, id)`).
-    fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome>;
+    /// of the same `(sender, id)`): [`Store::submit_enqueue`], then its outcome.
+    fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome> {
+        Box::pin(async move { self.submit_enqueue(envelope).await?.await })
+    }
 
     /// [`Store::enqueue`] in two steps, so that a connection can pipeline its sends: the
     /// returned future completes once the envelope is queued for the writer behind every
@@ -128,8 +130,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>>;
 
-    /// Deletes every queued envelope of `device` with `seq <= through`; returns how many.
-    fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64>;
+    /// Deletes every queued envelope of `device` with `seq <= through`; returns how many:
+    /// [`Store::submit_ack_through`], then its outcome.
+    fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.submit_ack_through(device, through).await?.await })
+    }
 
     /// Deletes an account with its devices, prekeys, queued envelopes and dedup entries
     /// (the embedded store leaves those to expire with the dedup window: they name a

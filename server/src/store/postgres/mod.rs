@@ -272,10 +272,6 @@ impl Store for PostgresStore {
         Box::pin(self.read(handle, |c, h| Box::pin(accounts::resolve_handle(c, h))))
     }
 
-    fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome> {
-        Box::pin(async move { self.submit_envelope(envelope).await?.await })
-    }
-
     fn submit_enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, Pending<EnqueueOutcome>> {
         Box::pin(self.submit_envelope(envelope))
     }
@@ -307,10 +303,6 @@ impl Store for PostgresStore {
         Box::pin(self.read((device, after, limit), |c, (d, after, limit)| {
             Box::pin(queue::page(c, d, *after, *limit))
         }))
-    }
-
-    fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64> {
-        Box::pin(async move { self.submit_ack(device, through).await?.await })
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {

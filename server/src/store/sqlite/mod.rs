@@ -407,10 +407,6 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |c| queries::resolve_handle(c, &handle)))
     }
 
-    fn enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, EnqueueOutcome> {
-        Box::pin(async move { self.submit_envelope(envelope).await?.await })
-    }
-
     fn submit_enqueue(&self, envelope: NewEnvelope) -> StoreFuture<'_, Pending<EnqueueOutcome>> {
         Box::pin(self.submit_envelope(envelope))
     }
@@ -430,10 +426,6 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
         Box::pin(self.read_page(device, after, limit))
-    }
-
-    fn ack_through(&self, device: DeviceAddress, through: Seq) -> StoreFuture<'_, u64> {
-        Box::pin(async move { self.submit_ack(device, through).await?.await })
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {
