@@ -11,10 +11,12 @@
 //! * its deadline passes, or a read of its device's queue needs it: the writer commits
 //!   it to the queue ([`Holds::take_expired`], [`Holds::take_device`]).
 //!
-//! The sender is answered `accepted` once every copy is settled (after the commit, if the
-//! last was committed). The send's dedup row is written with its last copy's commit, or,
-//! if the last was acked, waits here, where a retry finds it, until the reaper has the
-//! writer write the rows waiting, a deadline later ([`Holds::take_unrecorded`]).
+//! The sender is answered `accepted` once every copy is settled: after the commit if
+//! the last was committed, or if a copy was taken for a commit that had not happened
+//! when the last was acked (it is answered with that commit, or fails with it). The
+//! send's dedup row is written with its last copy's commit, or, if the last was acked,
+//! waits here, where a retry finds it, until the reaper has the writer write the rows
+//! waiting, a deadline later ([`Holds::take_unrecorded`]).
 //!
 //! Nothing here touches the database; the writer (`queries`, `held`) does, in its order,
 //! so a copy is either acked (and never written to the queue) or taken by exactly one
@@ -122,6 +124,10 @@ struct Entry {
 struct HeldSend {
     /// Copies not settled yet.
     remaining: usize,
+    /// A copy of it is taken for the running batch's commit and not committed yet: if
+    /// its last copies are acked meanwhile, it is answered after that commit (or fails
+    /// with it), not at the ack.
+    taken_in_batch: bool,
     dedup: DedupRow,
     /// The sender, and any retry of the same id, waiting for the settlement.
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
@@ -229,6 +235,7 @@ impl Holds {
             send,
             HeldSend {
                 remaining: copies.len(),
+                taken_in_batch: false,
                 dedup,
                 waiters: vec![waiter],
             },
@@ -274,12 +281,38 @@ impl Holds {
     }
 
     /// The writer's batch committed: what it registered stays, and the dedup rows it
-    /// wrote are in the table.
+    /// wrote are in the table. A send it took a copy of whose other copies were all acked
+    /// meanwhile is settled now: its senders are answered, and its dedup row waits to be
+    /// written as an acked send's does.
     pub(super) fn batch_committed(&self) {
         let mut inner = self.lock();
         inner.this_batch.clear();
-        inner.partly_taken.clear();
         inner.recording.clear();
+        let mut answered = Vec::new();
+        for send in std::mem::take(&mut inner.partly_taken) {
+            let Some(held) = inner.sends.get_mut(&send) else {
+                continue;
+            };
+            held.taken_in_batch = false;
+            if held.remaining == 0 {
+                if let Some(held) = settle_send(&mut inner, send) {
+                    answered.extend(held.waiters);
+                    self.wait_to_record(&mut inner, held.dedup, Instant::now());
+                }
+            }
+        }
+        drop(inner);
+        Acked(answered).settle();
+    }
+
+    /// Keeps the dedup row of a send settled without a commit, for the reaper's job to
+    /// write a deadline after the first of those waiting.
+    fn wait_to_record(&self, inner: &mut Inner, row: DedupRow, now: Instant) {
+        if inner.unrecorded.is_empty() {
+            inner.unrecorded_since = Some(now);
+            self.reaper.notify_one();
+        }
+        inner.unrecorded.insert((row.sender, row.id), row);
     }
 
     /// The writer's batch failed (at `now`): the sends it registered were never
@@ -361,20 +394,14 @@ impl Holds {
         if acked.is_empty() {
             return (Acked(Vec::new()), needs(&inner));
         }
-        let first = inner.unrecorded.is_empty();
         let copies = acked.len() as u64;
         let mut waiters = Vec::new();
         for entry in acked {
             forget(&mut inner, &entry);
-            if let Some(held) = copy_settled(&mut inner, entry.send) {
+            if let Some(held) = copy_settled(&mut inner, entry.send, Settled::Acked) {
                 waiters.extend(held.waiters);
-                let row = held.dedup;
-                inner.unrecorded.insert((row.sender, row.id), row);
+                self.wait_to_record(&mut inner, held.dedup, now);
             }
-        }
-        if first && !inner.unrecorded.is_empty() {
-            inner.unrecorded_since = Some(now);
-            self.reaper.notify_one();
         }
         self.metrics.held_settled.add("ack", copies);
         self.gauges(&inner);
@@ -390,9 +417,9 @@ impl Holds {
     }
 
     /// The dedup rows the running batch wrote: in the table once it commits, back to
-    /// wait if it fails.
+    /// wait if it fails (a batch may record more than once).
     pub(super) fn recording(&self, rows: Vec<DedupRow>) {
-        self.lock().recording = rows;
+        self.lock().recording.extend(rows);
     }
 
     /// The writer wrote `seq` to `to`'s queue, in the batch it is running.
@@ -524,9 +551,12 @@ fn take_entries(inner: &mut Inner, entries: impl Iterator<Item = Entry>) -> Vec<
         forget(inner, &entry);
         // Taken to be written to the queue, in the batch the writer is running.
         inner.queued.queued(&entry.copy.to, entry.copy.envelope.seq);
-        let (dedup, waiters) = match copy_settled(inner, entry.send) {
+        let (dedup, waiters) = match copy_settled(inner, entry.send, Settled::Taken) {
             Some(held) => (Some(held.dedup), held.waiters),
             None => {
+                if let Some(held) = inner.sends.get_mut(&entry.send) {
+                    held.taken_in_batch = true;
+                }
                 inner.partly_taken.push(entry.send);
                 (None, Vec::new())
             }
@@ -540,14 +570,30 @@ fn take_entries(inner: &mut Inner, entries: impl Iterator<Item = Entry>) -> Vec<
     taken
 }
 
-/// A copy of `send` is settled (acked, or taken for a commit): the send, taken out, if
-/// that was its last copy.
-fn copy_settled(inner: &mut Inner, send: u64) -> Option<HeldSend> {
+/// How a copy was settled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Acked by its device: on its disk now.
+    Acked,
+    /// Taken for the running batch's commit: stored with that commit.
+    Taken,
+}
+
+/// A copy of `send` is settled: the send, taken out, if that was its last copy and it
+/// is settled now. Not if the copy was acked while another is taken for a commit that
+/// has not happened yet (the batch settles it: [`Holds::batch_committed`]); a copy taken
+/// settles the send with the same commit as its other taken copies.
+fn copy_settled(inner: &mut Inner, send: u64, how: Settled) -> Option<HeldSend> {
     let held = inner.sends.get_mut(&send)?;
     held.remaining = held.remaining.saturating_sub(1);
-    if held.remaining > 0 {
+    if held.remaining > 0 || (how == Settled::Acked && held.taken_in_batch) {
         return None;
     }
+    settle_send(inner, send)
+}
+
+/// Takes a settled send out, with its dedup key.
+fn settle_send(inner: &mut Inner, send: u64) -> Option<HeldSend> {
     let held = inner.sends.remove(&send)?;
     inner.by_id.remove(&(held.dedup.sender, held.dedup.id));
     Some(held)

@@ -14,22 +14,30 @@ use super::seqs::SeqBlocks;
 use super::threads::{self, WriterMsg};
 use crate::store::StoreError;
 
-/// Runs until the writer is gone.
+/// Runs until the writer is gone. A job of its that failed, or that was dropped unrun
+/// because another job of its batch failed, left what it took held (or waiting to be
+/// written), so a later turn tries again.
 pub(super) async fn run(writer: mpsc::Sender<WriterMsg>, holds: Arc<Holds>) {
     loop {
         match holds.next_deadline() {
             None => holds.reaper.notified().await,
             Some(at) => {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-                if commit_expired(&writer, &holds, Some(Instant::now())).await
-                    == Err(StoreError::Unavailable)
-                {
-                    return;
+                if let Err(error) = commit_expired(&writer, &holds, Some(Instant::now())).await {
+                    if writer.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(%error, "committing held envelopes failed; trying again");
+                    // Not at once: the deadline that was due is due still.
+                    tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
         }
     }
 }
+
+/// How long the reaper waits after a failed job before it tries again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Has the writer queue every held envelope whose deadline is at or before `now`
 /// (every one: `None`), and write the dedup rows waiting; settles the envelopes once
@@ -81,4 +89,90 @@ async fn record_acked(
         .await
         .map_err(|_| StoreError::Unavailable)?;
     answer.await.map_err(|_| StoreError::Unavailable)?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use parley_protocol::ids::{MessageId, Seq};
+
+    use super::*;
+    use crate::metrics::StoreMetrics;
+    use crate::store::sqlite::holds::{DedupRow, HeldCopy, HoldLimits};
+    use crate::store::sqlite::{open_connection, schema, Durability};
+    use crate::store::StoredEnvelope;
+    use crate::test_ids::device;
+
+    /// The next message to the writer, within a deadline.
+    async fn next_job(jobs: &mut mpsc::Receiver<WriterMsg>) -> threads::WriteJob {
+        let msg = tokio::time::timeout(Duration::from_secs(5), jobs.recv())
+            .await
+            .expect("the reaper sends a job in time")
+            .expect("the reaper is running");
+        match msg {
+            WriterMsg::Job(job) | WriterMsg::Unsynced(job) => job,
+            WriterMsg::Close(_) => panic!("the reaper never closes the writer"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_dropped_with_a_failed_batch_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn =
+            open_connection(&dir.path().join("r.db"), Durability::Normal, false).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let holds = Arc::new(Holds::new(
+            HoldLimits {
+                deadline: Duration::from_millis(5),
+                ..HoldLimits::OFF
+            },
+            Arc::new(StoreMetrics::default()),
+        ));
+        let copy = HeldCopy {
+            to: device(1),
+            envelope: StoredEnvelope {
+                seq: Seq(1),
+                from: device(2),
+                id: MessageId([7; 16]),
+                accepted_at_ms: 1,
+                ciphertext: vec![0; 10],
+                category: None,
+            },
+        };
+        let dedup = DedupRow {
+            sender: 2,
+            id: MessageId([7; 16]),
+            sealed_seq: 1,
+            digest: vec![7; 16],
+            at_ms: 0,
+        };
+        let mut settlement = holds.hold(vec![copy], dedup, Instant::now());
+        holds.batch_committed();
+        let (writer, mut jobs) = mpsc::channel(8);
+        tokio::spawn(run(writer.clone(), holds.clone()));
+
+        // Dropped unrun, as the writer drops the jobs of a batch after one that failed.
+        drop(next_job(&mut jobs).await);
+        let job = next_job(&mut jobs).await;
+        let metrics = StoreMetrics::default();
+        let answerer = threads::Answerer::Inline;
+        let mut seqs = SeqBlocks::default();
+        threads::commit_batch(
+            &conn,
+            &mut seqs,
+            std::iter::once(job),
+            &answerer,
+            &metrics,
+            Some(&holds),
+            true,
+        );
+        let settled = tokio::time::timeout(Duration::from_secs(5), &mut settlement).await;
+        assert_eq!(
+            settled.map(|r| r.ok()),
+            Ok(Some(Ok(()))),
+            "committed by the second try: the sender is answered"
+        );
+        drop(writer);
+    }
 }

@@ -353,3 +353,72 @@ fn a_send_to_every_device_needs_room_on_every_device() {
     );
     assert!(!h.holds_for(&device(1)), "nothing of it is held");
 }
+
+#[test]
+fn an_ack_of_the_last_copy_waits_for_the_commit_of_a_copy_taken_before_it() {
+    let (h, now, id, mut s) = a_send_to_two_devices();
+    // Device 2's copy is taken for the running batch's commit; device 1 acks its copy
+    // before that batch commits (acks are not the writer's).
+    let taken = h.take_device(&device(2));
+    assert!(taken[0].dedup.is_none(), "device 1's copy was still held");
+    h.acked(&device(1), Seq(4), now).0.settle();
+    assert_eq!(
+        settled(&mut s),
+        None,
+        "device 2's copy is not committed yet: no `accepted`"
+    );
+    assert!(h.take_unrecorded().is_empty(), "no dedup row yet");
+    let (_, _, retry) = h
+        .held_retry(9, id)
+        .expect("a retry still waits for the send");
+    let mut retry = retry.expect("not settled yet");
+    h.batch_committed();
+    h.settle_taken(taken, &Ok(()));
+    assert_eq!(settled(&mut s), Some(Ok(())), "answered after the commit");
+    assert_eq!(settled(&mut retry), Some(Ok(())));
+    assert!(
+        h.held_retry(9, id)
+            .is_some_and(|(_, _, waits)| waits.is_none()),
+        "a retry is answered from the dedup row at once"
+    );
+    assert_eq!(
+        unrecorded_seqs(&h),
+        vec![4],
+        "its dedup row waits to be written"
+    );
+    assert_eq!(h.metrics.held_envelopes.get(), 0);
+}
+
+#[test]
+fn an_ack_of_the_last_copy_does_not_save_a_send_whose_taken_copy_failed() {
+    let (h, now, id, mut s) = a_send_to_two_devices();
+    let taken = h.take_device(&device(2));
+    h.acked(&device(1), Seq(4), now).0.settle();
+    drop(taken);
+    h.batch_failed(&StoreError::Full, now);
+    assert_eq!(
+        settled(&mut s),
+        Some(Err(StoreError::Full)),
+        "device 2's copy was never stored: the sender retries"
+    );
+    assert!(h.held_retry(9, id).is_none(), "a retry is a new send");
+    assert!(h.take_unrecorded().is_empty(), "no dedup row for it");
+}
+
+#[test]
+fn a_failed_batch_that_recorded_twice_writes_both_again() {
+    let h = holds(10, 1_000, 10_000);
+    let now = Instant::now();
+    for seq in 1..=2 {
+        try_hold(&h, row(1, seq, 10), now).unwrap();
+    }
+    h.batch_committed();
+    h.acked(&device(1), Seq(2), now).0.settle();
+    h.recording(h.take_unrecorded());
+    // Within the same batch, another job records what was acked meanwhile.
+    try_hold(&h, row(1, 3, 10), now).unwrap();
+    h.acked(&device(1), Seq(3), now).0.settle();
+    h.recording(h.take_unrecorded());
+    h.batch_failed(&StoreError::Full, now);
+    assert_eq!(unrecorded_seqs(&h), vec![1, 2, 3]);
+}
