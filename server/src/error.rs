@@ -141,6 +141,7 @@ impl RequestError {
                 retry_after: ms(retry),
             },
             EnqueueOutcome::UnknownRecipient => RequestError::NotFound("recipient"),
+            EnqueueOutcome::SenderRemoved => RequestError::NotFound("sending device"),
             EnqueueOutcome::IdReused => RequestError::IdReused,
             EnqueueOutcome::StaleDevices => RequestError::StaleDevices(Vec::new()),
             EnqueueOutcome::Refused | EnqueueOutcome::Blocked => RequestError::Refused,

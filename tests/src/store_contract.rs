@@ -125,6 +125,7 @@ macro_rules! store_contract_cases {
             closing_finishes_pending_writes_then_refuses,
             a_device_list_only_moves_forward_and_the_devices_follow_it,
             a_send_to_every_device_is_stored_whole_or_refused_as_stale,
+            a_send_from_a_removed_device_is_refused_alone,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -1569,6 +1570,69 @@ pub async fn a_device_list_only_moves_forward_and_the_devices_follow_it(
         store.device_list(phone.account).await?,
         DeviceListLookup::UnknownAccount
     );
+    Ok(())
+}
+
+/// A send submitted by a device that a device list then removed is refused on its own
+/// (`SenderRemoved`), and the sends submitted around it, which may share its batch, are
+/// stored.
+pub async fn a_send_from_a_removed_device_is_refused_alone(
+    opener: &dyn OpenStore,
+) -> anyhow::Result<()> {
+    let Some((s, _)) = open(opener, SendPolicy::default()).await? else {
+        return Ok(());
+    };
+    let store = &*s.store;
+    let alice = TestAccount::new(None, 2);
+    let phone = register(store, &alice).await?;
+    let bob = register(store, &TestAccount::new(None, 0)).await?;
+    let laptop = DeviceAddress {
+        account: phone.account,
+        device: DeviceId(2),
+    };
+    let publish = |version, devices: &[u32]| NewDeviceList {
+        list: device_list(&alice, version, devices),
+        now_ms: now_ms(),
+    };
+    ensure!(matches!(
+        store.publish_device_list(publish(1, &[1, 2])).await?,
+        PublishOutcome::Stored { .. }
+    ));
+    ensure!(
+        seq_of(send(store, laptop, bob, None).await?).is_ok(),
+        "the laptop sends while listed"
+    );
+    let removal = store.submit_enqueue(envelope(phone, bob, message_id(), b"1", None));
+    let removal = removal.await?;
+    let published = store.publish_device_list(publish(2, &[1]));
+    let from_laptop = store.submit_enqueue(envelope(laptop, bob, message_id(), b"2", None));
+    let (published, from_laptop) = tokio::join!(published, from_laptop);
+    let after = store
+        .submit_enqueue(envelope(phone, bob, message_id(), b"3", None))
+        .await?;
+    assert_eq!(
+        published?,
+        PublishOutcome::Stored {
+            added: vec![],
+            removed: vec![DeviceId(2)]
+        }
+    );
+    let from_laptop = from_laptop?.await?;
+    ensure!(
+        matches!(
+            from_laptop,
+            EnqueueOutcome::SenderRemoved | EnqueueOutcome::Accepted { .. }
+        ),
+        "submitted with the removal: refused, or stored before it; got {from_laptop:?}"
+    );
+    seq_of(removal.await?)?;
+    seq_of(after.await?)?;
+    assert_eq!(
+        send(store, laptop, bob, None).await?,
+        EnqueueOutcome::SenderRemoved,
+        "after the removal the laptop's sends are refused"
+    );
+    seq_of(send(store, phone, bob, None).await?)?;
     Ok(())
 }
 

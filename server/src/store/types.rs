@@ -371,6 +371,9 @@ pub enum EnqueueOutcome {
     /// A send to every device made for device lists that are not the current ones
     /// ([`FanOut`]); nothing was stored.
     StaleDevices,
+    /// The sending device is no longer on its account (a device list without it was
+    /// published after the send was submitted); nothing was stored.
+    SenderRemoved,
 }
 
 /// A queued envelope.

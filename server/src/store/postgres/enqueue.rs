@@ -389,9 +389,12 @@ pub(super) async fn store_envelopes<'a>(
     let mut stored_here: HashMap<(i64, &[u8]), StoredHere> = HashMap::new();
     let mut effects: Vec<JobFuture<'a, ()>> = Vec::new();
     for ((e, fact), index) in envelopes.iter().copied().zip(&fact_rows).zip(index_of) {
-        let sender_key: i64 = fact
-            .try_get::<_, Option<i64>>(0)?
-            .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
+        let Some(sender_key) = fact.try_get::<_, Option<i64>>(0)? else {
+            // Removed by a device list published after this send was submitted: refused,
+            // not an error that would fail the batch it shares with other senders.
+            outcomes.push((EnqueueOutcome::SenderRemoved.into(), AfterCommit::Answer));
+            continue;
+        };
         let id = e.id.as_bytes().as_slice();
         let key = RetryKey::of_envelope(e);
         // An earlier send of the id: in this batch, committed, or held and not ended

@@ -238,7 +238,7 @@ pub(super) fn enqueue(
 ) -> Result<(Decided, Option<Settlement>), StoreError> {
     // One statement (it runs for every envelope): the sender's device key, the dedup
     // entry of an earlier send with the same id, the recipient's device key.
-    let (sender, earlier, recipient) = conn
+    let found = conn
         .prepare_cached(
             "SELECT d.id, s.digest, s.sealed_seq,
                     (SELECT id FROM devices WHERE account = ?4 AND device = ?5)
@@ -267,8 +267,12 @@ pub(super) fn enqueue(
             )
             .optional()
         })
-        .map_err(sql_error)?
-        .ok_or_else(|| StoreError::Database("sender device vanished".into()))?;
+        .map_err(sql_error)?;
+    let Some((sender, earlier, recipient)) = found else {
+        // Removed by a device list published after this send was submitted: refused,
+        // not an error that would fail the batch it shares with other senders.
+        return Ok((EnqueueOutcome::SenderRemoved.into(), None));
+    };
     let key = RetryKey::of_envelope(e);
     if let Some((digest, sealed_seq)) = earlier {
         return Ok((key.answer(&digest, sealed_seq).into(), None));
