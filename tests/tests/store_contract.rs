@@ -386,3 +386,109 @@ mod postgres_store {
 mod postgres_store_holding {
     parley_tests::store_contract_cases!(super::Postgres { holding: true });
 }
+
+/// The listener of a node that carries every held envelope and never hears a word back
+/// (the recipient neither acks nor reads): each held send waits for its deadline, then
+/// is committed. Says when it carried one.
+#[derive(Debug, Default)]
+struct CarriedUnanswered {
+    carried: tokio::sync::Notify,
+    words: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<HeldWord>>>,
+}
+
+impl CommitListener for CarriedUnanswered {
+    fn committed(&self, _to: DeviceAddress, _envelope: StoredEnvelope) {}
+
+    fn can_carry(&self, _to: &DeviceAddress, _size: usize) -> bool {
+        true
+    }
+
+    fn carry(
+        &self,
+        _to: DeviceAddress,
+        _envelope: StoredEnvelope,
+    ) -> Option<tokio::sync::oneshot::Receiver<HeldWord>> {
+        let (word, heard) = tokio::sync::oneshot::channel();
+        self.words
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(word);
+        self.carried.notify_one();
+        Some(heard)
+    }
+}
+
+/// Two nodes on one database, one holding and one not (their settings need not match,
+/// as during a change of them): a read of the queue on the node that does not hold
+/// waits for the seq the other holds below a committed one, instead of passing it (the
+/// device would ack past it, and the held envelope, committed at its deadline, would
+/// never be read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_a_node_that_does_not_hold_waits_for_a_seq_held_on_another() -> anyhow::Result<()>
+{
+    use parley_protocol::ids::{MessageId, Seq};
+    use parley_server::store::{EnqueueOutcome, NewEnvelope};
+    use parley_tests::store_contract::register;
+    use parley_tests::TestAccount;
+
+    let Some((server, _instance)) = postgres_server()? else {
+        return Ok(());
+    };
+    let schema = Schema::create(&server).await?;
+    let carrier = Arc::new(CarriedUnanswered::default());
+    let holding = PostgresStore::open(
+        &schema.url,
+        &PostgresOptions {
+            hold: HoldWindow {
+                deadline: Duration::from_millis(600),
+                commit_grace: Duration::from_millis(250),
+            },
+            ..PostgresOptions::default()
+        },
+        ServerId([1; 32]),
+        StoreHooks::new(SendPolicy::default()).with_listener(carrier.clone()),
+    )
+    .await?;
+    let persisting = PostgresStore::open(
+        &schema.url,
+        &PostgresOptions::default(),
+        ServerId([1; 32]),
+        StoreHooks::new(SendPolicy::default()),
+    )
+    .await?;
+    let alice = register(&holding, &TestAccount::new(None, 0)).await?;
+    let carol = register(&holding, &TestAccount::new(None, 0)).await?;
+    let bob = register(&holding, &TestAccount::new(None, 0)).await?;
+    let envelope = |from, id: u8| NewEnvelope {
+        from,
+        to: bob,
+        id: MessageId([id; 16]),
+        ciphertext: vec![id],
+        now_ms: now_ms(),
+        category: None,
+        receipt: false,
+        fan_out: None,
+    };
+
+    let held = holding.submit_enqueue(envelope(alice, 1)).await?;
+    tokio::time::timeout(Duration::from_secs(5), carrier.carried.notified())
+        .await
+        .context("the held send is decided and carried")?;
+    let committed = persisting.enqueue(envelope(carol, 2)).await?;
+    let EnqueueOutcome::Accepted { seq: above, .. } = committed else {
+        anyhow::bail!("carol's send: {committed:?}");
+    };
+    let page = persisting.page(bob, Seq(0), 10).await?;
+    let seqs: Vec<u64> = page.iter().map(|e| e.seq.0).collect();
+    let held = held.await?;
+    let EnqueueOutcome::Accepted { seq: below, .. } = held else {
+        anyhow::bail!("alice's send: {held:?}");
+    };
+    assert!(below < above, "the held seq is the lower one");
+    assert_eq!(
+        seqs,
+        vec![below.0, above.0],
+        "the read waited for the held seq, committed at its deadline"
+    );
+    Ok(())
+}

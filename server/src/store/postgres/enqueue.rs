@@ -122,7 +122,9 @@ impl EnqueueStatements {
                     "UPDATE queue_head
                      SET next_seq = ($2::bigint[])[array_position($1::bigint[], recipient)],
                          decided_at_ms = GREATEST(decided_at_ms,
-                             ($3::bigint[])[array_position($1::bigint[], recipient)])
+                             ($3::bigint[])[array_position($1::bigint[], recipient)]),
+                         held_until_ms = GREATEST(held_until_ms,
+                             ($4::bigint[])[array_position($1::bigint[], recipient)])
                      WHERE recipient = ANY($1::bigint[])",
                 )
                 .await?,
@@ -338,6 +340,9 @@ pub(super) async fn store_envelopes<'a>(
         }
         tx.query_one(held::DATABASE_NOW, &[]).await?.try_get(0)
     };
+    // No later than the database's time above: how long ago a held decision was made,
+    // at least, by this node's clock (`HeldSend::decided_after`).
+    let before_database_now = std::time::Instant::now();
     let (head_rows, now_ms, fact_rows, device_rows) = try_join4(
         tx.query(&st.lock_heads, &[&head_accounts, &head_devices]),
         database_now,
@@ -547,6 +552,7 @@ pub(super) async fn store_envelopes<'a>(
             // The ciphertexts are the envelope's: the lane fills them in when it settles.
             let send = HeldSend {
                 decided_at_ms: now_ms,
+                decided_after: before_database_now,
                 sender_key,
                 sealed_seq,
                 digest,
@@ -611,13 +617,25 @@ pub(super) async fn store_envelopes<'a>(
         .map(|h| (h.key, (h.next, if h.held { now_ms } else { 0 })))
         .unzip();
     let (moved_next, moved_decided_at): (Vec<i64>, Vec<i64>) = moved.into_iter().unzip();
+    let moved_held_until: Vec<i64> = moved_decided_at
+        .iter()
+        .map(|&decided_at| match decided_at {
+            0 => 0,
+            at => held::commit_deadline_ms(hold.window, at),
+        })
+        .collect();
     let put_heads = async {
         if moved_keys.is_empty() {
             return Ok(0);
         }
         tx.execute(
             &st.put_heads,
-            &[&moved_keys, &moved_next, &moved_decided_at],
+            &[
+                &moved_keys,
+                &moved_next,
+                &moved_decided_at,
+                &moved_held_until,
+            ],
         )
         .await
     };

@@ -1,6 +1,7 @@
-//! A read of a device's queue while holding is on (`held.rs`): it must never pass a seq
-//! that is held on some node and may still be committed, or that envelope would land
-//! below what the device was sent and acknowledged, and be lost.
+//! A read of a device's queue (`held.rs`): it must never pass a seq that is held on some
+//! node and may still be committed, or that envelope would land below what the device
+//! was sent and acknowledged, and be lost. Every read is fenced, on a node that holds
+//! nothing itself too: another node may hold for the device.
 //!
 //! In one transaction the read locks the device's `queue_head` row `FOR SHARE` (a commit
 //! of a held seq takes it `FOR UPDATE`: a commit that checked its window before the lock
@@ -8,7 +9,9 @@
 //! the database's time, the head's next seq and the device's highest ack
 //! (`queue_acked`), and reads the page below that next seq. The page is used when it has
 //! no hole above the ack (PostgreSQL's seqs are dense but for refused commits) or when
-//! the window of the device's last held decision has passed; otherwise the read asks
+//! the commit deadline of the device's held decisions has passed (`held_until_ms`,
+//! stamped by each deciding node with its own window, so that nodes with other
+//! settings wait just as long); otherwise the read asks
 //! the senders' nodes again to commit what was carried here ([`CommitListener::release_held`])
 //! and looks again after [`FENCE_POLL`].
 
@@ -18,7 +21,7 @@ use deadpool_postgres::Pool;
 use parley_protocol::ids::{DeviceAddress, Seq};
 
 use super::errors::{pool_error, Failure};
-use super::held::HoldWindow;
+use super::held::{self, HoldWindow};
 use super::queue;
 use crate::store::values::to_u64;
 use crate::store::{CommitListener, StoreError, StoredEnvelope};
@@ -62,7 +65,7 @@ async fn read_fenced(
     let tx = client.transaction().await?;
     let head = tx
         .prepare_cached(
-            "SELECT h.next_seq, h.decided_at_ms,
+            "SELECT h.next_seq, h.decided_at_ms, h.held_until_ms,
                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
                     COALESCE((SELECT through FROM queue_acked WHERE recipient = h.recipient), 0)
              FROM devices d JOIN queue_head h ON h.recipient = d.id
@@ -82,21 +85,27 @@ async fn read_fenced(
     else {
         return Ok((Vec::new(), None));
     };
-    let (below, decided_at_ms, now_ms, acked): (i64, i64, i64, i64) = (
+    let (below, decided_at_ms, held_until_ms, now_ms, acked): (i64, i64, i64, i64, i64) = (
         head.try_get(0)?,
         head.try_get(1)?,
         head.try_get(2)?,
         head.try_get(3)?,
+        head.try_get(4)?,
     );
     let page = queue::page_below(&tx, device, after, Seq(to_u64(below)), limit).await?;
     tx.commit().await?;
-    let open_until = decided_at_ms.saturating_add(window.window_ms());
-    // Seqs the device acknowledged were delivered: no hole there.
+    // Seqs the device acknowledged were delivered: no hole there. Once the last held
+    // decision's commit deadline has passed, no held seq below `below` can be committed
+    // any more (the rule the commit checks). The deadline is the deciding node's
+    // (`held_until_ms`); a head stamped before it was recorded has only its decision
+    // time, and this node's window stands in for the decider's.
     let floor = Seq(after.0.max(to_u64(acked)));
-    if now_ms >= open_until || has_no_hole(&page, floor, to_u64(below), limit) {
+    let until_ms = held_until_ms.max(held::commit_deadline_ms(window, decided_at_ms));
+    if !held::may_still_commit(until_ms, now_ms) || has_no_hole(&page, floor, to_u64(below), limit)
+    {
         return Ok((page, None));
     }
-    let left = u64::try_from(open_until - now_ms).unwrap_or(0);
+    let left = u64::try_from(until_ms.saturating_add(1).saturating_sub(now_ms)).unwrap_or(0);
     Ok((page, Some(Duration::from_millis(left))))
 }
 

@@ -16,8 +16,11 @@
 //!   The send's dedup row goes with that commit, or alone once every copy was acked.
 //! * **The window.** A held seq may be committed only while the database's clock is
 //!   within [`HoldWindow::window_ms`] of its decision; later the commit is refused and the
-//!   sender gets an error (it retries, and the retry is a new envelope). A read of a
-//!   device's queue waits for that window where it could pass such a seq (`fence.rs`).
+//!   sender gets an error (it retries, and the retry is a new envelope). The decision
+//!   records that deadline in `queue_head.held_until_ms`, and a read of a device's queue
+//!   waits for it where it could pass such a seq (`fence.rs`), on whichever node. An ack
+//!   word heard after the window is not trusted (a read may have passed the seq by
+//!   then): that copy is committed instead, which the window refuses.
 //! * **Retries.** A retry of a held send's id finds no dedup row; it finds the send in
 //!   [`HeldSends`] instead and is answered as its first attempt once that one ended
 //!   (`accepted` with its dedup row committed), or with an error if it did not.
@@ -28,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parley_protocol::ids::{DeviceAddress, MessageId, Seq};
 use tokio::sync::{oneshot, watch};
@@ -89,6 +92,9 @@ pub(super) struct HeldCopy {
 pub(super) struct HeldSend {
     /// When it was decided, by the database's clock (ms since the epoch).
     pub decided_at_ms: i64,
+    /// An instant of this node's clock no later than `decided_at_ms`: the time since it
+    /// is at least the time since the decision, whatever the two clocks read.
+    pub decided_after: Instant,
     /// The sender's `devices.id`.
     pub sender_key: i64,
     /// Its dedup row's sealed seq, digest and time.
@@ -173,8 +179,8 @@ pub(super) struct Settling {
     pub listener: Arc<dyn CommitListener>,
     /// Where settlements are counted.
     pub metrics: Arc<StoreMetrics>,
-    /// How long it waits for the words.
-    pub deadline: Duration,
+    /// How long it waits for the words, and how long a held seq may be committed.
+    pub window: HoldWindow,
     /// The held sends that have not ended.
     pub held_sends: Arc<HeldSends>,
 }
@@ -254,12 +260,12 @@ async fn settle(
     let Settling {
         lanes,
         metrics,
-        deadline,
+        window,
         held_sends,
         ..
     } = settling;
     let outcome = decided.outcome;
-    let expires = tokio::time::Instant::now() + deadline;
+    let expires = tokio::time::Instant::now() + window.deadline;
     let mut acked = Vec::with_capacity(words.len());
     for word in words {
         let word = match word {
@@ -269,7 +275,7 @@ async fn settle(
                 .and_then(Result::ok),
             None => None,
         };
-        acked.push(word == Some(HeldWord::Acked));
+        acked.push(word == Some(HeldWord::Acked) && acked_in_time(&send, window));
     }
     let mut flags = acked.into_iter();
     send.copies.retain(|_| !flags.next().unwrap_or(false));
@@ -308,6 +314,16 @@ async fn settle(
     }
 }
 
+/// Whether an ack word heard now may settle a copy of `send`. Not once the send's window
+/// may have closed: a read of the device's queue may then have passed the seq without
+/// the device getting it (its wake came late), and the device's next ack would cover
+/// it. Such a copy is committed instead, which the window then refuses: the sender gets
+/// an error and sends it again (a second delivery, if it had arrived, is dropped by the
+/// SDK by id).
+fn acked_in_time(send: &HeldSend, window: HoldWindow) -> bool {
+    send.decided_after.elapsed() < window.deadline + window.commit_grace
+}
+
 /// Answers a retry of a held send once that send ended: as decided if it ended
 /// `accepted` with its dedup row, else with an error (the client sends it again).
 pub(super) async fn answer_after(
@@ -333,9 +349,23 @@ pub(super) async fn answer_after(
 pub(super) const DATABASE_NOW: &str =
     "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-/// Whether a held send decided at `decided_at_ms` may still be committed at `now_ms`.
+/// Whether a held send decided at `decided_at_ms` may still be committed at `now_ms`,
+/// by the database's clock.
 pub(super) fn within_window(window: HoldWindow, decided_at_ms: i64, now_ms: i64) -> bool {
-    now_ms <= decided_at_ms.saturating_add(window.window_ms())
+    may_still_commit(commit_deadline_ms(window, decided_at_ms), now_ms)
+}
+
+/// The last millisecond (database clock) at which a held send decided at
+/// `decided_at_ms` under `window` may be committed: `queue_head.held_until_ms`.
+pub(super) fn commit_deadline_ms(window: HoldWindow, decided_at_ms: i64) -> i64 {
+    decided_at_ms.saturating_add(window.window_ms())
+}
+
+/// Whether a held seq whose commit deadline is `until_ms` may still be committed at
+/// `now_ms`; once not, a fenced read may pass it (`fence.rs`). The one rule for both,
+/// so that they never both hold at the same millisecond.
+pub(super) fn may_still_commit(until_ms: i64, now_ms: i64) -> bool {
+    now_ms <= until_ms
 }
 
 #[cfg(test)]
@@ -352,5 +382,27 @@ mod tests {
         assert!(within_window(window, 1_000, 1_300));
         assert!(!within_window(window, 1_000, 1_301));
         assert!(!HoldWindow::OFF.is_on());
+    }
+
+    #[test]
+    fn an_ack_word_settles_a_copy_only_within_the_window() {
+        let window = HoldWindow {
+            deadline: Duration::from_millis(50),
+            commit_grace: Duration::from_millis(250),
+        };
+        let decided = |ago: Duration| HeldSend {
+            decided_at_ms: 0,
+            decided_after: Instant::now().checked_sub(ago).expect("the clock runs"),
+            sender_key: 1,
+            sealed_seq: 1,
+            digest: Vec::new(),
+            dedup_time: 0,
+            copies: Vec::new(),
+        };
+        assert!(acked_in_time(&decided(Duration::from_millis(40)), window));
+        assert!(
+            !acked_in_time(&decided(Duration::from_millis(300)), window),
+            "a word after the window: a read may have passed the seq"
+        );
     }
 }

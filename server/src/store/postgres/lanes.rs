@@ -201,7 +201,7 @@ impl LaneContext {
             lanes: SettledLanes { senders },
             listener: self.on_commit.clone(),
             metrics: self.metrics.clone(),
-            deadline: self.hold.deadline,
+            window: self.hold,
             held_sends: self.held_sends.clone(),
         })
     }

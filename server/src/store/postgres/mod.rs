@@ -290,19 +290,16 @@ impl Store for PostgresStore {
         after: Seq,
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
-        if self.hold.is_on() {
-            return Box::pin(fence::fenced_page(
-                &self.pool,
-                &*self.listener,
-                self.hold,
-                device,
-                after,
-                limit,
-            ));
-        }
-        Box::pin(self.read((device, after, limit), |c, (d, after, limit)| {
-            Box::pin(queue::page(c, d, *after, *limit))
-        }))
+        // Fenced whatever this node's own settings: another node may hold seqs of the
+        // device (`fence.rs`).
+        Box::pin(fence::fenced_page(
+            &self.pool,
+            &*self.listener,
+            self.hold,
+            device,
+            after,
+            limit,
+        ))
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {

@@ -255,6 +255,12 @@ const MIGRATIONS: &[&str] = &[
         through   bigint NOT NULL
     );
     "#,
+    // 6: until when a held seq of the device may still be committed, by the deciding
+    // node's own window (`--hold-deadline` + `--hold-commit-grace`), so that a read on a
+    // node with other settings (or with holding off) waits for it just as long.
+    r#"
+    ALTER TABLE queue_head ADD COLUMN held_until_ms bigint NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this server knows.
