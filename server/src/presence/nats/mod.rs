@@ -296,11 +296,16 @@ impl Inner {
     }
 
     /// Keeps a held envelope handed to `device`'s connection until its ack or a read;
-    /// past a bound, asks for its commit at once.
+    /// past a bound, asks for its commit at once. If the device detached meanwhile (its
+    /// detach released what was kept before this), what is kept now is released too:
+    /// nothing else would.
     fn keep_held(&self, device: DeviceAddress, seq: Seq, reply: ReplyTo) {
         let kept = lock(&self.held_here).keep(device, seq, reply);
         if let Err(reply) = kept {
             self.answer_held(reply, HeldWord::Commit);
+        }
+        if self.local.get(&device).is_none() {
+            self.release_held(&device);
         }
     }
 
