@@ -511,6 +511,7 @@ impl Config {
                 },
                 BusLocation::Local => crate::store::postgres::HoldWindow::OFF,
             },
+            hold_max_bytes: self.hold_max_bytes,
             ..Default::default()
         }
     }

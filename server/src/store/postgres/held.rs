@@ -30,6 +30,7 @@
 //! SDK drops by message id), never a message.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,69 @@ pub(super) enum AfterCommit {
 #[derive(Debug, Default)]
 pub(super) struct HeldSends(Mutex<HashMap<(i64, MessageId), HeldRetry>>);
 
+/// The ciphertext bytes of held sends this node carries and has not settled, bounded
+/// (`--hold-max-bytes`): past the bound a send decided as held is committed at once
+/// instead of carried.
+#[derive(Debug)]
+pub(super) struct HeldBytes {
+    held: AtomicUsize,
+    max: usize,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl HeldBytes {
+    pub fn new(max: usize, metrics: Arc<StoreMetrics>) -> HeldBytes {
+        HeldBytes {
+            held: AtomicUsize::new(0),
+            max,
+            metrics,
+        }
+    }
+
+    /// Takes `bytes` of the bound until the guard is dropped; `None` if that would pass
+    /// it (counted in `parley_hold_refused_total{reason="total"}`).
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<HeldBytesGuard> {
+        let taken = self
+            .held
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.max)
+            });
+        match taken {
+            Ok(before) => {
+                self.gauge(before.saturating_add(bytes));
+                Some(HeldBytesGuard {
+                    bytes,
+                    of: self.clone(),
+                })
+            }
+            Err(_) => {
+                self.metrics.hold_refused.inc("total");
+                None
+            }
+        }
+    }
+
+    fn gauge(&self, held: usize) {
+        self.metrics
+            .held_bytes
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+}
+
+/// Bytes taken of [`HeldBytes`], given back when dropped.
+#[derive(Debug)]
+struct HeldBytesGuard {
+    bytes: usize,
+    of: Arc<HeldBytes>,
+}
+
+impl Drop for HeldBytesGuard {
+    fn drop(&mut self) {
+        let before = self.of.held.fetch_sub(self.bytes, Ordering::SeqCst);
+        self.of.gauge(before.saturating_sub(self.bytes));
+    }
+}
+
 /// What a retry of a held send is answered from.
 #[derive(Clone, Debug)]
 pub(super) struct HeldRetry {
@@ -183,6 +247,8 @@ pub(super) struct Settling {
     pub window: HoldWindow,
     /// The held sends that have not ended.
     pub held_sends: Arc<HeldSends>,
+    /// The bound on the ciphertext carried and not settled.
+    pub held_bytes: Arc<HeldBytes>,
 }
 
 /// Starts settling a held send once its decision committed: carries every copy now (in
@@ -226,6 +292,15 @@ pub(super) fn settle_held(
             }
         )
     });
+    let bytes = send.copies.iter().map(|c| c.ciphertext.len()).sum();
+    let Some(reserved) = settling.held_bytes.reserve(bytes) else {
+        // Over the bound: committed at once, as if nothing could be carried.
+        let words = send.copies.iter().map(|_| None).collect();
+        tracker.spawn(settle(
+            settling, envelope, decided, send, words, ended, reply, None,
+        ));
+        return;
+    };
     let words: Vec<_> = send
         .copies
         .iter()
@@ -242,12 +317,21 @@ pub(super) fn settle_held(
         })
         .collect();
     tracker.spawn(settle(
-        settling, envelope, decided, send, words, ended, reply,
+        settling,
+        envelope,
+        decided,
+        send,
+        words,
+        ended,
+        reply,
+        Some(reserved),
     ));
 }
 
 /// Waits for the words about a held send's copies (at most the deadline), commits what
-/// was not acked, answers the sender and says how it ended.
+/// was not acked, answers the sender and says how it ended; gives back the bytes it
+/// reserved of the bound (`_reserved`) once its copies are settled.
+#[allow(clippy::too_many_arguments)]
 async fn settle(
     settling: Settling,
     envelope: NewEnvelope,
@@ -256,6 +340,7 @@ async fn settle(
     words: Vec<Option<oneshot::Receiver<HeldWord>>>,
     ended: watch::Sender<Option<bool>>,
     reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+    _reserved: Option<HeldBytesGuard>,
 ) {
     let Settling {
         lanes,
@@ -382,6 +467,22 @@ mod tests {
         assert!(within_window(window, 1_000, 1_300));
         assert!(!within_window(window, 1_000, 1_301));
         assert!(!HoldWindow::OFF.is_on());
+    }
+
+    #[test]
+    fn the_bytes_carried_are_bounded_and_given_back_when_settled() {
+        let metrics = Arc::new(StoreMetrics::default());
+        let bytes = Arc::new(HeldBytes::new(100, metrics.clone()));
+        let first = bytes.reserve(60).expect("within the bound");
+        assert!(bytes.reserve(41).is_none(), "60 + 41 passes 100");
+        assert_eq!(metrics.hold_refused.get("total"), 1);
+        let second = bytes.reserve(40).expect("60 + 40 is the bound");
+        assert_eq!(metrics.held_bytes.get(), 100);
+        drop(first);
+        assert_eq!(metrics.held_bytes.get(), 40);
+        assert!(bytes.reserve(60).is_some(), "given back when settled");
+        drop(second);
+        assert_eq!(bytes.held.load(Ordering::SeqCst), 0);
     }
 
     #[test]

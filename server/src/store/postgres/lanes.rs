@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use super::enqueue::{store_envelopes, EnqueueStatements, Holding};
 use super::errors::{pool_error, Failure};
-use super::held::{self, AfterCommit, HeldCommit, HeldSends, HoldWindow};
+use super::held::{self, AfterCommit, HeldBytes, HeldCommit, HeldSends, HoldWindow};
 use super::policy::SendRules;
 use super::pool::{backoff, ATTEMPTS};
 use super::queue;
@@ -180,6 +180,8 @@ pub(super) struct LaneContext {
     pub lanes: OnceLock<Vec<mpsc::WeakSender<LaneJob>>>,
     /// The held sends that have not ended (for retries of their ids).
     pub held_sends: Arc<HeldSends>,
+    /// The bound on the ciphertext held sends carry (`--hold-max-bytes`).
+    pub held_bytes: Arc<HeldBytes>,
     /// The tasks settling held sends, which closing waits for.
     pub settlements: TaskTracker,
     /// The store is closing: hold nothing more.
@@ -203,6 +205,7 @@ impl LaneContext {
             metrics: self.metrics.clone(),
             window: self.hold,
             held_sends: self.held_sends.clone(),
+            held_bytes: self.held_bytes.clone(),
         })
     }
 }

@@ -47,6 +47,7 @@ use tokio_util::task::TaskTracker;
 pub use self::admin::{list_businesses, revoke_business, set_suspended, set_tier, verify_business};
 use self::errors::pool_error;
 pub use self::errors::redact_url;
+use self::held::HeldBytes;
 pub use self::held::HoldWindow;
 use self::lanes::{LaneContext, LaneJob, Lanes};
 pub use self::node::{check_authority, NodeLock, NodeRefused};
@@ -77,6 +78,9 @@ pub struct PostgresOptions {
     pub pool_wait: Duration,
     /// Hold, then persist (`held.rs`); [`HoldWindow::OFF`] persists every envelope first.
     pub hold: HoldWindow,
+    /// Most ciphertext bytes of held sends this node carries at once; past it, a send
+    /// decided as held is committed at once.
+    pub hold_max_bytes: usize,
 }
 
 impl Default for PostgresOptions {
@@ -88,6 +92,7 @@ impl Default for PostgresOptions {
             pool_max_size: None,
             pool_wait: Duration::from_secs(5),
             hold: HoldWindow::OFF,
+            hold_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -156,11 +161,12 @@ impl PostgresStore {
             pool: pool.clone(),
             rules: Arc::new(SendRules::new(hooks.send_policy)),
             on_commit: hooks.on_commit,
-            metrics: hooks.metrics,
+            metrics: hooks.metrics.clone(),
             group_commit_max: options.group_commit_max,
             hold: options.hold,
             lanes: OnceLock::new(),
             held_sends: Arc::default(),
+            held_bytes: Arc::new(HeldBytes::new(options.hold_max_bytes, hooks.metrics)),
             settlements: TaskTracker::new(),
             closing: AtomicBool::new(false),
         };
