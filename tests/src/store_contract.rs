@@ -1426,6 +1426,31 @@ pub fn device_list(account: &TestAccount, version: u64, devices: &[u32]) -> Sign
     .expect("a well-formed list of the signer")
 }
 
+/// Alice (two one-time prekeys) and Bob, registered: Alice's phone (device 1) and the
+/// address her laptop (device 2) gets once a list names it.
+struct Registered {
+    alice: TestAccount,
+    phone: DeviceAddress,
+    laptop: DeviceAddress,
+    bob: DeviceAddress,
+}
+
+async fn alice_and_bob(store: &dyn Store) -> anyhow::Result<Registered> {
+    let alice = TestAccount::new(None, 2);
+    let phone = register(store, &alice).await?;
+    let bob = register(store, &TestAccount::new(None, 0)).await?;
+    let laptop = DeviceAddress {
+        account: phone.account,
+        device: DeviceId(2),
+    };
+    Ok(Registered {
+        alice,
+        phone,
+        laptop,
+        bob,
+    })
+}
+
 /// Publishing a device list: only a newer version is stored; a device new on the list can
 /// authenticate and upload prekeys; a device dropped from it loses its row, prekeys and
 /// queue, and sends to it are refused as to an unknown device.
@@ -1436,13 +1461,12 @@ pub async fn a_device_list_only_moves_forward_and_the_devices_follow_it(
         return Ok(());
     };
     let store = &*s.store;
-    let alice = TestAccount::new(None, 2);
-    let phone = register(store, &alice).await?;
-    let bob = register(store, &TestAccount::new(None, 0)).await?;
-    let laptop = DeviceAddress {
-        account: phone.account,
-        device: DeviceId(2),
-    };
+    let Registered {
+        alice,
+        phone,
+        laptop,
+        bob,
+    } = alice_and_bob(store).await?;
     ensure!(
         store.device_list(phone.account).await? == DeviceListLookup::Implicit,
         "an account without a list has the implicit one"
@@ -1583,13 +1607,12 @@ pub async fn a_send_from_a_removed_device_is_refused_alone(
         return Ok(());
     };
     let store = &*s.store;
-    let alice = TestAccount::new(None, 2);
-    let phone = register(store, &alice).await?;
-    let bob = register(store, &TestAccount::new(None, 0)).await?;
-    let laptop = DeviceAddress {
-        account: phone.account,
-        device: DeviceId(2),
-    };
+    let Registered {
+        alice,
+        phone,
+        laptop,
+        bob,
+    } = alice_and_bob(store).await?;
     let publish = |version, devices: &[u32]| NewDeviceList {
         list: device_list(&alice, version, devices),
         now_ms: now_ms(),
