@@ -512,6 +512,9 @@ impl Config {
                 BusLocation::Local => crate::store::postgres::HoldWindow::OFF,
             },
             hold_max_bytes: self.hold_max_bytes,
+            // Without a bus this is the only node (it holds the node lock): nothing held
+            // elsewhere to fence against.
+            fenced_reads: matches!(self.bus, BusLocation::Nats(_)),
             ..Default::default()
         }
     }

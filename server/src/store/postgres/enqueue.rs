@@ -37,6 +37,7 @@
 //! lane got them (a batch runs in the order its jobs came).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
 use futures_util::future::{try_join, try_join4, try_join_all};
@@ -47,7 +48,7 @@ use tokio_postgres::Statement;
 
 use super::errors::Failure;
 use super::held::{
-    self, AfterCommit, HeldCommit, HeldCopy, HeldSend, HeldSends, HoldWindow, Settled,
+    self, AfterCommit, HeldBytes, HeldCommit, HeldCopy, HeldSend, HeldSends, HoldWindow, Settled,
 };
 use super::policy::{self, PolicyStatements, SendRules, PEOPLE_FACTS};
 use super::pool::JobFuture;
@@ -246,6 +247,8 @@ pub(super) struct Holding<'a> {
     pub listener: &'a dyn CommitListener,
     /// The held sends that have not ended, where a retry finds its first attempt.
     pub held_sends: &'a HeldSends,
+    /// The bound on the ciphertext of held sends (`--hold-max-bytes`).
+    pub held_bytes: &'a Arc<HeldBytes>,
 }
 
 /// What a batch of envelopes and held commits did: per envelope its outcome (and, if
@@ -496,17 +499,23 @@ pub(super) async fn store_envelopes<'a>(
         let category = e.category.filter(|_| from_business).map(category_code);
         // Held: every copy can be carried to its device's node (a person's send only;
         // a business's effects and purges stay persist-first).
-        let held = hold.window.is_on()
+        // Within `--hold-max-bytes`: the reservation lives with the held send (a batch
+        // that fails drops it) until its settlement's commit is done.
+        let sizes = || {
+            std::iter::once((&e.to, e.ciphertext.len())).chain(
+                e.fan_out
+                    .iter()
+                    .flat_map(|f| &f.copies)
+                    .map(|c| (&c.to, c.ciphertext.len())),
+            )
+        };
+        let reserved = (hold.window.is_on()
             && hold.may_hold
             && !from_business
-            && std::iter::once((&e.to, e.ciphertext.len()))
-                .chain(
-                    e.fan_out
-                        .iter()
-                        .flat_map(|f| &f.copies)
-                        .map(|c| (&c.to, c.ciphertext.len())),
-                )
-                .all(|(to, size)| hold.listener.can_carry(to, size));
+            && sizes().all(|(to, size)| hold.listener.can_carry(to, size)))
+        .then(|| hold.held_bytes.reserve(sizes().map(|(_, size)| size).sum()))
+        .flatten();
+        let held = reserved.is_some();
         let mut copies = vec![HeldCopy {
             to: e.to,
             recipient: head_key,
@@ -558,6 +567,7 @@ pub(super) async fn store_envelopes<'a>(
                 digest,
                 dedup_time,
                 copies,
+                _reserved: reserved,
             };
             outcomes.push((decided, AfterCommit::Settle(send, ended)));
             continue;

@@ -97,10 +97,14 @@ async fn read_fenced(
     // Seqs the device acknowledged were delivered: no hole there. Once the last held
     // decision's commit deadline has passed, no held seq below `below` can be committed
     // any more (the rule the commit checks). The deadline is the deciding node's
-    // (`held_until_ms`); a head stamped before it was recorded has only its decision
-    // time, and this node's window stands in for the decider's.
+    // (`held_until_ms`); for a decision that recorded none (a node from before
+    // migration 6) the larger of this node's window and the defaults stands in.
     let floor = Seq(after.0.max(to_u64(acked)));
-    let until_ms = held_until_ms.max(held::commit_deadline_ms(window, decided_at_ms));
+    let assumed = HoldWindow {
+        deadline: window.deadline.max(HoldWindow::UNRECORDED.deadline),
+        commit_grace: window.commit_grace.max(HoldWindow::UNRECORDED.commit_grace),
+    };
+    let until_ms = held_until_ms.max(held::commit_deadline_ms(assumed, decided_at_ms));
     if !held::may_still_commit(until_ms, now_ms) || has_no_hole(&page, floor, to_u64(below), limit)
     {
         return Ok((page, None));

@@ -20,7 +20,8 @@
 //!   records that deadline in `queue_head.held_until_ms`, and a read of a device's queue
 //!   waits for it where it could pass such a seq (`fence.rs`), on whichever node. An ack
 //!   word heard after the window is not trusted (a read may have passed the seq by
-//!   then): that copy is committed instead, which the window refuses.
+//!   then): that copy is committed instead, which the window refuses once it has passed
+//!   by the database's clock.
 //! * **Retries.** A retry of a held send's id finds no dedup row; it finds the send in
 //!   [`HeldSends`] instead and is answered as its first attempt once that one ended
 //!   (`accepted` with its dedup row committed), or with an error if it did not.
@@ -58,6 +59,14 @@ pub struct HoldWindow {
 }
 
 impl HoldWindow {
+    /// The window a read assumes (when larger than its own) for a decision that recorded
+    /// none (`queue_head.held_until_ms`, made by a node from before migration 6): the
+    /// server's defaults, `--hold-deadline 50ms` and `--hold-commit-grace 1s`.
+    pub const UNRECORDED: HoldWindow = HoldWindow {
+        deadline: Duration::from_millis(50),
+        commit_grace: Duration::from_secs(1),
+    };
+
     /// No holding: every envelope is persisted before `accepted`.
     pub const OFF: HoldWindow = HoldWindow {
         deadline: Duration::ZERO,
@@ -89,7 +98,7 @@ pub(super) struct HeldCopy {
 }
 
 /// A send decided as held: what its commit would write.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct HeldSend {
     /// When it was decided, by the database's clock (ms since the epoch).
     pub decided_at_ms: i64,
@@ -106,6 +115,9 @@ pub(super) struct HeldSend {
     pub dedup_time: i64,
     /// The copies still to settle (or, in a [`LaneJob::CommitHeld`], to commit).
     pub copies: Vec<HeldCopy>,
+    /// Its ciphertext's share of `--hold-max-bytes`, given back when this is dropped
+    /// (after the settlement's commit, or with a batch that failed).
+    pub _reserved: Option<HeldBytesGuard>,
 }
 
 /// What a held send's dedup row and queue rows are written from in a lane's batch.
@@ -139,9 +151,9 @@ pub(super) enum AfterCommit {
 #[derive(Debug, Default)]
 pub(super) struct HeldSends(Mutex<HashMap<(i64, MessageId), HeldRetry>>);
 
-/// The ciphertext bytes of held sends this node carries and has not settled, bounded
-/// (`--hold-max-bytes`): past the bound a send decided as held is committed at once
-/// instead of carried.
+/// The ciphertext bytes of the held sends this node decided and has not settled, bounded
+/// (`--hold-max-bytes`): past the bound a send is persisted first, as when it cannot be
+/// carried.
 #[derive(Debug)]
 pub(super) struct HeldBytes {
     held: AtomicUsize,
@@ -160,28 +172,27 @@ impl HeldBytes {
 
     /// Takes `bytes` of the bound until the guard is dropped; `None` if that would pass
     /// it (counted in `parley_hold_refused_total{reason="total"}`).
-    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<HeldBytesGuard> {
+    pub(super) fn reserve(self: &Arc<Self>, bytes: usize) -> Option<HeldBytesGuard> {
         let taken = self
             .held
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
                 held.checked_add(bytes).filter(|total| *total <= self.max)
             });
-        match taken {
-            Ok(before) => {
-                self.gauge(before.saturating_add(bytes));
-                Some(HeldBytesGuard {
-                    bytes,
-                    of: self.clone(),
-                })
-            }
-            Err(_) => {
-                self.metrics.hold_refused.inc("total");
-                None
-            }
+        if taken.is_err() {
+            self.metrics.hold_refused.inc("total");
+            return None;
         }
+        self.gauge();
+        Some(HeldBytesGuard {
+            bytes,
+            of: self.clone(),
+        })
     }
 
-    fn gauge(&self, held: usize) {
+    /// Sets `parley_held_bytes` from the count after a change (read again, so that the
+    /// last of two changes racing sets what both left).
+    fn gauge(&self) {
+        let held = self.held.load(Ordering::SeqCst);
         self.metrics
             .held_bytes
             .set(i64::try_from(held).unwrap_or(i64::MAX));
@@ -190,15 +201,15 @@ impl HeldBytes {
 
 /// Bytes taken of [`HeldBytes`], given back when dropped.
 #[derive(Debug)]
-struct HeldBytesGuard {
+pub(super) struct HeldBytesGuard {
     bytes: usize,
     of: Arc<HeldBytes>,
 }
 
 impl Drop for HeldBytesGuard {
     fn drop(&mut self) {
-        let before = self.of.held.fetch_sub(self.bytes, Ordering::SeqCst);
-        self.of.gauge(before.saturating_sub(self.bytes));
+        self.of.held.fetch_sub(self.bytes, Ordering::SeqCst);
+        self.of.gauge();
     }
 }
 
@@ -247,8 +258,6 @@ pub(super) struct Settling {
     pub window: HoldWindow,
     /// The held sends that have not ended.
     pub held_sends: Arc<HeldSends>,
-    /// The bound on the ciphertext carried and not settled.
-    pub held_bytes: Arc<HeldBytes>,
 }
 
 /// Starts settling a held send once its decision committed: carries every copy now (in
@@ -292,15 +301,6 @@ pub(super) fn settle_held(
             }
         )
     });
-    let bytes = send.copies.iter().map(|c| c.ciphertext.len()).sum();
-    let Some(reserved) = settling.held_bytes.reserve(bytes) else {
-        // Over the bound: committed at once, as if nothing could be carried.
-        let words = send.copies.iter().map(|_| None).collect();
-        tracker.spawn(settle(
-            settling, envelope, decided, send, words, ended, reply, None,
-        ));
-        return;
-    };
     let words: Vec<_> = send
         .copies
         .iter()
@@ -317,21 +317,12 @@ pub(super) fn settle_held(
         })
         .collect();
     tracker.spawn(settle(
-        settling,
-        envelope,
-        decided,
-        send,
-        words,
-        ended,
-        reply,
-        Some(reserved),
+        settling, envelope, decided, send, words, ended, reply,
     ));
 }
 
 /// Waits for the words about a held send's copies (at most the deadline), commits what
-/// was not acked, answers the sender and says how it ended; gives back the bytes it
-/// reserved of the bound (`_reserved`) once its copies are settled.
-#[allow(clippy::too_many_arguments)]
+/// was not acked, answers the sender and says how it ended.
 async fn settle(
     settling: Settling,
     envelope: NewEnvelope,
@@ -340,7 +331,6 @@ async fn settle(
     words: Vec<Option<oneshot::Receiver<HeldWord>>>,
     ended: watch::Sender<Option<bool>>,
     reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
-    _reserved: Option<HeldBytesGuard>,
 ) {
     let Settling {
         lanes,
@@ -406,8 +396,14 @@ async fn settle(
 /// an error and sends it again (a second delivery, if it had arrived, is dropped by the
 /// SDK by id).
 fn acked_in_time(send: &HeldSend, window: HoldWindow) -> bool {
-    send.decided_after.elapsed() < window.deadline + window.commit_grace
+    // The window in whole ms, as the database checks it, less a margin for this node's
+    // clock running at another rate than the database's.
+    let window = Duration::from_millis(to_u64(window.window_ms()));
+    send.decided_after.elapsed() < window.saturating_sub(ACK_CLOCK_MARGIN)
 }
+
+/// How much sooner than the window an ack word stops being trusted ([`acked_in_time`]).
+const ACK_CLOCK_MARGIN: Duration = Duration::from_millis(5);
 
 /// Answers a retry of a held send once that send ended: as decided if it ended
 /// `accepted` with its dedup row, else with an error (the client sends it again).
@@ -499,6 +495,7 @@ mod tests {
             digest: Vec::new(),
             dedup_time: 0,
             copies: Vec::new(),
+            _reserved: None,
         };
         assert!(acked_in_time(&decided(Duration::from_millis(40)), window));
         assert!(

@@ -205,7 +205,6 @@ impl LaneContext {
             metrics: self.metrics.clone(),
             window: self.hold,
             held_sends: self.held_sends.clone(),
-            held_bytes: self.held_bytes.clone(),
         })
     }
 }
@@ -435,6 +434,7 @@ async fn run_jobs(
         may_hold,
         listener: &*context.on_commit,
         held_sends: &context.held_sends,
+        held_bytes: &context.held_bytes,
     };
     let (acked, (stored, committed)) = try_join(
         queue::ack_through(tx, &acks, context.hold.is_on()),

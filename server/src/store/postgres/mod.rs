@@ -78,9 +78,13 @@ pub struct PostgresOptions {
     pub pool_wait: Duration,
     /// Hold, then persist (`held.rs`); [`HoldWindow::OFF`] persists every envelope first.
     pub hold: HoldWindow,
-    /// Most ciphertext bytes of held sends this node carries at once; past it, a send
-    /// decided as held is committed at once.
+    /// Most ciphertext bytes of the held sends of this node at once; past it, sends are
+    /// persisted first.
     pub hold_max_bytes: usize,
+    /// Whether reads of a queue are fenced against seqs held on any node (`fence.rs`).
+    /// Only a node that knows no other node can hold (one node, without a bus between
+    /// nodes) may read without.
+    pub fenced_reads: bool,
 }
 
 impl Default for PostgresOptions {
@@ -93,6 +97,7 @@ impl Default for PostgresOptions {
             pool_wait: Duration::from_secs(5),
             hold: HoldWindow::OFF,
             hold_max_bytes: 64 * 1024 * 1024,
+            fenced_reads: true,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct PostgresStore {
     listener: Arc<dyn CommitListener>,
     /// Holding (`held.rs`).
     hold: HoldWindow,
+    /// Reads fenced against held seqs ([`PostgresOptions::fenced_reads`]).
+    fenced_reads: bool,
     /// What the lanes share, for closing: held sends settle before the lanes stop.
     lane_context: Arc<LaneContext>,
 }
@@ -181,6 +188,7 @@ impl PostgresStore {
             clock,
             listener,
             hold: options.hold,
+            fenced_reads: options.fenced_reads,
             lane_context: context,
         })
     }
@@ -296,16 +304,21 @@ impl Store for PostgresStore {
         after: Seq,
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredEnvelope>> {
-        // Fenced whatever this node's own settings: another node may hold seqs of the
-        // device (`fence.rs`).
-        Box::pin(fence::fenced_page(
-            &self.pool,
-            &*self.listener,
-            self.hold,
-            device,
-            after,
-            limit,
-        ))
+        if self.fenced_reads {
+            // Whatever this node's own settings: another node may hold seqs of the
+            // device (`fence.rs`).
+            return Box::pin(fence::fenced_page(
+                &self.pool,
+                &*self.listener,
+                self.hold,
+                device,
+                after,
+                limit,
+            ));
+        }
+        Box::pin(self.read((device, after, limit), |c, (d, after, limit)| {
+            Box::pin(queue::page(c, d, *after, *limit))
+        }))
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{ClientWrapper, Transaction};
 use futures_util::future::try_join_all;
 use parley_protocol::ids::{AccountId, DeviceAddress, DeviceId, MessageId, Seq};
 
@@ -27,6 +27,23 @@ const PAGE: &str = "SELECT seq, sender_account, sender_device, message_id, accep
                     WHERE recipient = (SELECT id FROM devices WHERE account = $1 AND device = $2)
                       AND seq > $3 AND seq < $5
                     ORDER BY seq LIMIT $4";
+
+/// Up to `limit` envelopes of `device` after `after`, in seq order.
+pub(super) async fn page(
+    client: &ClientWrapper,
+    device: &DeviceAddress,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<StoredEnvelope>, Failure> {
+    let statement = client.prepare_cached(PAGE).await?;
+    let rows = client
+        .query(
+            &statement,
+            &page_parameters(device, after, Seq(u64::MAX), limit).as_refs(),
+        )
+        .await?;
+    decode_page(rows)
+}
 
 /// Up to `limit` envelopes of `device` with `after < seq < below`, in seq order, in `tx`.
 pub(super) async fn page_below(

@@ -18,26 +18,37 @@ use crate::store::StoreError;
 /// because another job of its batch failed, left what it took held (or waiting to be
 /// written), so a later turn tries again.
 pub(super) async fn run(writer: mpsc::Sender<WriterMsg>, holds: Arc<Holds>) {
+    let mut failures: u32 = 0;
     loop {
         match holds.next_deadline() {
             None => holds.reaper.notified().await,
             Some(at) => {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-                if let Err(error) = commit_expired(&writer, &holds, Some(Instant::now())).await {
-                    if writer.is_closed() {
-                        return;
+                match commit_expired(&writer, &holds, Some(Instant::now())).await {
+                    Ok(()) => failures = 0,
+                    Err(_) if writer.is_closed() => return,
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        if failures.is_power_of_two() {
+                            tracing::warn!(%error, failures, "committing held envelopes failed; trying again");
+                        }
+                        // Not at once: the deadline that was due is due still.
+                        tokio::time::sleep(retry_after(failures)).await;
                     }
-                    tracing::warn!(%error, "committing held envelopes failed; trying again");
-                    // Not at once: the deadline that was due is due still.
-                    tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
         }
     }
 }
 
-/// How long the reaper waits after a failed job before it tries again.
-const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long the reaper waits after `failures` failed jobs in a row: 10 ms, doubling,
+/// at most 1 s.
+fn retry_after(failures: u32) -> std::time::Duration {
+    let first = std::time::Duration::from_millis(10);
+    first
+        .saturating_mul(1 << failures.saturating_sub(1).min(7))
+        .min(std::time::Duration::from_secs(1))
+}
 
 /// Has the writer queue every held envelope whose deadline is at or before `now`
 /// (every one: `None`), and write the dedup rows waiting; settles the envelopes once
@@ -114,6 +125,14 @@ mod tests {
             WriterMsg::Job(job) | WriterMsg::Unsynced(job) => job,
             WriterMsg::Close(_) => panic!("the reaper never closes the writer"),
         }
+    }
+
+    #[test]
+    fn retries_back_off_to_a_second() {
+        assert_eq!(retry_after(1), Duration::from_millis(10));
+        assert_eq!(retry_after(2), Duration::from_millis(20));
+        assert_eq!(retry_after(8), Duration::from_secs(1));
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(1));
     }
 
     #[tokio::test]
