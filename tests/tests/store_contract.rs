@@ -492,3 +492,80 @@ async fn a_read_on_a_node_that_does_not_hold_waits_for_a_seq_held_on_another() -
     );
     Ok(())
 }
+
+/// The embedded store holding with a deadline far longer than the test: a device list
+/// that removes a device settles what is held for it at once (the envelope goes with the
+/// device, as its queue does, and its sender is answered), so nothing of it waits for a
+/// deadline, or lands in the queue of a device that later gets the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
+    use parley_protocol::ids::{DeviceId, MessageId, Seq};
+    use parley_server::store::{EnqueueOutcome, NewDeviceList, NewEnvelope, PublishOutcome};
+    use parley_tests::store_contract::{device_list, register};
+    use parley_tests::TestAccount;
+
+    let dir = tempfile::tempdir()?;
+    let commits = Arc::new(Commits::default());
+    let store = SqliteStore::open(
+        dir.path(),
+        &SqliteOptions {
+            hold: HoldLimits {
+                deadline: Duration::from_secs(30),
+                max_per_device: 256,
+                max_device_bytes: 64 * 1024,
+                max_total_bytes: 64 * 1024 * 1024,
+            },
+            ..SqliteOptions::default()
+        },
+        ServerId([1; 32]),
+        StoreHooks::new(SendPolicy::default()).with_listener(Arc::new(EveryDeviceHere(commits))),
+    )?;
+    let alice = TestAccount::new(None, 0);
+    let phone = register(&store, &alice).await?;
+    let bob = register(&store, &TestAccount::new(None, 0)).await?;
+    let laptop = DeviceAddress {
+        account: phone.account,
+        device: DeviceId(2),
+    };
+    let publish = |version, devices: &[u32]| NewDeviceList {
+        list: device_list(&alice, version, devices),
+        now_ms: now_ms(),
+    };
+    anyhow::ensure!(matches!(
+        store.publish_device_list(publish(1, &[1, 2])).await?,
+        PublishOutcome::Stored { .. }
+    ));
+    let held = store
+        .submit_enqueue(NewEnvelope {
+            from: bob,
+            to: laptop,
+            id: MessageId([5; 16]),
+            ciphertext: b"for the laptop".to_vec(),
+            now_ms: now_ms(),
+            category: None,
+            receipt: false,
+            fan_out: None,
+        })
+        .await?;
+    assert_eq!(
+        store.publish_device_list(publish(2, &[1])).await?,
+        PublishOutcome::Stored {
+            added: vec![],
+            removed: vec![DeviceId(2)]
+        }
+    );
+    let settled = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .context("settled with the removal, not at the 30 s deadline")??;
+    assert!(
+        matches!(settled, EnqueueOutcome::Accepted { .. }),
+        "{settled:?}"
+    );
+    // A new device with the same id gets nothing of the old one's.
+    anyhow::ensure!(matches!(
+        store.publish_device_list(publish(3, &[1, 2])).await?,
+        PublishOutcome::Stored { .. }
+    ));
+    assert_eq!(store.page(laptop, Seq(0), 10).await?, Vec::new());
+    Ok(())
+}

@@ -187,7 +187,10 @@ fn account_exists(conn: &Connection, account: &AccountId) -> Result<bool, StoreE
         .map_err(sql_error)
 }
 
-fn current_devices(conn: &Connection, account: &[u8]) -> Result<Vec<DeviceId>, StoreError> {
+pub(super) fn current_devices(
+    conn: &Connection,
+    account: &[u8],
+) -> Result<Vec<DeviceId>, StoreError> {
     conn.prepare_cached("SELECT device FROM devices WHERE account = ?1 ORDER BY device")
         .and_then(|mut s| {
             s.query_map(params![account], |r| r.get::<_, u32>(0).map(DeviceId))?

@@ -309,6 +309,40 @@ impl SqliteStore {
             .await
     }
 
+    /// Runs a job that deletes device rows (and says which devices are gone). While
+    /// holding is on, what is held for those devices is taken in the same job and
+    /// committed as at a deadline: no queue row (the device is gone, as its queue is),
+    /// its dedup rows written; its senders are answered after the commit, as for an
+    /// envelope purged with its device's queue.
+    async fn write_removing<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection, &mut SeqBlocks) -> Result<(T, Vec<DeviceAddress>), StoreError>
+            + Send
+            + 'static,
+    ) -> Result<T, StoreError> {
+        let Some(holds) = self.holds.clone() else {
+            return self
+                .write_with_seqs(move |c, seqs| job(c, seqs).map(|(value, _)| value))
+                .await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let taking = holds.clone();
+        let job = move |c: &Connection, seqs: &mut SeqBlocks| {
+            let (value, gone) = job(c, seqs)?;
+            let taken: Vec<holds::Taken> =
+                gone.iter().flat_map(|d| taking.take_device(d)).collect();
+            held::commit(c, &taken)?;
+            Ok((value, taken))
+        };
+        let settled = move |(value, taken)| {
+            holds.settle_taken(taken, &Ok(()));
+            value
+        };
+        self.submit_job(threads::write_job_then(job, settled, reply), answer)
+            .await?
+            .await
+    }
+
     async fn submit_job<T: Send + 'static>(
         &self,
         job: WriteJob,
@@ -429,7 +463,13 @@ impl Store for SqliteStore {
     }
 
     fn delete_account(&self, account: AccountId) -> StoreFuture<'_, bool> {
-        Box::pin(self.write_with_seqs(move |c, seqs| queries::delete_account(c, seqs, &account)))
+        Box::pin(self.write_removing(move |c, seqs| {
+            let gone = devices::current_devices(c, account.as_bytes().as_slice())?
+                .into_iter()
+                .map(|device| DeviceAddress { account, device })
+                .collect();
+            Ok((queries::delete_account(c, seqs, &account)?, gone))
+        }))
     }
 
     fn sweep_expired(
@@ -488,7 +528,20 @@ impl Store for SqliteStore {
     }
 
     fn publish_device_list(&self, list: NewDeviceList) -> StoreFuture<'_, PublishOutcome> {
-        Box::pin(self.write_with_seqs(move |c, seqs| devices::publish(c, seqs, &list)))
+        Box::pin(self.write_removing(move |c, seqs| {
+            let outcome = devices::publish(c, seqs, &list)?;
+            let gone = match &outcome {
+                PublishOutcome::Stored { removed, .. } => removed
+                    .iter()
+                    .map(|&device| DeviceAddress {
+                        account: list.account(),
+                        device,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok((outcome, gone))
+        }))
     }
 
     fn device_list(&self, account: AccountId) -> StoreFuture<'_, DeviceListLookup> {
