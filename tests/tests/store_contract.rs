@@ -418,6 +418,23 @@ impl CommitListener for CarriedUnanswered {
     }
 }
 
+/// A node holding every person's send for 600 ms (then 250 ms of grace), carrying it
+/// with `carrier`.
+async fn holding_unanswered(
+    url: &str,
+    carrier: Arc<CarriedUnanswered>,
+) -> anyhow::Result<PostgresStore> {
+    let options = PostgresOptions {
+        hold: HoldWindow {
+            deadline: Duration::from_millis(600),
+            commit_grace: Duration::from_millis(250),
+        },
+        ..PostgresOptions::default()
+    };
+    let hooks = StoreHooks::new(SendPolicy::default()).with_listener(carrier);
+    Ok(PostgresStore::open(url, &options, ServerId([1; 32]), hooks).await?)
+}
+
 /// Two nodes on one database, one holding and one not (their settings need not match,
 /// as during a change of them): a read of the queue on the node that does not hold
 /// waits for the seq the other holds below a committed one, instead of passing it (the
@@ -436,19 +453,7 @@ async fn a_read_on_a_node_that_does_not_hold_waits_for_a_seq_held_on_another() -
     };
     let schema = Schema::create(&server).await?;
     let carrier = Arc::new(CarriedUnanswered::default());
-    let holding = PostgresStore::open(
-        &schema.url,
-        &PostgresOptions {
-            hold: HoldWindow {
-                deadline: Duration::from_millis(600),
-                commit_grace: Duration::from_millis(250),
-            },
-            ..PostgresOptions::default()
-        },
-        ServerId([1; 32]),
-        StoreHooks::new(SendPolicy::default()).with_listener(carrier.clone()),
-    )
-    .await?;
+    let holding = holding_unanswered(&schema.url, carrier.clone()).await?;
     let persisting = PostgresStore::open(
         &schema.url,
         &PostgresOptions::default(),
@@ -567,5 +572,75 @@ async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
         PublishOutcome::Stored { .. }
     ));
     assert_eq!(store.page(laptop, Seq(0), 10).await?, Vec::new());
+    Ok(())
+}
+
+/// A held send whose device is removed and linked again (the same id, a new device row)
+/// before the held copy is committed: the copy goes with the old device's queue, neither
+/// to the new device nor left behind as a row nobody reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_copy_for_a_device_linked_again_is_not_committed() -> anyhow::Result<()> {
+    use parley_protocol::ids::{DeviceId, MessageId, Seq};
+    use parley_server::store::{EnqueueOutcome, NewDeviceList, NewEnvelope, PublishOutcome};
+    use parley_tests::store_contract::{device_list, register};
+    use parley_tests::TestAccount;
+
+    let Some((server, _instance)) = postgres_server()? else {
+        return Ok(());
+    };
+    let schema = Schema::create(&server).await?;
+    let carrier = Arc::new(CarriedUnanswered::default());
+    let store = holding_unanswered(&schema.url, carrier.clone()).await?;
+    let alice = TestAccount::new(None, 0);
+    let phone = register(&store, &alice).await?;
+    let bob = register(&store, &TestAccount::new(None, 0)).await?;
+    let laptop = DeviceAddress {
+        account: phone.account,
+        device: DeviceId(2),
+    };
+    let publish = |version, devices: &[u32]| NewDeviceList {
+        list: device_list(&alice, version, devices),
+        now_ms: now_ms(),
+    };
+    anyhow::ensure!(matches!(
+        store.publish_device_list(publish(1, &[1, 2])).await?,
+        PublishOutcome::Stored { .. }
+    ));
+    let held = store
+        .submit_enqueue(NewEnvelope {
+            from: bob,
+            to: laptop,
+            id: MessageId([6; 16]),
+            ciphertext: b"for the old laptop".to_vec(),
+            now_ms: now_ms(),
+            category: None,
+            receipt: false,
+            fan_out: None,
+        })
+        .await?;
+    tokio::time::timeout(Duration::from_secs(5), carrier.carried.notified())
+        .await
+        .context("the held send is decided and carried")?;
+    for (version, devices) in [(2, &[1][..]), (3, &[1, 2][..])] {
+        anyhow::ensure!(matches!(
+            store.publish_device_list(publish(version, devices)).await?,
+            PublishOutcome::Stored { .. }
+        ));
+    }
+    let settled = held.await?;
+    assert!(
+        matches!(settled, EnqueueOutcome::Accepted { .. }),
+        "{settled:?}"
+    );
+    assert_eq!(store.page(laptop, Seq(0), 10).await?, Vec::new());
+    let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let queued: i64 = client
+        .query_one("SELECT count(*) FROM queue", &[])
+        .await?
+        .get(0);
+    assert_eq!(queued, 0, "no queue row for a device row that is gone");
+    drop(client);
+    let _ = connection.await;
     Ok(())
 }

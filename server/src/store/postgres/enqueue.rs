@@ -596,10 +596,12 @@ pub(super) async fn store_envelopes<'a>(
         if !writes {
             continue;
         }
-        // A device removed meanwhile has no head any more: its copy goes with its queue
-        // (as a queued envelope would have).
+        // A device removed meanwhile has no head any more, or (linked again with the
+        // same id) a head of another row: its copy goes with its queue (as a queued
+        // envelope would have).
         for copy in &send.copies {
-            if heads.get(head_of(&copy.to)).is_none_or(Option::is_none) {
+            let head = heads.get(head_of(&copy.to)).and_then(Option::as_ref);
+            if head.is_none_or(|head| head.key != copy.recipient) {
                 continue;
             }
             rows.queue(
