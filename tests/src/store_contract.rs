@@ -176,7 +176,8 @@ fn message_id() -> MessageId {
     MessageId(id)
 }
 
-fn envelope(
+/// An envelope of `body` from `from` to `to`, sent now.
+pub fn envelope(
     from: DeviceAddress,
     to: DeviceAddress,
     id: MessageId,
@@ -1428,14 +1429,30 @@ pub fn device_list(account: &TestAccount, version: u64, devices: &[u32]) -> Sign
 
 /// Alice (two one-time prekeys) and Bob, registered: Alice's phone (device 1) and the
 /// address her laptop (device 2) gets once a list names it.
-struct Registered {
-    alice: TestAccount,
-    phone: DeviceAddress,
-    laptop: DeviceAddress,
-    bob: DeviceAddress,
+#[derive(Debug)]
+pub struct Registered {
+    pub alice: TestAccount,
+    pub phone: DeviceAddress,
+    pub laptop: DeviceAddress,
+    pub bob: DeviceAddress,
 }
 
-async fn alice_and_bob(store: &dyn Store) -> anyhow::Result<Registered> {
+/// Publishes `account`'s device list of `version` naming `devices`.
+pub async fn publish_list(
+    store: &dyn Store,
+    account: &TestAccount,
+    version: u64,
+    devices: &[u32],
+) -> anyhow::Result<PublishOutcome> {
+    let list = NewDeviceList {
+        list: device_list(account, version, devices),
+        now_ms: now_ms(),
+    };
+    Ok(store.publish_device_list(list).await?)
+}
+
+/// Registers Alice and Bob ([`Registered`]).
+pub async fn alice_and_bob(store: &dyn Store) -> anyhow::Result<Registered> {
     let alice = TestAccount::new(None, 2);
     let phone = register(store, &alice).await?;
     let bob = register(store, &TestAccount::new(None, 0)).await?;

@@ -505,9 +505,8 @@ async fn a_read_on_a_node_that_does_not_hold_waits_for_a_seq_held_on_another() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
     use parley_protocol::ids::{DeviceId, MessageId, Seq};
-    use parley_server::store::{EnqueueOutcome, NewDeviceList, NewEnvelope, PublishOutcome};
-    use parley_tests::store_contract::{device_list, register};
-    use parley_tests::TestAccount;
+    use parley_server::store::{EnqueueOutcome, PublishOutcome};
+    use parley_tests::store_contract::{alice_and_bob, envelope, publish_list, Registered};
 
     let dir = tempfile::tempdir()?;
     let commits = Arc::new(Commits::default());
@@ -525,35 +524,17 @@ async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
         ServerId([1; 32]),
         StoreHooks::new(SendPolicy::default()).with_listener(Arc::new(EveryDeviceHere(commits))),
     )?;
-    let alice = TestAccount::new(None, 0);
-    let phone = register(&store, &alice).await?;
-    let bob = register(&store, &TestAccount::new(None, 0)).await?;
-    let laptop = DeviceAddress {
-        account: phone.account,
-        device: DeviceId(2),
-    };
-    let publish = |version, devices: &[u32]| NewDeviceList {
-        list: device_list(&alice, version, devices),
-        now_ms: now_ms(),
-    };
+    let Registered {
+        alice, laptop, bob, ..
+    } = alice_and_bob(&store).await?;
     anyhow::ensure!(matches!(
-        store.publish_device_list(publish(1, &[1, 2])).await?,
+        publish_list(&store, &alice, 1, &[1, 2]).await?,
         PublishOutcome::Stored { .. }
     ));
-    let held = store
-        .submit_enqueue(NewEnvelope {
-            from: bob,
-            to: laptop,
-            id: MessageId([5; 16]),
-            ciphertext: b"for the laptop".to_vec(),
-            now_ms: now_ms(),
-            category: None,
-            receipt: false,
-            fan_out: None,
-        })
-        .await?;
+    let to_laptop = envelope(bob, laptop, MessageId([5; 16]), b"for the laptop", None);
+    let held = store.submit_enqueue(to_laptop).await?;
     assert_eq!(
-        store.publish_device_list(publish(2, &[1])).await?,
+        publish_list(&store, &alice, 2, &[1]).await?,
         PublishOutcome::Stored {
             added: vec![],
             removed: vec![DeviceId(2)]
@@ -568,7 +549,7 @@ async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
     );
     // A new device with the same id gets nothing of the old one's.
     anyhow::ensure!(matches!(
-        store.publish_device_list(publish(3, &[1, 2])).await?,
+        publish_list(&store, &alice, 3, &[1, 2]).await?,
         PublishOutcome::Stored { .. }
     ));
     assert_eq!(store.page(laptop, Seq(0), 10).await?, Vec::new());
@@ -580,10 +561,9 @@ async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
 /// to the new device nor left behind as a row nobody reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_copy_for_a_device_linked_again_is_not_committed() -> anyhow::Result<()> {
-    use parley_protocol::ids::{DeviceId, MessageId, Seq};
-    use parley_server::store::{EnqueueOutcome, NewDeviceList, NewEnvelope, PublishOutcome};
-    use parley_tests::store_contract::{device_list, register};
-    use parley_tests::TestAccount;
+    use parley_protocol::ids::{MessageId, Seq};
+    use parley_server::store::{EnqueueOutcome, PublishOutcome};
+    use parley_tests::store_contract::{alice_and_bob, envelope, publish_list, Registered};
 
     let Some((server, _instance)) = postgres_server()? else {
         return Ok(());
@@ -591,39 +571,21 @@ async fn a_held_copy_for_a_device_linked_again_is_not_committed() -> anyhow::Res
     let schema = Schema::create(&server).await?;
     let carrier = Arc::new(CarriedUnanswered::default());
     let store = holding_unanswered(&schema.url, carrier.clone()).await?;
-    let alice = TestAccount::new(None, 0);
-    let phone = register(&store, &alice).await?;
-    let bob = register(&store, &TestAccount::new(None, 0)).await?;
-    let laptop = DeviceAddress {
-        account: phone.account,
-        device: DeviceId(2),
-    };
-    let publish = |version, devices: &[u32]| NewDeviceList {
-        list: device_list(&alice, version, devices),
-        now_ms: now_ms(),
-    };
+    let Registered {
+        alice, laptop, bob, ..
+    } = alice_and_bob(&store).await?;
     anyhow::ensure!(matches!(
-        store.publish_device_list(publish(1, &[1, 2])).await?,
+        publish_list(&store, &alice, 1, &[1, 2]).await?,
         PublishOutcome::Stored { .. }
     ));
-    let held = store
-        .submit_enqueue(NewEnvelope {
-            from: bob,
-            to: laptop,
-            id: MessageId([6; 16]),
-            ciphertext: b"for the old laptop".to_vec(),
-            now_ms: now_ms(),
-            category: None,
-            receipt: false,
-            fan_out: None,
-        })
-        .await?;
+    let to_laptop = envelope(bob, laptop, MessageId([6; 16]), b"for the old laptop", None);
+    let held = store.submit_enqueue(to_laptop).await?;
     tokio::time::timeout(Duration::from_secs(5), carrier.carried.notified())
         .await
         .context("the held send is decided and carried")?;
     for (version, devices) in [(2, &[1][..]), (3, &[1, 2][..])] {
         anyhow::ensure!(matches!(
-            store.publish_device_list(publish(version, devices)).await?,
+            publish_list(&store, &alice, version, devices).await?,
             PublishOutcome::Stored { .. }
         ));
     }
