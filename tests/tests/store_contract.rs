@@ -498,15 +498,43 @@ async fn a_read_on_a_node_that_does_not_hold_waits_for_a_seq_held_on_another() -
     Ok(())
 }
 
+/// Alice with her phone and laptop listed, and Bob's send to the laptop submitted (held,
+/// on a store that holds it): who is who, and the send's pending outcome.
+async fn held_for_the_laptop(
+    store: &dyn Store,
+) -> anyhow::Result<(
+    parley_tests::store_contract::Registered,
+    parley_server::store::Pending<parley_server::store::EnqueueOutcome>,
+)> {
+    use parley_protocol::ids::MessageId;
+    use parley_server::store::PublishOutcome;
+    use parley_tests::store_contract::{alice_and_bob, envelope, publish_list};
+
+    let registered = alice_and_bob(store).await?;
+    anyhow::ensure!(matches!(
+        publish_list(store, &registered.alice, 1, &[1, 2]).await?,
+        PublishOutcome::Stored { .. }
+    ));
+    let to_laptop = envelope(
+        registered.bob,
+        registered.laptop,
+        MessageId([5; 16]),
+        b"for the laptop",
+        None,
+    );
+    let held = store.submit_enqueue(to_laptop).await?;
+    Ok((registered, held))
+}
+
 /// The embedded store holding with a deadline far longer than the test: a device list
 /// that removes a device settles what is held for it at once (the envelope goes with the
 /// device, as its queue does, and its sender is answered), so nothing of it waits for a
 /// deadline, or lands in the queue of a device that later gets the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
-    use parley_protocol::ids::{DeviceId, MessageId, Seq};
+    use parley_protocol::ids::{DeviceId, Seq};
     use parley_server::store::{EnqueueOutcome, PublishOutcome};
-    use parley_tests::store_contract::{alice_and_bob, envelope, publish_list, Registered};
+    use parley_tests::store_contract::{publish_list, Registered};
 
     let dir = tempfile::tempdir()?;
     let commits = Arc::new(Commits::default());
@@ -524,15 +552,7 @@ async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
         ServerId([1; 32]),
         StoreHooks::new(SendPolicy::default()).with_listener(Arc::new(EveryDeviceHere(commits))),
     )?;
-    let Registered {
-        alice, laptop, bob, ..
-    } = alice_and_bob(&store).await?;
-    anyhow::ensure!(matches!(
-        publish_list(&store, &alice, 1, &[1, 2]).await?,
-        PublishOutcome::Stored { .. }
-    ));
-    let to_laptop = envelope(bob, laptop, MessageId([5; 16]), b"for the laptop", None);
-    let held = store.submit_enqueue(to_laptop).await?;
+    let (Registered { alice, laptop, .. }, held) = held_for_the_laptop(&store).await?;
     assert_eq!(
         publish_list(&store, &alice, 2, &[1]).await?,
         PublishOutcome::Stored {
@@ -561,9 +581,9 @@ async fn removing_a_device_settles_what_is_held_for_it() -> anyhow::Result<()> {
 /// to the new device nor left behind as a row nobody reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_copy_for_a_device_linked_again_is_not_committed() -> anyhow::Result<()> {
-    use parley_protocol::ids::{MessageId, Seq};
+    use parley_protocol::ids::Seq;
     use parley_server::store::{EnqueueOutcome, PublishOutcome};
-    use parley_tests::store_contract::{alice_and_bob, envelope, publish_list, Registered};
+    use parley_tests::store_contract::{publish_list, Registered};
 
     let Some((server, _instance)) = postgres_server()? else {
         return Ok(());
@@ -571,15 +591,7 @@ async fn a_held_copy_for_a_device_linked_again_is_not_committed() -> anyhow::Res
     let schema = Schema::create(&server).await?;
     let carrier = Arc::new(CarriedUnanswered::default());
     let store = holding_unanswered(&schema.url, carrier.clone()).await?;
-    let Registered {
-        alice, laptop, bob, ..
-    } = alice_and_bob(&store).await?;
-    anyhow::ensure!(matches!(
-        publish_list(&store, &alice, 1, &[1, 2]).await?,
-        PublishOutcome::Stored { .. }
-    ));
-    let to_laptop = envelope(bob, laptop, MessageId([6; 16]), b"for the old laptop", None);
-    let held = store.submit_enqueue(to_laptop).await?;
+    let (Registered { alice, laptop, .. }, held) = held_for_the_laptop(&store).await?;
     tokio::time::timeout(Duration::from_secs(5), carrier.carried.notified())
         .await
         .context("the held send is decided and carried")?;

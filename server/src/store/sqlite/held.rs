@@ -1,6 +1,7 @@
 //! The writer's statements for held envelopes (`holds`): committing them to the queue
 //! with their dedup rows, and writing the dedup rows of those acked while held.
 
+use parley_protocol::ids::DeviceAddress;
 use rusqlite::{params, Connection};
 
 use super::holds::{DedupRow, Holds, Taken};
@@ -37,6 +38,19 @@ pub(super) fn commit(conn: &Connection, taken: &[Taken]) -> Result<(), StoreErro
             .map_err(sql_error)?;
     }
     record_sent(conn, taken.iter().filter_map(|t| t.dedup.as_ref()))
+}
+
+/// Takes everything held for `devices` out of `holds` and commits it (see [`commit`]),
+/// before a read of a device's queue or with the removal of the devices; the caller
+/// settles what it returns once the batch committed.
+pub(super) fn commit_devices(
+    conn: &Connection,
+    holds: &Holds,
+    devices: &[DeviceAddress],
+) -> Result<Vec<Taken>, StoreError> {
+    let taken: Vec<Taken> = devices.iter().flat_map(|d| holds.take_device(d)).collect();
+    commit(conn, &taken)?;
+    Ok(taken)
 }
 
 /// Writes the dedup rows of sends settled while held that wait in `holds` (the reaper's

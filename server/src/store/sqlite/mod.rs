@@ -292,21 +292,12 @@ impl SqliteStore {
                 .read(move |c| queries::page(c, &device, after, limit))
                 .await;
         };
-        let (reply, answer) = oneshot::channel();
-        let taken_holds = holds.clone();
-        let job = move |c: &Connection, _: &mut SeqBlocks| {
-            let taken = taken_holds.take_device(&device);
-            held::commit(c, &taken)?;
+        self.write_settling(holds, move |c, _, holds| {
+            let taken = held::commit_devices(c, holds, &[device])?;
             let page = queries::page(c, &device, after, limit)?;
             Ok((page, taken))
-        };
-        let settled = move |(page, taken)| {
-            holds.settle_taken(taken, &Ok(()));
-            page
-        };
-        self.submit_job(threads::write_job_then(job, settled, reply), answer)
-            .await?
-            .await
+        })
+        .await
     }
 
     /// Runs a job that deletes device rows (and says which devices are gone). While
@@ -325,15 +316,31 @@ impl SqliteStore {
                 .write_with_seqs(move |c, seqs| job(c, seqs).map(|(value, _)| value))
                 .await;
         };
+        self.write_settling(holds, move |c, seqs, holds| {
+            let (value, gone) = job(c, seqs)?;
+            let taken = held::commit_devices(c, holds, &gone)?;
+            Ok((value, taken))
+        })
+        .await
+    }
+
+    /// Runs `job` on the writer with the held envelopes; what it took out of them (and
+    /// committed) is settled once its batch committed. If the batch fails, their senders
+    /// get the error (`Holds::batch_failed`, and the dropped answers).
+    async fn write_settling<T: Send + 'static>(
+        &self,
+        holds: Arc<Holds>,
+        job: impl FnOnce(
+                &Connection,
+                &mut SeqBlocks,
+                &Holds,
+            ) -> Result<(T, Vec<holds::Taken>), StoreError>
+            + Send
+            + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let taking = holds.clone();
-        let job = move |c: &Connection, seqs: &mut SeqBlocks| {
-            let (value, gone) = job(c, seqs)?;
-            let taken: Vec<holds::Taken> =
-                gone.iter().flat_map(|d| taking.take_device(d)).collect();
-            held::commit(c, &taken)?;
-            Ok((value, taken))
-        };
+        let job = move |c: &Connection, seqs: &mut SeqBlocks| job(c, seqs, &taking);
         let settled = move |(value, taken)| {
             holds.settle_taken(taken, &Ok(()));
             value
