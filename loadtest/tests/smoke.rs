@@ -81,6 +81,28 @@ fn relay_loses_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Acking once nothing more is readable reads the next delivery ahead: none may be
+/// dropped or counted twice on the way.
+#[test]
+fn relay_acking_when_idle_loses_nothing() -> anyhow::Result<()> {
+    let report = run(&[
+        "relay",
+        "--pairs",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "200ms",
+        "--ack-every",
+        "idle",
+        "--load",
+        "0.5",
+    ])?;
+    assert_eq!(report["parameters"]["ack_every"], "idle", "{report}");
+    assert_eq!(lost(&report["product"]), Some(0), "{report}");
+    Ok(())
+}
+
 #[test]
 fn idle_measures_memory() -> anyhow::Result<()> {
     let report = run(&[

@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use parley_protocol::identity::IdentityKeyPair;
 use parley_protocol::ids::{DeviceAddress, DeviceId, RequestId};
 use parley_protocol::wire::client::{ClientBody, Register};
@@ -151,5 +153,14 @@ impl Connection {
     /// The next pushed frame; waits for one (cancel-safe).
     pub async fn next_push(&mut self) -> Result<ServerBody, SdkError> {
         Ok(self.0.next_push().await?)
+    }
+
+    /// The next pushed frame if one is already here (kept, or readable without waiting
+    /// for the network); `None` otherwise.
+    pub fn ready_push(&mut self) -> Option<Result<ServerBody, SdkError>> {
+        self.0
+            .next_push()
+            .now_or_never()
+            .map(|pushed| pushed.map_err(SdkError::from))
     }
 }

@@ -166,6 +166,18 @@ impl Script {
     /// Delivers `ciphertext` from `from` as the relay's `seq`-th message, and waits for
     /// the engine to acknowledge it.
     pub(crate) async fn deliver(&mut self, seq: u64, from: DeviceAddress, ciphertext: Vec<u8>) {
+        self.push_delivery(seq, from, ciphertext).await;
+        self.acked_through(seq).await;
+    }
+
+    /// Delivers `ciphertext` from `from` as the relay's `seq`-th message, without
+    /// waiting for its ack.
+    pub(crate) async fn push_delivery(
+        &mut self,
+        seq: u64,
+        from: DeviceAddress,
+        ciphertext: Vec<u8>,
+    ) {
         self.push(ServerBody::Deliver(Deliver {
             seq: Seq(seq),
             from,
@@ -175,6 +187,10 @@ impl Script {
             category: None,
         }))
         .await;
+    }
+
+    /// Waits for the engine's next frame and asserts that it is an ack through `seq`.
+    pub(crate) async fn acked_through(&mut self, seq: u64) {
         let frame = self.receive().await;
         match frame.body {
             ClientBody::Ack(ack) => assert_eq!(ack.through, Seq(seq), "the ack's seq"),

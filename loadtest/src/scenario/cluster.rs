@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::phase::{run_phase, Fleet, Framing, Mode, Phase, Probe, ACK_EVERY};
+use super::phase::{run_phase, Acking, Fleet, Framing, Mode, Phase, Probe, ACK_EVERY};
 use crate::cluster_env::{CpuGroup, Nats, Postgres};
 use crate::payload::Envelopes;
 use crate::report::{round, Report};
@@ -72,11 +72,12 @@ pub struct ClusterArgs {
     /// `pg_stat_database`). Each phase then waits 11 s for the statistics to settle.
     #[arg(long)]
     pub pg_rows: bool,
-    /// Receivers ack cumulatively after this many deliveries (`parley-sdk` acks each one
-    /// once stored: 1). Held envelopes (`--hold-deadline`, on by default) are settled by
-    /// an ack only if it comes within the deadline; later, by a commit.
+    /// When receivers ack (cumulatively): after this many deliveries, or `idle`, once
+    /// the next delivery is not already readable, as `parley-sdk` does. Held envelopes
+    /// (`--hold-deadline`, on by default) are settled by an ack only if it comes within
+    /// the deadline; later, by a commit.
     #[arg(long, default_value_t = ACK_EVERY)]
-    pub ack_every: u64,
+    pub ack_every: Acking,
     #[command(flatten)]
     pub soak: super::cluster_soak::SoakArgs,
     #[command(flatten)]
@@ -117,7 +118,7 @@ pub async fn run(
         baseline_len: product_len,
         batch: 1,
         fan_out: None,
-        ack_every: args.ack_every.max(1),
+        acking: args.ack_every,
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,
@@ -376,7 +377,7 @@ pub async fn run(
     parameters["light_rate"] = json!(args.rate);
     parameters["reps"] = json!(reps);
     parameters["payload_bytes"] = json!(args.payload);
-    parameters["ack_every"] = json!(args.ack_every.max(1));
+    parameters["ack_every"] = json!(args.ack_every.to_string());
     parameters["pg_rows"] = json!(args.pg_rows);
     parameters["db_lanes"] = json!(args.db_lanes);
     parameters["compare_sqlite"] = json!(args.compare_sqlite);

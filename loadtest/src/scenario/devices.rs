@@ -189,7 +189,7 @@ pub async fn run(
     parameters["rate"] = json!(args.rate);
     parameters["payload_bytes_per_copy"] = json!(args.payload);
     parameters["phase_window_s"] = json!(window.as_secs_f64());
-    parameters["ack_every"] = json!(ACK_EVERY);
+    parameters["ack_every"] = json!(ACK_EVERY.to_string());
     report.parameters = parameters;
     report.product = side_json(&sat_multi, open_multi.as_ref());
     report.baseline = Some(side_json(&sat_single, open_single.as_ref()));

@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: options every scenario takes, starting the
 //! servers, registering accounts, measuring a window of server and generator CPU time.
 
+mod acking;
 pub mod cluster;
 mod cluster_soak;
 pub mod connect;

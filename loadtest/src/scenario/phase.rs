@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use parley_protocol::ids::{DeviceAddress, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody};
 use parley_sdk::wire;
@@ -35,10 +35,7 @@ use crate::report::round;
 use crate::server_proc::{Launch, ServerProcess, Target};
 use crate::stats::Latency;
 
-/// A product receiver acknowledges after this many deliveries.
-/// Deliveries after which a product receiver acks, unless the scenario says otherwise
-/// (`relay --ack-every`).
-pub(super) const ACK_EVERY: u64 = 64;
+pub(super) use super::acking::{Acking, ACK_EVERY};
 /// Longest wait for in-flight envelopes after a phase's sending stops.
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
@@ -360,8 +357,8 @@ pub(super) struct Framing {
     pub(super) batch: usize,
     /// Product: send each message to every device with `send_to_all` instead of `send`.
     pub(super) fan_out: Option<Arc<FanOut>>,
-    /// Product: receivers ack cumulatively after this many deliveries.
-    pub(super) ack_every: u64,
+    /// Product: when receivers ack (cumulatively).
+    pub(super) acking: Acking,
 }
 
 impl Framing {
@@ -373,7 +370,7 @@ impl Framing {
             baseline_len: 0,
             batch,
             fan_out: None,
-            ack_every: ACK_EVERY,
+            acking: ACK_EVERY,
         }
     }
 
@@ -482,7 +479,7 @@ pub(super) async fn run_phase(
                     tokio::spawn(receiver(
                         ws,
                         target,
-                        framing.ack_every.max(1),
+                        framing.acking,
                         counters.clone(),
                         shared.clone(),
                         clock,
@@ -707,7 +704,7 @@ async fn sender_reader(
 async fn receiver(
     mut ws: Ws,
     target: Target,
-    ack_every: u64,
+    acking: Acking,
     counters: Arc<PairCounters>,
     shared: Arc<PhaseCounters>,
     clock: Clock,
@@ -717,12 +714,17 @@ async fn receiver(
     let mut got = 0u64;
     let mut last_seq = 0u64;
     let mut unacked = 0u64;
+    // A delivery read ahead while deciding whether to ack (`Acking::WhenIdle`).
+    let mut read_ahead: Option<Bytes> = None;
     loop {
-        let bytes = tokio::select! {
-            _ = stop.changed() => break,
-            message = wire::next_binary(&mut ws, || {}) => {
-                message.context("the receiver's connection")?
-            }
+        let bytes = match read_ahead.take() {
+            Some(bytes) => bytes,
+            None => tokio::select! {
+                _ = stop.changed() => break,
+                message = wire::next_binary(&mut ws, || {}) => {
+                    message.context("the receiver's connection")?
+                }
+            },
         };
         let now = clock.now_ns();
         let intended = match target {
@@ -750,7 +752,17 @@ async fn receiver(
         counters.delivered.fetch_add(1, Ordering::Relaxed);
         shared.delivered.fetch_add(1, Ordering::Relaxed);
         counters.wake.notify_one();
-        if unacked >= ack_every {
+        // Reading ahead without waiting is cancel-safe: a message not yet complete stays
+        // in the WebSocket's buffer.
+        let mut read = None;
+        let due = acking.due(unacked, || {
+            read = wire::next_binary(&mut ws, || {}).now_or_never();
+            read.is_some()
+        });
+        if let Some(message) = read {
+            read_ahead = Some(message.context("the receiver's connection")?);
+        }
+        if due {
             ack(&mut ws, last_seq).await?;
             unacked = 0;
         }

@@ -11,9 +11,9 @@
 //!    omission).
 //!
 //! With `--compare-baseline` the phases alternate baseline, product, baseline, product.
-//! Product receivers acknowledge cumulatively every `--ack-every` deliveries (default
-//! [`ACK_EVERY`]), as a real
-//! client would; the baseline has no acks. A phase ends with a bounded drain; whatever
+//! Product receivers acknowledge cumulatively, every `--ack-every` deliveries (default
+//! [`ACK_EVERY`]) or, with `--ack-every idle`, whatever one read brought, as
+//! `parley-sdk` does; the baseline has no acks. A phase ends with a bounded drain; whatever
 //! was sent but not delivered by then is reported as `lost`, except in an open-loop
 //! phase offered more than the relay's saturated rate, where it is reported as
 //! `undelivered_when_overloaded` (the product still holds it stored).
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use super::phase::{run_phase, Fleet, Framing, Mode, Phase, ACK_EVERY, DRAIN_LIMIT};
+use super::phase::{run_phase, Acking, Fleet, Framing, Mode, Phase, ACK_EVERY, DRAIN_LIMIT};
 use crate::payload::{self, Envelopes};
 use crate::report::{round, Report};
 use crate::server_proc::{Launch, Target};
@@ -58,11 +58,12 @@ pub struct RelayArgs {
     /// Envelope size in bytes (opaque random bytes).
     #[arg(long, default_value_t = 200)]
     pub payload: usize,
-    /// Product receivers ack cumulatively after this many deliveries (`parley-sdk` acks
-    /// each one once stored: 1; with `--server-arg=--hold-deadline=...`, a later ack
-    /// settles held envelopes by commit instead of by ack).
+    /// When product receivers ack (cumulatively): after this many deliveries, or `idle`,
+    /// once the next delivery is not already readable, as `parley-sdk` does (one ack
+    /// per delivery at a moderate rate, one per burst under load). A held envelope not
+    /// acked within the server's `--hold-deadline` is settled by a commit instead.
     #[arg(long, default_value_t = ACK_EVERY)]
-    pub ack_every: u64,
+    pub ack_every: Acking,
     /// Saturation phases per relay (alternating); the median is reported.
     #[arg(long, default_value_t = 1)]
     pub reps: usize,
@@ -113,7 +114,7 @@ pub async fn run(
         baseline_len: product_len,
         batch: args.batch,
         fan_out: None,
-        ack_every: args.ack_every.max(1),
+        acking: args.ack_every,
     };
     let saturation = Mode::Saturation {
         window: args.window.max(1) as u64,
@@ -211,7 +212,7 @@ pub async fn run(
     parameters["payload_bytes"] = json!(args.payload);
     parameters["reps"] = json!(reps);
     parameters["phase_window_s"] = json!(window.as_secs_f64());
-    parameters["ack_every"] = json!(args.ack_every.max(1));
+    parameters["ack_every"] = json!(args.ack_every.to_string());
     parameters["wire_bytes_per_client_frame"] = json!(product_len);
     report.parameters = parameters;
     report.client_writes_batched = args.batch > 1;

@@ -24,6 +24,7 @@ mod send;
 mod tests;
 mod waiting;
 
+use receive::Burst;
 pub(crate) use send::{now_ms, resolve_request, resolved};
 pub use send::{Outgoing, Peer};
 
@@ -413,10 +414,9 @@ impl Engine {
                         Ok(body) => body,
                         Err(e) => return Stop::Lost(e),
                     };
-                    drained |= matches!(body, ServerBody::Drained(_));
-                    match self.on_push(&mut conn, body).await {
-                        Ok(true) => {}
-                        Ok(false) => return Stop::Halted,
+                    match self.on_pushes(&mut conn, body).await {
+                        Ok(Burst::Handled { drained: now }) => drained |= now,
+                        Ok(Burst::Halted) => return Stop::Halted,
                         Err(e) => return Stop::Lost(e),
                     }
                     // Delivered receipts for the backlog go in batches once it is in,

@@ -393,6 +393,34 @@ async fn a_device_list_older_than_the_one_remembered_is_refused_and_nothing_is_e
     .await;
 }
 
+/// Deliveries that arrive together are each stored, then acked once, through the last:
+/// one ack frame per burst rather than one per delivery.
+#[tokio::test]
+async fn deliveries_that_arrive_together_are_stored_then_acked_once_through_the_last() {
+    let Alice {
+        client,
+        mut script,
+        device: mut me,
+        _relay,
+        _dir,
+    } = alice().await;
+    let bob = Device::new_account();
+    for seq in 1..=3 {
+        let ciphertext = bob.write(&mut me, &text(&format!("number {seq}")));
+        script.push_delivery(seq, bob.address, ciphertext).await;
+    }
+    within("the ack of the burst", script.acked_through(3)).await;
+    let history = client.store().history(&bob.account(), 10).unwrap();
+    assert_eq!(history.len(), 3, "every delivery stored before the ack");
+    // One at a time, each delivery still gets its own ack.
+    let ciphertext = bob.write(&mut me, &text("number 4"));
+    within(
+        "a lone delivery's ack",
+        script.deliver(4, bob.address, ciphertext),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_copy_of_a_sent_message_is_taken_only_from_the_accounts_own_devices() {
     let Alice {

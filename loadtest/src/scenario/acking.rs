@@ -1,0 +1,101 @@
+//! When a product receiver acknowledges what it was delivered: after every N deliveries,
+//! or as `parley-sdk` does, once nothing more has arrived (one cumulative ack for what
+//! one read brought).
+//!
+//! Acks are cumulative (`ack { through }`), so how often a receiver sends one changes
+//! only how many frames cross, and how long a held envelope waits for its ack (the
+//! server's `--hold-deadline` commits what is not acked by then).
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::str::FromStr;
+
+/// Deliveries after which a product receiver acks, unless the scenario says otherwise
+/// (`relay --ack-every`).
+pub(super) const ACK_EVERY: Acking = Acking::Every(match NonZeroU64::new(64) {
+    Some(n) => n,
+    None => NonZeroU64::MIN,
+});
+
+/// Most deliveries one [`Acking::WhenIdle`] ack covers while deliveries keep arriving.
+pub(super) const IDLE_ACK_MAX: u64 = 64;
+
+/// How often a product receiver acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acking {
+    /// After this many deliveries (and once more at the end of the phase).
+    Every(NonZeroU64),
+    /// Once the next delivery is not already readable (or after [`IDLE_ACK_MAX`]):
+    /// one ack per delivery at a moderate rate, one per burst under load.
+    WhenIdle,
+}
+
+impl Acking {
+    /// Whether `unacked` deliveries are owed an ack now; `more_ready` tells whether
+    /// another delivery is already readable (asked only for [`Acking::WhenIdle`]).
+    pub(super) fn due(self, unacked: u64, more_ready: impl FnOnce() -> bool) -> bool {
+        match self {
+            _ if unacked == 0 => false,
+            Acking::Every(n) => unacked >= n.get(),
+            Acking::WhenIdle => unacked >= IDLE_ACK_MAX || !more_ready(),
+        }
+    }
+}
+
+impl FromStr for Acking {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Acking, String> {
+        if s == "idle" {
+            return Ok(Acking::WhenIdle);
+        }
+        s.parse::<u64>()
+            .ok()
+            .and_then(NonZeroU64::new)
+            .map(Acking::Every)
+            .ok_or_else(|| {
+                format!("expected a number of deliveries (1 or more) or `idle`, got `{s}`")
+            })
+    }
+}
+
+impl fmt::Display for Acking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Acking::Every(n) => write!(f, "{n}"),
+            Acking::WhenIdle => f.write_str("idle"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn parses_a_count_or_idle_and_prints_it_back() {
+        for text in ["1", "64", "idle"] {
+            assert_eq!(text.parse::<Acking>().unwrap().to_string(), text);
+        }
+        assert!("0".parse::<Acking>().is_err());
+        assert!("often".parse::<Acking>().is_err());
+    }
+
+    #[test]
+    fn every_n_acks_at_the_nth_delivery() {
+        let every = "8".parse::<Acking>().unwrap();
+        assert!(!every.due(7, || true));
+        assert!(every.due(8, || true));
+    }
+
+    #[test]
+    fn when_idle_acks_once_nothing_more_is_readable_or_at_the_cap() {
+        let idle = Acking::WhenIdle;
+        assert!(!idle.due(0, || false));
+        assert!(idle.due(1, || false));
+        assert!(!idle.due(1, || true));
+        assert!(idle.due(IDLE_ACK_MAX, || true));
+    }
+}
