@@ -405,8 +405,12 @@ async fn deliveries_that_arrive_together_are_stored_then_acked_once_through_the_
         _dir,
     } = alice().await;
     let bob = Device::new_account();
-    for seq in 1..=3 {
-        let ciphertext = bob.write(&mut me, &text(&format!("number {seq}")));
+    // Encrypted first, then written without a pause: the engine's task shares this
+    // test's thread, so it reads none of them before all three are in the pipe.
+    let ciphertexts: Vec<_> = (1..=3)
+        .map(|n| bob.write(&mut me, &text(&format!("number {n}"))))
+        .collect();
+    for (seq, ciphertext) in (1..).zip(ciphertexts) {
         script.push_delivery(seq, bob.address, ciphertext).await;
     }
     within("the ack of the burst", script.acked_through(3)).await;
