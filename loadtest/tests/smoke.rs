@@ -60,20 +60,20 @@ fn lost(side: &Value) -> Option<u64> {
     side.get("lost").and_then(Value::as_u64)
 }
 
+/// A short relay run over four pairs; the tests add what they vary.
+const SHORT_RELAY: [&str; 7] = [
+    "relay",
+    "--pairs",
+    "4",
+    "--duration",
+    "2s",
+    "--warmup",
+    "200ms",
+];
+
 #[test]
 fn relay_loses_nothing() -> anyhow::Result<()> {
-    let report = run(&[
-        "relay",
-        "--pairs",
-        "4",
-        "--duration",
-        "2s",
-        "--warmup",
-        "200ms",
-        "--rate",
-        "400",
-        "--compare-baseline",
-    ])?;
+    let report = run(&[&SHORT_RELAY[..], &["--rate", "400", "--compare-baseline"]].concat())?;
     assert_eq!(report["scenario"], "relay");
     assert_eq!(lost(&report["product"]), Some(0), "{report}");
     assert_eq!(lost(&report["baseline"]), Some(0), "{report}");
@@ -85,19 +85,7 @@ fn relay_loses_nothing() -> anyhow::Result<()> {
 /// dropped or counted twice on the way.
 #[test]
 fn relay_acking_when_idle_loses_nothing() -> anyhow::Result<()> {
-    let report = run(&[
-        "relay",
-        "--pairs",
-        "4",
-        "--duration",
-        "2s",
-        "--warmup",
-        "200ms",
-        "--ack-every",
-        "idle",
-        "--load",
-        "0.5",
-    ])?;
+    let report = run(&[&SHORT_RELAY[..], &["--ack-every", "idle", "--load", "0.5"]].concat())?;
     assert_eq!(report["parameters"]["ack_every"], "idle", "{report}");
     assert_eq!(lost(&report["product"]), Some(0), "{report}");
     Ok(())

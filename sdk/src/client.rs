@@ -1,6 +1,7 @@
 //! The application's handle on the engine.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use parley_protocol::business::AuthorityKey;
 use parley_protocol::e2e::content::{Content, Text, MAX_TEXT_BYTES};
@@ -70,11 +71,21 @@ pub struct ClientConfig {
     /// may turn read receipts off, [`ClientStore::set_read_receipts`]). On by default;
     /// [`crate::bot::BusinessBot`] turns it off (a business's envelope needs a category).
     pub send_receipts: bool,
+    /// Longest the engine goes on handling deliveries that keep arriving before it acks
+    /// them with one cumulative ack (default [`ACK_GATHER_DEFAULT`]). Keep it well under
+    /// the server's `hold_deadline` (50 ms by default): an envelope the server holds
+    /// for this device and that is not acked by then is committed instead, which costs
+    /// the server a write.
+    pub ack_gather: Duration,
     /// Test hook: the engine stops dead after storing a received message and before
     /// acknowledging it, as if the process were killed at the worst moment.
     #[doc(hidden)]
     pub halt_before_ack: bool,
 }
+
+/// The default [`ClientConfig::ack_gather`]: under half the server's default
+/// `hold_deadline`, with room left for the network.
+pub const ACK_GATHER_DEFAULT: Duration = Duration::from_millis(20);
 
 impl ClientConfig {
     /// A configuration for one server URL, or several as a comma-separated list
@@ -94,6 +105,7 @@ impl ClientConfig {
             authority: None,
             receive: true,
             send_receipts: true,
+            ack_gather: ACK_GATHER_DEFAULT,
             halt_before_ack: false,
         }
     }
@@ -231,6 +243,7 @@ impl Client {
             tls: config.tls.clone(),
             transport,
             events: events_tx,
+            ack_gather: config.ack_gather,
             halt_before_ack: config.halt_before_ack,
             stop: stop.clone(),
         };

@@ -1,6 +1,7 @@
 //! When a product receiver acknowledges what it was delivered: after every N deliveries,
-//! or as `parley-sdk` does, once nothing more has arrived (one cumulative ack for what
-//! one read brought).
+//! or by `parley-sdk`'s rule, once nothing more has arrived (one cumulative ack for what
+//! arrived together). The generator stores nothing, so its bursts are what arrived
+//! together; the SDK's are shorter where each delivery's commit waits for the disk.
 //!
 //! Acks are cumulative (`ack { through }`), so how often a receiver sends one changes
 //! only how many frames cross, and how long a held envelope waits for its ack (the
@@ -9,6 +10,9 @@
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
+use std::time::Duration;
+
+use parley_sdk::client::ACK_GATHER_DEFAULT;
 
 /// Deliveries after which a product receiver acks, unless the scenario says otherwise
 /// (`relay --ack-every`).
@@ -25,19 +29,28 @@ pub(super) const IDLE_ACK_MAX: u64 = 64;
 pub enum Acking {
     /// After this many deliveries (and once more at the end of the phase).
     Every(NonZeroU64),
-    /// Once the next delivery is not already readable (or after [`IDLE_ACK_MAX`]):
-    /// one ack per delivery at a moderate rate, one per burst under load.
+    /// Once the next frame is not already readable, after [`IDLE_ACK_MAX`] deliveries,
+    /// or once the first delivery not acked has waited `parley-sdk`'s default
+    /// `ack_gather`: one ack per delivery at a moderate rate, one per burst under load.
     WhenIdle,
 }
 
 impl Acking {
-    /// Whether `unacked` deliveries are owed an ack now; `more_ready` tells whether
-    /// another delivery is already readable (asked only for [`Acking::WhenIdle`]).
-    pub(super) fn due(self, unacked: u64, more_ready: impl FnOnce() -> bool) -> bool {
+    /// Whether `unacked` deliveries, the first of them `gathered_for` ago, are owed an
+    /// ack now; `more_ready` tells whether another frame is already readable (asked
+    /// only for [`Acking::WhenIdle`]).
+    pub(super) fn due(
+        self,
+        unacked: u64,
+        gathered_for: Duration,
+        more_ready: impl FnOnce() -> bool,
+    ) -> bool {
         match self {
             _ if unacked == 0 => false,
             Acking::Every(n) => unacked >= n.get(),
-            Acking::WhenIdle => unacked >= IDLE_ACK_MAX || !more_ready(),
+            Acking::WhenIdle => {
+                unacked >= IDLE_ACK_MAX || gathered_for >= ACK_GATHER_DEFAULT || !more_ready()
+            }
         }
     }
 }
@@ -86,16 +99,18 @@ mod tests {
     #[test]
     fn every_n_acks_at_the_nth_delivery() {
         let every = "8".parse::<Acking>().unwrap();
-        assert!(!every.due(7, || true));
-        assert!(every.due(8, || true));
+        assert!(!every.due(7, Duration::from_secs(9), || true));
+        assert!(every.due(8, Duration::ZERO, || true));
     }
 
     #[test]
-    fn when_idle_acks_once_nothing_more_is_readable_or_at_the_cap() {
+    fn when_idle_acks_once_nothing_more_is_readable_or_at_a_cap() {
         let idle = Acking::WhenIdle;
-        assert!(!idle.due(0, || false));
-        assert!(idle.due(1, || false));
-        assert!(!idle.due(1, || true));
-        assert!(idle.due(IDLE_ACK_MAX, || true));
+        let soon = Duration::from_millis(1);
+        assert!(!idle.due(0, soon, || false));
+        assert!(idle.due(1, soon, || false));
+        assert!(!idle.due(1, soon, || true));
+        assert!(idle.due(IDLE_ACK_MAX, soon, || true));
+        assert!(idle.due(1, ACK_GATHER_DEFAULT, || true));
     }
 }

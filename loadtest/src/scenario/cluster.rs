@@ -72,8 +72,8 @@ pub struct ClusterArgs {
     /// `pg_stat_database`). Each phase then waits 11 s for the statistics to settle.
     #[arg(long)]
     pub pg_rows: bool,
-    /// When receivers ack (cumulatively): after this many deliveries, or `idle`, once
-    /// the next delivery is not already readable, as `parley-sdk` does. Held envelopes
+    /// When receivers ack (cumulatively): after this many deliveries, or `idle`, by
+    /// `parley-sdk`'s rule (see `relay --help`). Held envelopes
     /// (`--hold-deadline`, on by default) are settled by an ack only if it comes within
     /// the deadline; later, by a commit.
     #[arg(long, default_value_t = ACK_EVERY)]

@@ -714,7 +714,9 @@ async fn receiver(
     let mut got = 0u64;
     let mut last_seq = 0u64;
     let mut unacked = 0u64;
-    // A delivery read ahead while deciding whether to ack (`Acking::WhenIdle`).
+    // When the first delivery not acked yet arrived.
+    let mut gathering_since: Option<Instant> = None;
+    // A frame read ahead while deciding whether to ack (`Acking::WhenIdle`).
     let mut read_ahead: Option<Bytes> = None;
     loop {
         let bytes = match read_ahead.take() {
@@ -728,34 +730,38 @@ async fn receiver(
         };
         let now = clock.now_ns();
         let intended = match target {
-            Target::Baseline => payload::parse_baseline(&bytes)?,
+            Target::Baseline => Some(payload::parse_baseline(&bytes)?),
             Target::Product => match payload::parse_product(&bytes)? {
                 Pushed::Deliver { seq, intended_ns } => {
                     last_seq = seq;
                     unacked += 1;
-                    intended_ns
+                    gathering_since.get_or_insert_with(Instant::now);
+                    Some(intended_ns)
                 }
-                Pushed::Drained => continue,
+                Pushed::Drained => None,
                 Pushed::Accepted | Pushed::Other => {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    None
                 }
             },
         };
-        if clock.measured(intended) {
-            latency.record(now.saturating_sub(intended));
+        if let Some(intended) = intended {
+            if clock.measured(intended) {
+                latency.record(now.saturating_sub(intended));
+            }
+            if clock.measured(now) {
+                shared.in_window.fetch_add(1, Ordering::Relaxed);
+            }
+            got += 1;
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            shared.delivered.fetch_add(1, Ordering::Relaxed);
+            counters.wake.notify_one();
         }
-        if clock.measured(now) {
-            shared.in_window.fetch_add(1, Ordering::Relaxed);
-        }
-        got += 1;
-        counters.delivered.fetch_add(1, Ordering::Relaxed);
-        shared.delivered.fetch_add(1, Ordering::Relaxed);
-        counters.wake.notify_one();
         // Reading ahead without waiting is cancel-safe: a message not yet complete stays
         // in the WebSocket's buffer.
         let mut read = None;
-        let due = acking.due(unacked, || {
+        let gathered_for = gathering_since.map_or(Duration::ZERO, |since| since.elapsed());
+        let due = acking.due(unacked, gathered_for, || {
             read = wire::next_binary(&mut ws, || {}).now_or_never();
             read.is_some()
         });
@@ -765,6 +771,7 @@ async fn receiver(
         if due {
             ack(&mut ws, last_seq).await?;
             unacked = 0;
+            gathering_since = None;
         }
     }
     if unacked > 0 {

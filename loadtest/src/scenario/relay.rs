@@ -12,8 +12,8 @@
 //!
 //! With `--compare-baseline` the phases alternate baseline, product, baseline, product.
 //! Product receivers acknowledge cumulatively, every `--ack-every` deliveries (default
-//! [`ACK_EVERY`]) or, with `--ack-every idle`, whatever one read brought, as
-//! `parley-sdk` does; the baseline has no acks. A phase ends with a bounded drain; whatever
+//! [`ACK_EVERY`]) or, with `--ack-every idle`, by `parley-sdk`'s rule (what arrived
+//! together, in one ack); the baseline has no acks. A phase ends with a bounded drain; whatever
 //! was sent but not delivered by then is reported as `lost`, except in an open-loop
 //! phase offered more than the relay's saturated rate, where it is reported as
 //! `undelivered_when_overloaded` (the product still holds it stored).
@@ -59,9 +59,11 @@ pub struct RelayArgs {
     #[arg(long, default_value_t = 200)]
     pub payload: usize,
     /// When product receivers ack (cumulatively): after this many deliveries, or `idle`,
-    /// once the next delivery is not already readable, as `parley-sdk` does (one ack
-    /// per delivery at a moderate rate, one per burst under load). A held envelope not
-    /// acked within the server's `--hold-deadline` is settled by a commit instead.
+    /// by `parley-sdk`'s rule: once the next frame is not already readable, after 64
+    /// deliveries, or 20 ms after the first not acked (one ack per delivery at a
+    /// moderate rate, one per burst under load; the generator stores nothing, so its
+    /// bursts can be longer than an SDK's). A held envelope not acked within the
+    /// server's `--hold-deadline` is settled by a commit instead.
     #[arg(long, default_value_t = ACK_EVERY)]
     pub ack_every: Acking,
     /// Saturation phases per relay (alternating); the median is reported.

@@ -109,6 +109,8 @@ pub struct Engine {
     /// How connections reach the servers: the network, or a scripted relay in tests.
     pub(crate) transport: Transport,
     pub(crate) events: mpsc::Sender<Event>,
+    /// See [`crate::ClientConfig::ack_gather`].
+    pub(crate) ack_gather: Duration,
     /// Test hook: stop dead after storing a message and before acknowledging it, as if
     /// the process were killed there.
     pub(crate) halt_before_ack: bool,

@@ -13,7 +13,7 @@ use parley_protocol::ids::{DeviceAddress, DeviceId, Handle, PrekeyId, Seq};
 use parley_protocol::wire::client::{Ack, ClientBody, UploadPrekeys};
 use parley_protocol::wire::server::{Deliver, ServerBody};
 use rand_core::OsRng;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use super::business::Screen;
 use super::send::now_ms;
@@ -50,13 +50,8 @@ impl From<Option<InboxEntry>> for Kept {
     }
 }
 
-/// Most deliveries one ack covers while more keep arriving.
-pub(crate) const DELIVERIES_PER_ACK_MAX: usize = 64;
-
-/// Longest the engine goes on handling frames that keep arriving before it acks what it
-/// has stored (a relay holding an envelope for us waits for that ack; see protocol.md,
-/// "hold, then persist").
-pub(crate) const ACK_GATHER_MAX: Duration = Duration::from_millis(10);
+/// Most pushed frames the engine handles before it acks the deliveries among them.
+pub(crate) const PUSHES_PER_ACK_MAX: usize = 64;
 
 /// How handling a burst of pushed frames ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,34 +77,52 @@ pub(crate) enum Handled {
 
 impl Engine {
     /// Handles `first` and the pushed frames already readable behind it (at most
-    /// [`DELIVERIES_PER_ACK_MAX`], for at most [`ACK_GATHER_MAX`]), then acks through
-    /// the last delivery stored: one ack per delivery at a moderate rate, one per burst
-    /// under load or while a backlog drains. Every ack still follows the commit of what
-    /// it covers.
+    /// [`PUSHES_PER_ACK_MAX`], and no new one once [`crate::ClientConfig::ack_gather`]
+    /// has passed), then acks through the last delivery stored: one ack per delivery at
+    /// a moderate rate, one per burst under load or while a backlog drains. Every ack
+    /// follows the commit of what it covers. What is owed is acked on every way out:
+    /// before a halt (the halting delivery is not covered) and, as far as the connection
+    /// still works, before an error.
     pub(crate) async fn on_pushes(
         &self,
         conn: &mut Connection,
         first: ServerBody,
     ) -> Result<Burst, SdkError> {
+        let mut owed = None;
+        let handled = self.handle_burst(conn, first, &mut owed).await;
+        if let Some(seq) = owed {
+            let acked = ack(conn, seq).await;
+            if handled.is_ok() {
+                acked?;
+            }
+        }
+        handled
+    }
+
+    /// The body of [`Engine::on_pushes`]: handles the burst, leaving in `owed` the seq to
+    /// ack through.
+    async fn handle_burst(
+        &self,
+        conn: &mut Connection,
+        first: ServerBody,
+        owed: &mut Option<Seq>,
+    ) -> Result<Burst, SdkError> {
         let started = Instant::now();
-        let (mut owed, mut drained, mut body) = (None, false, first);
+        let (mut drained, mut body) = (false, first);
         for handled in 1usize.. {
             drained |= matches!(body, ServerBody::Drained(_));
             match self.on_push(conn, body).await? {
                 Handled::Done => {}
-                Handled::Ack(seq) => owed = Some(seq),
+                Handled::Ack(seq) => *owed = Some(seq),
                 Handled::Halt => return Ok(Burst::Halted),
             }
-            if handled >= DELIVERIES_PER_ACK_MAX || started.elapsed() >= ACK_GATHER_MAX {
+            if handled >= PUSHES_PER_ACK_MAX || started.elapsed() >= self.ack_gather {
                 break;
             }
             match conn.ready_push() {
                 Some(next) => body = next?,
                 None => break,
             }
-        }
-        if let Some(seq) = owed {
-            ack(conn, seq).await?;
         }
         Ok(Burst::Handled { drained })
     }

@@ -18,7 +18,7 @@ use parley_protocol::wire::server::{Accepted, Done, ServerBody};
 use tempfile::TempDir;
 
 use crate::scripted_relay::{
-    signed_list, stale_devices, within, Device, Directory, Script, ScriptedRelay, URL,
+    signed_list, stale_devices, within, Device, Directory, Script, ScriptedRelay, DEADLINE, URL,
 };
 use crate::store::{ClientStore, Contact, Profile};
 use crate::{Client, ClientConfig, Event, Outgoing, Peer, SdkError};
@@ -36,6 +36,11 @@ struct Alice {
 }
 
 async fn alice() -> Alice {
+    alice_with(|_| {}).await
+}
+
+/// [`alice`], with `configure` applied to her client's configuration.
+async fn alice_with(configure: impl FnOnce(&mut ClientConfig)) -> Alice {
     let device = Device::new_account();
     let dir = tempfile::tempdir().unwrap();
     let store = ClientStore::open(&dir.path().join("alice.db")).unwrap();
@@ -50,10 +55,11 @@ async fn alice() -> Alice {
         .unwrap();
     store.registered(None).unwrap();
     // No receipts: each test scripts every frame the engine writes.
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         send_receipts: false,
         ..ClientConfig::new(URL)
     };
+    configure(&mut config);
     let mut relay = ScriptedRelay::new();
     let transport = relay.transport();
     let (client, (mut script, logged_in)) = tokio::join!(
@@ -397,13 +403,14 @@ async fn a_device_list_older_than_the_one_remembered_is_refused_and_nothing_is_e
 /// one ack frame per burst rather than one per delivery.
 #[tokio::test]
 async fn deliveries_that_arrive_together_are_stored_then_acked_once_through_the_last() {
+    // Each delivery's commit waits for the disk: no time limit on the burst here.
     let Alice {
         client,
         mut script,
         device: mut me,
         _relay,
         _dir,
-    } = alice().await;
+    } = alice_with(|config| config.ack_gather = DEADLINE).await;
     let bob = Device::new_account();
     // Encrypted first, then written without a pause: the engine's task shares this
     // test's thread, so it reads none of them before all three are in the pipe.
