@@ -60,20 +60,23 @@ fn lost(side: &Value) -> Option<u64> {
     side.get("lost").and_then(Value::as_u64)
 }
 
-/// A short relay run over four pairs; the tests add what they vary.
-const SHORT_RELAY: [&str; 7] = [
-    "relay",
-    "--pairs",
-    "4",
-    "--duration",
-    "2s",
-    "--warmup",
-    "200ms",
-];
+/// A 2-second run of `scenario` over four pairs, then `extra`: what the test varies.
+fn short_run(scenario: &str, extra: &[&str]) -> anyhow::Result<Value> {
+    let pairs = [
+        scenario,
+        "--pairs",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "200ms",
+    ];
+    run(&[&pairs[..], extra].concat())
+}
 
 #[test]
 fn relay_loses_nothing() -> anyhow::Result<()> {
-    let report = run(&[&SHORT_RELAY[..], &["--rate", "400", "--compare-baseline"]].concat())?;
+    let report = short_run("relay", &["--rate", "400", "--compare-baseline"])?;
     assert_eq!(report["scenario"], "relay");
     assert_eq!(lost(&report["product"]), Some(0), "{report}");
     assert_eq!(lost(&report["baseline"]), Some(0), "{report}");
@@ -85,7 +88,7 @@ fn relay_loses_nothing() -> anyhow::Result<()> {
 /// dropped or counted twice on the way.
 #[test]
 fn relay_acking_when_idle_loses_nothing() -> anyhow::Result<()> {
-    let report = run(&[&SHORT_RELAY[..], &["--ack-every", "idle", "--load", "0.5"]].concat())?;
+    let report = short_run("relay", &["--ack-every", "idle", "--load", "0.5"])?;
     assert_eq!(report["parameters"]["ack_every"], "idle", "{report}");
     assert_eq!(lost(&report["product"]), Some(0), "{report}");
     Ok(())
@@ -233,17 +236,7 @@ fn fanout_reaches_every_opted_in_user() -> anyhow::Result<()> {
 
 #[test]
 fn devices_reaches_every_device() -> anyhow::Result<()> {
-    let report = run(&[
-        "devices",
-        "--pairs",
-        "4",
-        "--duration",
-        "2s",
-        "--warmup",
-        "200ms",
-        "--rate",
-        "200",
-    ])?;
+    let report = short_run("devices", &["--rate", "200"])?;
     assert_eq!(report["scenario"], "devices");
     let fan_out = &report["product"];
     let single = &report["baseline"];
