@@ -87,6 +87,9 @@ pub struct ClientConfig {
 /// `hold_deadline`, with room left for the network.
 pub const ACK_GATHER_DEFAULT: Duration = Duration::from_millis(20);
 
+/// Most pushed frames the engine handles before it acks the deliveries among them.
+pub const PUSHES_PER_ACK_MAX: usize = 64;
+
 impl ClientConfig {
     /// A configuration for one server URL, or several as a comma-separated list
     /// (`"ws://a:7878,ws://b:7878"`). Text that is not a list of `ws://`/`wss://` URLs

@@ -12,7 +12,7 @@ use std::num::NonZeroU64;
 use std::str::FromStr;
 use std::time::Duration;
 
-use parley_sdk::client::ACK_GATHER_DEFAULT;
+use parley_sdk::client::{ACK_GATHER_DEFAULT, PUSHES_PER_ACK_MAX};
 
 /// Deliveries after which a product receiver acks, unless the scenario says otherwise
 /// (`relay --ack-every`).
@@ -21,8 +21,9 @@ pub(super) const ACK_EVERY: Acking = Acking::Every(match NonZeroU64::new(64) {
     None => NonZeroU64::MIN,
 });
 
-/// Most deliveries one [`Acking::WhenIdle`] ack covers while deliveries keep arriving.
-pub(super) const IDLE_ACK_MAX: u64 = 64;
+/// Most deliveries one [`Acking::WhenIdle`] ack covers while deliveries keep arriving:
+/// `parley-sdk`'s bound (which counts every pushed frame).
+pub(super) const IDLE_ACK_MAX: u64 = PUSHES_PER_ACK_MAX as u64;
 
 /// How often a product receiver acks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

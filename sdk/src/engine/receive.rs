@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::business::Screen;
 use super::send::now_ms;
 use super::Engine;
+use crate::client::PUSHES_PER_ACK_MAX;
 use crate::connection::Connection;
 use crate::error::SdkError;
 use crate::events::Event;
@@ -49,9 +50,6 @@ impl From<Option<InboxEntry>> for Kept {
         inbox.map_or(Kept::Nothing, Kept::Received)
     }
 }
-
-/// Most pushed frames the engine handles before it acks the deliveries among them.
-pub(crate) const PUSHES_PER_ACK_MAX: usize = 64;
 
 /// How handling a burst of pushed frames ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
