@@ -69,7 +69,8 @@ pub(super) fn check(
 }
 
 /// The statement of [`facts`], built once: the statement cache is keyed by its text, and
-/// formatting it for every envelope cost 6 % of the writer's time.
+/// formatting it for every envelope cost 6 % of the writer's time. Its runs of white
+/// space are folded into one space, since the cache hashes the whole text at each use.
 static FACTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let counted = "SELECT 1 FROM reach WHERE business = ?1 AND recipient = ?2
                    AND first_sent_ms > ?5";
@@ -95,6 +96,9 @@ static FACTS_SQL: LazyLock<String> = LazyLock::new(|| {
                 END
          FROM (SELECT 1) LEFT JOIN businesses AS b ON b.account = ?1"
     )
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ")
 });
 
 /// Reads every fact with one statement (it runs once per envelope on the writer
