@@ -1,6 +1,6 @@
-//! Encoding and decoding of frames: MessagePack, structs as maps with string keys
-//! (as `rmp_serde::to_vec_named` writes them), enums as a one-entry map `{ "<kind>": body }`, byte
-//! strings as `bin`, absent optionals as `nil`.
+//! Encoding and decoding of frames: MessagePack, structs as maps with string keys (as
+//! `rmp_serde::to_vec_named` writes them), enums as a one-entry map `{ "<kind>": body }`,
+//! byte strings as `bin`, absent optionals as `nil`.
 //!
 //! [`decode_client`] and [`decode_server`] are pure, never panic, and check the size
 //! before looking at a single byte, then the shape and the version, then every per-field
