@@ -12,7 +12,7 @@
 //! For a frame that does not decode, [`request_id`] reads what it can of its header, so
 //! that the `error` answering it carries its `rid` whenever it has a readable one.
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
 use crate::devices::link::MAX_SEALED_LINK_SECRETS_BYTES;
@@ -159,16 +159,31 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    let mut rest = bytes;
-    let value = {
-        let mut de = rmp_serde::Deserializer::new(&mut rest);
-        de.set_max_depth(MAX_NESTING_DEPTH);
-        T::deserialize(&mut de).map_err(|e| malformed(bytes, e.to_string()))?
-    };
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes(rest.len()));
+    // Read in place: the reader over a slice hands out borrowed bytes, where a reader
+    // over `io::Read` copies each byte string into a buffer of its own first (a `send`
+    // decoded in half the time). It does not say where it stopped, so the end is checked
+    // by reading on: nothing left is the end of input at the next marker.
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_NESTING_DEPTH);
+    let value = T::deserialize(&mut de).map_err(|e| malformed(bytes, e.to_string()))?;
+    match IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => Err(DecodeError::TrailingBytes(trailing_bytes::<T>(bytes))),
     }
-    Ok(value)
+}
+
+/// How many bytes follow the first value of `bytes`, which decodes as a `T` (the error
+/// path only: this reader copies, and says where it stopped).
+fn trailing_bytes<T: DeserializeOwned>(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    de.set_max_depth(MAX_NESTING_DEPTH);
+    let _ = T::deserialize(&mut de);
+    rest.len()
 }
 
 /// A frame that did not decode: another version's frame (whose body this version may not
@@ -296,8 +311,19 @@ mod tests {
     #[test]
     fn trailing_bytes_and_truncation_are_refused() {
         let mut bytes = encode_client(&send_frame(10)).unwrap();
+        let frame_len = bytes.len();
         bytes.push(0);
         assert_eq!(decode_client(&bytes), Err(DecodeError::TrailingBytes(1)));
+        // The start of a value that is cut short (a `bin 8` marker without its length),
+        // and a whole second frame, are counted in bytes as well.
+        bytes[frame_len] = 0xc4;
+        assert_eq!(decode_client(&bytes), Err(DecodeError::TrailingBytes(1)));
+        let twice = [&bytes[..frame_len], &bytes[..frame_len]].concat();
+        assert_eq!(
+            decode_client(&twice),
+            Err(DecodeError::TrailingBytes(frame_len))
+        );
+        bytes.truncate(frame_len);
         bytes.truncate(bytes.len() - 5);
         assert!(matches!(
             decode_client(&bytes),
