@@ -12,7 +12,7 @@
 //! For a frame that does not decode, [`request_id`] reads what it can of its header, so
 //! that the `error` answering it carries its `rid` whenever it has a readable one.
 
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::devices::link::MAX_SEALED_LINK_SECRETS_BYTES;
@@ -162,17 +162,44 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     // Read in place: the reader over a slice hands out borrowed bytes, where a reader
     // over `io::Read` copies each byte string into a buffer of its own first (a `send`
     // decoded in half the time). It does not say where it stopped, so the end is checked
-    // by reading on: nothing left is the end of input at the next marker.
+    // by reading one more marker, which fails only when no byte is left.
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_NESTING_DEPTH);
     let value = T::deserialize(&mut de).map_err(|e| malformed(bytes, e.to_string()))?;
-    match IgnoredAny::deserialize(&mut de) {
+    match NextMarker::deserialize(&mut de) {
         Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
             if e.kind() == std::io::ErrorKind::UnexpectedEof =>
         {
             Ok(value)
         }
+        // Counted with a second decode: this path costs twice, within the frame size.
         _ => Err(DecodeError::TrailingBytes(trailing_bytes::<T>(bytes))),
+    }
+}
+
+/// Reads one MessagePack marker and nothing after it: whatever follows the marker (a
+/// value, or the part of one that is there) is never read, so reading it fails only at
+/// the end of input. (Reading a whole value instead would take a cut-off array as the
+/// end: its missing element fails with the same end-of-input error.)
+struct NextMarker;
+
+impl<'de> Deserialize<'de> for NextMarker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NextMarker, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NextMarker;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any marker")
+            }
+            fn visit_none<E>(self) -> Result<NextMarker, E> {
+                Ok(NextMarker)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, _: D) -> Result<NextMarker, D::Error> {
+                Ok(NextMarker)
+            }
+        }
+        // An option reads the marker to tell `nil` from a value, and stops there.
+        d.deserialize_option(Visitor)
     }
 }
 
@@ -225,6 +252,51 @@ mod tests {
                 receipt: false,
             }),
         )
+    }
+
+    /// The decoder as it was before it read in place: the copying reader, which says
+    /// where it stopped.
+    fn decode_copying<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+        let mut rest = bytes;
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        de.set_max_depth(MAX_NESTING_DEPTH);
+        let value = T::deserialize(&mut de).map_err(|e| malformed(bytes, e.to_string()))?;
+        match rest.len() {
+            0 => Ok(value),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Frames changed at random (bytes overwritten, cut short, followed by other
+        /// bytes) decode in place exactly as the copying reader decodes them.
+        #[test]
+        fn decoding_in_place_agrees_with_the_copying_reader(
+            len in 0usize..300,
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..4),
+            cut in 0usize..400,
+            suffix in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        ) {
+            let frames = [
+                encode_client(&send_frame(len)).unwrap(),
+                encode_client(&ClientFrame::new(RequestId(1), ClientBody::Ack(Ack { through: Seq(4) }))).unwrap(),
+            ];
+            for mut bytes in frames {
+                for (at, byte) in &flips {
+                    if let Some(b) = bytes.get_mut(*at) {
+                        *b = *byte;
+                    }
+                }
+                bytes.truncate(cut.max(1));
+                bytes.extend(&suffix);
+                proptest::prop_assert_eq!(
+                    decode::<ClientFrame>(&bytes),
+                    decode_copying::<ClientFrame>(&bytes)
+                );
+            }
+        }
     }
 
     #[test]
@@ -323,6 +395,22 @@ mod tests {
             decode_client(&twice),
             Err(DecodeError::TrailingBytes(frame_len))
         );
+        // A cut-off array or map after the frame: its missing element is an end of
+        // input too, but not the frame's.
+        for suffix in [
+            &[0x91][..],
+            &[0x81],
+            &[0x92, 0x00],
+            &[0xdc, 0x00, 0x01],
+            &[0x81, 0xa1, b'x'],
+        ] {
+            let cut = [&bytes[..frame_len], suffix].concat();
+            assert_eq!(
+                decode_client(&cut),
+                Err(DecodeError::TrailingBytes(suffix.len())),
+                "{suffix:02x?}"
+            );
+        }
         bytes.truncate(frame_len);
         bytes.truncate(bytes.len() - 5);
         assert!(matches!(
