@@ -89,6 +89,15 @@ async fn serve(
     );
     let mut calls = Calls::default();
     let mut link = LinkState::default();
+    // The waits that outlive an input are made once, not at every turn of the loop: each
+    // one made registers a waiter (a lock) and each one dropped takes it out again. A
+    // cancellation stays ready once it happened; the wake and the timer are re-armed.
+    let shutdown = shutdown.cancelled();
+    let displaced = attachment.displaced.cancelled();
+    let wake = attachment.wake.notified();
+    let timer = sleep_until(far_future());
+    tokio::pin!(shutdown, displaced, wake, timer);
+    let mut timer_set_for = None;
     loop {
         while let Some(output) = core.poll_output() {
             let written = match output {
@@ -118,13 +127,16 @@ async fn serve(
                 return ending_for(e);
             }
         }
-        let timeout = core
-            .poll_timeout()
-            .map_or_else(far_future, tokio::time::Instant::from_std);
+        let timeout = core.poll_timeout();
+        if timeout != timer_set_for {
+            let deadline = timeout.map_or_else(far_future, tokio::time::Instant::from_std);
+            timer.as_mut().reset(deadline);
+            timer_set_for = timeout;
+        }
         let input = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => Input::Shutdown,
-            _ = attachment.displaced.cancelled() => Input::Displaced {
+            () = &mut shutdown => Input::Shutdown,
+            () = &mut displaced => Input::Displaced {
                 removed: attachment.was_removed(),
             },
             Some((token, result)) = calls.next(), if !calls.is_empty() => {
@@ -142,13 +154,14 @@ async fn serve(
                 Some(push) => Input::LinkPush(push),
                 None => continue,
             },
-            _ = attachment.wake.notified() => {
+            () = &mut wake => {
+                wake.set(attachment.wake.notified());
                 if let Some(remaining) = attachment.take_prekeys_low() {
                     core.handle(Input::PrekeysLow(remaining), now(shared));
                 }
                 Input::Wake(attachment.take_fresh())
             }
-            _ = sleep_until(timeout) => Input::Tick,
+            () = &mut timer => Input::Tick,
         };
         core.handle(input, now(shared));
     }
