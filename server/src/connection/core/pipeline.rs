@@ -102,12 +102,13 @@ impl Pipeline {
     pub fn ready(&mut self) -> (Vec<ServerFrame>, Option<(Token, Call)>) {
         // Sized once: a frame is large (a few hundred bytes), and growing the vector
         // reply by reply was a measurable share of the saturated relay's allocations.
-        let answered = self
+        let replies = self
             .slots
             .iter()
             .take_while(|(_, slot)| matches!(slot, Slot::Answered(_)))
+            .filter(|(_, slot)| matches!(slot, Slot::Answered(Some(_))))
             .count();
-        let mut frames = Vec::with_capacity(answered);
+        let mut frames = Vec::with_capacity(replies);
         while let Some((_, Slot::Answered(_))) = self.slots.front() {
             if let Some((_, Slot::Answered(reply))) = self.slots.pop_front() {
                 frames.extend(reply);
