@@ -411,8 +411,7 @@ mod tests {
                 "{suffix:02x?}"
             );
         }
-        bytes.truncate(frame_len);
-        bytes.truncate(bytes.len() - 5);
+        bytes.truncate(frame_len - 5);
         assert!(matches!(
             decode_client(&bytes),
             Err(DecodeError::Malformed(_))
